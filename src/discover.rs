@@ -1,0 +1,256 @@
+//! Data found in the cluster (or, for `render`, in the input file) that rendering depends on:
+//! the PostgreSQL connection, the referenced Secrets' data (for the checksum only) and the
+//! operator-generated credentials. Never rendered into a ConfigMap except the non-secret
+//! connection fields.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Where DittoFS's control-plane PostgreSQL is and how to log in; the password stays in its Secret.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresConnection {
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub user: String,
+    pub sslmode: String,
+    pub password_secret: crate::render::SecretKeyRef,
+}
+
+/// Values for the credentials Secrets the operator creates when the user references none.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedCredentials {
+    pub jwt_secret: Option<String>,
+    pub admin_password: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Discovered {
+    pub postgres: Option<PostgresConnection>,
+    pub generated: GeneratedCredentials,
+    /// Data of the Secret keys DittoFS consumes, by Secret name then key. Feeds the checksum;
+    /// never serialized into the template context.
+    #[serde(skip)]
+    pub secret_data: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+/// Secrets by name, as found in the cluster or in `render`'s input file.
+pub type SecretsByName = BTreeMap<String, k8s_openapi::api::core::v1::Secret>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    /// A referenced Secret or key is missing; waiting for it may help.
+    #[error("{field}: {message}")]
+    Missing { field: String, message: String },
+}
+
+/// Names of the Secrets a CR reads, for fetching before [`resolve`].
+pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str) -> Vec<String> {
+    let names = crate::render::Names::for_cr(cr_name);
+    let identity = spec.identity.clone().unwrap_or_default();
+    let mut out = vec![
+        identity
+            .jwt
+            .and_then(|j| j.secret_ref)
+            .map(|r| r.name)
+            .unwrap_or(names.jwt_secret),
+        identity
+            .admin
+            .and_then(|a| a.password_secret_ref)
+            .map(|r| r.name)
+            .unwrap_or(names.admin_secret),
+    ];
+    if let Some(r) = spec
+        .database
+        .as_ref()
+        .and_then(|d| d.postgres_secret_ref.as_ref())
+    {
+        out.push(r.name.clone());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Builds the discovered data from the Secrets found. `generate` makes fresh credentials for
+/// the operator-created Secrets that do not exist yet (the controller); without it they keep
+/// offline stand-ins (`render`).
+pub fn resolve(
+    spec: &crate::crd::DittoServerSpec,
+    cr_name: &str,
+    values: &crate::values::Values,
+    secrets: &SecretsByName,
+    generate: bool,
+) -> Result<Discovered, DiscoverError> {
+    let names = crate::render::Names::for_cr(cr_name);
+    let identity = spec.identity.clone().unwrap_or_default();
+    let mut discovered = Discovered::default();
+
+    let data_of = |name: &str| -> Option<BTreeMap<String, Vec<u8>>> {
+        secrets.get(name).map(|s| {
+            let mut data: BTreeMap<String, Vec<u8>> = s
+                .data
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            // stringData only exists on objects not yet written (render's input file).
+            for (k, v) in s.string_data.clone().unwrap_or_default() {
+                data.insert(k, v.into_bytes());
+            }
+            data
+        })
+    };
+
+    let jwt_ref = identity.jwt.and_then(|j| j.secret_ref);
+    let admin_ref = identity.admin.and_then(|a| a.password_secret_ref);
+    let consumed = [
+        (
+            jwt_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or(names.jwt_secret.clone()),
+            "spec.identity.jwt.secretRef",
+        ),
+        (
+            admin_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or(names.admin_secret.clone()),
+            "spec.identity.admin.passwordSecretRef",
+        ),
+    ];
+    for (name, _) in &consumed {
+        if let Some(data) = data_of(name) {
+            discovered.secret_data.insert(name.clone(), data);
+        }
+    }
+    if generate {
+        if jwt_ref.is_none() && !secrets.contains_key(&names.jwt_secret) {
+            let value = random_token(48);
+            discovered.secret_data.insert(
+                names.jwt_secret.clone(),
+                BTreeMap::from([("jwt-secret".into(), value.clone().into_bytes())]),
+            );
+            discovered.generated.jwt_secret = Some(value);
+        }
+        if admin_ref.is_none() && !secrets.contains_key(&names.admin_secret) {
+            let value = random_token(24);
+            discovered.secret_data.insert(
+                names.admin_secret.clone(),
+                BTreeMap::from([
+                    ("password".into(), value.clone().into_bytes()),
+                    ("username".into(), b"admin".to_vec()),
+                ]),
+            );
+            discovered.generated.admin_password = Some(value);
+        }
+    }
+    if generate {
+        // A user-referenced JWT Secret must exist: DittoFS cannot start without the key.
+        if let Some(r) = &jwt_ref {
+            let key = r.key.clone().unwrap_or_else(|| "jwt-secret".into());
+            let value = discovered
+                .secret_data
+                .get(&r.name)
+                .and_then(|d| d.get(&key));
+            match value {
+                None => {
+                    return Err(DiscoverError::Missing {
+                        field: "spec.identity.jwt.secretRef".into(),
+                        message: format!("Secret {:?} with key {key:?} not found", r.name),
+                    });
+                }
+                Some(v) if v.len() < 32 => {
+                    return Err(DiscoverError::Missing {
+                        field: "spec.identity.jwt.secretRef".into(),
+                        message: format!(
+                            "key {key:?} of Secret {:?} is shorter than the 32 characters DittoFS requires",
+                            r.name
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    if let Some(r) = spec
+        .database
+        .as_ref()
+        .and_then(|d| d.postgres_secret_ref.as_ref())
+    {
+        let field = "spec.database.postgresSecretRef";
+        let data = data_of(&r.name).ok_or_else(|| DiscoverError::Missing {
+            field: field.into(),
+            message: format!("Secret {:?} not found", r.name),
+        })?;
+        let text = |key: &str| {
+            data.get(key)
+                .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        };
+        let required = |key: &str| {
+            text(key)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| DiscoverError::Missing {
+                    field: field.into(),
+                    message: format!("Secret {:?} has no key {key:?}", r.name),
+                })
+        };
+        let database = text("database")
+            .or_else(|| text("dbname"))
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| DiscoverError::Missing {
+                field: field.into(),
+                message: format!(
+                    "Secret {:?} has neither key \"database\" nor \"dbname\"",
+                    r.name
+                ),
+            })?;
+        let port = match text("port") {
+            Some(p) => p.parse().map_err(|_| DiscoverError::Missing {
+                field: field.into(),
+                message: format!("key \"port\" of Secret {:?} is not a port number", r.name),
+            })?,
+            None => values.database.postgres.port,
+        };
+        if !data.contains_key("password") {
+            return Err(DiscoverError::Missing {
+                field: field.into(),
+                message: format!("Secret {:?} has no key \"password\"", r.name),
+            });
+        }
+        discovered.postgres = Some(PostgresConnection {
+            host: required("host")?,
+            port,
+            database,
+            user: required("user")?,
+            sslmode: text("sslmode")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| values.database.postgres.sslmode.clone()),
+            password_secret: crate::render::SecretKeyRef {
+                name: r.name.clone(),
+                key: "password".into(),
+            },
+        });
+        discovered.secret_data.insert(
+            r.name.clone(),
+            BTreeMap::from([("password".into(), data["password"].clone())]),
+        );
+    }
+    Ok(discovered)
+}
+
+fn random_token(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

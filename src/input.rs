@@ -1,0 +1,114 @@
+//! Reading a CR file for `render`: one DittoServer, plus any Secrets that stand in for the
+//! cluster's (so a CR that references a PostgreSQL Secret can be rendered offline).
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde_json::Value;
+
+use crate::crd::DittoServer;
+use crate::discover::SecretsByName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+pub struct RenderInput {
+    pub server: DittoServer,
+    pub secrets: SecretsByName,
+}
+
+pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
+    let fail = |message: String| InputError::Invalid {
+        file: file.to_string(),
+        message,
+    };
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| fail(format!("invalid YAML: {e}")))?;
+    let mut server = None;
+    let mut secrets = SecretsByName::new();
+    for doc in documents.into_iter().filter(|d| !d.is_null()) {
+        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+        match kind {
+            "DittoServer" => {
+                if server.is_some() {
+                    return Err(fail("more than one DittoServer; render takes one".into()));
+                }
+                let cr: DittoServer = serde_path_to_error::deserialize(&doc)
+                    .map_err(|e| fail(format!("{}: {}", e.path(), e.inner())))?;
+                server = Some(cr);
+            }
+            "Secret" => {
+                let secret: Secret = serde_path_to_error::deserialize(&doc)
+                    .map_err(|e| fail(format!("Secret {}: {}", e.path(), e.inner())))?;
+                secrets.insert(secret.name_any(), secret);
+            }
+            other => {
+                return Err(fail(format!(
+                    "unexpected kind {other:?}: expected a DittoServer and optionally Secrets"
+                )));
+            }
+        }
+    }
+    let server = server.ok_or_else(|| fail("no DittoServer found".into()))?;
+    validate(&server).map_err(fail)?;
+    Ok(RenderInput { server, secrets })
+}
+
+/// The admission checks the apiserver would make that rendering does not already make.
+fn validate(server: &DittoServer) -> Result<(), String> {
+    if server
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err("metadata.name: required".into());
+    }
+    if let Some(r) = server.spec.replicas
+        && !(0..=1).contains(&r)
+    {
+        return Err(format!("spec.replicas: must be 0 or 1, got {r}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_required_field_names_file_and_field() {
+        let err = parse("cr.yaml", "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: a}\nspec:\n  storage: {}\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("cr.yaml: spec.storage"), "{err}");
+        assert!(err.contains("metadataSize"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_an_error() {
+        let err = parse(
+            "cr.yaml",
+            "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: a}\nspec:\n  storage: {metadataSize: 1Gi}\n  s3: {bucket: x}\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("s3"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_along() {
+        let input = parse(
+            "cr.yaml",
+            "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: a}\nspec:\n  storage: {metadataSize: 1Gi}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: pg}\nstringData: {host: db}\n",
+        )
+        .ok()
+        .unwrap();
+        assert!(input.secrets.contains_key("pg"));
+    }
+}

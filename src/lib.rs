@@ -1,0 +1,19 @@
+//! dittofs-operator: DittoServer CR → values → render → validate → apply → status.
+//!
+//! - [`crd`]: the custom resource and its admission rules
+//! - [`values`]: operator-level defaults and overrides
+//! - [`discover`]: data found in the cluster that rendering needs
+//! - [`render`]: templates → typed objects (pure)
+//! - [`input`]: reading CR files for the offline commands
+//! - [`apply`]: server-side apply and pruning
+//! - [`status`]: conditions and phase
+//! - [`controller`]: the reconcile loop tying them together
+
+pub mod apply;
+pub mod controller;
+pub mod crd;
+pub mod discover;
+pub mod input;
+pub mod render;
+pub mod status;
+pub mod values;

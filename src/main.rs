@@ -1,0 +1,133 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use dittofs_operator::{controller, crd, discover, input, render, values::ValuesBuilder};
+
+#[derive(Parser)]
+#[command(
+    name = "dittofs-operator",
+    version,
+    about = "Runs DittoFS on Kubernetes from DittoServer resources"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
+    Run(controller::RunArgs),
+    /// Render the manifests for a DittoServer file, without a cluster.
+    Render(RenderArgs),
+    /// Print the DittoServer CustomResourceDefinition.
+    Crd,
+    /// List or show the embedded templates.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+    /// Print the version and the pinned DittoFS image.
+    Version,
+}
+
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// DittoServer YAML; Secrets in the same file stand in for the cluster's.
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    #[command(flatten)]
+    values: ValuesArgs,
+}
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ValuesArgs {
+    /// Values file layered over the embedded defaults (repeatable).
+    #[arg(long = "values")]
+    values: Vec<PathBuf>,
+    /// A single value, `key.path=value` (repeatable; wins over files).
+    #[arg(long = "set")]
+    set: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Names of the embedded templates.
+    List,
+    /// Print one embedded template.
+    Show { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => controller::run_blocking(args),
+        Command::Render(args) => render_command(args),
+        Command::Crd => {
+            print!("{}", crd::crd_yaml());
+            Ok(())
+        }
+        Command::Templates {
+            command: TemplatesCommand::List,
+        } => {
+            for name in render::TemplateSource::embedded_names() {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Command::Templates {
+            command: TemplatesCommand::Show { name },
+        } => match render::TemplateSource::embedded().get(&name) {
+            Some(text) => {
+                print!("{text}");
+                Ok(())
+            }
+            None => Err(anyhow::anyhow!(
+                "no template {name:?}; `dittofs-operator templates list` shows the names"
+            )),
+        },
+        Command::Version => {
+            let values = ValuesBuilder::new().build().expect("embedded defaults");
+            println!("dittofs-operator {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "dittofs image {}:{}",
+                values.image.repository, values.image.tag
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn render_command(args: RenderArgs) -> Result<()> {
+    let file = args.file.display().to_string();
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {file}"))?;
+    let input = input::parse(&file, &text)?;
+    let mut builder = ValuesBuilder::new();
+    for path in &args.values.values {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        builder = builder.layer_yaml(&path.display().to_string(), &text)?;
+    }
+    for assignment in &args.values.set {
+        builder = builder.set(assignment)?;
+    }
+    let values = builder.build()?;
+    let name = input.server.metadata.name.clone().unwrap_or_default();
+    let discovered = discover::resolve(&input.server.spec, &name, &values, &input.secrets, false)
+        .with_context(|| format!("{file}"))?;
+    let source = render::TemplateSource::embedded();
+    let rendered = render::Renderer::new(&source)
+        .render(&input.server, &values, &discovered)
+        .with_context(|| format!("{file}"))?;
+    print!("{}", rendered.to_yaml());
+    Ok(())
+}

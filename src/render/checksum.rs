@@ -1,0 +1,48 @@
+//! The pod-template checksum: what DittoFS reads at start. A real change to any of it rolls the
+//! pod; nothing else does (not the CR's generation, not an unrelated key of a user Secret).
+
+use sha2::{Digest, Sha256};
+
+use super::context::{Computed, SecretKeyRef};
+use super::filters::hex;
+use crate::discover::Discovered;
+
+/// SHA-256 over the rendered config and the data of every Secret key DittoFS consumes.
+pub fn checksum(config_yaml: &str, computed: &Computed, discovered: &Discovered) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"config.yaml\0");
+    hasher.update(config_yaml.as_bytes());
+    for reference in consumed_secret_keys(computed) {
+        hasher.update(b"\0secret\0");
+        hasher.update(reference.name.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(reference.key.as_bytes());
+        hasher.update(b"\0");
+        match discovered
+            .secret_data
+            .get(&reference.name)
+            .and_then(|d| d.get(&reference.key))
+        {
+            Some(value) => {
+                hasher.update(b"value\0");
+                hasher.update(value);
+            }
+            None => hasher.update(b"absent"),
+        }
+    }
+    hex(&hasher.finalize())
+}
+
+/// Every (Secret, key) the pod reads, sorted and without duplicates.
+pub fn consumed_secret_keys(computed: &Computed) -> Vec<SecretKeyRef> {
+    let mut refs = vec![
+        computed.credentials.jwt.clone(),
+        computed.credentials.admin_password.clone(),
+    ];
+    if let Some(pg) = &computed.database.postgres {
+        refs.push(pg.password_secret.clone());
+    }
+    refs.sort();
+    refs.dedup();
+    refs
+}

@@ -1,0 +1,694 @@
+//! The one context every template sees: `cr`, `values`, `spec`, `discovered`, `computed`.
+//! Decisions (defaults, derived ports, names, the grace period, the checksum) are made here in
+//! Rust; templates only lay them out. `docs/templates.md` documents every key.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext,
+    Toleration,
+};
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::crd::{
+    DatabaseType, DittoServer, DittoServerSpec, LogFormat, ServiceType, TrafficPolicy,
+};
+use crate::discover::{Discovered, PostgresConnection};
+use crate::values::{ProbeSet, Values, WaitForPostgresValues};
+
+/// Label keys shared by every object and pod.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+pub const MANAGED_BY: &str = "dittofs-operator";
+/// Pod-template annotation carrying [`Computed::checksum`].
+pub const CHECKSUM_ANNOTATION: &str = "dittofs.dittofs.com/config-checksum";
+/// Marks objects created once and then left alone (generated credentials).
+pub const LIFECYCLE_ANNOTATION: &str = "dittofs.dittofs.com/lifecycle";
+pub const LIFECYCLE_CREATE_ONLY: &str = "create-only";
+
+/// Stand-ins for generated credentials when rendering without a cluster.
+pub const OFFLINE_GENERATED: &str = "<generated-by-the-operator-on-create>";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ContextError {
+    ContextError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct CrInfo {
+    pub name: String,
+    pub namespace: String,
+    pub generation: Option<i64>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Names {
+    pub config_map: String,
+    pub stateful_set: String,
+    pub headless_service: String,
+    pub file_service: String,
+    pub api_service: String,
+    pub metrics_service: String,
+    pub jwt_secret: String,
+    pub admin_secret: String,
+}
+
+impl Names {
+    pub fn for_cr(name: &str) -> Self {
+        Self {
+            config_map: format!("{name}-config"),
+            stateful_set: name.to_string(),
+            headless_service: format!("{name}-headless"),
+            file_service: format!("{name}-file"),
+            api_service: format!("{name}-api"),
+            metrics_service: format!("{name}-metrics"),
+            jwt_secret: format!("{name}-jwt-secret"),
+            admin_secret: format!("{name}-admin-bootstrap-credentials"),
+        }
+    }
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Ports {
+    pub api: i32,
+    pub nfs: i32,
+    pub smb: i32,
+    pub metrics: i32,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSettings {
+    #[serde(rename = "type")]
+    pub service_type: ServiceType,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct FileServiceSettings {
+    #[serde(rename = "type")]
+    pub service_type: ServiceType,
+    pub annotations: BTreeMap<String, String>,
+    pub nfs_port: i32,
+    pub smb_port: i32,
+    pub load_balancer_class: Option<String>,
+    pub load_balancer_source_ranges: Vec<String>,
+    pub external_traffic_policy: Option<TrafficPolicy>,
+}
+
+/// One PersistentVolumeClaim template and where it is mounted.
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub name: String,
+    pub mount_path: String,
+    pub size: String,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    pub claims: Vec<Claim>,
+    pub storage_class_name: Option<String>,
+    pub access_mode: String,
+}
+
+/// A key of a Secret that reaches DittoFS as an environment variable.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Database {
+    #[serde(rename = "type")]
+    pub db_type: DatabaseType,
+    pub sqlite_path: String,
+    pub postgres: Option<PostgresConnection>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    pub jwt: SecretKeyRef,
+    pub admin_password: SecretKeyRef,
+    /// Values for the Secrets the operator creates; only for those it creates.
+    pub generated_jwt_secret: Option<String>,
+    pub generated_admin_password: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Computed {
+    pub names: Names,
+    /// `app.kubernetes.io/*` labels (without component) plus the values' commonLabels.
+    pub labels: BTreeMap<String, String>,
+    pub selector_labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub image: String,
+    pub image_pull_policy: String,
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    pub replicas: i32,
+    pub ports: Ports,
+    pub smb_enabled: bool,
+    pub metrics_enabled: bool,
+    pub metrics_path: String,
+    pub api_service: ServiceSettings,
+    pub file_service: FileServiceSettings,
+    pub storage: Storage,
+    pub database: Database,
+    pub credentials: Credentials,
+    pub jwt_access_token_duration: String,
+    pub jwt_refresh_token_duration: String,
+    pub log_level: String,
+    pub log_format: String,
+    pub shutdown_timeout: String,
+    pub pre_stop_seconds: i64,
+    pub termination_grace_period_seconds: i64,
+    pub probes: ProbeSet,
+    pub resources: ResourceRequirements,
+    pub pod_security_context: PodSecurityContext,
+    pub security_context: SecurityContext,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub affinity: Option<Affinity>,
+    pub priority_class_name: Option<String>,
+    pub pod_labels: BTreeMap<String, String>,
+    pub pod_annotations: BTreeMap<String, String>,
+    pub tmp_size_limit: String,
+    pub wait_for_postgres: WaitForPostgresValues,
+    /// Filled by the second render pass: the rendered DittoFS config file.
+    pub config_yaml: String,
+    /// Filled by the second render pass: SHA-256 of the config and the referenced Secrets' data.
+    pub checksum: String,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct RenderContext {
+    pub cr: CrInfo,
+    pub values: Values,
+    pub spec: DittoServerSpec,
+    pub discovered: Discovered,
+    pub computed: Computed,
+}
+
+impl RenderContext {
+    pub fn build(
+        cr: &DittoServer,
+        values: &Values,
+        discovered: &Discovered,
+    ) -> Result<Self, ContextError> {
+        let name = cr.name_any();
+        let namespace = cr.namespace().unwrap_or_else(|| "default".into());
+        let computed = compute(&name, &cr.spec, values, discovered)?;
+        Ok(Self {
+            cr: CrInfo {
+                name,
+                namespace,
+                generation: cr.metadata.generation,
+            },
+            values: values.clone(),
+            spec: cr.spec.clone(),
+            discovered: discovered.clone(),
+            computed,
+        })
+    }
+}
+
+fn compute(
+    name: &str,
+    spec: &DittoServerSpec,
+    values: &Values,
+    discovered: &Discovered,
+) -> Result<Computed, ContextError> {
+    let names = Names::for_cr(name);
+
+    let mut labels = values.common_labels.clone();
+    labels.insert(LABEL_NAME.into(), "dittofs".into());
+    labels.insert(LABEL_INSTANCE.into(), name.into());
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+    labels.insert(LABEL_PART_OF.into(), "dittofs".into());
+    let selector_labels = BTreeMap::from([
+        (LABEL_NAME.to_string(), "dittofs".to_string()),
+        (LABEL_INSTANCE.to_string(), name.to_string()),
+        (LABEL_COMPONENT.to_string(), "file-server".to_string()),
+    ]);
+
+    let ports = Ports {
+        api: spec
+            .control_plane
+            .as_ref()
+            .and_then(|c| c.port)
+            .unwrap_or(values.ports.api),
+        nfs: spec.nfs_port.unwrap_or(values.ports.nfs),
+        smb: spec
+            .smb
+            .as_ref()
+            .and_then(|s| s.port)
+            .unwrap_or(values.ports.smb),
+        metrics: spec
+            .metrics
+            .as_ref()
+            .and_then(|m| m.port)
+            .unwrap_or(values.ports.metrics),
+    };
+    let smb_enabled = spec
+        .smb
+        .as_ref()
+        .and_then(|s| s.enabled)
+        .unwrap_or(values.smb.enabled);
+    let metrics_enabled = spec
+        .metrics
+        .as_ref()
+        .and_then(|m| m.enabled)
+        .unwrap_or(values.metrics.enabled);
+    check_distinct_ports(&ports, smb_enabled, metrics_enabled)?;
+
+    let image = spec
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", values.image.repository, values.image.tag));
+    let image_pull_policy = match spec.image_pull_policy {
+        Some(p) => serde_json::to_value(p)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        None => values.image.pull_policy.clone(),
+    };
+
+    let api = spec.service.clone().unwrap_or_default();
+    let file = spec.adapter_services.clone().unwrap_or_default();
+    let file_service = FileServiceSettings {
+        service_type: file
+            .service_type
+            .unwrap_or(values.file_service.service_type),
+        annotations: file.annotations.unwrap_or_default(),
+        nfs_port: file.nfs_port.unwrap_or(values.file_service.nfs_port),
+        smb_port: file.smb_port.unwrap_or(values.file_service.smb_port),
+        load_balancer_class: file.load_balancer_class,
+        load_balancer_source_ranges: file.load_balancer_source_ranges.unwrap_or_default(),
+        external_traffic_policy: file.external_traffic_policy,
+    };
+    if smb_enabled && file_service.nfs_port == file_service.smb_port {
+        return Err(invalid(
+            "spec.adapterServices.smbPort",
+            "must differ from spec.adapterServices.nfsPort",
+        ));
+    }
+
+    let storage = storage(spec, values);
+    let database = database(spec, values, discovered)?;
+    let credentials = credentials(spec, &names, discovered);
+
+    let logging = spec.logging.clone().unwrap_or_default();
+    let log_level = match logging.level {
+        Some(level) => serde_json::to_value(level)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        None => values.logging.level.to_uppercase(),
+    };
+    let log_format = match logging.format {
+        Some(LogFormat::Text) => "text".to_string(),
+        Some(LogFormat::Json) => "json".to_string(),
+        None => values.logging.format.clone(),
+    };
+
+    let shutdown_timeout = spec
+        .shutdown_timeout
+        .clone()
+        .unwrap_or_else(|| values.shutdown_timeout.clone());
+    let shutdown_seconds = parse_go_duration_seconds(&shutdown_timeout).ok_or_else(|| {
+        invalid(
+            "spec.shutdownTimeout",
+            format!("{shutdown_timeout:?} is not a positive Go duration such as 30s"),
+        )
+    })?;
+    let grace = &values.grace_period;
+    let termination_grace_period_seconds =
+        spec.termination_grace_period_seconds.unwrap_or_else(|| {
+            grace.pre_stop_seconds
+                + grace.shutdown_multiplier * shutdown_seconds.ceil() as i64
+                + grace.margin_seconds
+        });
+
+    let jwt = spec
+        .identity
+        .as_ref()
+        .and_then(|i| i.jwt.clone())
+        .unwrap_or_default();
+
+    let mut pod_labels = spec.pod_labels.clone().unwrap_or_default();
+    pod_labels.extend(labels.clone());
+    pod_labels.extend(selector_labels.clone());
+
+    Ok(Computed {
+        names,
+        labels,
+        selector_labels,
+        annotations: values.common_annotations.clone(),
+        image,
+        image_pull_policy,
+        image_pull_secrets: spec.image_pull_secrets.clone().unwrap_or_default(),
+        replicas: spec.replicas.unwrap_or(values.replicas),
+        ports,
+        smb_enabled,
+        metrics_enabled,
+        metrics_path: spec
+            .metrics
+            .as_ref()
+            .and_then(|m| m.path.clone())
+            .unwrap_or_else(|| values.metrics.path.clone()),
+        api_service: ServiceSettings {
+            service_type: api.service_type.unwrap_or(values.api_service.service_type),
+            annotations: api.annotations.unwrap_or_default(),
+        },
+        file_service,
+        storage,
+        database,
+        credentials,
+        jwt_access_token_duration: jwt
+            .access_token_duration
+            .unwrap_or_else(|| values.jwt.access_token_duration.clone()),
+        jwt_refresh_token_duration: jwt
+            .refresh_token_duration
+            .unwrap_or_else(|| values.jwt.refresh_token_duration.clone()),
+        log_level,
+        log_format,
+        shutdown_timeout,
+        pre_stop_seconds: grace.pre_stop_seconds,
+        termination_grace_period_seconds,
+        probes: values.probes.clone(),
+        resources: spec
+            .resources
+            .clone()
+            .unwrap_or_else(|| values.resources.clone()),
+        pod_security_context: spec
+            .pod_security_context
+            .clone()
+            .unwrap_or_else(|| values.pod_security_context.clone()),
+        security_context: harden(spec.security_context.clone(), &values.security_context),
+        node_selector: spec.node_selector.clone().unwrap_or_default(),
+        tolerations: spec.tolerations.clone().unwrap_or_default(),
+        affinity: spec.affinity.clone(),
+        priority_class_name: spec.priority_class_name.clone(),
+        pod_labels,
+        pod_annotations: spec.pod_annotations.clone().unwrap_or_default(),
+        tmp_size_limit: values.tmp_volume.size_limit.clone(),
+        wait_for_postgres: values.wait_for_postgres.clone(),
+        config_yaml: String::new(),
+        checksum: String::new(),
+    })
+}
+
+/// The operator-level defaults may move ports the CRD's CEL rules assume, so check again here.
+fn check_distinct_ports(ports: &Ports, smb: bool, metrics: bool) -> Result<(), ContextError> {
+    let mut used: Vec<(&str, i32)> = vec![
+        ("spec.controlPlane.port", ports.api),
+        ("spec.nfsPort", ports.nfs),
+    ];
+    if smb {
+        used.push(("spec.smb.port", ports.smb));
+    }
+    if metrics {
+        used.push(("spec.metrics.port", ports.metrics));
+    }
+    for (i, (field, port)) in used.iter().enumerate() {
+        if let Some((other, _)) = used[..i].iter().find(|(_, p)| p == port) {
+            return Err(invalid(
+                field,
+                format!("port {port} is already used by {other}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn storage(spec: &DittoServerSpec, values: &Values) -> Storage {
+    let s = &spec.storage;
+    let mut claims = vec![
+        Claim {
+            name: "controlplane".into(),
+            mount_path: "/data/controlplane".into(),
+            size: s.control_plane_size.clone(),
+        },
+        Claim {
+            name: "metadata".into(),
+            mount_path: "/data/store/metadata".into(),
+            size: s.metadata_size.clone(),
+        },
+    ];
+    if let Some(size) = &s.content_size {
+        claims.push(Claim {
+            name: "content".into(),
+            mount_path: "/data/store/block".into(),
+            size: size.clone(),
+        });
+    }
+    if let Some(size) = &s.cache_size {
+        claims.push(Claim {
+            name: "cache".into(),
+            mount_path: "/data/cache".into(),
+            size: size.clone(),
+        });
+    }
+    if claims[0].size.is_empty() {
+        claims[0].size = values.storage.control_plane_size.clone();
+    }
+    Storage {
+        claims,
+        storage_class_name: s.storage_class_name.clone(),
+        access_mode: values.storage.access_mode.clone(),
+    }
+}
+
+fn database(
+    spec: &DittoServerSpec,
+    values: &Values,
+    discovered: &Discovered,
+) -> Result<Database, ContextError> {
+    let db = spec.database.clone().unwrap_or_default();
+    let sqlite_path = db
+        .sqlite
+        .and_then(|s| s.path)
+        .unwrap_or_else(|| values.database.sqlite.path.clone());
+    let wants_postgres = db.postgres_secret_ref.is_some()
+        || db.percona.is_some()
+        || spec.percona.as_ref().is_some_and(|p| p.enabled)
+        || db.db_type == Some(DatabaseType::Postgres);
+    if !wants_postgres {
+        return Ok(Database {
+            db_type: DatabaseType::Sqlite,
+            sqlite_path,
+            postgres: None,
+        });
+    }
+    let postgres = discovered.postgres.clone().ok_or_else(|| {
+        invalid(
+            "spec.database",
+            "PostgreSQL connection not resolved yet (its Secret or cluster is not available)",
+        )
+    })?;
+    Ok(Database {
+        db_type: DatabaseType::Postgres,
+        sqlite_path,
+        postgres: Some(postgres),
+    })
+}
+
+fn credentials(spec: &DittoServerSpec, names: &Names, discovered: &Discovered) -> Credentials {
+    let identity = spec.identity.clone().unwrap_or_default();
+    let jwt_ref = identity.jwt.and_then(|j| j.secret_ref);
+    let admin_ref = identity.admin.and_then(|a| a.password_secret_ref);
+    Credentials {
+        jwt: match &jwt_ref {
+            Some(r) => SecretKeyRef {
+                name: r.name.clone(),
+                key: r.key.clone().unwrap_or_else(|| "jwt-secret".into()),
+            },
+            None => SecretKeyRef {
+                name: names.jwt_secret.clone(),
+                key: "jwt-secret".into(),
+            },
+        },
+        admin_password: match &admin_ref {
+            Some(r) => SecretKeyRef {
+                name: r.name.clone(),
+                key: r.key.clone().unwrap_or_else(|| "password".into()),
+            },
+            None => SecretKeyRef {
+                name: names.admin_secret.clone(),
+                key: "password".into(),
+            },
+        },
+        generated_jwt_secret: jwt_ref.is_none().then(|| {
+            discovered
+                .generated
+                .jwt_secret
+                .clone()
+                .unwrap_or_else(|| OFFLINE_GENERATED.into())
+        }),
+        generated_admin_password: admin_ref.is_none().then(|| {
+            discovered
+                .generated
+                .admin_password
+                .clone()
+                .unwrap_or_else(|| OFFLINE_GENERATED.into())
+        }),
+    }
+}
+
+/// The user's container securityContext with the hardened defaults filled in where unset.
+fn harden(user: Option<SecurityContext>, defaults: &SecurityContext) -> SecurityContext {
+    let Some(mut sc) = user else {
+        return defaults.clone();
+    };
+    sc.allow_privilege_escalation = sc
+        .allow_privilege_escalation
+        .or(defaults.allow_privilege_escalation);
+    sc.run_as_non_root = sc.run_as_non_root.or(defaults.run_as_non_root);
+    sc.read_only_root_filesystem = sc
+        .read_only_root_filesystem
+        .or(defaults.read_only_root_filesystem);
+    sc.capabilities = sc.capabilities.or_else(|| defaults.capabilities.clone());
+    sc.seccomp_profile = sc
+        .seccomp_profile
+        .or_else(|| defaults.seccomp_profile.clone());
+    sc
+}
+
+/// Seconds in a Go duration (`1h30m`, `45s`, `500ms`); `None` when it does not parse or is not positive.
+pub fn parse_go_duration_seconds(text: &str) -> Option<f64> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += number * factor;
+        rest = &rest[unit_len..];
+    }
+    (total > 0.0).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration_seconds("30s"), Some(30.0));
+        assert_eq!(parse_go_duration_seconds("1m30s"), Some(90.0));
+        assert_eq!(parse_go_duration_seconds("1h"), Some(3600.0));
+        assert_eq!(parse_go_duration_seconds("1.5s"), Some(1.5));
+        assert_eq!(
+            parse_go_duration_seconds("30"),
+            None,
+            "a bare number means nanoseconds in Go: refuse it"
+        );
+        assert_eq!(parse_go_duration_seconds("0s"), None);
+        assert_eq!(parse_go_duration_seconds("1d"), None);
+        assert_eq!(parse_go_duration_seconds(""), None);
+    }
+
+    #[test]
+    fn names_follow_the_cr() {
+        let names = Names::for_cr("demo");
+        assert_eq!(names.config_map, "demo-config");
+        assert_eq!(names.headless_service, "demo-headless");
+        assert_eq!(names.file_service, "demo-file");
+        assert_eq!(names.api_service, "demo-api");
+        assert_eq!(names.metrics_service, "demo-metrics");
+        assert_eq!(names.stateful_set, "demo");
+        assert_eq!(names.jwt_secret, "demo-jwt-secret");
+        assert_eq!(names.admin_secret, "demo-admin-bootstrap-credentials");
+    }
+
+    #[test]
+    fn clashing_ports_name_the_field() {
+        let ports = Ports {
+            api: 8080,
+            nfs: 8080,
+            smb: 12445,
+            metrics: 9090,
+        };
+        let err = check_distinct_ports(&ports, true, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("spec.nfsPort"), "{err}");
+        let ports = Ports {
+            api: 8080,
+            nfs: 12049,
+            smb: 12445,
+            metrics: 12445,
+        };
+        assert!(
+            check_distinct_ports(&ports, false, true).is_ok(),
+            "SMB off frees its port"
+        );
+        assert!(
+            check_distinct_ports(&ports, true, true)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.metrics.port")
+        );
+    }
+
+    #[test]
+    fn user_security_context_cannot_drop_hardening_by_omission() {
+        let defaults = crate::values::ValuesBuilder::new()
+            .build()
+            .unwrap()
+            .security_context;
+        let user = SecurityContext {
+            run_as_user: Some(1000),
+            ..Default::default()
+        };
+        let sc = harden(Some(user), &defaults);
+        assert_eq!(sc.run_as_user, Some(1000));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.unwrap().drop.unwrap(),
+            vec!["ALL".to_string()]
+        );
+    }
+}

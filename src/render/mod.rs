@@ -1,0 +1,174 @@
+//! values + templates + discovered data → typed objects. Pure: no cluster access.
+//!
+//! Two passes: the DittoFS config file is rendered first; its checksum (with the referenced
+//! Secrets' data) feeds the pod template of the StatefulSet in the second pass.
+
+mod checksum;
+mod context;
+mod filters;
+mod objects;
+mod source;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+pub use checksum::checksum;
+pub use context::*;
+pub use objects::ManagedObject;
+pub use source::{CONFIG_TEMPLATE, TemplateSource};
+
+use crate::crd::DittoServer;
+use crate::discover::Discovered;
+use crate::values::Values;
+
+/// Bounds the work one template may do, so an override with an endless loop fails instead of hanging.
+pub const FUEL_LIMIT: u64 = 2_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("template {template}, line {line}: {message}")]
+    Template {
+        template: String,
+        line: usize,
+        message: String,
+    },
+    #[error("template {template}, rendered line {line}: {message}")]
+    Object {
+        template: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl RenderError {
+    /// The CR field at fault when the error comes from the spec (for conditions).
+    pub fn is_spec_error(&self) -> bool {
+        matches!(self, Self::Context(_))
+    }
+}
+
+/// The outcome of rendering one DittoServer.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    /// Sorted in apply order (ConfigMap → Secrets → Services → StatefulSet), then by name.
+    pub objects: Vec<ManagedObject>,
+    pub config_yaml: String,
+    pub checksum: String,
+    pub context: RenderContext,
+}
+
+impl Rendered {
+    /// Multi-document YAML, as `dittofs-operator render` prints it.
+    pub fn to_yaml(&self) -> String {
+        self.objects
+            .iter()
+            .map(|o| format!("---\n{}", o.to_yaml()))
+            .collect()
+    }
+}
+
+pub struct Renderer<'a> {
+    source: &'a TemplateSource,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(source: &'a TemplateSource) -> Self {
+        Self { source }
+    }
+
+    pub fn render(
+        &self,
+        cr: &DittoServer,
+        values: &Values,
+        discovered: &Discovered,
+    ) -> Result<Rendered, RenderError> {
+        let mut context = RenderContext::build(cr, values, discovered)?;
+        let env = self.environment();
+
+        let config_yaml = self.render_template(&env, CONFIG_TEMPLATE, &context)?;
+        let parsed: Result<serde_json::Value, _> = serde_saphyr::from_str(&config_yaml);
+        if !matches!(parsed, Ok(serde_json::Value::Object(_))) {
+            return Err(RenderError::Object {
+                template: CONFIG_TEMPLATE.into(),
+                line: 1,
+                message: "the DittoFS config must be a YAML mapping".into(),
+            });
+        }
+        let sum = checksum(&config_yaml, &context.computed, discovered);
+        context.computed.config_yaml = config_yaml.clone();
+        context.computed.checksum = sum.clone();
+        context
+            .computed
+            .pod_annotations
+            .insert(CHECKSUM_ANNOTATION.into(), sum.clone());
+
+        let mut objects = Vec::new();
+        for name in self.source.object_templates() {
+            let text = self.render_template(&env, &name, &context)?;
+            objects.extend(objects::parse_documents(&name, &text)?);
+        }
+        objects.sort_by(|a, b| (a.apply_rank(), a.name()).cmp(&(b.apply_rank(), b.name())));
+        for pair in objects.windows(2) {
+            if pair[0].reference() == pair[1].reference() {
+                return Err(RenderError::Conflict(format!(
+                    "{} is rendered twice",
+                    pair[0].reference()
+                )));
+            }
+        }
+        Ok(Rendered {
+            objects,
+            config_yaml,
+            checksum: sum,
+            context,
+        })
+    }
+
+    fn environment(&self) -> Environment<'static> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .keep_trailing_newline(true)
+                .build()
+                .expect("default delimiters"),
+        );
+        env.set_fuel(Some(FUEL_LIMIT));
+        let source = self.source.clone();
+        env.set_loader(move |name| Ok(source.get(name)));
+        filters::register(&mut env);
+        env
+    }
+
+    fn render_template(
+        &self,
+        env: &Environment<'_>,
+        name: &str,
+        context: &RenderContext,
+    ) -> Result<String, RenderError> {
+        let template = env
+            .get_template(name)
+            .map_err(|e| template_error(name, &e))?;
+        template
+            .render(minijinja::Value::from(minijinja::value::Serde(context)))
+            .map_err(|e| template_error(name, &e))
+    }
+}
+
+fn template_error(name: &str, error: &minijinja::Error) -> RenderError {
+    let mut message = error.kind().to_string();
+    if let Some(detail) = error.detail() {
+        message = format!("{message}: {detail}");
+    }
+    RenderError::Template {
+        template: error.name().unwrap_or(name).to_string(),
+        line: error.line().unwrap_or(0),
+        message,
+    }
+}
