@@ -1,8 +1,385 @@
-//! The reconcile loop.
+//! The reconcile loop: dereference (Secrets) → render → apply → prune → status.
+//! Everything a reconcile needs comes through one [`Context`].
 
-#[derive(clap::Args, Clone, Debug)]
-pub struct RunArgs {}
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-pub fn run_blocking(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::apply::{self, Change};
+use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, FIELD_MANAGER};
+use crate::discover::{self, DiscoverError, SecretsByName};
+use crate::render::{Rendered, Renderer, TemplateSource};
+use crate::status::{self, CONFIG_READY, DATABASE_READY, Decided, Workload};
+use crate::values::{Values, ValuesBuilder};
+
+/// Steady-state resync: catches drift nothing else would report.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Waiting on something outside our control (a Secret that does not exist yet).
+const WAIT: Duration = Duration::from_secs(30);
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Values file layered over the embedded defaults (repeatable).
+    #[arg(long = "values")]
+    pub values: Vec<PathBuf>,
+    /// A single value, `key.path=value` (repeatable; wins over files).
+    #[arg(long = "set")]
+    pub set: Vec<String>,
+    /// Reconciles that may run at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+}
+
+/// The operator's configuration, fixed for the life of the process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub namespace: Option<String>,
+    pub values: Values,
+    pub templates: TemplateSource,
+    pub concurrency: u16,
+}
+
+impl Settings {
+    pub fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
+        let mut builder = ValuesBuilder::new();
+        for path in &args.values {
+            let text = std::fs::read_to_string(path)?;
+            builder = builder.layer_yaml(&path.display().to_string(), &text)?;
+        }
+        for assignment in &args.set {
+            builder = builder.set(assignment)?;
+        }
+        Ok(Self {
+            namespace: args.namespace.clone(),
+            values: builder.build()?,
+            templates: TemplateSource::embedded(),
+            concurrency: args.concurrency,
+        })
+    }
+
+    pub fn for_tests(namespace: Option<String>) -> Self {
+        Self {
+            namespace,
+            values: ValuesBuilder::new().build().expect("embedded defaults"),
+            templates: TemplateSource::embedded(),
+            concurrency: 4,
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    /// Consecutive failures per CR, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, failures: Mutex::default() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error("reading {what}: {source}")]
+    Read { what: String, source: kube::Error },
+    #[error("writing status: {0}")]
+    Status(kube::Error),
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Apply(_) => "ApplyFailed",
+            Self::Read { .. } => "ReadFailed",
+            Self::Status(_) => "StatusFailed",
+        }
+    }
+}
+
+pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+    let settings = Settings::from_args(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = Client::try_default().await?;
+        run(client, settings, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs the controller until `shutdown` resolves. Tests call this in-process.
+pub async fn run(client: Client, settings: Settings, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let (servers, configmaps, services, statefulsets, secrets) = match &settings.namespace {
+        Some(ns) => (
+            Api::<DittoServer>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+            Api::<StatefulSet>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let owned = watcher::Config::default().labels(&format!("{}={}", crate::render::LABEL_MANAGED_BY, crate::render::MANAGED_BY));
+    let concurrency = settings.concurrency;
+    let context = Arc::new(Context::new(client, settings));
+
+    let controller = Controller::new(servers, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns(configmaps, owned.clone())
+        .owns(services, owned.clone())
+        .owns(statefulsets, owned)
+        // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
+        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|cr| cr.namespace() == namespace)
+                .filter(|cr| discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name))
+                .map(|cr| ObjectRef::from_obj(&*cr))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*server);
+    let attempt = {
+        let mut failures = ctx.failures.lock().expect("failures lock");
+        let count = failures.entry(key).or_insert(0);
+        *count += 1;
+        *count
+    };
+    // 1 s, 2 s, 4 s … capped at 5 minutes.
+    let delay = Duration::from_secs(1u64 << attempt.min(9)).min(Duration::from_secs(300));
+    warn!(name = %server.name_any(), namespace = ?server.namespace(), %error, attempt, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+#[tracing::instrument(skip_all, fields(name = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
+pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if server.meta().deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove what we own; PVCs and credentials stay.
+        return Ok(Action::await_change());
+    }
+    let action = reconcile_inner(&server, &ctx).await?;
+    ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
+    Ok(action)
+}
+
+async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
+    let name = server.name_any();
+    let namespace = server.namespace().unwrap_or_else(|| "default".into());
+    let secrets = fetch_secrets(ctx, server, &namespace).await?;
+    let values = &ctx.settings.values;
+
+    let discovered = match discover::resolve(&server.spec, &name, values, &secrets, true) {
+        Ok(d) => d,
+        Err(DiscoverError::Missing { field, message }) => {
+            let reason = if field.starts_with("spec.database") { "DatabaseSecretMissing" } else { "SecretMissing" };
+            let text = format!("{field}: {message}");
+            let mut decided = vec![Decided::new(CONFIG_READY, false, reason, text.clone())];
+            if field.starts_with("spec.database") {
+                decided.push(Decided::new(DATABASE_READY, false, reason, text.clone()));
+            }
+            publish(ctx, server, EventType::Warning, reason, &text).await;
+            write_status(ctx, server, decided, None, None, None).await?;
+            return Ok(Action::requeue(WAIT));
+        }
+    };
+
+    let rendered = match Renderer::new(&ctx.settings.templates).render(server, values, &discovered) {
+        Ok(r) => r,
+        Err(error) => {
+            let reason = if error.is_spec_error() { "InvalidSpec" } else { "RenderFailed" };
+            let text = error.to_string();
+            publish(ctx, server, EventType::Warning, reason, &text).await;
+            let existing: Option<StatefulSet> = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::Read { what: format!("StatefulSet/{name}"), source })?;
+            let workload = existing.map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
+            write_status(ctx, server, vec![Decided::new(CONFIG_READY, false, reason, text)], workload, None, None).await?;
+            // A bad spec or template does not fix itself: wait for an edit.
+            return Ok(Action::await_change());
+        }
+    };
+
+    let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
+    let mut outcome = apply::apply_all(&ctx.client, &namespace, &owner, &rendered.objects).await?;
+    let keep: BTreeSet<String> = rendered.objects.iter().map(|o| o.reference()).collect();
+    outcome.pruned = apply::prune(&ctx.client, &namespace, &name, &owner.uid, &keep).await?;
+    for (reference, change) in &outcome.changes {
+        match change {
+            Change::Created => publish(ctx, server, EventType::Normal, "Created", &format!("Created {reference}")).await,
+            Change::Updated => publish(ctx, server, EventType::Normal, "Updated", &format!("Updated {reference}")).await,
+            Change::Unchanged => {}
+        }
+    }
+    for reference in &outcome.pruned {
+        publish(ctx, server, EventType::Normal, "Pruned", &format!("Deleted {reference}: no longer rendered")).await;
+    }
+    info!(writes = outcome.writes(), checksum = %rendered.checksum, "reconciled");
+
+    let workload = outcome.stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
+    let mut decided = vec![Decided::new(CONFIG_READY, true, "Rendered", config_message(server, &rendered))];
+    if let Some(pg) = &rendered.context.computed.database.postgres {
+        decided.push(Decided::new(DATABASE_READY, true, "SecretResolved", format!("PostgreSQL at {}:{} database {}", pg.host, pg.port, pg.database)));
+    }
+    write_status(ctx, server, decided, workload, Some(&rendered), outcome.file_service.as_ref()).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn fetch_secrets(ctx: &Context, server: &DittoServer, namespace: &str) -> Result<SecretsByName, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut secrets = SecretsByName::new();
+    for name in discover::referenced_secret_names(&server.spec, &server.name_any()) {
+        let secret = api.get_opt(&name).await.map_err(|source| Error::Read { what: format!("Secret/{name}"), source })?;
+        if let Some(secret) = secret {
+            secrets.insert(name, secret);
+        }
+    }
+    Ok(secrets)
+}
+
+/// Says what was rendered, and which legacy fields have no effect (never silently ignored).
+fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
+    let mut ignored = Vec::new();
+    let spec = &server.spec;
+    if let Some(cache) = &spec.cache {
+        if cache.path.is_some() {
+            ignored.push("spec.cache.path");
+        }
+        if cache.size.is_some() {
+            ignored.push("spec.cache.size");
+        }
+    }
+    if let Some(identity) = &spec.identity {
+        if identity.identity_type.is_some() {
+            ignored.push("spec.identity.type");
+        }
+        if identity.admin.as_ref().is_some_and(|a| a.username.is_some()) {
+            ignored.push("spec.identity.admin.username");
+        }
+    }
+    let short = &rendered.checksum[..12];
+    let mut message = format!("Rendered {} objects; config checksum {short}", rendered.objects.len());
+    if !ignored.is_empty() {
+        message.push_str(&format!(". Ignored (no effect on DittoFS v0.29): {}", ignored.join(", ")));
+    }
+    message
+}
+
+async fn write_status(
+    ctx: &Context,
+    server: &DittoServer,
+    mut decided: Vec<Decided>,
+    workload: Option<Workload>,
+    rendered: Option<&Rendered>,
+    file_service: Option<&Service>,
+) -> Result<(), Error> {
+    if let Some(w) = &workload {
+        decided.extend(status::workload_conditions(w));
+    }
+    decided.push(status::ready_condition(&decided));
+    let previous = server.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = server.metadata.generation;
+    let new = DittoServerStatus {
+        observed_generation: generation,
+        phase: Some(status::phase(&decided, workload.as_ref(), false)),
+        replicas: workload.as_ref().map(|w| w.desired),
+        ready_replicas: workload.as_ref().map(|w| w.ready),
+        config_hash: rendered.map(|r| r.checksum.clone()).or(previous.config_hash.clone()),
+        endpoints: rendered.map(|r| endpoints(r, file_service)).or(previous.endpoints.clone()),
+        database: rendered.map(|r| database_status(r)).or(previous.database.clone()),
+        conditions: status::merge(&previous.conditions, &decided, generation, &now),
+    };
+    if !status::differs(server.status.as_ref(), &new) {
+        return Ok(());
+    }
+    let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    api.patch_status(&server.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": new })))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
+    let c = &rendered.context.computed;
+    let ns = &rendered.context.cr.namespace;
+    let lb = file_service
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|i| i.first())
+        .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()));
+    Endpoints {
+        file: Some(format!("{}:{}", lb.unwrap_or_else(|| format!("{}.{ns}.svc", c.names.file_service)), c.file_service.nfs_port)),
+        api: Some(format!("{}.{ns}.svc:{}", c.names.api_service, c.ports.api)),
+    }
+}
+
+fn database_status(rendered: &Rendered) -> DatabaseStatus {
+    match &rendered.context.computed.database.postgres {
+        Some(pg) => DatabaseStatus { kind: "postgres".into(), host: Some(format!("{}:{}", pg.host, pg.port)), ready: true },
+        None => DatabaseStatus { kind: "sqlite".into(), host: None, ready: true },
+    }
+}
+
+async fn publish(ctx: &Context, server: &DittoServer, type_: EventType, reason: &str, note: &str) {
+    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1000).collect()), action: "Reconcile".into(), secondary: None };
+    if let Err(error) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
+        warn!(%error, reason, "could not publish event");
+    }
 }

@@ -116,9 +116,8 @@ macro_rules! same_optional {
 
 const RULES: &[Rule] = &[
     // Names derived from the CR (`<name>-headless`, `<name>-postgres-pguser-…`) must stay valid DNS labels.
-    rule_at(
+    rule(
         "/",
-        ".metadata.name",
         "self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
         "metadata.name must be at most 40 characters of lower-case letters, digits and '-', starting with a letter (it prefixes Service and volume names)",
     ),

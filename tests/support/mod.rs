@@ -1,0 +1,154 @@
+//! A real kube-apiserver + etcd for integration tests, started once per test binary by
+//! `scripts/cluster.sh` and stopped by its watchdog when the test binary exits. Each test
+//! gets its own namespace and its own in-process operator watching only that namespace.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dittofs_operator::controller::{self, Settings};
+use dittofs_operator::crd::DittoServer;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+
+/// The shared control plane of this test binary (tier `api`: etcd + kube-apiserver).
+pub fn cluster() -> &'static TestCluster {
+    CLUSTER.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(format!("dittofs-it-{}", std::process::id()));
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/cluster.sh"))
+            .args(["start", "--tier", "api", "--dir"])
+            .arg(&dir)
+            .args(["--owner-pid", &std::process::id().to_string()])
+            .status()
+            .expect("running scripts/cluster.sh");
+        assert!(
+            status.success(),
+            "could not start the local control plane; build it with `scripts/testbin.sh` and see the log above"
+        );
+        TestCluster { kubeconfig: dir.join("kubeconfig"), dir }
+    })
+}
+
+pub async fn client() -> Client {
+    let cluster = cluster();
+    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// Installs (server-side applies) the CRD and waits until it is served.
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = dittofs_operator::crd::crd();
+    crds.patch("dittoservers.dittofs.dittofs.com", &PatchParams::apply("dittofs-tests").force(), &Patch::Apply(&crd))
+        .await
+        .expect("apply CRD");
+    eventually("CRD established", Duration::from_secs(20), || async {
+        let crd = crds.get("dittoservers.dittofs.dittofs.com").await.ok()?;
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        if !established {
+            return None;
+        }
+        // Established can precede discovery by a moment: list once through the typed API.
+        let api: Api<DittoServer> = Api::all(client.clone());
+        api.list(&Default::default()).await.ok().map(|_| ())
+    })
+    .await;
+}
+
+/// A fresh namespace; `labels` lets a test ask for Pod Security enforcement.
+pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("{prefix}-{}-{n}", std::process::id());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.clone());
+    ns.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    name
+}
+
+/// Everything a test needs: a client, a namespace with the CRD installed.
+pub async fn setup(prefix: &str) -> (Client, String) {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, prefix, &[]).await;
+    (client, ns)
+}
+
+/// The operator running in-process on one namespace; stops when dropped.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    pub fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_with(client, Settings::for_tests(Some(namespace.to_string())))
+    }
+
+    pub fn start_with(client: &Client, settings: Settings) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(client.clone(), settings, async move {
+            let _ = stopped.await;
+        }));
+        Self { stop: Some(stop), task: Some(task) }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it yields a value; panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A DittoServer from YAML, in `namespace`.
+pub fn server(namespace: &str, yaml: &str) -> DittoServer {
+    let mut cr: DittoServer = serde_saphyr::from_str(yaml).expect("test CR parses");
+    cr.metadata.namespace = Some(namespace.to_string());
+    cr
+}
