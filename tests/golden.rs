@@ -1,32 +1,34 @@
 //! Golden files: every case under `golden/<case>/` renders `input.yaml` (a DittoServer, plus
 //! Secrets standing in for the cluster's) with optional `values.yaml`, and must match
-//! `expected.yaml` byte for byte. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites them.
+//! `expected.yaml` byte for byte; every sample in `deploy/samples/` must match
+//! `golden/samples/<sample>.expected.yaml`. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites them.
 
 use std::path::{Path, PathBuf};
 
 use dittofs_operator::{discover, input, render, values::ValuesBuilder};
 
-fn render_case(dir: &Path) -> Result<String, String> {
-    let input_path = dir.join("input.yaml");
-    let text = std::fs::read_to_string(&input_path).map_err(|e| e.to_string())?;
+fn render_file(input_path: &Path, values_path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(input_path).map_err(|e| e.to_string())?;
     let parsed = input::parse("input.yaml", &text).map_err(|e| e.to_string())?;
     let mut builder = ValuesBuilder::new();
-    let values_path = dir.join("values.yaml");
     if values_path.exists() {
-        let text = std::fs::read_to_string(&values_path).map_err(|e| e.to_string())?;
-        builder = builder
-            .layer_yaml("values.yaml", &text)
-            .map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(values_path).map_err(|e| e.to_string())?;
+        builder = builder.layer_yaml("values.yaml", &text).map_err(|e| e.to_string())?;
     }
     let values = builder.build().map_err(|e| e.to_string())?;
     let name = parsed.server.metadata.name.clone().unwrap_or_default();
-    let discovered = discover::resolve(&parsed.server.spec, &name, &values, &parsed.secrets, false)
-        .map_err(|e| e.to_string())?;
+    let discovered =
+        discover::resolve(&parsed.server.spec, &name, &values, &parsed.secrets, false).map_err(|e| e.to_string())?;
     let source = render::TemplateSource::embedded();
     let rendered = render::Renderer::new(&source)
         .render(&parsed.server, &values, &discovered)
         .map_err(|e| e.to_string())?;
     Ok(rendered.to_yaml())
+}
+
+fn render_case(dir: &Path) -> String {
+    render_file(&dir.join("input.yaml"), &dir.join("values.yaml"))
+        .unwrap_or_else(|error| format!("# render error\n{error}\n"))
 }
 
 fn cases() -> Vec<PathBuf> {
@@ -40,47 +42,75 @@ fn cases() -> Vec<PathBuf> {
     dirs
 }
 
-#[test]
-fn golden_renderings_match() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
-    let cases = cases();
-    assert!(
-        cases.len() >= 10,
-        "expected at least 10 golden cases, found {}",
-        cases.len()
-    );
-    let mut failures = Vec::new();
-    for dir in &cases {
-        let case = dir.file_name().unwrap().to_string_lossy().to_string();
-        let output = match render_case(dir) {
-            Ok(yaml) => yaml,
-            Err(error) => format!("# render error\n{error}\n"),
-        };
-        let expected_path = dir.join("expected.yaml");
-        if update {
-            std::fs::write(&expected_path, &output).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if expected != output {
-            let diff = similar::TextDiff::from_lines(&expected, &output)
-                .unified_diff()
-                .context_radius(3)
-                .header("expected.yaml", "rendered")
-                .to_string();
-            failures.push(format!("golden case {case} drifted:\n{diff}"));
-        }
+/// Compares (or, with UPDATE_GOLDEN=1, rewrites) one expected file; returns a drift report.
+fn check(case: &str, output: &str, expected_path: &Path) -> Option<String> {
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::write(expected_path, output).unwrap();
+        return None;
     }
+    let expected = std::fs::read_to_string(expected_path).unwrap_or_default();
+    (expected != output).then(|| {
+        let diff = similar::TextDiff::from_lines(&expected, output)
+            .unified_diff()
+            .context_radius(3)
+            .header("expected", "rendered")
+            .to_string();
+        format!("golden case {case} drifted:\n{diff}")
+    })
+}
+
+fn report(failures: Vec<String>) {
     assert!(
         failures.is_empty(),
-        "{}\nRun `UPDATE_GOLDEN=1 cargo test --test golden` if the change is intended.",
+        "{}\nRun `UPDATE_GOLDEN=1 cargo test --test golden` if the change is intended, and review the diff.",
         failures.join("\n")
     );
+}
+
+#[test]
+fn golden_renderings_match() {
+    let cases = cases();
+    assert!(cases.len() >= 10, "expected at least 10 golden cases, found {}", cases.len());
+    let failures = cases
+        .iter()
+        .filter_map(|dir| {
+            let case = dir.file_name().unwrap().to_string_lossy().to_string();
+            check(&case, &render_case(dir), &dir.join("expected.yaml"))
+        })
+        .collect();
+    report(failures);
+}
+
+#[test]
+fn samples_match_golden() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut samples: Vec<PathBuf> =
+        std::fs::read_dir(root.join("deploy/samples")).unwrap().map(|e| e.unwrap().path()).collect();
+    samples.sort();
+    assert!(samples.len() >= 3);
+    std::fs::create_dir_all(root.join("golden/samples")).unwrap();
+    let failures = samples
+        .iter()
+        .filter_map(|sample| {
+            let stem = sample.file_stem().unwrap().to_string_lossy().to_string();
+            let output = render_file(sample, Path::new("/nonexistent")).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            check(&stem, &output, &root.join("golden/samples").join(format!("{stem}.expected.yaml")))
+        })
+        .collect();
+    report(failures);
 }
 
 #[test]
 fn rendering_is_deterministic() {
     for dir in cases() {
         assert_eq!(render_case(&dir), render_case(&dir), "{}", dir.display());
+    }
+}
+
+#[test]
+fn no_secret_value_reaches_any_output() {
+    for dir in cases() {
+        let output = render_case(&dir);
+        assert!(!output.contains("not-in-any-output"), "{}: a Secret value was rendered", dir.display());
     }
 }
