@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 
 use crate::crd::FIELD_MANAGER;
 use crate::render::{
-    LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY, ManagedObject,
+    LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY,
+    ManagedObject,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +46,21 @@ pub struct ApplyOutcome {
 
 impl ApplyOutcome {
     pub fn writes(&self) -> usize {
-        self.changes.iter().filter(|(_, c)| *c != Change::Unchanged).count() + self.pruned.len()
+        self.changes
+            .iter()
+            .filter(|(_, c)| *c != Change::Unchanged)
+            .count()
+            + self.pruned.len()
     }
 }
 
 pub fn is_create_only(object: &ManagedObject) -> bool {
-    object.meta().annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
+    object
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LIFECYCLE_ANNOTATION))
+        .map(String::as_str)
         == Some(LIFECYCLE_CREATE_ONLY)
 }
 
@@ -66,13 +76,19 @@ pub async fn apply_all(
         let reference = object.reference();
         let change = if is_create_only(object) {
             match object {
-                ManagedObject::Secret(s) => create_if_absent(Api::namespaced(client.clone(), namespace), s).await,
+                ManagedObject::Secret(s) => {
+                    create_if_absent(Api::namespaced(client.clone(), namespace), s).await
+                }
                 other => apply_owned(client, namespace, owner, other, &mut outcome).await,
             }
         } else {
             apply_owned(client, namespace, owner, object, &mut outcome).await
         }
-        .map_err(|source| ApplyError { action: "applying", object: reference.clone(), source })?;
+        .map_err(|source| ApplyError {
+            action: "applying",
+            object: reference.clone(),
+            source,
+        })?;
         outcome.changes.push((reference, change));
     }
     Ok(outcome)
@@ -88,11 +104,26 @@ async fn apply_owned(
     let mut object = object.clone();
     object.meta_mut().owner_references = Some(vec![owner.clone()]);
     match object {
-        ManagedObject::ConfigMap(o) => Ok(ssa(Api::<ConfigMap>::namespaced(client.clone(), namespace), &o).await?.1),
-        ManagedObject::Secret(o) => Ok(ssa(Api::<Secret>::namespaced(client.clone(), namespace), &o).await?.1),
+        ManagedObject::ConfigMap(o) => Ok(ssa(
+            Api::<ConfigMap>::namespaced(client.clone(), namespace),
+            &o,
+        )
+        .await?
+        .1),
+        ManagedObject::Secret(o) => Ok(ssa(
+            Api::<Secret>::namespaced(client.clone(), namespace),
+            &o,
+        )
+        .await?
+        .1),
         ManagedObject::Service(o) => {
-            let (live, change) = ssa(Api::<Service>::namespaced(client.clone(), namespace), &o).await?;
-            if live.labels().get(crate::render::LABEL_COMPONENT).map(String::as_str) == Some("file-server")
+            let (live, change) =
+                ssa(Api::<Service>::namespaced(client.clone(), namespace), &o).await?;
+            if live
+                .labels()
+                .get(crate::render::LABEL_COMPONENT)
+                .map(String::as_str)
+                == Some("file-server")
                 && live.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) != Some("None")
             {
                 outcome.file_service = Some(live);
@@ -100,7 +131,11 @@ async fn apply_owned(
             Ok(change)
         }
         ManagedObject::StatefulSet(o) => {
-            let (live, change) = ssa(Api::<StatefulSet>::namespaced(client.clone(), namespace), &o).await?;
+            let (live, change) = ssa(
+                Api::<StatefulSet>::namespaced(client.clone(), namespace),
+                &*o,
+            )
+            .await?;
             outcome.stateful_set = Some(live);
             Ok(change)
         }
@@ -128,7 +163,10 @@ async fn create_if_absent(api: Api<Secret>, secret: &Secret) -> Result<Change, k
     if api.get_metadata_opt(&secret.name_any()).await?.is_some() {
         return Ok(Change::Unchanged);
     }
-    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     match api.create(&params, secret).await {
         Ok(_) => Ok(Change::Created),
         // Created by a concurrent reconcile: keep the one that exists.
@@ -164,14 +202,21 @@ async fn prune_kind<K>(
     keep: &BTreeSet<String>,
 ) -> Result<Vec<String>, ApplyError>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let kind = K::kind(&()).to_string();
     let list = api
         .list_metadata(&ListParams::default().labels(selector))
         .await
-        .map_err(|source| ApplyError { action: "listing", object: kind.clone(), source })?;
+        .map_err(|source| ApplyError {
+            action: "listing",
+            object: kind.clone(),
+            source,
+        })?;
     let mut pruned = Vec::new();
     for item in list.items {
         let reference = format!("{kind}/{}", item.name_any());
@@ -179,14 +224,27 @@ where
             .owner_references()
             .iter()
             .any(|o| o.controller == Some(true) && o.uid == owner_uid);
-        let create_only = item.annotations().get(LIFECYCLE_ANNOTATION).map(String::as_str) == Some(LIFECYCLE_CREATE_ONLY);
+        let create_only = item
+            .annotations()
+            .get(LIFECYCLE_ANNOTATION)
+            .map(String::as_str)
+            == Some(LIFECYCLE_CREATE_ONLY);
         if keep.contains(&reference) || !controlled || create_only {
             continue;
         }
-        match api.delete(&item.name_any(), &DeleteParams::background()).await {
+        match api
+            .delete(&item.name_any(), &DeleteParams::background())
+            .await
+        {
             Ok(_) => pruned.push(reference),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => return Err(ApplyError { action: "pruning", object: reference, source }),
+            Err(source) => {
+                return Err(ApplyError {
+                    action: "pruning",
+                    object: reference,
+                    source,
+                });
+            }
         }
     }
     Ok(pruned)

@@ -94,8 +94,16 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, failures: Mutex::default() }
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            failures: Mutex::default(),
+        }
     }
 }
 
@@ -123,11 +131,14 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .init();
     let settings = Settings::from_args(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let client = Client::try_default().await?;
         run(client, settings, shutdown_signal()).await;
@@ -139,7 +150,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -147,7 +159,11 @@ async fn shutdown_signal() {
 }
 
 /// Runs the controller until `shutdown` resolves. Tests call this in-process.
-pub async fn run(client: Client, settings: Settings, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let (servers, configmaps, services, statefulsets, secrets) = match &settings.namespace {
         Some(ns) => (
             Api::<DittoServer>::namespaced(client.clone(), ns),
@@ -156,9 +172,19 @@ pub async fn run(client: Client, settings: Settings, shutdown: impl std::future:
             Api::<StatefulSet>::namespaced(client.clone(), ns),
             Api::<Secret>::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
-    let owned = watcher::Config::default().labels(&format!("{}={}", crate::render::LABEL_MANAGED_BY, crate::render::MANAGED_BY));
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        crate::render::LABEL_MANAGED_BY,
+        crate::render::MANAGED_BY
+    ));
     let concurrency = settings.concurrency;
     let context = Arc::new(Context::new(client, settings));
 
@@ -170,17 +196,23 @@ pub async fn run(client: Client, settings: Settings, shutdown: impl std::future:
         .owns(services, owned.clone())
         .owns(statefulsets, owned)
         // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
-        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|cr| cr.namespace() == namespace)
-                .filter(|cr| discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name))
-                .map(|cr| ObjectRef::from_obj(&*cr))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let namespace = secret.namespace();
+                let name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|cr| cr.namespace() == namespace)
+                    .filter(|cr| {
+                        discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
+                    })
+                    .map(|cr| ObjectRef::from_obj(&*cr))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -213,7 +245,10 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::await_change());
     }
     let action = reconcile_inner(&server, &ctx).await?;
-    ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
+    ctx.failures
+        .lock()
+        .expect("failures lock")
+        .remove(&ObjectRef::from_obj(&*server));
     Ok(action)
 }
 
@@ -226,7 +261,11 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let discovered = match discover::resolve(&server.spec, &name, values, &secrets, true) {
         Ok(d) => d,
         Err(DiscoverError::Missing { field, message }) => {
-            let reason = if field.starts_with("spec.database") { "DatabaseSecretMissing" } else { "SecretMissing" };
+            let reason = if field.starts_with("spec.database") {
+                "DatabaseSecretMissing"
+            } else {
+                "SecretMissing"
+            };
             let text = format!("{field}: {message}");
             let mut decided = vec![Decided::new(CONFIG_READY, false, reason, text.clone())];
             if field.starts_with("spec.database") {
@@ -238,53 +277,133 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         }
     };
 
-    let rendered = match Renderer::new(&ctx.settings.templates).render(server, values, &discovered) {
+    let rendered = match Renderer::new(&ctx.settings.templates).render(server, values, &discovered)
+    {
         Ok(r) => r,
         Err(error) => {
-            let reason = if error.is_spec_error() { "InvalidSpec" } else { "RenderFailed" };
+            let reason = if error.is_spec_error() {
+                "InvalidSpec"
+            } else {
+                "RenderFailed"
+            };
             let text = error.to_string();
             publish(ctx, server, EventType::Warning, reason, &text).await;
-            let existing: Option<StatefulSet> = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-                .get_opt(&name)
-                .await
-                .map_err(|source| Error::Read { what: format!("StatefulSet/{name}"), source })?;
-            let workload = existing.map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
-            write_status(ctx, server, vec![Decided::new(CONFIG_READY, false, reason, text)], workload, None, None).await?;
+            let existing: Option<StatefulSet> =
+                Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+                    .get_opt(&name)
+                    .await
+                    .map_err(|source| Error::Read {
+                        what: format!("StatefulSet/{name}"),
+                        source,
+                    })?;
+            let workload = existing.map(|s| {
+                Workload::from_stateful_set(
+                    &s,
+                    s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1),
+                )
+            });
+            write_status(
+                ctx,
+                server,
+                vec![Decided::new(CONFIG_READY, false, reason, text)],
+                workload,
+                None,
+                None,
+            )
+            .await?;
             // A bad spec or template does not fix itself: wait for an edit.
             return Ok(Action::await_change());
         }
     };
 
-    let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
+    let owner = server
+        .controller_owner_ref(&())
+        .expect("DittoServer has a uid once stored");
     let mut outcome = apply::apply_all(&ctx.client, &namespace, &owner, &rendered.objects).await?;
     let keep: BTreeSet<String> = rendered.objects.iter().map(|o| o.reference()).collect();
     outcome.pruned = apply::prune(&ctx.client, &namespace, &name, &owner.uid, &keep).await?;
     for (reference, change) in &outcome.changes {
         match change {
-            Change::Created => publish(ctx, server, EventType::Normal, "Created", &format!("Created {reference}")).await,
-            Change::Updated => publish(ctx, server, EventType::Normal, "Updated", &format!("Updated {reference}")).await,
+            Change::Created => {
+                publish(
+                    ctx,
+                    server,
+                    EventType::Normal,
+                    "Created",
+                    &format!("Created {reference}"),
+                )
+                .await
+            }
+            Change::Updated => {
+                publish(
+                    ctx,
+                    server,
+                    EventType::Normal,
+                    "Updated",
+                    &format!("Updated {reference}"),
+                )
+                .await
+            }
             Change::Unchanged => {}
         }
     }
     for reference in &outcome.pruned {
-        publish(ctx, server, EventType::Normal, "Pruned", &format!("Deleted {reference}: no longer rendered")).await;
+        publish(
+            ctx,
+            server,
+            EventType::Normal,
+            "Pruned",
+            &format!("Deleted {reference}: no longer rendered"),
+        )
+        .await;
     }
     info!(writes = outcome.writes(), checksum = %rendered.checksum, "reconciled");
 
-    let workload = outcome.stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
-    let mut decided = vec![Decided::new(CONFIG_READY, true, "Rendered", config_message(server, &rendered))];
+    let workload = outcome
+        .stateful_set
+        .as_ref()
+        .map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
+    let mut decided = vec![Decided::new(
+        CONFIG_READY,
+        true,
+        "Rendered",
+        config_message(server, &rendered),
+    )];
     if let Some(pg) = &rendered.context.computed.database.postgres {
-        decided.push(Decided::new(DATABASE_READY, true, "SecretResolved", format!("PostgreSQL at {}:{} database {}", pg.host, pg.port, pg.database)));
+        decided.push(Decided::new(
+            DATABASE_READY,
+            true,
+            "SecretResolved",
+            format!(
+                "PostgreSQL at {}:{} database {}",
+                pg.host, pg.port, pg.database
+            ),
+        ));
     }
-    write_status(ctx, server, decided, workload, Some(&rendered), outcome.file_service.as_ref()).await?;
+    write_status(
+        ctx,
+        server,
+        decided,
+        workload,
+        Some(&rendered),
+        outcome.file_service.as_ref(),
+    )
+    .await?;
     Ok(Action::requeue(RESYNC))
 }
 
-async fn fetch_secrets(ctx: &Context, server: &DittoServer, namespace: &str) -> Result<SecretsByName, Error> {
+async fn fetch_secrets(
+    ctx: &Context,
+    server: &DittoServer,
+    namespace: &str,
+) -> Result<SecretsByName, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut secrets = SecretsByName::new();
     for name in discover::referenced_secret_names(&server.spec, &server.name_any()) {
-        let secret = api.get_opt(&name).await.map_err(|source| Error::Read { what: format!("Secret/{name}"), source })?;
+        let secret = api.get_opt(&name).await.map_err(|source| Error::Read {
+            what: format!("Secret/{name}"),
+            source,
+        })?;
         if let Some(secret) = secret {
             secrets.insert(name, secret);
         }
@@ -308,14 +427,24 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
         if identity.identity_type.is_some() {
             ignored.push("spec.identity.type");
         }
-        if identity.admin.as_ref().is_some_and(|a| a.username.is_some()) {
+        if identity
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.username.is_some())
+        {
             ignored.push("spec.identity.admin.username");
         }
     }
     let short = &rendered.checksum[..12];
-    let mut message = format!("Rendered {} objects; config checksum {short}", rendered.objects.len());
+    let mut message = format!(
+        "Rendered {} objects; config checksum {short}",
+        rendered.objects.len()
+    );
     if !ignored.is_empty() {
-        message.push_str(&format!(". Ignored (no effect on DittoFS v0.29): {}", ignored.join(", ")));
+        message.push_str(&format!(
+            ". Ignored (no effect on DittoFS v0.29): {}",
+            ignored.join(", ")
+        ));
     }
     message
 }
@@ -340,18 +469,27 @@ async fn write_status(
         phase: Some(status::phase(&decided, workload.as_ref(), false)),
         replicas: workload.as_ref().map(|w| w.desired),
         ready_replicas: workload.as_ref().map(|w| w.ready),
-        config_hash: rendered.map(|r| r.checksum.clone()).or(previous.config_hash.clone()),
-        endpoints: rendered.map(|r| endpoints(r, file_service)).or(previous.endpoints.clone()),
-        database: rendered.map(|r| database_status(r)).or(previous.database.clone()),
+        config_hash: rendered
+            .map(|r| r.checksum.clone())
+            .or(previous.config_hash.clone()),
+        endpoints: rendered
+            .map(|r| endpoints(r, file_service))
+            .or(previous.endpoints.clone()),
+        database: rendered.map(database_status).or(previous.database.clone()),
         conditions: status::merge(&previous.conditions, &decided, generation, &now),
     };
     if !status::differs(server.status.as_ref(), &new) {
         return Ok(());
     }
-    let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-    api.patch_status(&server.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": new })))
-        .await
-        .map_err(Error::Status)?;
+    let api: Api<DittoServer> =
+        Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    api.patch_status(
+        &server.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": new })),
+    )
+    .await
+    .map_err(Error::Status)?;
     Ok(())
 }
 
@@ -365,20 +503,38 @@ fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
         .and_then(|i| i.first())
         .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()));
     Endpoints {
-        file: Some(format!("{}:{}", lb.unwrap_or_else(|| format!("{}.{ns}.svc", c.names.file_service)), c.file_service.nfs_port)),
+        file: Some(format!(
+            "{}:{}",
+            lb.unwrap_or_else(|| format!("{}.{ns}.svc", c.names.file_service)),
+            c.file_service.nfs_port
+        )),
         api: Some(format!("{}.{ns}.svc:{}", c.names.api_service, c.ports.api)),
     }
 }
 
 fn database_status(rendered: &Rendered) -> DatabaseStatus {
     match &rendered.context.computed.database.postgres {
-        Some(pg) => DatabaseStatus { kind: "postgres".into(), host: Some(format!("{}:{}", pg.host, pg.port)), ready: true },
-        None => DatabaseStatus { kind: "sqlite".into(), host: None, ready: true },
+        Some(pg) => DatabaseStatus {
+            kind: "postgres".into(),
+            host: Some(format!("{}:{}", pg.host, pg.port)),
+            ready: true,
+        },
+        None => DatabaseStatus {
+            kind: "sqlite".into(),
+            host: None,
+            ready: true,
+        },
     }
 }
 
 async fn publish(ctx: &Context, server: &DittoServer, type_: EventType, reason: &str, note: &str) {
-    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1000).collect()), action: "Reconcile".into(), secondary: None };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(error) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
         warn!(%error, reason, "could not publish event");
     }

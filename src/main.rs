@@ -123,11 +123,11 @@ fn render_command(args: RenderArgs) -> Result<()> {
     let values = builder.build()?;
     let name = input.server.metadata.name.clone().unwrap_or_default();
     let discovered = discover::resolve(&input.server.spec, &name, &values, &input.secrets, false)
-        .with_context(|| format!("{file}"))?;
+        .with_context(|| file.clone())?;
     let source = render::TemplateSource::embedded();
     let rendered = render::Renderer::new(&source)
         .render(&input.server, &values, &discovered)
-        .with_context(|| format!("{file}"))?;
+        .with_context(|| file.clone())?;
     print!("{}", rendered.to_yaml());
     Ok(())
 }

@@ -13,12 +13,14 @@ fn render_file(input_path: &Path, values_path: &Path) -> Result<String, String> 
     let mut builder = ValuesBuilder::new();
     if values_path.exists() {
         let text = std::fs::read_to_string(values_path).map_err(|e| e.to_string())?;
-        builder = builder.layer_yaml("values.yaml", &text).map_err(|e| e.to_string())?;
+        builder = builder
+            .layer_yaml("values.yaml", &text)
+            .map_err(|e| e.to_string())?;
     }
     let values = builder.build().map_err(|e| e.to_string())?;
     let name = parsed.server.metadata.name.clone().unwrap_or_default();
-    let discovered =
-        discover::resolve(&parsed.server.spec, &name, &values, &parsed.secrets, false).map_err(|e| e.to_string())?;
+    let discovered = discover::resolve(&parsed.server.spec, &name, &values, &parsed.secrets, false)
+        .map_err(|e| e.to_string())?;
     let source = render::TemplateSource::embedded();
     let rendered = render::Renderer::new(&source)
         .render(&parsed.server, &values, &discovered)
@@ -70,7 +72,11 @@ fn report(failures: Vec<String>) {
 #[test]
 fn golden_renderings_match() {
     let cases = cases();
-    assert!(cases.len() >= 10, "expected at least 10 golden cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 10,
+        "expected at least 10 golden cases, found {}",
+        cases.len()
+    );
     let failures = cases
         .iter()
         .filter_map(|dir| {
@@ -84,8 +90,10 @@ fn golden_renderings_match() {
 #[test]
 fn samples_match_golden() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut samples: Vec<PathBuf> =
-        std::fs::read_dir(root.join("deploy/samples")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut samples: Vec<PathBuf> = std::fs::read_dir(root.join("deploy/samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     samples.sort();
     assert!(samples.len() >= 3);
     std::fs::create_dir_all(root.join("golden/samples")).unwrap();
@@ -93,8 +101,15 @@ fn samples_match_golden() {
         .iter()
         .filter_map(|sample| {
             let stem = sample.file_stem().unwrap().to_string_lossy().to_string();
-            let output = render_file(sample, Path::new("/nonexistent")).unwrap_or_else(|e| panic!("{stem}: {e}"));
-            check(&stem, &output, &root.join("golden/samples").join(format!("{stem}.expected.yaml")))
+            let output = render_file(sample, Path::new("/nonexistent"))
+                .unwrap_or_else(|e| panic!("{stem}: {e}"));
+            check(
+                &stem,
+                &output,
+                &root
+                    .join("golden/samples")
+                    .join(format!("{stem}.expected.yaml")),
+            )
         })
         .collect();
     report(failures);
@@ -111,6 +126,10 @@ fn rendering_is_deterministic() {
 fn no_secret_value_reaches_any_output() {
     for dir in cases() {
         let output = render_case(&dir);
-        assert!(!output.contains("not-in-any-output"), "{}: a Secret value was rendered", dir.display());
+        assert!(
+            !output.contains("not-in-any-output"),
+            "{}: a Secret value was rendered",
+            dir.display()
+        );
     }
 }
