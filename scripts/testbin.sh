@@ -166,9 +166,20 @@ build_kwok_stages() {
   done >"$STAGE/kwok-stages.yaml"
 }
 
+# dfs through a wrapper too: `go install github.com/marmos91/dittofs/cmd/dfs@v0.29.0` fails here
+# with "loading deprecation for github.com/marmos91/dittofs: ... @v/list: 403 Forbidden" (the
+# proxy serves the version but not the version list). `go mod edit -require` + `go mod tidy` needs
+# no list lookup and resolves the same versions (MVS over dittofs' own go.mod, which has no replace).
 build_dfs() {
-  GOBIN=$STAGE go install -trimpath -ldflags "-s -w -X main.version=$DFS_VERSION" \
-    "github.com/marmos91/dittofs/cmd/dfs@$DFS_VERSION"
+  local w=$WORK/dfs
+  mkdir -p "$w"
+  cd "$w"
+  go mod init testbin.local/dfs >/dev/null 2>&1
+  go mod edit -require="github.com/marmos91/dittofs@$DFS_VERSION" \
+    -tool=github.com/marmos91/dittofs/cmd/dfs
+  go mod tidy
+  go build -trimpath -ldflags "-s -w -X main.version=$DFS_VERSION" -o "$STAGE/dfs" \
+    github.com/marmos91/dittofs/cmd/dfs
 }
 
 # Cheapest first, so the tools needed by tier A exist early.
