@@ -1,22 +1,22 @@
-//! Server-side apply of rendered objects in order, then pruning of what we own but no longer
-//! render. One field manager; `force` only on objects the CR owns. Generated credentials are
-//! created once and never touched again.
+//! Plan, then apply. Planning asks the server what each apply would store (server-side apply
+//! with `dryRun=All`, same field manager) and compares it with the live object, so nothing is
+//! written unless something differs and every change has a diff before it happens. Executing
+//! the plan applies in order (ConfigMap → Secrets → Services → StatefulSet) and prunes what we
+//! own but no longer render. Generated credentials are created once and never touched again.
 
 use std::collections::BTreeSet;
-use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
 
 use crate::crd::FIELD_MANAGER;
+use crate::diff::{self, Action, ObjectDiff};
 use crate::render::{
-    LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY,
-    ManagedObject,
+    LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY, ManagedObject,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,224 +28,221 @@ pub struct ApplyError {
     pub source: kube::Error,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    Created,
-    Updated,
-    Unchanged,
+impl ApplyError {
+    fn new(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let object = object.into();
+        move |source| Self { action, object, source }
+    }
+}
+
+/// One rendered object, what is live, and what applying it would change.
+#[derive(Debug)]
+pub struct PlannedObject {
+    pub object: ManagedObject,
+    pub live: Option<Value>,
+    pub diff: ObjectDiff,
+}
+
+/// An object we own that is no longer rendered.
+#[derive(Debug)]
+pub struct PlannedPrune {
+    pub resource: ApiResource,
+    pub name: String,
+    pub diff: ObjectDiff,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub objects: Vec<PlannedObject>,
+    pub prunes: Vec<PlannedPrune>,
+}
+
+impl Plan {
+    /// Every diff with something to do, in apply order, prunes last.
+    pub fn changes(&self) -> Vec<&ObjectDiff> {
+        self.objects
+            .iter()
+            .map(|p| &p.diff)
+            .chain(self.prunes.iter().map(|p| &p.diff))
+            .filter(|d| d.action != Action::Unchanged)
+            .collect()
+    }
+
+    pub fn in_sync(&self) -> bool {
+        self.changes().is_empty()
+    }
+
+    /// The live StatefulSet (before any apply of this plan), for status.
+    pub fn live_stateful_set(&self) -> Option<StatefulSet> {
+        self.live_of("StatefulSet")
+    }
+
+    pub fn live_file_service(&self) -> Option<Service> {
+        self.objects
+            .iter()
+            .filter(|p| p.object.kind() == "Service" && p.object.name().ends_with("-file"))
+            .find_map(|p| p.live.clone().and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    fn live_of<K: serde::de::DeserializeOwned>(&self, kind: &str) -> Option<K> {
+        self.objects
+            .iter()
+            .find(|p| p.object.kind() == kind)
+            .and_then(|p| p.live.clone())
+            .and_then(|v| serde_json::from_value(v).ok())
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct ApplyOutcome {
-    /// `Kind/name` and what happened to it, in apply order.
-    pub changes: Vec<(String, Change)>,
-    pub pruned: Vec<String>,
+    /// Diffs of what was written, in order.
+    pub applied: Vec<ObjectDiff>,
     pub stateful_set: Option<StatefulSet>,
-    pub file_service: Option<Service>,
-}
-
-impl ApplyOutcome {
-    pub fn writes(&self) -> usize {
-        self.changes
-            .iter()
-            .filter(|(_, c)| *c != Change::Unchanged)
-            .count()
-            + self.pruned.len()
-    }
 }
 
 pub fn is_create_only(object: &ManagedObject) -> bool {
-    object
-        .meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(LIFECYCLE_ANNOTATION))
-        .map(String::as_str)
+    object.meta().annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
         == Some(LIFECYCLE_CREATE_ONLY)
 }
 
-/// Applies `objects` (already in apply order) in `namespace`, owned by `owner`.
-pub async fn apply_all(
+fn resource_of(kind: &str) -> ApiResource {
+    match kind {
+        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
+        "Secret" => ApiResource::erase::<Secret>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
+        other => unreachable!("no API resource for managed kind {other}"),
+    }
+}
+
+/// Kinds that pruning looks at. Never PersistentVolumeClaims.
+fn prunable() -> [ApiResource; 4] {
+    ["ConfigMap", "Secret", "Service", "StatefulSet"].map(resource_of)
+}
+
+fn api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, resource)
+}
+
+fn to_value(object: &DynamicObject) -> Value {
+    serde_json::to_value(object).expect("objects serialize")
+}
+
+/// Works out what applying `objects` would change, without writing anything.
+/// `owner` is None when the DittoServer is not in the cluster (then nothing is pruned).
+pub async fn plan(
     client: &Client,
     namespace: &str,
-    owner: &OwnerReference,
+    cr_name: &str,
+    owner: Option<&OwnerReference>,
     objects: &[ManagedObject],
-) -> Result<ApplyOutcome, ApplyError> {
-    let mut outcome = ApplyOutcome::default();
+) -> Result<Plan, ApplyError> {
+    let mut plan = Plan::default();
     for object in objects {
+        let mut object = object.clone();
+        let resource = resource_of(object.kind());
+        let api = api(client, namespace, &resource);
+        let name = object.name().to_string();
         let reference = object.reference();
-        let change = if is_create_only(object) {
-            match object {
-                ManagedObject::Secret(s) => {
-                    create_if_absent(Api::namespaced(client.clone(), namespace), s).await
-                }
-                other => apply_owned(client, namespace, owner, other, &mut outcome).await,
+        let file = diff::file_name(object.api_version(), object.kind(), namespace, &name);
+        let live = api.get_opt(&name).await.map_err(ApplyError::new("reading", &reference))?.map(|o| to_value(&o));
+        let diff = if is_create_only(&object) {
+            // Existing credentials are never compared, rewritten or shown.
+            match &live {
+                Some(_) => diff::compare(&reference, &file, None, None),
+                None => diff::compare(&reference, &file, None, Some(&object.to_json())),
             }
         } else {
-            apply_owned(client, namespace, owner, object, &mut outcome).await
-        }
-        .map_err(|source| ApplyError {
-            action: "applying",
-            object: reference.clone(),
-            source,
-        })?;
-        outcome.changes.push((reference, change));
-    }
-    Ok(outcome)
-}
-
-async fn apply_owned(
-    client: &Client,
-    namespace: &str,
-    owner: &OwnerReference,
-    object: &ManagedObject,
-    outcome: &mut ApplyOutcome,
-) -> Result<Change, kube::Error> {
-    let mut object = object.clone();
-    object.meta_mut().owner_references = Some(vec![owner.clone()]);
-    match object {
-        ManagedObject::ConfigMap(o) => Ok(ssa(
-            Api::<ConfigMap>::namespaced(client.clone(), namespace),
-            &o,
-        )
-        .await?
-        .1),
-        ManagedObject::Secret(o) => Ok(ssa(
-            Api::<Secret>::namespaced(client.clone(), namespace),
-            &o,
-        )
-        .await?
-        .1),
-        ManagedObject::Service(o) => {
-            let (live, change) =
-                ssa(Api::<Service>::namespaced(client.clone(), namespace), &o).await?;
-            if live
-                .labels()
-                .get(crate::render::LABEL_COMPONENT)
-                .map(String::as_str)
-                == Some("file-server")
-                && live.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) != Some("None")
-            {
-                outcome.file_service = Some(live);
+            if let Some(owner) = owner {
+                object.meta_mut().owner_references = Some(vec![owner.clone()]);
             }
-            Ok(change)
-        }
-        ManagedObject::StatefulSet(o) => {
-            let (live, change) = ssa(
-                Api::<StatefulSet>::namespaced(client.clone(), namespace),
-                &*o,
-            )
-            .await?;
-            outcome.stateful_set = Some(live);
-            Ok(change)
-        }
+            let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+            let merged = api
+                .patch(&name, &params, &Patch::Apply(object.to_json()))
+                .await
+                .map_err(ApplyError::new("dry-run applying", &reference))?;
+            diff::compare(&reference, &file, live.as_ref(), Some(&to_value(&merged)))
+        };
+        plan.objects.push(PlannedObject { object, live, diff });
     }
+    if let Some(owner) = owner {
+        let keep: BTreeSet<String> = objects.iter().map(ManagedObject::reference).collect();
+        plan.prunes = plan_prunes(client, namespace, cr_name, &owner.uid, &keep).await?;
+    }
+    Ok(plan)
 }
 
-/// Server-side apply; `Unchanged` when the apiserver kept the resourceVersion (a no-op apply).
-async fn ssa<K>(api: Api<K>, object: &K) -> Result<(K, Change), kube::Error>
-where
-    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
-{
-    let name = object.name_any();
-    let before = api.get_opt(&name).await?.and_then(|o| o.resource_version());
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let live = api.patch(&name, &params, &Patch::Apply(object)).await?;
-    let change = match before {
-        None => Change::Created,
-        Some(rv) if Some(rv.clone()) == live.resource_version() => Change::Unchanged,
-        Some(_) => Change::Updated,
-    };
-    Ok((live, change))
-}
-
-async fn create_if_absent(api: Api<Secret>, secret: &Secret) -> Result<Change, kube::Error> {
-    if api.get_metadata_opt(&secret.name_any()).await?.is_some() {
-        return Ok(Change::Unchanged);
-    }
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match api.create(&params, secret).await {
-        Ok(_) => Ok(Change::Created),
-        // Created by a concurrent reconcile: keep the one that exists.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Change::Unchanged),
-        Err(e) => Err(e),
-    }
-}
-
-/// Deletes objects labelled as this CR's, controlled by it, that were not rendered this time
-/// (for example the metrics Service after metrics are turned off). Never PVCs, never
-/// create-only credentials.
-pub async fn prune(
+async fn plan_prunes(
     client: &Client,
     namespace: &str,
     cr_name: &str,
     owner_uid: &str,
     keep: &BTreeSet<String>,
-) -> Result<Vec<String>, ApplyError> {
+) -> Result<Vec<PlannedPrune>, ApplyError> {
     let selector = format!("{LABEL_INSTANCE}={cr_name},{LABEL_MANAGED_BY}={MANAGED_BY}");
-    let mut pruned = Vec::new();
-    pruned.extend(prune_kind::<ConfigMap>(client, namespace, &selector, owner_uid, keep).await?);
-    pruned.extend(prune_kind::<Secret>(client, namespace, &selector, owner_uid, keep).await?);
-    pruned.extend(prune_kind::<Service>(client, namespace, &selector, owner_uid, keep).await?);
-    pruned.extend(prune_kind::<StatefulSet>(client, namespace, &selector, owner_uid, keep).await?);
-    Ok(pruned)
-}
-
-async fn prune_kind<K>(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    owner_uid: &str,
-    keep: &BTreeSet<String>,
-) -> Result<Vec<String>, ApplyError>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let kind = K::kind(&()).to_string();
-    let list = api
-        .list_metadata(&ListParams::default().labels(selector))
-        .await
-        .map_err(|source| ApplyError {
-            action: "listing",
-            object: kind.clone(),
-            source,
-        })?;
-    let mut pruned = Vec::new();
-    for item in list.items {
-        let reference = format!("{kind}/{}", item.name_any());
-        let controlled = item
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && o.uid == owner_uid);
-        let create_only = item
-            .annotations()
-            .get(LIFECYCLE_ANNOTATION)
-            .map(String::as_str)
-            == Some(LIFECYCLE_CREATE_ONLY);
-        if keep.contains(&reference) || !controlled || create_only {
-            continue;
-        }
-        match api
-            .delete(&item.name_any(), &DeleteParams::background())
+    let mut prunes = Vec::new();
+    for resource in prunable() {
+        let api = api(client, namespace, &resource);
+        let list = api
+            .list(&ListParams::default().labels(&selector))
             .await
-        {
-            Ok(_) => pruned.push(reference),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => {
-                return Err(ApplyError {
-                    action: "pruning",
-                    object: reference,
-                    source,
-                });
+            .map_err(ApplyError::new("listing", resource.kind.clone()))?;
+        for item in list.items {
+            let reference = format!("{}/{}", resource.kind, item.name_any());
+            let controlled = item.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == owner_uid);
+            let create_only =
+                item.annotations().get(LIFECYCLE_ANNOTATION).map(String::as_str) == Some(LIFECYCLE_CREATE_ONLY);
+            if keep.contains(&reference) || !controlled || create_only {
+                continue;
             }
+            let file = diff::file_name(&resource.api_version, &resource.kind, namespace, &item.name_any());
+            let diff = diff::compare(&reference, &file, Some(&to_value(&item)), None);
+            prunes.push(PlannedPrune { resource: resource.clone(), name: item.name_any(), diff });
         }
     }
-    Ok(pruned)
+    Ok(prunes)
+}
+
+/// Writes what the plan says differs; nothing else.
+pub async fn execute(client: &Client, namespace: &str, plan: Plan) -> Result<ApplyOutcome, ApplyError> {
+    let mut outcome = ApplyOutcome { stateful_set: plan.live_stateful_set(), ..Default::default() };
+    for planned in plan.objects {
+        if planned.diff.action == Action::Unchanged {
+            continue;
+        }
+        let resource = resource_of(planned.object.kind());
+        let api = api(client, namespace, &resource);
+        let reference = planned.object.reference();
+        let name = planned.object.name().to_string();
+        if is_create_only(&planned.object) {
+            let object: DynamicObject =
+                serde_json::from_value(planned.object.to_json()).expect("typed object converts");
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match api.create(&params, &object).await {
+                Ok(_) => {}
+                // Created meanwhile by someone else: keep theirs.
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(ApplyError::new("creating", reference)(e)),
+            }
+        } else {
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let live = api
+                .patch(&name, &params, &Patch::Apply(planned.object.to_json()))
+                .await
+                .map_err(ApplyError::new("applying", &reference))?;
+            if planned.object.kind() == "StatefulSet" {
+                outcome.stateful_set = serde_json::from_value(to_value(&live)).ok();
+            }
+        }
+        outcome.applied.push(planned.diff);
+    }
+    for prune in plan.prunes {
+        let api = api(client, namespace, &prune.resource);
+        match api.delete(&prune.name, &DeleteParams::background()).await {
+            Ok(_) => outcome.applied.push(prune.diff),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(ApplyError::new("pruning", prune.diff.reference.clone())(e)),
+        }
+    }
+    Ok(outcome)
 }

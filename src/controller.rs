@@ -1,7 +1,7 @@
 //! The reconcile loop: dereference (Secrets) → render → apply → prune → status.
 //! Everything a reconcile needs comes through one [`Context`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,32 +19,76 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::apply::{self, Change};
+use crate::apply::{self, Plan};
+use crate::diff::Action as DiffAction;
 use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, FIELD_MANAGER};
 use crate::discover::{self, DiscoverError, SecretsByName};
 use crate::render::{Rendered, Renderer, TemplateSource};
-use crate::status::{self, CONFIG_READY, DATABASE_READY, Decided, Workload};
+use crate::status::{self, CONFIG_READY, DATABASE_READY, Decided, IN_SYNC, Workload};
 use crate::values::{Values, ValuesBuilder};
 
 /// Steady-state resync: catches drift nothing else would report.
 const RESYNC: Duration = Duration::from_secs(300);
 /// Waiting on something outside our control (a Secret that does not exist yet).
 const WAIT: Duration = Duration::from_secs(30);
+/// `dittofs.dittofs.com/reconcile: paused` on a DittoServer holds its changes back.
+pub const PAUSE_ANNOTATION: &str = "dittofs.dittofs.com/reconcile";
 
+fn is_paused(server: &DittoServer) -> bool {
+    server.annotations().get(PAUSE_ANNOTATION).map(String::as_str) == Some("paused")
+}
+
+/// `Kind/name (update: spec.x, spec.y)` for each pending change, for the InSync message.
+fn pending_summary(plan: &Plan) -> String {
+    plan.changes()
+        .iter()
+        .map(|d| {
+            let action = format!("{:?}", d.action).to_lowercase();
+            if d.paths.is_empty() { format!("{} ({action})", d.reference) } else { format!("{} ({action}: {})", d.reference, d.paths.join(", ")) }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Operator-level values: files over the embedded defaults, then single keys.
 #[derive(clap::Args, Clone, Debug, Default)]
-pub struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
+pub struct ValuesArgs {
     /// Values file layered over the embedded defaults (repeatable).
     #[arg(long = "values")]
     pub values: Vec<PathBuf>,
     /// A single value, `key.path=value` (repeatable; wins over files).
     #[arg(long = "set")]
     pub set: Vec<String>,
+}
+
+impl ValuesArgs {
+    pub fn build(&self) -> anyhow::Result<Values> {
+        let mut builder = ValuesBuilder::new();
+        for path in &self.values {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            builder = builder.layer_yaml(&path.display().to_string(), &text)?;
+        }
+        for assignment in &self.set {
+            builder = builder.set(assignment)?;
+        }
+        Ok(builder.build()?)
+    }
+}
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub values: ValuesArgs,
     /// Reconciles that may run at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
+    /// Observe only: compute and report diffs (CR status, logs) but write no managed object.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The operator's configuration, fixed for the life of the process.
@@ -54,24 +98,23 @@ pub struct Settings {
     pub values: Values,
     pub templates: TemplateSource,
     pub concurrency: u16,
+    pub dry_run: bool,
 }
 
 impl Settings {
     pub fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
-        let mut builder = ValuesBuilder::new();
-        for path in &args.values {
-            let text = std::fs::read_to_string(path)?;
-            builder = builder.layer_yaml(&path.display().to_string(), &text)?;
-        }
-        for assignment in &args.set {
-            builder = builder.set(assignment)?;
-        }
         Ok(Self {
             namespace: args.namespace.clone(),
-            values: builder.build()?,
+            values: args.values.build()?,
             templates: TemplateSource::embedded(),
             concurrency: args.concurrency,
+            dry_run: args.dry_run,
         })
+    }
+
+    /// Settings for the offline and read-only commands.
+    pub fn from_values_args(args: &ValuesArgs) -> anyhow::Result<Self> {
+        Ok(Self { values: args.build()?, ..Self::for_tests(None) })
     }
 
     pub fn for_tests(namespace: Option<String>) -> Self {
@@ -80,6 +123,7 @@ impl Settings {
             values: ValuesBuilder::new().build().expect("embedded defaults"),
             templates: TemplateSource::embedded(),
             concurrency: 4,
+            dry_run: false,
         }
     }
 }
@@ -94,16 +138,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            settings,
-            failures: Mutex::default(),
-        }
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, failures: Mutex::default() }
     }
 }
 
@@ -131,14 +167,11 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .init();
     let settings = Settings::from_args(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let client = Client::try_default().await?;
         run(client, settings, shutdown_signal()).await;
@@ -150,8 +183,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -196,23 +229,17 @@ pub async fn run(
         .owns(services, owned.clone())
         .owns(statefulsets, owned)
         // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
-        .watches(
-            secrets,
-            watcher::Config::default(),
-            move |secret: Secret| {
-                let namespace = secret.namespace();
-                let name = secret.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|cr| cr.namespace() == namespace)
-                    .filter(|cr| {
-                        discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
-                    })
-                    .map(|cr| ObjectRef::from_obj(&*cr))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|cr| cr.namespace() == namespace)
+                .filter(|cr| discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name))
+                .map(|cr| ObjectRef::from_obj(&*cr))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -245,27 +272,20 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::await_change());
     }
     let action = reconcile_inner(&server, &ctx).await?;
-    ctx.failures
-        .lock()
-        .expect("failures lock")
-        .remove(&ObjectRef::from_obj(&*server));
+    ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
     Ok(action)
 }
 
 async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
     let name = server.name_any();
     let namespace = server.namespace().unwrap_or_else(|| "default".into());
-    let secrets = fetch_secrets(ctx, server, &namespace).await?;
+    let secrets = fetch_secrets(&ctx.client, server, &namespace).await?;
     let values = &ctx.settings.values;
 
     let discovered = match discover::resolve(&server.spec, &name, values, &secrets, true) {
         Ok(d) => d,
         Err(DiscoverError::Missing { field, message }) => {
-            let reason = if field.starts_with("spec.database") {
-                "DatabaseSecretMissing"
-            } else {
-                "SecretMissing"
-            };
+            let reason = if field.starts_with("spec.database") { "DatabaseSecretMissing" } else { "SecretMissing" };
             let text = format!("{field}: {message}");
             let mut decided = vec![Decided::new(CONFIG_READY, false, reason, text.clone())];
             if field.starts_with("spec.database") {
@@ -277,133 +297,76 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         }
     };
 
-    let rendered = match Renderer::new(&ctx.settings.templates).render(server, values, &discovered)
-    {
+    let rendered = match Renderer::new(&ctx.settings.templates).render(server, values, &discovered) {
         Ok(r) => r,
         Err(error) => {
-            let reason = if error.is_spec_error() {
-                "InvalidSpec"
-            } else {
-                "RenderFailed"
-            };
+            let reason = if error.is_spec_error() { "InvalidSpec" } else { "RenderFailed" };
             let text = error.to_string();
             publish(ctx, server, EventType::Warning, reason, &text).await;
-            let existing: Option<StatefulSet> =
-                Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-                    .get_opt(&name)
-                    .await
-                    .map_err(|source| Error::Read {
-                        what: format!("StatefulSet/{name}"),
-                        source,
-                    })?;
-            let workload = existing.map(|s| {
-                Workload::from_stateful_set(
-                    &s,
-                    s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1),
-                )
-            });
-            write_status(
-                ctx,
-                server,
-                vec![Decided::new(CONFIG_READY, false, reason, text)],
-                workload,
-                None,
-                None,
-            )
-            .await?;
+            let existing: Option<StatefulSet> = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::Read { what: format!("StatefulSet/{name}"), source })?;
+            let workload = existing
+                .map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
+            write_status(ctx, server, vec![Decided::new(CONFIG_READY, false, reason, text)], workload, None, None)
+                .await?;
             // A bad spec or template does not fix itself: wait for an edit.
             return Ok(Action::await_change());
         }
     };
 
-    let owner = server
-        .controller_owner_ref(&())
-        .expect("DittoServer has a uid once stored");
-    let mut outcome = apply::apply_all(&ctx.client, &namespace, &owner, &rendered.objects).await?;
-    let keep: BTreeSet<String> = rendered.objects.iter().map(|o| o.reference()).collect();
-    outcome.pruned = apply::prune(&ctx.client, &namespace, &name, &owner.uid, &keep).await?;
-    for (reference, change) in &outcome.changes {
-        match change {
-            Change::Created => {
-                publish(
-                    ctx,
-                    server,
-                    EventType::Normal,
-                    "Created",
-                    &format!("Created {reference}"),
-                )
-                .await
-            }
-            Change::Updated => {
-                publish(
-                    ctx,
-                    server,
-                    EventType::Normal,
-                    "Updated",
-                    &format!("Updated {reference}"),
-                )
-                .await
-            }
-            Change::Unchanged => {}
-        }
-    }
-    for reference in &outcome.pruned {
-        publish(
-            ctx,
-            server,
-            EventType::Normal,
-            "Pruned",
-            &format!("Deleted {reference}: no longer rendered"),
-        )
-        .await;
-    }
-    info!(writes = outcome.writes(), checksum = %rendered.checksum, "reconciled");
-
-    let workload = outcome
-        .stateful_set
-        .as_ref()
-        .map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
-    let mut decided = vec![Decided::new(
-        CONFIG_READY,
-        true,
-        "Rendered",
-        config_message(server, &rendered),
-    )];
+    let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
+    let plan = apply::plan(&ctx.client, &namespace, &name, Some(&owner), &rendered.objects).await?;
+    let paused = is_paused(server);
+    let file_service = plan.live_file_service();
+    let mut decided = vec![Decided::new(CONFIG_READY, true, "Rendered", config_message(server, &rendered))];
     if let Some(pg) = &rendered.context.computed.database.postgres {
-        decided.push(Decided::new(
-            DATABASE_READY,
-            true,
-            "SecretResolved",
-            format!(
-                "PostgreSQL at {}:{} database {}",
-                pg.host, pg.port, pg.database
-            ),
-        ));
+        let message = format!("PostgreSQL at {}:{} database {}", pg.host, pg.port, pg.database);
+        decided.push(Decided::new(DATABASE_READY, true, "SecretResolved", message));
     }
-    write_status(
-        ctx,
-        server,
-        decided,
-        workload,
-        Some(&rendered),
-        outcome.file_service.as_ref(),
-    )
-    .await?;
+    let stateful_set = if plan.in_sync() {
+        decided.push(Decided::new(IN_SYNC, true, "InSync", "Every managed object matches the rendered templates"));
+        plan.live_stateful_set()
+    } else if paused || ctx.settings.dry_run {
+        let why = if paused { format!("{PAUSE_ANNOTATION}: paused") } else { "the operator runs with --dry-run".into() };
+        let pending = pending_summary(&plan);
+        for change in plan.changes() {
+            info!(object = %change.reference, action = ?change.action, diff = %change.text, "change held back");
+        }
+        decided.push(Decided::new(IN_SYNC, false, if paused { "Paused" } else { "DryRun" }, format!("Not applied because {why}. Pending: {pending}")));
+        plan.live_stateful_set()
+    } else {
+        for change in plan.changes() {
+            info!(object = %change.reference, action = ?change.action, paths = ?change.paths, diff = %change.text, "applying change");
+        }
+        let outcome = apply::execute(&ctx.client, &namespace, plan).await?;
+        for change in &outcome.applied {
+            let (reason, note) = match change.action {
+                DiffAction::Create => ("Created", format!("Created {}", change.reference)),
+                DiffAction::Update => ("Updated", format!("Updated {}: {}", change.reference, change.paths.join(", "))),
+                DiffAction::Prune => ("Pruned", format!("Deleted {}: no longer rendered", change.reference)),
+                DiffAction::Unchanged => continue,
+            };
+            publish(ctx, server, EventType::Normal, reason, &note).await;
+        }
+        info!(writes = outcome.applied.len(), checksum = %rendered.checksum, "reconciled");
+        decided.push(Decided::new(IN_SYNC, true, "Applied", "Every managed object matches the rendered templates"));
+        outcome.stateful_set
+    };
+
+    let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
+    write_status(ctx, server, decided, workload, Some(&rendered), file_service.as_ref()).await?;
     Ok(Action::requeue(RESYNC))
 }
 
-async fn fetch_secrets(
-    ctx: &Context,
-    server: &DittoServer,
-    namespace: &str,
-) -> Result<SecretsByName, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+/// The Secrets a DittoServer reads, as they are now (absent ones are left out).
+pub async fn fetch_secrets(client: &Client, server: &DittoServer, namespace: &str) -> Result<SecretsByName, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut secrets = SecretsByName::new();
     for name in discover::referenced_secret_names(&server.spec, &server.name_any()) {
-        let secret = api.get_opt(&name).await.map_err(|source| Error::Read {
-            what: format!("Secret/{name}"),
-            source,
-        })?;
+        let secret =
+            api.get_opt(&name).await.map_err(|source| Error::Read { what: format!("Secret/{name}"), source })?;
         if let Some(secret) = secret {
             secrets.insert(name, secret);
         }
@@ -427,24 +390,14 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
         if identity.identity_type.is_some() {
             ignored.push("spec.identity.type");
         }
-        if identity
-            .admin
-            .as_ref()
-            .is_some_and(|a| a.username.is_some())
-        {
+        if identity.admin.as_ref().is_some_and(|a| a.username.is_some()) {
             ignored.push("spec.identity.admin.username");
         }
     }
     let short = &rendered.checksum[..12];
-    let mut message = format!(
-        "Rendered {} objects; config checksum {short}",
-        rendered.objects.len()
-    );
+    let mut message = format!("Rendered {} objects; config checksum {short}", rendered.objects.len());
     if !ignored.is_empty() {
-        message.push_str(&format!(
-            ". Ignored (no effect on DittoFS v0.29): {}",
-            ignored.join(", ")
-        ));
+        message.push_str(&format!(". Ignored (no effect on DittoFS v0.29): {}", ignored.join(", ")));
     }
     message
 }
@@ -469,27 +422,18 @@ async fn write_status(
         phase: Some(status::phase(&decided, workload.as_ref(), false)),
         replicas: workload.as_ref().map(|w| w.desired),
         ready_replicas: workload.as_ref().map(|w| w.ready),
-        config_hash: rendered
-            .map(|r| r.checksum.clone())
-            .or(previous.config_hash.clone()),
-        endpoints: rendered
-            .map(|r| endpoints(r, file_service))
-            .or(previous.endpoints.clone()),
+        config_hash: rendered.map(|r| r.checksum.clone()).or(previous.config_hash.clone()),
+        endpoints: rendered.map(|r| endpoints(r, file_service)).or(previous.endpoints.clone()),
         database: rendered.map(database_status).or(previous.database.clone()),
         conditions: status::merge(&previous.conditions, &decided, generation, &now),
     };
     if !status::differs(server.status.as_ref(), &new) {
         return Ok(());
     }
-    let api: Api<DittoServer> =
-        Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-    api.patch_status(
-        &server.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": new })),
-    )
-    .await
-    .map_err(Error::Status)?;
+    let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    api.patch_status(&server.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": new })))
+        .await
+        .map_err(Error::Status)?;
     Ok(())
 }
 
@@ -514,16 +458,10 @@ fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
 
 fn database_status(rendered: &Rendered) -> DatabaseStatus {
     match &rendered.context.computed.database.postgres {
-        Some(pg) => DatabaseStatus {
-            kind: "postgres".into(),
-            host: Some(format!("{}:{}", pg.host, pg.port)),
-            ready: true,
-        },
-        None => DatabaseStatus {
-            kind: "sqlite".into(),
-            host: None,
-            ready: true,
-        },
+        Some(pg) => {
+            DatabaseStatus { kind: "postgres".into(), host: Some(format!("{}:{}", pg.host, pg.port)), ready: true }
+        }
+        None => DatabaseStatus { kind: "sqlite".into(), host: None, ready: true },
     }
 }
 

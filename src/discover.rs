@@ -53,22 +53,10 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
     let names = crate::render::Names::for_cr(cr_name);
     let identity = spec.identity.clone().unwrap_or_default();
     let mut out = vec![
-        identity
-            .jwt
-            .and_then(|j| j.secret_ref)
-            .map(|r| r.name)
-            .unwrap_or(names.jwt_secret),
-        identity
-            .admin
-            .and_then(|a| a.password_secret_ref)
-            .map(|r| r.name)
-            .unwrap_or(names.admin_secret),
+        identity.jwt.and_then(|j| j.secret_ref).map(|r| r.name).unwrap_or(names.jwt_secret),
+        identity.admin.and_then(|a| a.password_secret_ref).map(|r| r.name).unwrap_or(names.admin_secret),
     ];
-    if let Some(r) = spec
-        .database
-        .as_ref()
-        .and_then(|d| d.postgres_secret_ref.as_ref())
-    {
+    if let Some(r) = spec.database.as_ref().and_then(|d| d.postgres_secret_ref.as_ref()) {
         out.push(r.name.clone());
     }
     out.sort();
@@ -92,13 +80,8 @@ pub fn resolve(
 
     let data_of = |name: &str| -> Option<BTreeMap<String, Vec<u8>>> {
         secrets.get(name).map(|s| {
-            let mut data: BTreeMap<String, Vec<u8>> = s
-                .data
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
+            let mut data: BTreeMap<String, Vec<u8>> =
+                s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
             // stringData only exists on objects not yet written (render's input file).
             for (k, v) in s.string_data.clone().unwrap_or_default() {
                 data.insert(k, v.into_bytes());
@@ -110,18 +93,9 @@ pub fn resolve(
     let jwt_ref = identity.jwt.and_then(|j| j.secret_ref);
     let admin_ref = identity.admin.and_then(|a| a.password_secret_ref);
     let consumed = [
+        (jwt_ref.as_ref().map(|r| r.name.clone()).unwrap_or(names.jwt_secret.clone()), "spec.identity.jwt.secretRef"),
         (
-            jwt_ref
-                .as_ref()
-                .map(|r| r.name.clone())
-                .unwrap_or(names.jwt_secret.clone()),
-            "spec.identity.jwt.secretRef",
-        ),
-        (
-            admin_ref
-                .as_ref()
-                .map(|r| r.name.clone())
-                .unwrap_or(names.admin_secret.clone()),
+            admin_ref.as_ref().map(|r| r.name.clone()).unwrap_or(names.admin_secret.clone()),
             "spec.identity.admin.passwordSecretRef",
         ),
     ];
@@ -133,10 +107,9 @@ pub fn resolve(
     if generate {
         if jwt_ref.is_none() && !secrets.contains_key(&names.jwt_secret) {
             let value = random_token(48);
-            discovered.secret_data.insert(
-                names.jwt_secret.clone(),
-                BTreeMap::from([("jwt-secret".into(), value.clone().into_bytes())]),
-            );
+            discovered
+                .secret_data
+                .insert(names.jwt_secret.clone(), BTreeMap::from([("jwt-secret".into(), value.clone().into_bytes())]));
             discovered.generated.jwt_secret = Some(value);
         }
         if admin_ref.is_none() && !secrets.contains_key(&names.admin_secret) {
@@ -155,10 +128,7 @@ pub fn resolve(
         // A user-referenced JWT Secret must exist: DittoFS cannot start without the key.
         if let Some(r) = &jwt_ref {
             let key = r.key.clone().unwrap_or_else(|| "jwt-secret".into());
-            let value = discovered
-                .secret_data
-                .get(&r.name)
-                .and_then(|d| d.get(&key));
+            let value = discovered.secret_data.get(&r.name).and_then(|d| d.get(&key));
             match value {
                 None => {
                     return Err(DiscoverError::Missing {
@@ -180,38 +150,25 @@ pub fn resolve(
         }
     }
 
-    if let Some(r) = spec
-        .database
-        .as_ref()
-        .and_then(|d| d.postgres_secret_ref.as_ref())
-    {
+    if let Some(r) = spec.database.as_ref().and_then(|d| d.postgres_secret_ref.as_ref()) {
         let field = "spec.database.postgresSecretRef";
         let data = data_of(&r.name).ok_or_else(|| DiscoverError::Missing {
             field: field.into(),
             message: format!("Secret {:?} not found", r.name),
         })?;
-        let text = |key: &str| {
-            data.get(key)
-                .map(|v| String::from_utf8_lossy(v).trim().to_string())
-        };
+        let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(v).trim().to_string());
         let required = |key: &str| {
-            text(key)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| DiscoverError::Missing {
-                    field: field.into(),
-                    message: format!("Secret {:?} has no key {key:?}", r.name),
-                })
-        };
-        let database = text("database")
-            .or_else(|| text("dbname"))
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| DiscoverError::Missing {
+            text(key).filter(|v| !v.is_empty()).ok_or_else(|| DiscoverError::Missing {
                 field: field.into(),
-                message: format!(
-                    "Secret {:?} has neither key \"database\" nor \"dbname\"",
-                    r.name
-                ),
-            })?;
+                message: format!("Secret {:?} has no key {key:?}", r.name),
+            })
+        };
+        let database = text("database").or_else(|| text("dbname")).filter(|v| !v.is_empty()).ok_or_else(|| {
+            DiscoverError::Missing {
+                field: field.into(),
+                message: format!("Secret {:?} has neither key \"database\" nor \"dbname\"", r.name),
+            }
+        })?;
         let port = match text("port") {
             Some(p) => p.parse().map_err(|_| DiscoverError::Missing {
                 field: field.into(),
@@ -233,15 +190,9 @@ pub fn resolve(
             sslmode: text("sslmode")
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| values.database.postgres.sslmode.clone()),
-            password_secret: crate::render::SecretKeyRef {
-                name: r.name.clone(),
-                key: "password".into(),
-            },
+            password_secret: crate::render::SecretKeyRef { name: r.name.clone(), key: "password".into() },
         });
-        discovered.secret_data.insert(
-            r.name.clone(),
-            BTreeMap::from([("password".into(), data["password"].clone())]),
-        );
+        discovered.secret_data.insert(r.name.clone(), BTreeMap::from([("password".into(), data["password"].clone())]));
     }
     Ok(discovered)
 }
@@ -250,7 +201,5 @@ fn random_token(len: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }

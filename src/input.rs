@@ -20,12 +20,8 @@ pub struct RenderInput {
 }
 
 pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
-    let fail = |message: String| InputError::Invalid {
-        file: file.to_string(),
-        message,
-    };
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| fail(format!("invalid YAML: {e}")))?;
+    let fail = |message: String| InputError::Invalid { file: file.to_string(), message };
+    let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| fail(format!("invalid YAML: {e}")))?;
     let mut server = None;
     let mut secrets = SecretsByName::new();
     for doc in documents.into_iter().filter(|d| !d.is_null()) {
@@ -35,8 +31,8 @@ pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
                 if server.is_some() {
                     return Err(fail("more than one DittoServer; render takes one".into()));
                 }
-                let cr: DittoServer = serde_path_to_error::deserialize(&doc)
-                    .map_err(|e| fail(format!("{}: {}", e.path(), e.inner())))?;
+                let cr: DittoServer =
+                    serde_path_to_error::deserialize(&doc).map_err(|e| fail(format!("{}: {}", e.path(), e.inner())))?;
                 server = Some(cr);
             }
             "Secret" => {
@@ -45,9 +41,7 @@ pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
                 secrets.insert(secret.name_any(), secret);
             }
             other => {
-                return Err(fail(format!(
-                    "unexpected kind {other:?}: expected a DittoServer and optionally Secrets"
-                )));
+                return Err(fail(format!("unexpected kind {other:?}: expected a DittoServer and optionally Secrets")));
             }
         }
     }
@@ -58,13 +52,7 @@ pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
 
 /// The admission checks the apiserver would make that rendering does not already make.
 fn validate(server: &DittoServer) -> Result<(), String> {
-    if server
-        .metadata
-        .name
-        .as_deref()
-        .unwrap_or_default()
-        .is_empty()
-    {
+    if server.metadata.name.as_deref().unwrap_or_default().is_empty() {
         return Err("metadata.name: required".into());
     }
     if let Some(r) = server.spec.replicas
@@ -81,10 +69,13 @@ mod tests {
 
     #[test]
     fn missing_required_field_names_file_and_field() {
-        let err = parse("cr.yaml", "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: a}\nspec:\n  storage: {}\n")
-            .err()
-            .unwrap()
-            .to_string();
+        let err = parse(
+            "cr.yaml",
+            "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: a}\nspec:\n  storage: {}\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.starts_with("cr.yaml: spec.storage"), "{err}");
         assert!(err.contains("metadataSize"), "{err}");
     }

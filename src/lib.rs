@@ -12,8 +12,10 @@
 pub mod apply;
 pub mod controller;
 pub mod crd;
+pub mod diff;
 pub mod discover;
 pub mod input;
+pub mod preview;
 pub mod render;
 pub mod status;
 pub mod values;

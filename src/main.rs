@@ -3,14 +3,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use dittofs_operator::{controller, crd, discover, input, render, values::ValuesBuilder};
+use dittofs_operator::{controller, crd, discover, input, preview, render, values::ValuesBuilder};
 
 #[derive(Parser)]
-#[command(
-    name = "dittofs-operator",
-    version,
-    about = "Runs DittoFS on Kubernetes from DittoServer resources"
-)]
+#[command(name = "dittofs-operator", version, about = "Runs DittoFS on Kubernetes from DittoServer resources")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +18,8 @@ enum Command {
     Run(controller::RunArgs),
     /// Render the manifests for a DittoServer file, without a cluster.
     Render(RenderArgs),
+    /// Show what the operator would change in the cluster (exit 0: none, 1: changes, 2: error).
+    Diff(preview::DiffArgs),
     /// Print the DittoServer CustomResourceDefinition.
     Crd,
     /// List or show the embedded templates.
@@ -39,17 +37,7 @@ struct RenderArgs {
     #[arg(short = 'f', long = "filename")]
     file: PathBuf,
     #[command(flatten)]
-    values: ValuesArgs,
-}
-
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct ValuesArgs {
-    /// Values file layered over the embedded defaults (repeatable).
-    #[arg(long = "values")]
-    values: Vec<PathBuf>,
-    /// A single value, `key.path=value` (repeatable; wins over files).
-    #[arg(long = "set")]
-    set: Vec<String>,
+    values: controller::ValuesArgs,
 }
 
 #[derive(Subcommand)]
@@ -65,36 +53,37 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => controller::run_blocking(args),
         Command::Render(args) => render_command(args),
+        Command::Diff(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(preview::diff(args)) {
+                Ok(true) => return ExitCode::from(1),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
         Command::Crd => {
             print!("{}", crd::crd_yaml());
             Ok(())
         }
-        Command::Templates {
-            command: TemplatesCommand::List,
-        } => {
+        Command::Templates { command: TemplatesCommand::List } => {
             for name in render::TemplateSource::embedded_names() {
                 println!("{name}");
             }
             Ok(())
         }
-        Command::Templates {
-            command: TemplatesCommand::Show { name },
-        } => match render::TemplateSource::embedded().get(&name) {
-            Some(text) => {
-                print!("{text}");
-                Ok(())
+        Command::Templates { command: TemplatesCommand::Show { name } } => {
+            match render::TemplateSource::embedded().get(&name) {
+                Some(text) => {
+                    print!("{text}");
+                    Ok(())
+                }
+                None => Err(anyhow::anyhow!("no template {name:?}; `dittofs-operator templates list` shows the names")),
             }
-            None => Err(anyhow::anyhow!(
-                "no template {name:?}; `dittofs-operator templates list` shows the names"
-            )),
-        },
+        }
         Command::Version => {
             let values = ValuesBuilder::new().build().expect("embedded defaults");
             println!("dittofs-operator {}", env!("CARGO_PKG_VERSION"));
-            println!(
-                "dittofs image {}:{}",
-                values.image.repository, values.image.tag
-            );
+            println!("dittofs image {}:{}", values.image.repository, values.image.tag);
             Ok(())
         }
     };
@@ -111,23 +100,13 @@ fn render_command(args: RenderArgs) -> Result<()> {
     let file = args.file.display().to_string();
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {file}"))?;
     let input = input::parse(&file, &text)?;
-    let mut builder = ValuesBuilder::new();
-    for path in &args.values.values {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        builder = builder.layer_yaml(&path.display().to_string(), &text)?;
-    }
-    for assignment in &args.values.set {
-        builder = builder.set(assignment)?;
-    }
-    let values = builder.build()?;
+    let values = args.values.build()?;
     let name = input.server.metadata.name.clone().unwrap_or_default();
-    let discovered = discover::resolve(&input.server.spec, &name, &values, &input.secrets, false)
-        .with_context(|| file.clone())?;
+    let discovered =
+        discover::resolve(&input.server.spec, &name, &values, &input.secrets, false).with_context(|| file.clone())?;
     let source = render::TemplateSource::embedded();
-    let rendered = render::Renderer::new(&source)
-        .render(&input.server, &values, &discovered)
-        .with_context(|| file.clone())?;
+    let rendered =
+        render::Renderer::new(&source).render(&input.server, &values, &discovered).with_context(|| file.clone())?;
     print!("{}", rendered.to_yaml());
     Ok(())
 }

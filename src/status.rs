@@ -10,6 +10,7 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const CONFIG_READY: &str = "ConfigReady";
 pub const DATABASE_READY: &str = "DatabaseReady";
+pub const IN_SYNC: &str = "InSync";
 
 /// One condition as decided this reconcile; the transition time is filled in by [`merge`].
 #[derive(Clone, Debug, PartialEq)]
@@ -21,18 +22,8 @@ pub struct Decided {
 }
 
 impl Decided {
-    pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            type_,
-            status,
-            reason,
-            message: message.into(),
-        }
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { type_, status, reason, message: message.into() }
     }
 }
 
@@ -50,14 +41,11 @@ impl Workload {
         let generation = sts.metadata.generation.unwrap_or_default();
         let observed = status.observed_generation.unwrap_or_default();
         let updated = status.updated_replicas.unwrap_or_default();
-        let same_revision =
-            status.current_revision.is_some() && status.current_revision == status.update_revision;
+        let same_revision = status.current_revision.is_some() && status.current_revision == status.update_revision;
         Self {
             desired,
             ready: status.ready_replicas.unwrap_or_default(),
-            rolled_out: observed >= generation
-                && updated == desired
-                && (same_revision || desired == 0),
+            rolled_out: observed >= generation && updated == desired && (same_revision || desired == 0),
         }
     }
 }
@@ -65,19 +53,9 @@ impl Workload {
 /// Available / Progressing from the workload.
 pub fn workload_conditions(workload: &Workload) -> Vec<Decided> {
     let available = if workload.desired == 0 {
-        Decided::new(
-            AVAILABLE,
-            true,
-            "Stopped",
-            "spec.replicas is 0: the server is stopped on purpose",
-        )
+        Decided::new(AVAILABLE, true, "Stopped", "spec.replicas is 0: the server is stopped on purpose")
     } else if workload.ready >= workload.desired {
-        Decided::new(
-            AVAILABLE,
-            true,
-            "MinimumReplicasAvailable",
-            "The DittoFS pod is ready",
-        )
+        Decided::new(AVAILABLE, true, "MinimumReplicasAvailable", "The DittoFS pod is ready")
     } else {
         Decided::new(
             AVAILABLE,
@@ -87,21 +65,13 @@ pub fn workload_conditions(workload: &Workload) -> Vec<Decided> {
         )
     };
     let progressing = if workload.rolled_out && workload.ready >= workload.desired {
-        Decided::new(
-            PROGRESSING,
-            false,
-            "ReconcileComplete",
-            "The StatefulSet runs the current configuration",
-        )
+        Decided::new(PROGRESSING, false, "ReconcileComplete", "The StatefulSet runs the current configuration")
     } else {
         Decided::new(
             PROGRESSING,
             true,
             "RollingOut",
-            format!(
-                "The StatefulSet is rolling out ({}/{} ready)",
-                workload.ready, workload.desired
-            ),
+            format!("The StatefulSet is rolling out ({}/{} ready)", workload.ready, workload.desired),
         )
     };
     vec![available, progressing]
@@ -112,29 +82,13 @@ pub fn ready_condition(others: &[Decided]) -> Decided {
     let blocking: Vec<String> = others
         .iter()
         .filter(|c| c.type_ != READY)
-        .filter(|c| {
-            if c.type_ == PROGRESSING {
-                c.status
-            } else {
-                !c.status
-            }
-        })
+        .filter(|c| if c.type_ == PROGRESSING { c.status } else { !c.status })
         .map(|c| format!("{} ({}: {})", c.type_, c.reason, c.message))
         .collect();
     if blocking.is_empty() {
-        Decided::new(
-            READY,
-            true,
-            "AllConditionsMet",
-            "The DittoFS server is running with the current configuration",
-        )
+        Decided::new(READY, true, "AllConditionsMet", "The DittoFS server is running with the current configuration")
     } else {
-        Decided::new(
-            READY,
-            false,
-            "ConditionsNotMet",
-            format!("Waiting for: {}", blocking.join("; ")),
-        )
+        Decided::new(READY, false, "ConditionsNotMet", format!("Waiting for: {}", blocking.join("; ")))
     }
 }
 
@@ -154,12 +108,7 @@ pub fn phase(decided: &[Decided], workload: Option<&Workload>, deleting: bool) -
 }
 
 /// New conditions, keeping `lastTransitionTime` where the status did not change.
-pub fn merge(
-    previous: &[Condition],
-    decided: &[Decided],
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
+pub fn merge(previous: &[Condition], decided: &[Decided], generation: Option<i64>, now: &Time) -> Vec<Condition> {
     let mut out: Vec<Condition> = decided
         .iter()
         .map(|d| {
@@ -179,19 +128,12 @@ pub fn merge(
             }
         })
         .collect();
-    out.sort_by(|a, b| {
-        condition_rank(&a.type_)
-            .cmp(&condition_rank(&b.type_))
-            .then(a.type_.cmp(&b.type_))
-    });
+    out.sort_by(|a, b| condition_rank(&a.type_).cmp(&condition_rank(&b.type_)).then(a.type_.cmp(&b.type_)));
     out
 }
 
 fn condition_rank(type_: &str) -> usize {
-    [READY, AVAILABLE, PROGRESSING, CONFIG_READY, DATABASE_READY]
-        .iter()
-        .position(|t| *t == type_)
-        .unwrap_or(99)
+    [READY, AVAILABLE, PROGRESSING, CONFIG_READY, DATABASE_READY, IN_SYNC].iter().position(|t| *t == type_).unwrap_or(99)
 }
 
 /// Whether writing `new` would change what is stored (so a steady state writes nothing).
@@ -209,11 +151,7 @@ mod tests {
 
     #[test]
     fn stopped_server_is_available_and_ready() {
-        let w = Workload {
-            desired: 0,
-            ready: 0,
-            rolled_out: true,
-        };
+        let w = Workload { desired: 0, ready: 0, rolled_out: true };
         let mut c = workload_conditions(&w);
         c.push(Decided::new(CONFIG_READY, true, "Rendered", "ok"));
         let ready = ready_condition(&c);
@@ -223,11 +161,7 @@ mod tests {
 
     #[test]
     fn unready_pod_blocks_ready_and_says_why() {
-        let w = Workload {
-            desired: 1,
-            ready: 0,
-            rolled_out: false,
-        };
+        let w = Workload { desired: 1, ready: 0, rolled_out: false };
         let mut c = workload_conditions(&w);
         c.push(Decided::new(CONFIG_READY, true, "Rendered", "ok"));
         let ready = ready_condition(&c);
@@ -239,11 +173,7 @@ mod tests {
 
     #[test]
     fn running_when_rolled_out_and_ready() {
-        let w = Workload {
-            desired: 1,
-            ready: 1,
-            rolled_out: true,
-        };
+        let w = Workload { desired: 1, ready: 1, rolled_out: true };
         let mut c = workload_conditions(&w);
         c.push(Decided::new(CONFIG_READY, true, "Rendered", "ok"));
         assert!(ready_condition(&c).status);
@@ -252,46 +182,19 @@ mod tests {
 
     #[test]
     fn bad_config_with_running_workload_is_degraded() {
-        let c = vec![Decided::new(
-            CONFIG_READY,
-            false,
-            "InvalidSpec",
-            "spec.x: bad",
-        )];
-        let w = Workload {
-            desired: 1,
-            ready: 1,
-            rolled_out: true,
-        };
+        let c = vec![Decided::new(CONFIG_READY, false, "InvalidSpec", "spec.x: bad")];
+        let w = Workload { desired: 1, ready: 1, rolled_out: true };
         assert_eq!(phase(&c, Some(&w), false), Phase::Degraded);
         assert_eq!(phase(&c, None, false), Phase::Pending);
     }
 
     #[test]
     fn transition_time_kept_while_status_holds() {
-        let old = merge(
-            &[],
-            &[Decided::new(READY, false, "A", "a")],
-            Some(1),
-            &time("2026-01-01T00:00:00Z"),
-        );
-        let same = merge(
-            &old,
-            &[Decided::new(READY, false, "B", "b")],
-            Some(2),
-            &time("2026-01-02T00:00:00Z"),
-        );
+        let old = merge(&[], &[Decided::new(READY, false, "A", "a")], Some(1), &time("2026-01-01T00:00:00Z"));
+        let same = merge(&old, &[Decided::new(READY, false, "B", "b")], Some(2), &time("2026-01-02T00:00:00Z"));
         assert_eq!(same[0].last_transition_time, time("2026-01-01T00:00:00Z"));
         assert_eq!(same[0].observed_generation, Some(2));
-        let flipped = merge(
-            &old,
-            &[Decided::new(READY, true, "C", "c")],
-            Some(2),
-            &time("2026-01-03T00:00:00Z"),
-        );
-        assert_eq!(
-            flipped[0].last_transition_time,
-            time("2026-01-03T00:00:00Z")
-        );
+        let flipped = merge(&old, &[Decided::new(READY, true, "C", "c")], Some(2), &time("2026-01-03T00:00:00Z"));
+        assert_eq!(flipped[0].last_transition_time, time("2026-01-03T00:00:00Z"));
     }
 }

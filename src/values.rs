@@ -18,16 +18,9 @@ struct EmbeddedValues;
 #[derive(Debug, thiserror::Error)]
 pub enum ValuesError {
     #[error("{source_name}: invalid YAML: {message}")]
-    Yaml {
-        source_name: String,
-        message: String,
-    },
+    Yaml { source_name: String, message: String },
     #[error("{source_name}: {path}: {message}")]
-    Field {
-        source_name: String,
-        path: String,
-        message: String,
-    },
+    Field { source_name: String, path: String, message: String },
     #[error("--set {0}: expected key=value with a dotted key such as ports.api=8081")]
     BadSet(String),
 }
@@ -204,10 +197,7 @@ impl ValuesBuilder {
         let file = EmbeddedValues::get("defaults.yaml").expect("values/defaults.yaml is embedded");
         let text = std::str::from_utf8(&file.data).expect("defaults.yaml is UTF-8");
         let tree = parse_yaml("values/defaults.yaml", text).expect("embedded defaults parse");
-        Self {
-            tree,
-            sources: vec!["values/defaults.yaml".into()],
-        }
+        Self { tree, sources: vec!["values/defaults.yaml".into()] }
     }
 
     /// Layers a YAML document over what is there (maps merge key by key; anything else replaces).
@@ -229,9 +219,7 @@ impl ValuesBuilder {
 
     /// Applies `key.path=value`; the value is read as a YAML scalar (`8081` is a number).
     pub fn set(mut self, assignment: &str) -> Result<Self, ValuesError> {
-        let (key, raw) = assignment
-            .split_once('=')
-            .ok_or_else(|| ValuesError::BadSet(assignment.into()))?;
+        let (key, raw) = assignment.split_once('=').ok_or_else(|| ValuesError::BadSet(assignment.into()))?;
         if key.is_empty() || key.split('.').any(str::is_empty) {
             return Err(ValuesError::BadSet(assignment.into()));
         }
@@ -241,11 +229,7 @@ impl ValuesBuilder {
             if !node.is_object() {
                 *node = Value::Object(Default::default());
             }
-            node = node
-                .as_object_mut()
-                .expect("object")
-                .entry(part)
-                .or_insert(Value::Null);
+            node = node.as_object_mut().expect("object").entry(part).or_insert(Value::Null);
         }
         *node = value;
         self.build_from(&format!("--set {assignment}"))?;
@@ -269,10 +253,8 @@ fn parse_yaml(source_name: &str, text: &str) -> Result<Value, ValuesError> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_saphyr::from_str(text).map_err(|e| ValuesError::Yaml {
-        source_name: source_name.into(),
-        message: e.to_string(),
-    })
+    serde_saphyr::from_str(text)
+        .map_err(|e| ValuesError::Yaml { source_name: source_name.into(), message: e.to_string() })
 }
 
 fn deep_merge(base: &mut Value, overlay: Value) {
@@ -308,10 +290,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(values.ports.api, 9000);
-        assert_eq!(
-            values.ports.nfs, 12049,
-            "sibling keys survive a partial override"
-        );
+        assert_eq!(values.ports.nfs, 12049, "sibling keys survive a partial override");
         assert_eq!(values.logging.level, "DEBUG");
         assert_eq!(values.logging.format, "json");
     }
@@ -333,10 +312,7 @@ mod tests {
 
     #[test]
     fn unknown_key_names_the_path_and_source() {
-        let err = ValuesBuilder::new()
-            .layer_yaml("ops.yaml", "ports: {apii: 1}")
-            .unwrap_err()
-            .to_string();
+        let err = ValuesBuilder::new().layer_yaml("ops.yaml", "ports: {apii: 1}").unwrap_err().to_string();
         assert!(err.contains("ops.yaml"), "{err}");
         assert!(err.contains("ports"), "{err}");
         assert!(err.contains("apii"), "{err}");
@@ -344,22 +320,13 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_path() {
-        let err = ValuesBuilder::new()
-            .set("ports.api=eighty")
-            .unwrap_err()
-            .to_string();
+        let err = ValuesBuilder::new().set("ports.api=eighty").unwrap_err().to_string();
         assert!(err.contains("ports.api"), "{err}");
     }
 
     #[test]
     fn malformed_set_is_rejected() {
-        assert!(matches!(
-            ValuesBuilder::new().set("noequals"),
-            Err(ValuesError::BadSet(_))
-        ));
-        assert!(matches!(
-            ValuesBuilder::new().set("a..b=1"),
-            Err(ValuesError::BadSet(_))
-        ));
+        assert!(matches!(ValuesBuilder::new().set("noequals"), Err(ValuesError::BadSet(_))));
+        assert!(matches!(ValuesBuilder::new().set("a..b=1"), Err(ValuesError::BadSet(_))));
     }
 }

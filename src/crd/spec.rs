@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext,
-    Toleration,
+    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
 };
 use kube::CustomResource;
 use schemars::JsonSchema;

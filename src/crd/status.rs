@@ -61,9 +61,6 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     let obj = schema.ensure_object();
     obj.insert("x-kubernetes-list-type".into(), "map".into());
-    obj.insert(
-        "x-kubernetes-list-map-keys".into(),
-        serde_json::json!(["type"]),
-    );
+    obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
     schema
 }

@@ -18,43 +18,15 @@ struct Rule {
 }
 
 const fn rule(path: &'static str, rule: &'static str, message: &'static str) -> Rule {
-    Rule {
-        path,
-        rule,
-        message,
-        field_path: None,
-        reason: None,
-    }
+    Rule { path, rule, message, field_path: None, reason: None }
 }
 
-const fn rule_at(
-    path: &'static str,
-    field_path: &'static str,
-    rule: &'static str,
-    message: &'static str,
-) -> Rule {
-    Rule {
-        path,
-        rule,
-        message,
-        field_path: Some(field_path),
-        reason: None,
-    }
+const fn rule_at(path: &'static str, field_path: &'static str, rule: &'static str, message: &'static str) -> Rule {
+    Rule { path, rule, message, field_path: Some(field_path), reason: None }
 }
 
-const fn immutable(
-    path: &'static str,
-    field_path: &'static str,
-    rule: &'static str,
-    message: &'static str,
-) -> Rule {
-    Rule {
-        path,
-        rule,
-        message,
-        field_path: Some(field_path),
-        reason: Some("FieldValueForbidden"),
-    }
+const fn immutable(path: &'static str, field_path: &'static str, rule: &'static str, message: &'static str) -> Rule {
+    Rule { path, rule, message, field_path: Some(field_path), reason: Some("FieldValueForbidden") }
 }
 
 // Effective ports as CEL expressions; the literals are the shipped defaults (values/defaults.yaml).
@@ -94,7 +66,9 @@ macro_rules! positive_quantity {
     };
 }
 macro_rules! positive_duration {
-    () => { "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')" };
+    () => {
+        "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')"
+    };
 }
 macro_rules! same_optional {
     ($f:literal) => {
@@ -161,16 +135,7 @@ const RULES: &[Rule] = &[
     rule_at(
         "",
         ".metrics.port",
-        concat!(
-            "!",
-            metrics_on!(),
-            " || !",
-            smb_on!(),
-            " || ",
-            metrics_port!(),
-            " != ",
-            smb_port!()
-        ),
+        concat!("!", metrics_on!(), " || !", smb_on!(), " || ", metrics_port!(), " != ", smb_port!()),
         "spec.metrics.port must differ from spec.smb.port (default 12445)",
     ),
     rule_at(
@@ -209,11 +174,7 @@ const RULES: &[Rule] = &[
         positive_quantity!(),
         "spec.storage.contentSize must be a positive quantity such as 100Gi",
     ),
-    rule(
-        "storage.cacheSize",
-        positive_quantity!(),
-        "spec.storage.cacheSize must be a positive quantity such as 5Gi",
-    ),
+    rule("storage.cacheSize", positive_quantity!(), "spec.storage.cacheSize must be a positive quantity such as 5Gi"),
     rule(
         "storage.controlPlaneSize",
         positive_quantity!(),
@@ -256,11 +217,7 @@ const RULES: &[Rule] = &[
         "spec.storage.storageClassName is immutable: it cannot be added, removed or changed once the server exists",
     ),
     // Durations parse the way DittoFS parses them (Go durations).
-    rule(
-        "shutdownTimeout",
-        positive_duration!(),
-        "spec.shutdownTimeout must be a positive Go duration such as 30s",
-    ),
+    rule("shutdownTimeout", positive_duration!(), "spec.shutdownTimeout must be a positive Go duration such as 30s"),
     rule(
         "identity.jwt.accessTokenDuration",
         positive_duration!(),
@@ -271,16 +228,8 @@ const RULES: &[Rule] = &[
         positive_duration!(),
         "spec.identity.jwt.refreshTokenDuration must be a positive Go duration such as 168h",
     ),
-    rule(
-        "logging.output",
-        "self == 'stdout'",
-        "spec.logging.output: only stdout is supported in a pod",
-    ),
-    rule(
-        "image",
-        "self.size() > 0 && !self.contains(' ')",
-        "spec.image must be a non-empty image reference",
-    ),
+    rule("logging.output", "self == 'stdout'", "spec.logging.output: only stdout is supported in a pod"),
+    rule("image", "self.size() > 0 && !self.contains(' ')", "spec.image must be a non-empty image reference"),
 ];
 
 /// Size limits keep CEL cost estimates bounded (unbounded strings can exceed the budget).
@@ -303,11 +252,8 @@ pub fn crd() -> CustomResourceDefinition {
     let mut value = serde_json::to_value(DittoServer::crd()).expect("CRD serializes");
     let root = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     // Lower-case log levels were accepted by the earlier operator; DittoFS ignores case.
-    *schema_at(root, "logging.level")
-        .get_mut("enum")
-        .expect("level enum") = json!([
-        "DEBUG", "INFO", "WARN", "ERROR", "debug", "info", "warn", "error"
-    ]);
+    *schema_at(root, "logging.level").get_mut("enum").expect("level enum") =
+        json!(["DEBUG", "INFO", "WARN", "ERROR", "debug", "info", "warn", "error"]);
     for (path, max) in MAX_LENGTHS {
         schema_at(root, path).insert("maxLength".into(), json!(max));
     }
@@ -319,14 +265,8 @@ pub fn crd() -> CustomResourceDefinition {
         if let Some(reason) = r.reason {
             entry["reason"] = json!(reason);
         }
-        let target = if r.path == "/" {
-            root.as_object_mut().expect("root")
-        } else {
-            schema_at(root, r.path)
-        };
-        let list = target
-            .entry("x-kubernetes-validations")
-            .or_insert_with(|| json!([]));
+        let target = if r.path == "/" { root.as_object_mut().expect("root") } else { schema_at(root, r.path) };
+        let list = target.entry("x-kubernetes-validations").or_insert_with(|| json!([]));
         list.as_array_mut().expect("validations list").push(entry);
     }
     serde_json::from_value(value).expect("CRD with rules deserializes")
@@ -347,6 +287,5 @@ fn schema_at<'a>(root: &'a mut Value, path: &str) -> &'a mut serde_json::Map<Str
             .and_then(|p| p.get_mut(part))
             .unwrap_or_else(|| panic!("CRD schema has no field spec.{path}"));
     }
-    node.as_object_mut()
-        .unwrap_or_else(|| panic!("spec.{path} is not an object schema"))
+    node.as_object_mut().unwrap_or_else(|| panic!("spec.{path} is not an object schema"))
 }

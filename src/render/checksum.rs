@@ -18,11 +18,7 @@ pub fn checksum(config_yaml: &str, computed: &Computed, discovered: &Discovered)
         hasher.update(b"\0");
         hasher.update(reference.key.as_bytes());
         hasher.update(b"\0");
-        match discovered
-            .secret_data
-            .get(&reference.name)
-            .and_then(|d| d.get(&reference.key))
-        {
+        match discovered.secret_data.get(&reference.name).and_then(|d| d.get(&reference.key)) {
             Some(value) => {
                 hasher.update(b"value\0");
                 hasher.update(value);
@@ -35,10 +31,7 @@ pub fn checksum(config_yaml: &str, computed: &Computed, discovered: &Discovered)
 
 /// Every (Secret, key) the pod reads, sorted and without duplicates.
 pub fn consumed_secret_keys(computed: &Computed) -> Vec<SecretKeyRef> {
-    let mut refs = vec![
-        computed.credentials.jwt.clone(),
-        computed.credentials.admin_password.clone(),
-    ];
+    let mut refs = vec![computed.credentials.jwt.clone(), computed.credentials.admin_password.clone()];
     if let Some(pg) = &computed.database.postgres {
         refs.push(pg.password_secret.clone());
     }

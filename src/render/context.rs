@@ -5,15 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext,
-    Toleration,
+    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
 };
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::crd::{
-    DatabaseType, DittoServer, DittoServerSpec, LogFormat, ServiceType, TrafficPolicy,
-};
+use crate::crd::{DatabaseType, DittoServer, DittoServerSpec, LogFormat, ServiceType, TrafficPolicy};
 use crate::discover::{Discovered, PostgresConnection};
 use crate::values::{ProbeSet, Values, WaitForPostgresValues};
 
@@ -40,10 +37,7 @@ pub enum ContextError {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ContextError {
-    ContextError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+    ContextError::Invalid { field: field.into(), message: message.into() }
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -212,20 +206,12 @@ pub struct RenderContext {
 }
 
 impl RenderContext {
-    pub fn build(
-        cr: &DittoServer,
-        values: &Values,
-        discovered: &Discovered,
-    ) -> Result<Self, ContextError> {
+    pub fn build(cr: &DittoServer, values: &Values, discovered: &Discovered) -> Result<Self, ContextError> {
         let name = cr.name_any();
         let namespace = cr.namespace().unwrap_or_else(|| "default".into());
         let computed = compute(&name, &cr.spec, values, discovered)?;
         Ok(Self {
-            cr: CrInfo {
-                name,
-                namespace,
-                generation: cr.metadata.generation,
-            },
+            cr: CrInfo { name, namespace, generation: cr.metadata.generation },
             values: values.clone(),
             spec: cr.spec.clone(),
             discovered: discovered.clone(),
@@ -254,53 +240,25 @@ fn compute(
     ]);
 
     let ports = Ports {
-        api: spec
-            .control_plane
-            .as_ref()
-            .and_then(|c| c.port)
-            .unwrap_or(values.ports.api),
+        api: spec.control_plane.as_ref().and_then(|c| c.port).unwrap_or(values.ports.api),
         nfs: spec.nfs_port.unwrap_or(values.ports.nfs),
-        smb: spec
-            .smb
-            .as_ref()
-            .and_then(|s| s.port)
-            .unwrap_or(values.ports.smb),
-        metrics: spec
-            .metrics
-            .as_ref()
-            .and_then(|m| m.port)
-            .unwrap_or(values.ports.metrics),
+        smb: spec.smb.as_ref().and_then(|s| s.port).unwrap_or(values.ports.smb),
+        metrics: spec.metrics.as_ref().and_then(|m| m.port).unwrap_or(values.ports.metrics),
     };
-    let smb_enabled = spec
-        .smb
-        .as_ref()
-        .and_then(|s| s.enabled)
-        .unwrap_or(values.smb.enabled);
-    let metrics_enabled = spec
-        .metrics
-        .as_ref()
-        .and_then(|m| m.enabled)
-        .unwrap_or(values.metrics.enabled);
+    let smb_enabled = spec.smb.as_ref().and_then(|s| s.enabled).unwrap_or(values.smb.enabled);
+    let metrics_enabled = spec.metrics.as_ref().and_then(|m| m.enabled).unwrap_or(values.metrics.enabled);
     check_distinct_ports(&ports, smb_enabled, metrics_enabled)?;
 
-    let image = spec
-        .image
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", values.image.repository, values.image.tag));
+    let image = spec.image.clone().unwrap_or_else(|| format!("{}:{}", values.image.repository, values.image.tag));
     let image_pull_policy = match spec.image_pull_policy {
-        Some(p) => serde_json::to_value(p)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        Some(p) => serde_json::to_value(p).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         None => values.image.pull_policy.clone(),
     };
 
     let api = spec.service.clone().unwrap_or_default();
     let file = spec.adapter_services.clone().unwrap_or_default();
     let file_service = FileServiceSettings {
-        service_type: file
-            .service_type
-            .unwrap_or(values.file_service.service_type),
+        service_type: file.service_type.unwrap_or(values.file_service.service_type),
         annotations: file.annotations.unwrap_or_default(),
         nfs_port: file.nfs_port.unwrap_or(values.file_service.nfs_port),
         smb_port: file.smb_port.unwrap_or(values.file_service.smb_port),
@@ -309,10 +267,7 @@ fn compute(
         external_traffic_policy: file.external_traffic_policy,
     };
     if smb_enabled && file_service.nfs_port == file_service.smb_port {
-        return Err(invalid(
-            "spec.adapterServices.smbPort",
-            "must differ from spec.adapterServices.nfsPort",
-        ));
+        return Err(invalid("spec.adapterServices.smbPort", "must differ from spec.adapterServices.nfsPort"));
     }
 
     let storage = storage(spec, values);
@@ -321,10 +276,7 @@ fn compute(
 
     let logging = spec.logging.clone().unwrap_or_default();
     let log_level = match logging.level {
-        Some(level) => serde_json::to_value(level)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        Some(level) => serde_json::to_value(level).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         None => values.logging.level.to_uppercase(),
     };
     let log_format = match logging.format {
@@ -333,29 +285,16 @@ fn compute(
         None => values.logging.format.clone(),
     };
 
-    let shutdown_timeout = spec
-        .shutdown_timeout
-        .clone()
-        .unwrap_or_else(|| values.shutdown_timeout.clone());
+    let shutdown_timeout = spec.shutdown_timeout.clone().unwrap_or_else(|| values.shutdown_timeout.clone());
     let shutdown_seconds = parse_go_duration_seconds(&shutdown_timeout).ok_or_else(|| {
-        invalid(
-            "spec.shutdownTimeout",
-            format!("{shutdown_timeout:?} is not a positive Go duration such as 30s"),
-        )
+        invalid("spec.shutdownTimeout", format!("{shutdown_timeout:?} is not a positive Go duration such as 30s"))
     })?;
     let grace = &values.grace_period;
-    let termination_grace_period_seconds =
-        spec.termination_grace_period_seconds.unwrap_or_else(|| {
-            grace.pre_stop_seconds
-                + grace.shutdown_multiplier * shutdown_seconds.ceil() as i64
-                + grace.margin_seconds
-        });
+    let termination_grace_period_seconds = spec.termination_grace_period_seconds.unwrap_or_else(|| {
+        grace.pre_stop_seconds + grace.shutdown_multiplier * shutdown_seconds.ceil() as i64 + grace.margin_seconds
+    });
 
-    let jwt = spec
-        .identity
-        .as_ref()
-        .and_then(|i| i.jwt.clone())
-        .unwrap_or_default();
+    let jwt = spec.identity.as_ref().and_then(|i| i.jwt.clone()).unwrap_or_default();
 
     let mut pod_labels = spec.pod_labels.clone().unwrap_or_default();
     pod_labels.extend(labels.clone());
@@ -373,11 +312,7 @@ fn compute(
         ports,
         smb_enabled,
         metrics_enabled,
-        metrics_path: spec
-            .metrics
-            .as_ref()
-            .and_then(|m| m.path.clone())
-            .unwrap_or_else(|| values.metrics.path.clone()),
+        metrics_path: spec.metrics.as_ref().and_then(|m| m.path.clone()).unwrap_or_else(|| values.metrics.path.clone()),
         api_service: ServiceSettings {
             service_type: api.service_type.unwrap_or(values.api_service.service_type),
             annotations: api.annotations.unwrap_or_default(),
@@ -398,14 +333,8 @@ fn compute(
         pre_stop_seconds: grace.pre_stop_seconds,
         termination_grace_period_seconds,
         probes: values.probes.clone(),
-        resources: spec
-            .resources
-            .clone()
-            .unwrap_or_else(|| values.resources.clone()),
-        pod_security_context: spec
-            .pod_security_context
-            .clone()
-            .unwrap_or_else(|| values.pod_security_context.clone()),
+        resources: spec.resources.clone().unwrap_or_else(|| values.resources.clone()),
+        pod_security_context: spec.pod_security_context.clone().unwrap_or_else(|| values.pod_security_context.clone()),
         security_context: harden(spec.security_context.clone(), &values.security_context),
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         tolerations: spec.tolerations.clone().unwrap_or_default(),
@@ -422,10 +351,7 @@ fn compute(
 
 /// The operator-level defaults may move ports the CRD's CEL rules assume, so check again here.
 fn check_distinct_ports(ports: &Ports, smb: bool, metrics: bool) -> Result<(), ContextError> {
-    let mut used: Vec<(&str, i32)> = vec![
-        ("spec.controlPlane.port", ports.api),
-        ("spec.nfsPort", ports.nfs),
-    ];
+    let mut used: Vec<(&str, i32)> = vec![("spec.controlPlane.port", ports.api), ("spec.nfsPort", ports.nfs)];
     if smb {
         used.push(("spec.smb.port", ports.smb));
     }
@@ -434,10 +360,7 @@ fn check_distinct_ports(ports: &Ports, smb: bool, metrics: bool) -> Result<(), C
     }
     for (i, (field, port)) in used.iter().enumerate() {
         if let Some((other, _)) = used[..i].iter().find(|(_, p)| p == port) {
-            return Err(invalid(
-                field,
-                format!("port {port} is already used by {other}"),
-            ));
+            return Err(invalid(field, format!("port {port} is already used by {other}")));
         }
     }
     Ok(())
@@ -451,25 +374,13 @@ fn storage(spec: &DittoServerSpec, values: &Values) -> Storage {
             mount_path: "/data/controlplane".into(),
             size: s.control_plane_size.clone(),
         },
-        Claim {
-            name: "metadata".into(),
-            mount_path: "/data/store/metadata".into(),
-            size: s.metadata_size.clone(),
-        },
+        Claim { name: "metadata".into(), mount_path: "/data/store/metadata".into(), size: s.metadata_size.clone() },
     ];
     if let Some(size) = &s.content_size {
-        claims.push(Claim {
-            name: "content".into(),
-            mount_path: "/data/store/block".into(),
-            size: size.clone(),
-        });
+        claims.push(Claim { name: "content".into(), mount_path: "/data/store/block".into(), size: size.clone() });
     }
     if let Some(size) = &s.cache_size {
-        claims.push(Claim {
-            name: "cache".into(),
-            mount_path: "/data/cache".into(),
-            size: size.clone(),
-        });
+        claims.push(Claim { name: "cache".into(), mount_path: "/data/cache".into(), size: size.clone() });
     }
     if claims[0].size.is_empty() {
         claims[0].size = values.storage.control_plane_size.clone();
@@ -481,38 +392,20 @@ fn storage(spec: &DittoServerSpec, values: &Values) -> Storage {
     }
 }
 
-fn database(
-    spec: &DittoServerSpec,
-    values: &Values,
-    discovered: &Discovered,
-) -> Result<Database, ContextError> {
+fn database(spec: &DittoServerSpec, values: &Values, discovered: &Discovered) -> Result<Database, ContextError> {
     let db = spec.database.clone().unwrap_or_default();
-    let sqlite_path = db
-        .sqlite
-        .and_then(|s| s.path)
-        .unwrap_or_else(|| values.database.sqlite.path.clone());
+    let sqlite_path = db.sqlite.and_then(|s| s.path).unwrap_or_else(|| values.database.sqlite.path.clone());
     let wants_postgres = db.postgres_secret_ref.is_some()
         || db.percona.is_some()
         || spec.percona.as_ref().is_some_and(|p| p.enabled)
         || db.db_type == Some(DatabaseType::Postgres);
     if !wants_postgres {
-        return Ok(Database {
-            db_type: DatabaseType::Sqlite,
-            sqlite_path,
-            postgres: None,
-        });
+        return Ok(Database { db_type: DatabaseType::Sqlite, sqlite_path, postgres: None });
     }
     let postgres = discovered.postgres.clone().ok_or_else(|| {
-        invalid(
-            "spec.database",
-            "PostgreSQL connection not resolved yet (its Secret or cluster is not available)",
-        )
+        invalid("spec.database", "PostgreSQL connection not resolved yet (its Secret or cluster is not available)")
     })?;
-    Ok(Database {
-        db_type: DatabaseType::Postgres,
-        sqlite_path,
-        postgres: Some(postgres),
-    })
+    Ok(Database { db_type: DatabaseType::Postgres, sqlite_path, postgres: Some(postgres) })
 }
 
 fn credentials(spec: &DittoServerSpec, names: &Names, discovered: &Discovered) -> Credentials {
@@ -521,39 +414,19 @@ fn credentials(spec: &DittoServerSpec, names: &Names, discovered: &Discovered) -
     let admin_ref = identity.admin.and_then(|a| a.password_secret_ref);
     Credentials {
         jwt: match &jwt_ref {
-            Some(r) => SecretKeyRef {
-                name: r.name.clone(),
-                key: r.key.clone().unwrap_or_else(|| "jwt-secret".into()),
-            },
-            None => SecretKeyRef {
-                name: names.jwt_secret.clone(),
-                key: "jwt-secret".into(),
-            },
+            Some(r) => SecretKeyRef { name: r.name.clone(), key: r.key.clone().unwrap_or_else(|| "jwt-secret".into()) },
+            None => SecretKeyRef { name: names.jwt_secret.clone(), key: "jwt-secret".into() },
         },
         admin_password: match &admin_ref {
-            Some(r) => SecretKeyRef {
-                name: r.name.clone(),
-                key: r.key.clone().unwrap_or_else(|| "password".into()),
-            },
-            None => SecretKeyRef {
-                name: names.admin_secret.clone(),
-                key: "password".into(),
-            },
+            Some(r) => SecretKeyRef { name: r.name.clone(), key: r.key.clone().unwrap_or_else(|| "password".into()) },
+            None => SecretKeyRef { name: names.admin_secret.clone(), key: "password".into() },
         },
-        generated_jwt_secret: jwt_ref.is_none().then(|| {
-            discovered
-                .generated
-                .jwt_secret
-                .clone()
-                .unwrap_or_else(|| OFFLINE_GENERATED.into())
-        }),
-        generated_admin_password: admin_ref.is_none().then(|| {
-            discovered
-                .generated
-                .admin_password
-                .clone()
-                .unwrap_or_else(|| OFFLINE_GENERATED.into())
-        }),
+        generated_jwt_secret: jwt_ref
+            .is_none()
+            .then(|| discovered.generated.jwt_secret.clone().unwrap_or_else(|| OFFLINE_GENERATED.into())),
+        generated_admin_password: admin_ref
+            .is_none()
+            .then(|| discovered.generated.admin_password.clone().unwrap_or_else(|| OFFLINE_GENERATED.into())),
     }
 }
 
@@ -562,17 +435,11 @@ fn harden(user: Option<SecurityContext>, defaults: &SecurityContext) -> Security
     let Some(mut sc) = user else {
         return defaults.clone();
     };
-    sc.allow_privilege_escalation = sc
-        .allow_privilege_escalation
-        .or(defaults.allow_privilege_escalation);
+    sc.allow_privilege_escalation = sc.allow_privilege_escalation.or(defaults.allow_privilege_escalation);
     sc.run_as_non_root = sc.run_as_non_root.or(defaults.run_as_non_root);
-    sc.read_only_root_filesystem = sc
-        .read_only_root_filesystem
-        .or(defaults.read_only_root_filesystem);
+    sc.read_only_root_filesystem = sc.read_only_root_filesystem.or(defaults.read_only_root_filesystem);
     sc.capabilities = sc.capabilities.or_else(|| defaults.capabilities.clone());
-    sc.seccomp_profile = sc
-        .seccomp_profile
-        .or_else(|| defaults.seccomp_profile.clone());
+    sc.seccomp_profile = sc.seccomp_profile.or_else(|| defaults.seccomp_profile.clone());
     sc
 }
 
@@ -584,17 +451,13 @@ pub fn parse_go_duration_seconds(text: &str) -> Option<f64> {
     }
     let mut total = 0.0;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
         let number: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -620,11 +483,7 @@ mod tests {
         assert_eq!(parse_go_duration_seconds("1m30s"), Some(90.0));
         assert_eq!(parse_go_duration_seconds("1h"), Some(3600.0));
         assert_eq!(parse_go_duration_seconds("1.5s"), Some(1.5));
-        assert_eq!(
-            parse_go_duration_seconds("30"),
-            None,
-            "a bare number means nanoseconds in Go: refuse it"
-        );
+        assert_eq!(parse_go_duration_seconds("30"), None, "a bare number means nanoseconds in Go: refuse it");
         assert_eq!(parse_go_duration_seconds("0s"), None);
         assert_eq!(parse_go_duration_seconds("1d"), None);
         assert_eq!(parse_go_duration_seconds(""), None);
@@ -645,50 +504,21 @@ mod tests {
 
     #[test]
     fn clashing_ports_name_the_field() {
-        let ports = Ports {
-            api: 8080,
-            nfs: 8080,
-            smb: 12445,
-            metrics: 9090,
-        };
-        let err = check_distinct_ports(&ports, true, false)
-            .unwrap_err()
-            .to_string();
+        let ports = Ports { api: 8080, nfs: 8080, smb: 12445, metrics: 9090 };
+        let err = check_distinct_ports(&ports, true, false).unwrap_err().to_string();
         assert!(err.starts_with("spec.nfsPort"), "{err}");
-        let ports = Ports {
-            api: 8080,
-            nfs: 12049,
-            smb: 12445,
-            metrics: 12445,
-        };
-        assert!(
-            check_distinct_ports(&ports, false, true).is_ok(),
-            "SMB off frees its port"
-        );
-        assert!(
-            check_distinct_ports(&ports, true, true)
-                .unwrap_err()
-                .to_string()
-                .starts_with("spec.metrics.port")
-        );
+        let ports = Ports { api: 8080, nfs: 12049, smb: 12445, metrics: 12445 };
+        assert!(check_distinct_ports(&ports, false, true).is_ok(), "SMB off frees its port");
+        assert!(check_distinct_ports(&ports, true, true).unwrap_err().to_string().starts_with("spec.metrics.port"));
     }
 
     #[test]
     fn user_security_context_cannot_drop_hardening_by_omission() {
-        let defaults = crate::values::ValuesBuilder::new()
-            .build()
-            .unwrap()
-            .security_context;
-        let user = SecurityContext {
-            run_as_user: Some(1000),
-            ..Default::default()
-        };
+        let defaults = crate::values::ValuesBuilder::new().build().unwrap().security_context;
+        let user = SecurityContext { run_as_user: Some(1000), ..Default::default() };
         let sc = harden(Some(user), &defaults);
         assert_eq!(sc.run_as_user, Some(1000));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(
-            sc.capabilities.unwrap().drop.unwrap(),
-            vec!["ALL".to_string()]
-        );
+        assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL".to_string()]);
     }
 }

@@ -16,13 +16,10 @@ pub fn register(env: &mut Environment<'_>) {
 /// Any value as block YAML (no trailing newline); pair with `nindent` inside a mapping.
 fn toyaml(value: Value) -> Result<String, Error> {
     if value.is_undefined() {
-        return Err(Error::new(
-            ErrorKind::UndefinedError,
-            "toyaml: value is undefined",
-        ));
+        return Err(Error::new(ErrorKind::UndefinedError, "toyaml: value is undefined"));
     }
-    let text = serde_saphyr::to_string(&value)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("toyaml: {e}")))?;
+    let text =
+        serde_saphyr::to_string(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("toyaml: {e}")))?;
     Ok(text.trim_end_matches('\n').to_string())
 }
 
@@ -31,10 +28,7 @@ fn toyaml(value: Value) -> Result<String, Error> {
 fn quote(value: Value) -> Result<String, Error> {
     if value.is_undefined() {
         // Strict undefined does not stop a filter from receiving an undefined value: refuse it here.
-        return Err(Error::new(
-            ErrorKind::UndefinedError,
-            "quote: value is undefined",
-        ));
+        return Err(Error::new(ErrorKind::UndefinedError, "quote: value is undefined"));
     }
     let text = match value.as_str() {
         Some(s) => s.to_string(),
@@ -49,13 +43,7 @@ fn indent(text: String, width: usize) -> String {
     let pad = " ".repeat(width);
     text.lines()
         .enumerate()
-        .map(|(i, line)| {
-            if i == 0 || line.is_empty() {
-                line.to_string()
-            } else {
-                format!("{pad}{line}")
-            }
-        })
+        .map(|(i, line)| if i == 0 || line.is_empty() { line.to_string() } else { format!("{pad}{line}") })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -65,13 +53,7 @@ fn nindent(text: String, width: usize) -> String {
     let pad = " ".repeat(width);
     let body = text
         .lines()
-        .map(|line| {
-            if line.is_empty() {
-                String::new()
-            } else {
-                format!("{pad}{line}")
-            }
-        })
+        .map(|line| if line.is_empty() { String::new() } else { format!("{pad}{line}") })
         .collect::<Vec<_>>()
         .join("\n");
     format!("\n{body}")
@@ -103,26 +85,18 @@ mod tests {
     fn quote_escapes_yaml_breakers() {
         let out = render(
             "k: {{ v | quote }}",
-            Value::from(minijinja::value::Serde(
-                serde_json::json!({"v": "a: b\n\"c\" # d"}),
-            )),
+            Value::from(minijinja::value::Serde(serde_json::json!({"v": "a: b\n\"c\" # d"}))),
         );
         let parsed: serde_json::Value = serde_saphyr::from_str(&out).unwrap();
         assert_eq!(parsed["k"], "a: b\n\"c\" # d");
-        let out = render(
-            "k: {{ v | quote }}",
-            Value::from(minijinja::value::Serde(serde_json::json!({"v": 8080}))),
-        );
+        let out = render("k: {{ v | quote }}", Value::from(minijinja::value::Serde(serde_json::json!({"v": 8080}))));
         assert_eq!(out, "k: \"8080\"");
     }
 
     #[test]
     fn toyaml_nindent_nests_structures() {
         let ctx = serde_json::json!({"v": {"a": [1, 2], "b": {"c": "x: y"}}});
-        let out = render(
-            "root:\n  child:{{ v | toyaml | nindent(4) }}",
-            Value::from(minijinja::value::Serde(&ctx)),
-        );
+        let out = render("root:\n  child:{{ v | toyaml | nindent(4) }}", Value::from(minijinja::value::Serde(&ctx)));
         let parsed: serde_json::Value = serde_saphyr::from_str(&out).unwrap();
         assert_eq!(parsed["root"]["child"], ctx["v"]);
     }
@@ -132,9 +106,7 @@ mod tests {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         register(&mut env);
-        let err = env
-            .render_str("k: {{ missing | quote }}", Value::UNDEFINED)
-            .unwrap_err();
+        let err = env.render_str("k: {{ missing | quote }}", Value::UNDEFINED).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UndefinedError);
     }
 

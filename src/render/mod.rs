@@ -28,17 +28,9 @@ pub enum RenderError {
     #[error(transparent)]
     Context(#[from] ContextError),
     #[error("template {template}, line {line}: {message}")]
-    Template {
-        template: String,
-        line: usize,
-        message: String,
-    },
+    Template { template: String, line: usize, message: String },
     #[error("template {template}, rendered line {line}: {message}")]
-    Object {
-        template: String,
-        line: usize,
-        message: String,
-    },
+    Object { template: String, line: usize, message: String },
     #[error("{0}")]
     Conflict(String),
 }
@@ -63,10 +55,7 @@ pub struct Rendered {
 impl Rendered {
     /// Multi-document YAML, as `dittofs-operator render` prints it.
     pub fn to_yaml(&self) -> String {
-        self.objects
-            .iter()
-            .map(|o| format!("---\n{}", o.to_yaml()))
-            .collect()
+        self.objects.iter().map(|o| format!("---\n{}", o.to_yaml())).collect()
     }
 }
 
@@ -79,12 +68,7 @@ impl<'a> Renderer<'a> {
         Self { source }
     }
 
-    pub fn render(
-        &self,
-        cr: &DittoServer,
-        values: &Values,
-        discovered: &Discovered,
-    ) -> Result<Rendered, RenderError> {
+    pub fn render(&self, cr: &DittoServer, values: &Values, discovered: &Discovered) -> Result<Rendered, RenderError> {
         let mut context = RenderContext::build(cr, values, discovered)?;
         let env = self.environment();
 
@@ -100,10 +84,7 @@ impl<'a> Renderer<'a> {
         let sum = checksum(&config_yaml, &context.computed, discovered);
         context.computed.config_yaml = config_yaml.clone();
         context.computed.checksum = sum.clone();
-        context
-            .computed
-            .pod_annotations
-            .insert(CHECKSUM_ANNOTATION.into(), sum.clone());
+        context.computed.pod_annotations.insert(CHECKSUM_ANNOTATION.into(), sum.clone());
 
         let mut objects = Vec::new();
         for name in self.source.object_templates() {
@@ -113,18 +94,10 @@ impl<'a> Renderer<'a> {
         objects.sort_by(|a, b| (a.apply_rank(), a.name()).cmp(&(b.apply_rank(), b.name())));
         for pair in objects.windows(2) {
             if pair[0].reference() == pair[1].reference() {
-                return Err(RenderError::Conflict(format!(
-                    "{} is rendered twice",
-                    pair[0].reference()
-                )));
+                return Err(RenderError::Conflict(format!("{} is rendered twice", pair[0].reference())));
             }
         }
-        Ok(Rendered {
-            objects,
-            config_yaml,
-            checksum: sum,
-            context,
-        })
+        Ok(Rendered { objects, config_yaml, checksum: sum, context })
     }
 
     fn environment(&self) -> Environment<'static> {
@@ -152,12 +125,8 @@ impl<'a> Renderer<'a> {
         name: &str,
         context: &RenderContext,
     ) -> Result<String, RenderError> {
-        let template = env
-            .get_template(name)
-            .map_err(|e| template_error(name, &e))?;
-        template
-            .render(minijinja::Value::from(minijinja::value::Serde(context)))
-            .map_err(|e| template_error(name, &e))
+        let template = env.get_template(name).map_err(|e| template_error(name, &e))?;
+        template.render(minijinja::Value::from(minijinja::value::Serde(context))).map_err(|e| template_error(name, &e))
     }
 }
 

@@ -100,42 +100,26 @@ impl ManagedObject {
 pub fn parse_documents(template: &str, rendered: &str) -> Result<Vec<ManagedObject>, RenderError> {
     let mut objects = Vec::new();
     for (start_line, text) in split_documents(rendered) {
-        if text
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-        {
+        if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
             continue;
         }
-        let fail = |line: usize, message: String| RenderError::Object {
-            template: template.to_string(),
-            line,
-            message,
-        };
-        let value: Value = serde_saphyr::from_str(&text)
-            .map_err(|e| fail(start_line, format!("invalid YAML: {e}")))?;
+        let fail = |line: usize, message: String| RenderError::Object { template: template.to_string(), line, message };
+        let value: Value = serde_saphyr::from_str(&text).map_err(|e| fail(start_line, format!("invalid YAML: {e}")))?;
         if value.is_null() {
             continue;
         }
-        let kind = value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let api_version = value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         let object = match (api_version.as_str(), kind.as_str()) {
-            ("v1", "ConfigMap") => ManagedObject::ConfigMap(
-                typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?,
-            ),
-            ("v1", "Secret") => ManagedObject::Secret(
-                typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?,
-            ),
-            ("v1", "Service") => ManagedObject::Service(
-                typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?,
-            ),
+            ("v1", "ConfigMap") => {
+                ManagedObject::ConfigMap(typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?)
+            }
+            ("v1", "Secret") => {
+                ManagedObject::Secret(typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?)
+            }
+            ("v1", "Service") => {
+                ManagedObject::Service(typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?)
+            }
             ("apps/v1", "StatefulSet") => ManagedObject::StatefulSet(Box::new(
                 typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?,
             )),
@@ -170,8 +154,8 @@ fn split_documents(rendered: &str) -> Vec<(usize, String)> {
 
 /// Parses into `K`, then rejects any field that `K` does not know (k8s-openapi ignores them).
 fn typed<K: DeserializeOwned + Serialize>(value: &Value) -> Result<K, String> {
-    let object: K = serde_path_to_error::deserialize(value.clone())
-        .map_err(|e| format!("field {}: {}", e.path(), e.inner()))?;
+    let object: K =
+        serde_path_to_error::deserialize(value.clone()).map_err(|e| format!("field {}: {}", e.path(), e.inner()))?;
     let round_trip = serde_json::to_value(&object).map_err(|e| e.to_string())?;
     if let Some(path) = first_unknown_field(value, &round_trip, String::new()) {
         return Err(format!("field {path}: unknown field"));
@@ -182,22 +166,16 @@ fn typed<K: DeserializeOwned + Serialize>(value: &Value) -> Result<K, String> {
 fn first_unknown_field(original: &Value, known: &Value, path: String) -> Option<String> {
     match (original, known) {
         (Value::Object(o), Value::Object(k)) => o.iter().find_map(|(key, value)| {
-            let here = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
+            let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
             match k.get(key) {
                 None if value.is_null() => None,
                 None => Some(here),
                 Some(known) => first_unknown_field(value, known, here),
             }
         }),
-        (Value::Array(o), Value::Array(k)) => o
-            .iter()
-            .zip(k)
-            .enumerate()
-            .find_map(|(i, (o, k))| first_unknown_field(o, k, format!("{path}[{i}]"))),
+        (Value::Array(o), Value::Array(k)) => {
+            o.iter().zip(k).enumerate().find_map(|(i, (o, k))| first_unknown_field(o, k, format!("{path}[{i}]")))
+        }
         _ => None,
     }
 }
@@ -210,11 +188,7 @@ fn line_of(text: &str, message: &str, start_line: usize) -> usize {
         .and_then(|path| path.rsplit('.').next())
         .map(|k| k.split('[').next().unwrap_or(k).to_string());
     key.and_then(|key| {
-        text.lines().position(|l| {
-            l.trim_start()
-                .trim_start_matches("- ")
-                .starts_with(&format!("{key}:"))
-        })
+        text.lines().position(|l| l.trim_start().trim_start_matches("- ").starts_with(&format!("{key}:")))
     })
     .map(|offset| start_line + offset)
     .unwrap_or(start_line)
@@ -242,11 +216,8 @@ mod tests {
 
     #[test]
     fn foreign_kind_is_refused() {
-        let doc =
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n";
-        let err = parse_documents("evil.yaml.j2", doc)
-            .unwrap_err()
-            .to_string();
+        let doc = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n";
+        let err = parse_documents("evil.yaml.j2", doc).unwrap_err().to_string();
         assert!(err.contains("ClusterRole"), "{err}");
     }
 
@@ -254,9 +225,6 @@ mod tests {
     fn several_documents_and_empty_ones() {
         let doc = "# nothing\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n";
         let objects = parse_documents("t", doc).unwrap();
-        assert_eq!(
-            objects.iter().map(ManagedObject::name).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(objects.iter().map(ManagedObject::name).collect::<Vec<_>>(), ["a", "b"]);
     }
 }

@@ -40,12 +40,7 @@ impl TemplateSource {
     /// Every template name, sorted: embedded and overrides.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = Embedded::iter().map(|n| n.to_string()).collect();
-        names.extend(
-            self.overrides
-                .keys()
-                .filter(|k| k.ends_with(".j2"))
-                .cloned(),
-        );
+        names.extend(self.overrides.keys().filter(|k| k.ends_with(".j2")).cloned());
         names.sort();
         names.dedup();
         names
@@ -59,10 +54,7 @@ impl TemplateSource {
 
     /// Templates that each render Kubernetes objects (helpers start with `_`).
     pub fn object_templates(&self) -> Vec<String> {
-        self.names()
-            .into_iter()
-            .filter(|n| !n.starts_with('_') && n != CONFIG_TEMPLATE)
-            .collect()
+        self.names().into_iter().filter(|n| !n.starts_with('_') && n != CONFIG_TEMPLATE).collect()
     }
 
     pub fn is_overridden(&self, name: &str) -> bool {

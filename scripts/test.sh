@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test suite: unit, golden, CLI, and integration tests against a real kube-apiserver + etcd
+# (and the full tier for end-to-end tests). Builds the control plane into the cache on first run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DITTOFS_TESTBIN=$(scripts/testbin.sh | tail -n 1)
+export DITTOFS_TESTBIN
+echo "control plane binaries: $DITTOFS_TESTBIN" >&2
+cargo test --all-targets "$@"

@@ -1,0 +1,121 @@
+//! `dittofs-operator diff`: what the operator would change in the live cluster, rendered
+//! exactly as the controller renders (cluster Secrets, operator values), shown like
+//! `kubectl diff`. Never writes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource, ResourceExt};
+use serde::Serialize;
+
+use crate::apply;
+use crate::controller::{Settings, fetch_secrets};
+use crate::crd::DittoServer;
+use crate::diff::{Action, ObjectDiff};
+use crate::render::Renderer;
+use crate::{discover, input};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DiffArgs {
+    /// Name of a DittoServer in the cluster (or use -f).
+    pub name: Option<String>,
+    /// A DittoServer file to compare with the cluster, as `kubectl diff -f`.
+    #[arg(short = 'f', long = "filename", conflicts_with = "name")]
+    pub file: Option<PathBuf>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Kubeconfig file (default: KUBECONFIG or ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// `text` (unified diffs) or `json` (object references and changed paths).
+    #[arg(long, short = 'o', default_value = "text")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub values: crate::controller::ValuesArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+struct JsonChange<'a> {
+    object: &'a str,
+    action: Action,
+    paths: &'a [String],
+}
+
+/// Prints the diff; returns whether anything differs.
+pub async fn diff(args: DiffArgs) -> Result<bool> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let changes = changes(&client, &args).await?;
+    match args.output {
+        OutputFormat::Text => {
+            for change in &changes {
+                print!("{}", change.text);
+            }
+        }
+        OutputFormat::Json => println!("{}", to_json(&changes)),
+    }
+    Ok(!changes.is_empty())
+}
+
+/// `--output json`: object references, actions and changed paths.
+pub fn to_json(changes: &[ObjectDiff]) -> String {
+    let items: Vec<JsonChange> =
+        changes.iter().map(|c| JsonChange { object: &c.reference, action: c.action, paths: &c.paths }).collect();
+    serde_json::to_string_pretty(&items).expect("plain data serializes")
+}
+
+/// What the operator would change, in apply order (prunes last).
+pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>> {
+    let client = client.clone();
+    let settings = Settings::from_values_args(&args.values)?;
+    let (server, namespace) = match (&args.file, &args.name) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let mut server = input::parse(&file.display().to_string(), &text)?.server;
+            let namespace =
+                args.namespace.clone().or_else(|| server.namespace()).unwrap_or_else(|| "default".into());
+            server.metadata.namespace = Some(namespace.clone());
+            // Owner and prune decisions follow the CR as stored, when it exists.
+            let live = Api::<DittoServer>::namespaced(client.clone(), &namespace).get_opt(&server.name_any()).await?;
+            if let Some(live) = live {
+                server.metadata.uid = live.metadata.uid;
+            }
+            (server, namespace)
+        }
+        (None, Some(name)) => {
+            let namespace = args.namespace.clone().unwrap_or_else(|| "default".into());
+            let server = Api::<DittoServer>::namespaced(client.clone(), &namespace)
+                .get(name)
+                .await
+                .with_context(|| format!("DittoServer {namespace}/{name}"))?;
+            (server, namespace)
+        }
+        (None, None) => anyhow::bail!("give a DittoServer name or -f FILE"),
+    };
+    let name = server.name_any();
+    let secrets = fetch_secrets(&client, &server, &namespace).await?;
+    // Existing generated credentials are read; missing ones show as created (values masked).
+    let discovered = discover::resolve(&server.spec, &name, &settings.values, &secrets, false)?;
+    let rendered = Renderer::new(&settings.templates).render(&server, &settings.values, &discovered)?;
+    let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
+    let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects).await?;
+    Ok(plan.changes().into_iter().cloned().collect())
+}
+
+pub async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
