@@ -72,6 +72,7 @@ if ! flock -n 9; then
   flock 9
 fi
 
+rm -rf "$OUT"/.stage.*                   # left by a SIGKILLed build (we hold the lock)
 STAGE=$(mktemp -d "$OUT/.stage.XXXXXX")   # same filesystem as $OUT: mv is atomic
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dittofs-testbin.XXXXXX")
 cleanup() { rm -rf "$STAGE" "$WORK"; }
