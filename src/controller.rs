@@ -20,8 +20,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::apply::{self, Plan};
-use crate::diff::Action as DiffAction;
 use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, FIELD_MANAGER};
+use crate::diff::Action as DiffAction;
 use crate::discover::{self, DiscoverError, SecretsByName};
 use crate::render::{Rendered, Renderer, TemplateSource};
 use crate::status::{self, CONFIG_READY, DATABASE_READY, Decided, IN_SYNC, Workload};
@@ -44,7 +44,11 @@ fn pending_summary(plan: &Plan) -> String {
         .iter()
         .map(|d| {
             let action = format!("{:?}", d.action).to_lowercase();
-            if d.paths.is_empty() { format!("{} ({action})", d.reference) } else { format!("{} ({action}: {})", d.reference, d.paths.join(", ")) }
+            if d.paths.is_empty() {
+                format!("{} ({action})", d.reference)
+            } else {
+                format!("{} ({action}: {})", d.reference, d.paths.join(", "))
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -65,8 +69,7 @@ impl ValuesArgs {
     pub fn build(&self) -> anyhow::Result<Values> {
         let mut builder = ValuesBuilder::new();
         for path in &self.values {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
             builder = builder.layer_yaml(&path.display().to_string(), &text)?;
         }
         for assignment in &self.set {
@@ -329,12 +332,18 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         decided.push(Decided::new(IN_SYNC, true, "InSync", "Every managed object matches the rendered templates"));
         plan.live_stateful_set()
     } else if paused || ctx.settings.dry_run {
-        let why = if paused { format!("{PAUSE_ANNOTATION}: paused") } else { "the operator runs with --dry-run".into() };
+        let why =
+            if paused { format!("{PAUSE_ANNOTATION}: paused") } else { "the operator runs with --dry-run".into() };
         let pending = pending_summary(&plan);
         for change in plan.changes() {
             info!(object = %change.reference, action = ?change.action, diff = %change.text, "change held back");
         }
-        decided.push(Decided::new(IN_SYNC, false, if paused { "Paused" } else { "DryRun" }, format!("Not applied because {why}. Pending: {pending}")));
+        decided.push(Decided::new(
+            IN_SYNC,
+            false,
+            if paused { "Paused" } else { "DryRun" },
+            format!("Not applied because {why}. Pending: {pending}"),
+        ));
         plan.live_stateful_set()
     } else {
         for change in plan.changes() {

@@ -79,8 +79,7 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
         (Some(file), _) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
             let mut server = input::parse(&file.display().to_string(), &text)?.server;
-            let namespace =
-                args.namespace.clone().or_else(|| server.namespace()).unwrap_or_else(|| "default".into());
+            let namespace = args.namespace.clone().or_else(|| server.namespace()).unwrap_or_else(|| "default".into());
             server.metadata.namespace = Some(namespace.clone());
             // Owner and prune decisions follow the CR as stored, when it exists.
             let live = Api::<DittoServer>::namespaced(client.clone(), &namespace).get_opt(&server.name_any()).await?;

@@ -133,7 +133,10 @@ pub fn merge(previous: &[Condition], decided: &[Decided], generation: Option<i64
 }
 
 fn condition_rank(type_: &str) -> usize {
-    [READY, AVAILABLE, PROGRESSING, CONFIG_READY, DATABASE_READY, IN_SYNC].iter().position(|t| *t == type_).unwrap_or(99)
+    [READY, AVAILABLE, PROGRESSING, CONFIG_READY, DATABASE_READY, IN_SYNC]
+        .iter()
+        .position(|t| *t == type_)
+        .unwrap_or(99)
 }
 
 /// Whether writing `new` would change what is stored (so a steady state writes nothing).

@@ -33,10 +33,7 @@ fn merge(a: &mut Value, b: Value) {
 async fn apply(api: &Api<DittoServer>, object: &Value) -> Result<(), String> {
     let name = object["metadata"]["name"].as_str().unwrap();
     let params = PatchParams::apply("admission-test").validation_strict();
-    api.patch(name, &params, &Patch::Apply(object))
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    api.patch(name, &params, &Patch::Apply(object)).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,113 +46,41 @@ async fn invalid_servers_are_rejected_naming_the_field() {
     let cases: Vec<(Value, &str)> = vec![
         (json!({"replicas": 2}), "spec.replicas"),
         (json!({"replicas": -1}), "spec.replicas"),
-        (
-            json!({"storage": {"metadataSize": "0"}}),
-            "spec.storage.metadataSize",
-        ),
-        (
-            json!({"storage": {"metadataSize": "lots"}}),
-            "spec.storage.metadataSize",
-        ),
-        (
-            json!({"storage": {"metadataSize": "10Gi", "contentSize": "-5Gi"}}),
-            "spec.storage.contentSize",
-        ),
-        (
-            json!({"storage": {"metadataSize": "10Gi", "cacheSize": "abc"}}),
-            "spec.storage.cacheSize",
-        ),
-        (
-            json!({"storage": {"metadataSize": "10Gi", "controlPlaneSize": "0Mi"}}),
-            "spec.storage.controlPlaneSize",
-        ),
-        (
-            json!({"controlPlane": {"port": 0}}),
-            "spec.controlPlane.port",
-        ),
-        (
-            json!({"controlPlane": {"port": 70000}}),
-            "spec.controlPlane.port",
-        ),
+        (json!({"storage": {"metadataSize": "0"}}), "spec.storage.metadataSize"),
+        (json!({"storage": {"metadataSize": "lots"}}), "spec.storage.metadataSize"),
+        (json!({"storage": {"metadataSize": "10Gi", "contentSize": "-5Gi"}}), "spec.storage.contentSize"),
+        (json!({"storage": {"metadataSize": "10Gi", "cacheSize": "abc"}}), "spec.storage.cacheSize"),
+        (json!({"storage": {"metadataSize": "10Gi", "controlPlaneSize": "0Mi"}}), "spec.storage.controlPlaneSize"),
+        (json!({"controlPlane": {"port": 0}}), "spec.controlPlane.port"),
+        (json!({"controlPlane": {"port": 70000}}), "spec.controlPlane.port"),
         (json!({"nfsPort": 8080}), "spec.nfsPort"),
         (json!({"smb": {"port": 12049}}), "spec.smb.port"),
         (json!({"smb": {"port": 8080}}), "spec.smb.port"),
-        (
-            json!({"metrics": {"enabled": true, "port": 8080}}),
-            "spec.metrics.port",
-        ),
-        (
-            json!({"metrics": {"enabled": true, "port": 12445}}),
-            "spec.metrics.port",
-        ),
+        (json!({"metrics": {"enabled": true, "port": 8080}}), "spec.metrics.port"),
+        (json!({"metrics": {"enabled": true, "port": 12445}}), "spec.metrics.port"),
         (json!({"metrics": {"path": "metrics"}}), "spec.metrics.path"),
-        (
-            json!({"service": {"type": "ExternalName"}}),
-            "spec.service.type",
-        ),
-        (
-            json!({"adapterServices": {"type": "Ingress"}}),
-            "spec.adapterServices.type",
-        ),
-        (
-            json!({"adapterServices": {"nfsPort": 445, "smbPort": 445}}),
-            "spec.adapterServices.smbPort",
-        ),
+        (json!({"service": {"type": "ExternalName"}}), "spec.service.type"),
+        (json!({"adapterServices": {"type": "Ingress"}}), "spec.adapterServices.type"),
+        (json!({"adapterServices": {"nfsPort": 445, "smbPort": 445}}), "spec.adapterServices.smbPort"),
         (json!({"database": {"type": "mysql"}}), "spec.database.type"),
-        (
-            json!({"database": {"postgresSecretRef": {"name": "a"}}, "percona": {"enabled": true}}),
-            "spec.database",
-        ),
-        (
-            json!({"database": {"postgresSecretRef": {"name": "a"}, "percona": {"clusterName": "pg"}}}),
-            "spec.database",
-        ),
-        (
-            json!({"database": {"type": "postgres"}}),
-            "spec.database.type",
-        ),
-        (
-            json!({"database": {"type": "sqlite", "postgresSecretRef": {"name": "a"}}}),
-            "spec.database.type",
-        ),
+        (json!({"database": {"postgresSecretRef": {"name": "a"}}, "percona": {"enabled": true}}), "spec.database"),
+        (json!({"database": {"postgresSecretRef": {"name": "a"}, "percona": {"clusterName": "pg"}}}), "spec.database"),
+        (json!({"database": {"type": "postgres"}}), "spec.database.type"),
+        (json!({"database": {"type": "sqlite", "postgresSecretRef": {"name": "a"}}}), "spec.database.type"),
         (json!({"shutdownTimeout": "30"}), "spec.shutdownTimeout"),
         (json!({"shutdownTimeout": "1d"}), "spec.shutdownTimeout"),
-        (
-            json!({"identity": {"jwt": {"accessTokenDuration": "soon"}}}),
-            "spec.identity.jwt.accessTokenDuration",
-        ),
+        (json!({"identity": {"jwt": {"accessTokenDuration": "soon"}}}), "spec.identity.jwt.accessTokenDuration"),
         (json!({"logging": {"level": "TRACE"}}), "spec.logging.level"),
         (json!({"logging": {"format": "xml"}}), "spec.logging.format"),
-        (
-            json!({"logging": {"output": "/var/log/dfs.log"}}),
-            "spec.logging.output",
-        ),
-        (
-            json!({"percona": {"enabled": true, "replicas": 9}}),
-            "spec.percona.replicas",
-        ),
-        (
-            json!({"percona": {"enabled": true, "storageSize": "big"}}),
-            "spec.percona.storageSize",
-        ),
-        (
-            json!({"imagePullPolicy": "Sometimes"}),
-            "spec.imagePullPolicy",
-        ),
-        (
-            json!({"terminationGracePeriodSeconds": 0}),
-            "spec.terminationGracePeriodSeconds",
-        ),
+        (json!({"logging": {"output": "/var/log/dfs.log"}}), "spec.logging.output"),
+        (json!({"percona": {"enabled": true, "replicas": 9}}), "spec.percona.replicas"),
+        (json!({"percona": {"enabled": true, "storageSize": "big"}}), "spec.percona.storageSize"),
+        (json!({"imagePullPolicy": "Sometimes"}), "spec.imagePullPolicy"),
+        (json!({"terminationGracePeriodSeconds": 0}), "spec.terminationGracePeriodSeconds"),
         // Fields of the earlier operator that this one does not implement yet: refused, never dropped.
         (json!({"s3": {"bucket": "x"}}), "spec.s3"),
-        (
-            json!({"smb": {"maxConnections": 10}}),
-            "spec.smb.maxConnections",
-        ),
-        (
-            json!({"identity": {"ldap": {"enabled": true}}}),
-            "spec.identity.ldap",
-        ),
+        (json!({"smb": {"maxConnections": 10}}), "spec.smb.maxConnections"),
+        (json!({"identity": {"ldap": {"enabled": true}}}), "spec.identity.ldap"),
         (json!({"snapshotPolicies": []}), "spec.snapshotPolicies"),
     ];
     assert!(cases.len() >= 20);
@@ -164,9 +89,9 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         let object = cr(&format!("bad-{i}"), with(base.clone(), overlay.clone()));
         match apply(&api, &object).await {
             Ok(()) => failures.push(format!("case {i} ({overlay}) was accepted")),
-            Err(message) if !message.contains(field) => failures.push(format!(
-                "case {i} ({overlay}): message does not name {field}: {message}"
-            )),
+            Err(message) if !message.contains(field) => {
+                failures.push(format!("case {i} ({overlay}): message does not name {field}: {message}"))
+            }
             Err(_) => {}
         }
     }
@@ -187,42 +112,20 @@ async fn invalid_servers_are_rejected_naming_the_field() {
 async fn storage_is_immutable_once_set() {
     let (client, ns) = setup("immutable").await;
     let api: Api<DittoServer> = Api::namespaced(client, &ns);
-    let original = cr(
-        "fixed",
-        json!({"storage": {"metadataSize": "10Gi", "storageClassName": "fast"}}),
-    );
+    let original = cr("fixed", json!({"storage": {"metadataSize": "10Gi", "storageClassName": "fast"}}));
     apply(&api, &original).await.expect("create");
     for (overlay, field) in [
-        (
-            json!({"storage": {"metadataSize": "20Gi"}}),
-            "spec.storage.metadataSize",
-        ),
-        (
-            json!({"storage": {"storageClassName": "slow"}}),
-            "spec.storage.storageClassName",
-        ),
-        (
-            json!({"storage": {"contentSize": "5Gi"}}),
-            "spec.storage.contentSize",
-        ),
-        (
-            json!({"storage": {"controlPlaneSize": "2Gi"}}),
-            "spec.storage.controlPlaneSize",
-        ),
+        (json!({"storage": {"metadataSize": "20Gi"}}), "spec.storage.metadataSize"),
+        (json!({"storage": {"storageClassName": "slow"}}), "spec.storage.storageClassName"),
+        (json!({"storage": {"contentSize": "5Gi"}}), "spec.storage.contentSize"),
+        (json!({"storage": {"controlPlaneSize": "2Gi"}}), "spec.storage.controlPlaneSize"),
     ] {
         let edited = with(original.clone(), json!({"spec": overlay}));
-        let err = apply(&api, &edited)
-            .await
-            .expect_err("immutable field edited");
+        let err = apply(&api, &edited).await.expect_err("immutable field edited");
         assert!(err.contains(field) && err.contains("immutable"), "{err}");
     }
     // Other edits still go through.
-    apply(
-        &api,
-        &with(original.clone(), json!({"spec": {"replicas": 0}})),
-    )
-    .await
-    .expect("replicas edit");
+    apply(&api, &with(original.clone(), json!({"spec": {"replicas": 0}}))).await.expect("replicas edit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,18 +133,9 @@ async fn earlier_go_operator_crs_are_accepted() {
     let (client, ns) = setup("compat").await;
     let api: Api<DittoServer> = Api::namespaced(client, &ns);
     for case in ["go-operator-v0.4.1", "go-operator-v0.29"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("golden")
-            .join(case)
-            .join("input.yaml");
-        let mut object: Value =
-            serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        object["metadata"]
-            .as_object_mut()
-            .unwrap()
-            .remove("namespace");
-        apply(&api, &object)
-            .await
-            .unwrap_or_else(|e| panic!("{case} rejected: {e}"));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(case).join("input.yaml");
+        let mut object: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        object["metadata"].as_object_mut().unwrap().remove("namespace");
+        apply(&api, &object).await.unwrap_or_else(|e| panic!("{case} rejected: {e}"));
     }
 }

@@ -3,10 +3,7 @@
 use std::process::Command;
 
 fn operator(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dittofs-operator"))
-        .args(args)
-        .output()
-        .expect("binary runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_dittofs-operator")).args(args).output().expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -23,10 +20,7 @@ fn render_prints_the_golden_manifests() {
     let input = root().join("golden/minimal-sqlite/input.yaml");
     let (code, stdout, stderr) = operator(&["render", "-f", input.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(
-        stdout,
-        std::fs::read_to_string(root().join("golden/minimal-sqlite/expected.yaml")).unwrap()
-    );
+    assert_eq!(stdout, std::fs::read_to_string(root().join("golden/minimal-sqlite/expected.yaml")).unwrap());
 }
 
 #[test]
@@ -43,14 +37,8 @@ fn render_with_values_and_set() {
         "image.tag=v0.29.2",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stdout.contains("marmos91c/dittofs:v0.29.2"),
-        "--set wins over --values"
-    );
-    assert!(
-        stdout.contains("cost-center: platform"),
-        "values file applied"
-    );
+    assert!(stdout.contains("marmos91c/dittofs:v0.29.2"), "--set wins over --values");
+    assert!(stdout.contains("cost-center: platform"), "values file applied");
 }
 
 #[test]
@@ -61,22 +49,13 @@ fn bad_cr_names_the_file_and_field() {
     let (code, stdout, stderr) = operator(&["render", "-f", file.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(stdout.is_empty());
-    assert!(
-        stderr.contains("bad.yaml") && stderr.contains("spec.replicas"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad.yaml") && stderr.contains("spec.replicas"), "{stderr}");
 }
 
 #[test]
 fn bad_values_name_the_key() {
     let input = root().join("golden/minimal-sqlite/input.yaml");
-    let (code, _, stderr) = operator(&[
-        "render",
-        "-f",
-        input.to_str().unwrap(),
-        "--set",
-        "ports.apii=1",
-    ]);
+    let (code, _, stderr) = operator(&["render", "-f", input.to_str().unwrap(), "--set", "ports.apii=1"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("apii"), "{stderr}");
 }
@@ -85,22 +64,13 @@ fn bad_values_name_the_key() {
 fn crd_templates_and_version() {
     let (code, stdout, _) = operator(&["crd"]);
     assert_eq!(code, 0);
-    assert_eq!(
-        stdout,
-        std::fs::read_to_string(root().join("deploy/crds/dittoservers.yaml")).unwrap()
-    );
+    assert_eq!(stdout, std::fs::read_to_string(root().join("deploy/crds/dittoservers.yaml")).unwrap());
     let (code, stdout, _) = operator(&["templates", "list"]);
     assert_eq!(code, 0);
-    assert!(
-        stdout.lines().any(|l| l == "statefulset.yaml.j2"),
-        "{stdout}"
-    );
+    assert!(stdout.lines().any(|l| l == "statefulset.yaml.j2"), "{stdout}");
     let (code, stdout, _) = operator(&["templates", "show", "statefulset.yaml.j2"]);
     assert_eq!(code, 0);
-    assert_eq!(
-        stdout,
-        std::fs::read_to_string(root().join("templates/statefulset.yaml.j2")).unwrap()
-    );
+    assert_eq!(stdout, std::fs::read_to_string(root().join("templates/statefulset.yaml.j2")).unwrap());
     let (code, _, stderr) = operator(&["templates", "show", "nope.j2"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("templates list"), "{stderr}");

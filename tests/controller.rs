@@ -19,9 +19,7 @@ const MINIMAL: &str = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServ
 
 async fn create(client: &Client, ns: &str, yaml: &str) -> DittoServer {
     let api: Api<DittoServer> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &server(ns, yaml))
-        .await
-        .expect("create DittoServer")
+    api.create(&PostParams::default(), &server(ns, yaml)).await.expect("create DittoServer")
 }
 
 fn checksum(sts: &StatefulSet) -> String {
@@ -40,10 +38,7 @@ fn checksum(sts: &StatefulSet) -> String {
 
 async fn wait_for_sts(client: &Client, ns: &str, name: &str) -> StatefulSet {
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    eventually("StatefulSet created", DEADLINE, || async {
-        api.get_opt(name).await.ok().flatten()
-    })
-    .await
+    eventually("StatefulSet created", DEADLINE, || async { api.get_opt(name).await.ok().flatten() }).await
 }
 
 /// resourceVersion of every object the operator manages for `demo`, by `Kind/name`.
@@ -51,45 +46,17 @@ async fn versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
     let selector = "app.kubernetes.io/instance=demo";
     let lp = kube::api::ListParams::default().labels(selector);
     let mut out = BTreeMap::new();
-    for o in Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("ConfigMap/{}", o.name_any()),
-            o.resource_version().unwrap(),
-        );
+    for o in Api::<ConfigMap>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
+        out.insert(format!("ConfigMap/{}", o.name_any()), o.resource_version().unwrap());
     }
-    for o in Api::<Secret>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("Secret/{}", o.name_any()),
-            o.resource_version().unwrap(),
-        );
+    for o in Api::<Secret>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
+        out.insert(format!("Secret/{}", o.name_any()), o.resource_version().unwrap());
     }
-    for o in Api::<Service>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("Service/{}", o.name_any()),
-            o.resource_version().unwrap(),
-        );
+    for o in Api::<Service>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
+        out.insert(format!("Service/{}", o.name_any()), o.resource_version().unwrap());
     }
-    for o in Api::<StatefulSet>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("StatefulSet/{}", o.name_any()),
-            o.resource_version().unwrap(),
-        );
+    for o in Api::<StatefulSet>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
+        out.insert(format!("StatefulSet/{}", o.name_any()), o.resource_version().unwrap());
     }
     out
 }
@@ -102,90 +69,48 @@ async fn sample_yields_owned_objects_applied_by_the_operator() {
     let uid = cr.uid().unwrap();
     let sts = wait_for_sts(&client, &ns, "demo").await;
 
-    let owned = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        let owner = meta
-            .owner_references
-            .as_ref()
-            .expect("owner references")
-            .first()
-            .expect("one owner")
-            .clone();
-        assert_eq!(owner.uid, uid);
-        assert_eq!(owner.controller, Some(true));
-        assert!(
-            meta.managed_fields
-                .as_ref()
-                .unwrap()
-                .iter()
-                .any(|m| m.manager.as_deref() == Some("dittofs-operator")
-                    && m.operation.as_deref() == Some("Apply")),
-            "applied with the dittofs-operator field manager"
-        );
-    };
+    let owned =
+        |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let owner = meta.owner_references.as_ref().expect("owner references").first().expect("one owner").clone();
+            assert_eq!(owner.uid, uid);
+            assert_eq!(owner.controller, Some(true));
+            assert!(
+                meta.managed_fields.as_ref().unwrap().iter().any(
+                    |m| m.manager.as_deref() == Some("dittofs-operator") && m.operation.as_deref() == Some("Apply")
+                ),
+                "applied with the dittofs-operator field manager"
+            );
+        };
     owned(&sts.metadata);
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .get("demo-config")
-        .await
-        .unwrap();
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("demo-config").await.unwrap();
     owned(&cm.metadata);
     assert!(cm.data.unwrap()["config.yaml"].contains("controlplane"));
     for svc in ["demo-headless", "demo-file", "demo-api"] {
-        owned(
-            &Api::<Service>::namespaced(client.clone(), &ns)
-                .get(svc)
-                .await
-                .unwrap()
-                .metadata,
-        );
+        owned(&Api::<Service>::namespaced(client.clone(), &ns).get(svc).await.unwrap().metadata);
     }
-    assert!(
-        Api::<Service>::namespaced(client.clone(), &ns)
-            .get_opt("demo-metrics")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(Api::<Service>::namespaced(client.clone(), &ns).get_opt("demo-metrics").await.unwrap().is_none());
 
     // Generated credentials: present, strong, and not owned (they outlive the CR like the PVCs).
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let jwt = secrets.get("demo-jwt-secret").await.unwrap();
     assert!(jwt.owner_references().is_empty());
     assert!(jwt.data.unwrap()["jwt-secret"].0.len() >= 32);
-    assert!(
-        secrets
-            .get("demo-admin-bootstrap-credentials")
-            .await
-            .unwrap()
-            .owner_references()
-            .is_empty()
-    );
+    assert!(secrets.get("demo-admin-bootstrap-credentials").await.unwrap().owner_references().is_empty());
 
     // Status: observed, rendered, with endpoints. (Tier api has no StatefulSet controller: Pending.)
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
     let status = eventually("status written", DEADLINE, || async {
-        servers
-            .get("demo")
-            .await
-            .ok()?
-            .status
-            .filter(|s| s.config_hash.is_some())
+        servers.get("demo").await.ok()?.status.filter(|s| s.config_hash.is_some())
     })
     .await;
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(status.config_hash.as_deref(), Some(checksum(&sts).as_str()));
-    assert_eq!(
-        status.endpoints.unwrap().file.as_deref(),
-        Some(format!("demo-file.{ns}.svc:2049").as_str())
-    );
+    assert_eq!(status.endpoints.unwrap().file.as_deref(), Some(format!("demo-file.{ns}.svc:2049").as_str()));
     let types: Vec<_> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
     for t in ["Ready", "Available", "Progressing", "ConfigReady"] {
         assert!(types.contains(&t), "condition {t} in {types:?}");
     }
-    let config_ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "ConfigReady")
-        .unwrap();
+    let config_ready = status.conditions.iter().find(|c| c.type_ == "ConfigReady").unwrap();
     assert_eq!(config_ready.status, "True");
     operator.shutdown().await;
 }
@@ -197,18 +122,11 @@ async fn spec_change_updates_config_and_checksum_only() {
     create(&client, &ns, MINIMAL).await;
     let before_sts = wait_for_sts(&client, &ns, "demo").await;
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    eventually("status written", DEADLINE, || async {
-        servers.get("demo").await.ok()?.status?.config_hash
-    })
-    .await;
+    eventually("status written", DEADLINE, || async { servers.get("demo").await.ok()?.status?.config_hash }).await;
     let before = versions(&client, &ns).await;
 
     servers
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"logging": {"level": "DEBUG"}}})),
-        )
+        .patch("demo", &PatchParams::default(), &Patch::Merge(json!({"spec": {"logging": {"level": "DEBUG"}}})))
         .await
         .unwrap();
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
@@ -217,33 +135,20 @@ async fn spec_change_updates_config_and_checksum_only() {
         (checksum(&sts) != checksum(&before_sts)).then_some(sts)
     })
     .await;
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .get("demo-config")
-        .await
-        .unwrap();
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("demo-config").await.unwrap();
     assert!(cm.data.unwrap()["config.yaml"].contains("DEBUG"));
     let after = versions(&client, &ns).await;
-    let changed: Vec<&String> = before
-        .keys()
-        .filter(|k| before.get(*k) != after.get(*k))
-        .collect();
+    let changed: Vec<&String> = before.keys().filter(|k| before.get(*k) != after.get(*k)).collect();
     assert_eq!(
         changed,
         vec!["ConfigMap/demo-config", "StatefulSet/demo"],
         "only the config and the pod template change"
     );
-    assert_eq!(
-        before.keys().collect::<Vec<_>>(),
-        after.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
 
     // An edit that changes no rendered byte changes no checksum.
     servers
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"logging": {"level": "debug"}}})),
-        )
+        .patch("demo", &PatchParams::default(), &Patch::Merge(json!({"spec": {"logging": {"level": "debug"}}})))
         .await
         .unwrap();
     let generation = servers.get("demo").await.unwrap().metadata.generation;
@@ -251,10 +156,7 @@ async fn spec_change_updates_config_and_checksum_only() {
         (servers.get("demo").await.ok()?.status?.observed_generation == generation).then_some(())
     })
     .await;
-    assert_eq!(
-        checksum(&sts_api.get("demo").await.unwrap()),
-        checksum(&after_sts)
-    );
+    assert_eq!(checksum(&sts_api.get("demo").await.unwrap()), checksum(&after_sts));
     operator.shutdown().await;
 }
 
@@ -265,35 +167,17 @@ async fn resync_of_unchanged_cr_writes_nothing() {
     create(&client, &ns, MINIMAL).await;
     wait_for_sts(&client, &ns, "demo").await;
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    eventually("status written", DEADLINE, || async {
-        servers.get("demo").await.ok()?.status?.config_hash
-    })
-    .await;
+    eventually("status written", DEADLINE, || async { servers.get("demo").await.ok()?.status?.config_hash }).await;
     operator.shutdown().await;
 
     let before = versions(&client, &ns).await;
     let cr_before = servers.get("demo").await.unwrap();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Settings::for_tests(Some(ns.clone())),
-    ));
-    controller::reconcile(Arc::new(cr_before.clone()), ctx.clone())
-        .await
-        .expect("reconcile");
-    controller::reconcile(Arc::new(cr_before.clone()), ctx)
-        .await
-        .expect("reconcile");
-    assert_eq!(
-        versions(&client, &ns).await,
-        before,
-        "no managed object was written"
-    );
+    let ctx = Arc::new(Context::new(client.clone(), Settings::for_tests(Some(ns.clone()))));
+    controller::reconcile(Arc::new(cr_before.clone()), ctx.clone()).await.expect("reconcile");
+    controller::reconcile(Arc::new(cr_before.clone()), ctx).await.expect("reconcile");
+    assert_eq!(versions(&client, &ns).await, before, "no managed object was written");
     let cr_after = servers.get("demo").await.unwrap();
-    assert_eq!(
-        cr_after.resource_version(),
-        cr_before.resource_version(),
-        "status not rewritten"
-    );
+    assert_eq!(cr_after.resource_version(), cr_before.resource_version(), "status not rewritten");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,10 +186,7 @@ async fn rotating_a_referenced_secret_rolls_the_pod() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut jwt = Secret::default();
     jwt.metadata.name = Some("my-jwt".into());
-    jwt.data = Some(BTreeMap::from([(
-        "key".into(),
-        ByteString(b"0123456789abcdef0123456789abcdef-one".to_vec()),
-    )]));
+    jwt.data = Some(BTreeMap::from([("key".into(), ByteString(b"0123456789abcdef0123456789abcdef-one".to_vec()))]));
     secrets.create(&PostParams::default(), &jwt).await.unwrap();
     let operator = Operator::start(&client, &ns);
     create(
@@ -333,14 +214,8 @@ async fn rotating_a_referenced_secret_rolls_the_pod() {
         (checksum(&sts_api.get("demo").await.ok()?) != before).then_some(())
     })
     .await;
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .get("demo-config")
-        .await
-        .unwrap();
-    assert!(
-        !cm.data.unwrap()["config.yaml"].contains("abcdef"),
-        "the key never reaches the ConfigMap"
-    );
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("demo-config").await.unwrap();
+    assert!(!cm.data.unwrap()["config.yaml"].contains("abcdef"), "the key never reaches the ConfigMap");
     operator.shutdown().await;
 }
 
@@ -355,31 +230,17 @@ async fn metrics_service_is_pruned_when_metrics_are_turned_off() {
     )
     .await;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    eventually("metrics Service created", DEADLINE, || async {
-        services.get_opt("demo-metrics").await.ok().flatten()
-    })
-    .await;
+    eventually("metrics Service created", DEADLINE, || async { services.get_opt("demo-metrics").await.ok().flatten() })
+        .await;
     Api::<DittoServer>::namespaced(client.clone(), &ns)
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"metrics": {"enabled": false}}})),
-        )
+        .patch("demo", &PatchParams::default(), &Patch::Merge(json!({"spec": {"metrics": {"enabled": false}}})))
         .await
         .unwrap();
     eventually("metrics Service pruned", DEADLINE, || async {
-        services
-            .get_opt("demo-metrics")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
+        services.get_opt("demo-metrics").await.ok()?.is_none().then_some(())
     })
     .await;
-    assert!(
-        services.get_opt("demo-file").await.unwrap().is_some(),
-        "other Services stay"
-    );
+    assert!(services.get_opt("demo-file").await.unwrap().is_some(), "other Services stay");
     operator.shutdown().await;
 }
 
@@ -396,26 +257,11 @@ async fn missing_postgres_secret_is_reported_and_nothing_is_applied() {
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
     let condition = eventually("DatabaseReady=False", DEADLINE, || async {
         let status = servers.get("demo").await.ok()?.status?;
-        status
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "DatabaseReady" && c.status == "False")
+        status.conditions.into_iter().find(|c| c.type_ == "DatabaseReady" && c.status == "False")
     })
     .await;
-    assert!(
-        condition
-            .message
-            .contains("spec.database.postgresSecretRef"),
-        "{}",
-        condition.message
-    );
-    assert!(
-        Api::<StatefulSet>::namespaced(client.clone(), &ns)
-            .get_opt("demo")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(condition.message.contains("spec.database.postgresSecretRef"), "{}", condition.message);
+    assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.unwrap().is_none());
 
     // The Secret appears: the watch on Secrets brings the server up with PostgreSQL.
     let mut db = Secret::default();
@@ -426,24 +272,12 @@ async fn missing_postgres_secret_is_reported_and_nothing_is_applied() {
         ("user".to_string(), "dittofs".to_string()),
         ("password".to_string(), "s3cr3t-value".to_string()),
     ]));
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &db)
-        .await
-        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &db).await.unwrap();
     wait_for_sts(&client, &ns, "demo").await;
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .get("demo-config")
-        .await
-        .unwrap();
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("demo-config").await.unwrap();
     let config = &cm.data.unwrap()["config.yaml"];
-    assert!(
-        config.contains("pg.example") && config.contains("require"),
-        "{config}"
-    );
-    assert!(
-        !config.contains("s3cr3t-value"),
-        "password never in the ConfigMap"
-    );
+    assert!(config.contains("pg.example") && config.contains("require"), "{config}");
+    assert!(!config.contains("s3cr3t-value"), "password never in the ConfigMap");
     operator.shutdown().await;
 }
 
@@ -451,12 +285,7 @@ async fn missing_postgres_secret_is_reported_and_nothing_is_applied() {
 async fn rendered_pod_is_admitted_by_pod_security_restricted() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = namespace(
-        &client,
-        "pss",
-        &[("pod-security.kubernetes.io/enforce", "restricted")],
-    )
-    .await;
+    let ns = namespace(&client, "pss", &[("pod-security.kubernetes.io/enforce", "restricted")]).await;
     let operator = Operator::start(&client, &ns);
     create(&client, &ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi, contentSize: 20Gi}\n").await;
     let sts = wait_for_sts(&client, &ns, "demo").await;
@@ -467,39 +296,23 @@ async fn rendered_pod_is_admitted_by_pod_security_restricted() {
     let volumes = pod_spec.volumes.get_or_insert_with(Vec::new);
     for claim in spec.volume_claim_templates.unwrap() {
         let name = claim.metadata.name.unwrap();
-        volumes.push(serde_json::from_value(json!({"name": name, "persistentVolumeClaim": {"claimName": format!("{name}-demo-0")}})).unwrap());
+        volumes.push(
+            serde_json::from_value(
+                json!({"name": name, "persistentVolumeClaim": {"claimName": format!("{name}-demo-0")}}),
+            )
+            .unwrap(),
+        );
     }
-    let mut pod = Pod {
-        spec: Some(pod_spec),
-        ..Default::default()
-    };
+    let mut pod = Pod { spec: Some(pod_spec), ..Default::default() };
     pod.metadata.name = Some("demo-0".into());
     pod.metadata.labels = spec.template.metadata.unwrap().labels;
-    let params = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    let result = Api::<Pod>::namespaced(client.clone(), &ns)
-        .create(&params, &pod)
-        .await;
-    assert!(
-        result.is_ok(),
-        "restricted profile rejected the pod: {result:?}"
-    );
+    let params = PostParams { dry_run: true, ..Default::default() };
+    let result = Api::<Pod>::namespaced(client.clone(), &ns).create(&params, &pod).await;
+    assert!(result.is_ok(), "restricted profile rejected the pod: {result:?}");
 
     // And the check is real: a privileged container is refused in the same namespace.
     let mut bad = pod.clone();
-    bad.spec.as_mut().unwrap().containers[0]
-        .security_context
-        .as_mut()
-        .unwrap()
-        .allow_privilege_escalation = Some(true);
-    let err = Api::<Pod>::namespaced(client.clone(), &ns)
-        .create(&params, &bad)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("allowPrivilegeEscalation"),
-        "{err}"
-    );
+    bad.spec.as_mut().unwrap().containers[0].security_context.as_mut().unwrap().allow_privilege_escalation = Some(true);
+    let err = Api::<Pod>::namespaced(client.clone(), &ns).create(&params, &bad).await.unwrap_err();
+    assert!(err.to_string().contains("allowPrivilegeEscalation"), "{err}");
 }

@@ -4,8 +4,7 @@ use dittofs_operator::crd;
 
 #[test]
 fn committed_crd_is_current() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds/dittoservers.yaml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds/dittoservers.yaml");
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == crd::crd_yaml(),
@@ -16,10 +15,7 @@ fn committed_crd_is_current() {
 #[test]
 fn identity_matches_the_earlier_operator() {
     let crd = crd::crd();
-    assert_eq!(
-        crd.metadata.name.as_deref(),
-        Some("dittoservers.dittofs.dittofs.com")
-    );
+    assert_eq!(crd.metadata.name.as_deref(), Some("dittoservers.dittofs.dittofs.com"));
     let names = &crd.spec.names;
     assert_eq!(names.kind, "DittoServer");
     assert_eq!(names.plural, "dittoservers");
@@ -30,13 +26,8 @@ fn identity_matches_the_earlier_operator() {
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
     assert!(version.subresources.as_ref().unwrap().status.is_some());
-    let columns: Vec<_> = version
-        .additional_printer_columns
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let columns: Vec<_> =
+        version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
     assert_eq!(columns, ["Ready", "Phase", "Replicas", "Endpoint", "Age"]);
 }
 
@@ -48,25 +39,15 @@ fn every_cel_rule_names_a_field() {
     collect_messages(&value, &mut messages);
     assert!(messages.len() >= 20, "found {} rules", messages.len());
     for m in messages {
-        assert!(
-            m.starts_with("spec.") || m.starts_with("metadata."),
-            "rule message does not name a field: {m}"
-        );
+        assert!(m.starts_with("spec.") || m.starts_with("metadata."), "rule message does not name a field: {m}");
     }
 }
 
 fn collect_messages(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::Object(map) => {
-            if let Some(rules) = map
-                .get("x-kubernetes-validations")
-                .and_then(|r| r.as_array())
-            {
-                out.extend(
-                    rules
-                        .iter()
-                        .filter_map(|r| r["message"].as_str().map(String::from)),
-                );
+            if let Some(rules) = map.get("x-kubernetes-validations").and_then(|r| r.as_array()) {
+                out.extend(rules.iter().filter_map(|r| r["message"].as_str().map(String::from)));
             }
             map.values().for_each(|v| collect_messages(v, out));
         }

@@ -13,18 +13,15 @@ fn render_file(input_path: &Path, values_path: &Path) -> Result<String, String> 
     let mut builder = ValuesBuilder::new();
     if values_path.exists() {
         let text = std::fs::read_to_string(values_path).map_err(|e| e.to_string())?;
-        builder = builder
-            .layer_yaml("values.yaml", &text)
-            .map_err(|e| e.to_string())?;
+        builder = builder.layer_yaml("values.yaml", &text).map_err(|e| e.to_string())?;
     }
     let values = builder.build().map_err(|e| e.to_string())?;
     let name = parsed.server.metadata.name.clone().unwrap_or_default();
-    let discovered = discover::resolve(&parsed.server.spec, &name, &values, &parsed.secrets, false)
-        .map_err(|e| e.to_string())?;
+    let discovered =
+        discover::resolve(&parsed.server.spec, &name, &values, &parsed.secrets, false).map_err(|e| e.to_string())?;
     let source = render::TemplateSource::embedded();
-    let rendered = render::Renderer::new(&source)
-        .render(&parsed.server, &values, &discovered)
-        .map_err(|e| e.to_string())?;
+    let rendered =
+        render::Renderer::new(&source).render(&parsed.server, &values, &discovered).map_err(|e| e.to_string())?;
     Ok(rendered.to_yaml())
 }
 
@@ -72,11 +69,7 @@ fn report(failures: Vec<String>) {
 #[test]
 fn golden_renderings_match() {
     let cases = cases();
-    assert!(
-        cases.len() >= 10,
-        "expected at least 10 golden cases, found {}",
-        cases.len()
-    );
+    assert!(cases.len() >= 10, "expected at least 10 golden cases, found {}", cases.len());
     let failures = cases
         .iter()
         .filter_map(|dir| {
@@ -90,10 +83,8 @@ fn golden_renderings_match() {
 #[test]
 fn samples_match_golden() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut samples: Vec<PathBuf> = std::fs::read_dir(root.join("deploy/samples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut samples: Vec<PathBuf> =
+        std::fs::read_dir(root.join("deploy/samples")).unwrap().map(|e| e.unwrap().path()).collect();
     samples.sort();
     assert!(samples.len() >= 3);
     std::fs::create_dir_all(root.join("golden/samples")).unwrap();
@@ -101,15 +92,8 @@ fn samples_match_golden() {
         .iter()
         .filter_map(|sample| {
             let stem = sample.file_stem().unwrap().to_string_lossy().to_string();
-            let output = render_file(sample, Path::new("/nonexistent"))
-                .unwrap_or_else(|e| panic!("{stem}: {e}"));
-            check(
-                &stem,
-                &output,
-                &root
-                    .join("golden/samples")
-                    .join(format!("{stem}.expected.yaml")),
-            )
+            let output = render_file(sample, Path::new("/nonexistent")).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            check(&stem, &output, &root.join("golden/samples").join(format!("{stem}.expected.yaml")))
         })
         .collect();
     report(failures);
@@ -126,10 +110,40 @@ fn rendering_is_deterministic() {
 fn no_secret_value_reaches_any_output() {
     for dir in cases() {
         let output = render_case(&dir);
-        assert!(
-            !output.contains("not-in-any-output"),
-            "{}: a Secret value was rendered",
-            dir.display()
-        );
+        assert!(!output.contains("not-in-any-output"), "{}: a Secret value was rendered", dir.display());
     }
+}
+
+/// Diff output: `golden/diff/<case>/live.yaml` (objects as a cluster returns them) against the
+/// rendering of `input.yaml`, must match `expected.diff`.
+#[test]
+fn diff_output_matches_golden() {
+    use dittofs_operator::diff;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/diff");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    cases.sort();
+    assert!(cases.len() >= 2);
+    let mut failures = Vec::new();
+    for dir in cases {
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        let live: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&std::fs::read_to_string(dir.join("live.yaml")).unwrap()).unwrap();
+        let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+        let parsed = input::parse("input.yaml", &text).unwrap();
+        let values = ValuesBuilder::new().build().unwrap();
+        let discovered = discover::resolve(&parsed.server.spec, "demo", &values, &parsed.secrets, false).unwrap();
+        let source = render::TemplateSource::embedded();
+        let rendered = render::Renderer::new(&source).render(&parsed.server, &values, &discovered).unwrap();
+        let mut output = String::new();
+        for object in rendered.objects.iter().filter(|o| o.kind() != "Secret") {
+            let current = live.iter().find(|l| l["kind"] == object.kind() && l["metadata"]["name"] == object.name());
+            let file = diff::file_name(object.api_version(), object.kind(), "default", object.name());
+            let d = diff::compare(&object.reference(), &file, current, Some(&object.to_json()));
+            if d.action != diff::Action::Unchanged {
+                output.push_str(&format!("# {} {:?}: {}\n{}", d.reference, d.action, d.paths.join(", "), d.text));
+            }
+        }
+        failures.extend(check(&format!("diff/{case}"), &output, &dir.join("expected.diff")));
+    }
+    report(failures);
 }

@@ -47,9 +47,7 @@ pub fn cluster() -> &'static TestCluster {
 pub async fn client() -> Client {
     let cluster = cluster();
     let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("config");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
     Client::try_from(config).expect("client")
 }
 
@@ -57,20 +55,12 @@ pub async fn client() -> Client {
 pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = dittofs_operator::crd::crd();
-    crds.patch(
-        "dittoservers.dittofs.dittofs.com",
-        &PatchParams::apply("dittofs-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("apply CRD");
+    crds.patch("dittoservers.dittofs.dittofs.com", &PatchParams::apply("dittofs-tests").force(), &Patch::Apply(&crd))
+        .await
+        .expect("apply CRD");
     eventually("CRD established", Duration::from_secs(20), || async {
         let crd = crds.get("dittoservers.dittofs.dittofs.com").await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
         if !established {
             return None;
         }
@@ -88,16 +78,8 @@ pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -
     let name = format!("{prefix}-{}-{n}", std::process::id());
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.clone());
-    ns.metadata.labels = Some(
-        labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
+    ns.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
     name
 }
 
@@ -125,10 +107,7 @@ impl Operator {
         let task = tokio::spawn(controller::run(client.clone(), settings, async move {
             let _ = stopped.await;
         }));
-        Self {
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self { stop: Some(stop), task: Some(task) }
     }
 
     pub async fn shutdown(mut self) {
@@ -160,10 +139,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
