@@ -26,12 +26,18 @@ static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
 
 /// The shared control plane of this test binary (tier `api`: etcd + kube-apiserver).
 pub fn cluster() -> &'static TestCluster {
+    cluster_tier("api")
+}
+
+/// The shared control plane of this test binary in the given tier (`api` or `full`: with
+/// controller-manager, scheduler and kwok, so StatefulSets get Ready pods). One per binary.
+pub fn cluster_tier(tier: &'static str) -> &'static TestCluster {
     CLUSTER.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = std::env::temp_dir().join(format!("dittofs-it-{}", std::process::id()));
         let status = std::process::Command::new("bash")
             .arg(root.join("scripts/cluster.sh"))
-            .args(["start", "--tier", "api", "--dir"])
+            .args(["start", "--tier", tier, "--dir"])
             .arg(&dir)
             .args(["--owner-pid", &std::process::id().to_string()])
             .status()
@@ -45,7 +51,10 @@ pub fn cluster() -> &'static TestCluster {
 }
 
 pub async fn client() -> Client {
-    let cluster = cluster();
+    client_of(cluster()).await
+}
+
+pub async fn client_of(cluster: &TestCluster) -> Client {
     let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
     Client::try_from(config).expect("client")

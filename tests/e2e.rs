@@ -1,0 +1,82 @@
+//! End to end on the `full` tier (controller-manager, scheduler, kwok): a sample reaches
+//! Ready with its pod Ready; deleting it garbage-collects what it owned and keeps the data.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use dittofs_operator::crd::{DittoServer, Phase};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use support::*;
+
+/// kwok has no provisioner: one pre-bound PV per claim the StatefulSet will make.
+async fn volumes_for(client: &Client, ns: &str, claims: &[&str]) {
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    for claim in claims {
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": format!("{ns}-{claim}")},
+            "spec": {
+                "capacity": {"storage": "100Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": "/nonexistent"},
+                "claimRef": {"namespace": ns, "name": claim}
+            }
+        }))
+        .unwrap();
+        pvs.create(&PostParams::default(), &pv).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_runs_ready_and_deletion_keeps_the_data() {
+    let client = client_of(cluster_tier("full")).await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "e2e", &[]).await;
+    volumes_for(&client, &ns, &["controlplane-demo-0", "metadata-demo-0"]).await;
+    let operator = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let sample = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/samples/minimal-sqlite.yaml")).unwrap();
+    servers.create(&PostParams::default(), &server(&ns, &sample)).await.unwrap();
+
+    let status = eventually("Ready=True and Running", std::time::Duration::from_secs(90), || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (ready && status.phase == Some(Phase::Running)).then_some(status)
+    })
+    .await;
+    assert_eq!(status.ready_replicas, Some(1));
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns).get("demo-0").await.unwrap();
+    let pod_ready = pod.status.unwrap().conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(pod_ready, "the pod itself reports Ready");
+
+    servers.delete("demo", &DeleteParams::default()).await.unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    eventually("owned objects garbage-collected", std::time::Duration::from_secs(60), || async {
+        let gone = sts.get_opt("demo").await.ok()?.is_none()
+            && cms.get_opt("demo-config").await.ok()?.is_none()
+            && svcs.list(&Default::default()).await.ok()?.items.is_empty();
+        gone.then_some(())
+    })
+    .await;
+    let pvcs: BTreeMap<String, PersistentVolumeClaim> = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| (p.name_any(), p))
+        .collect();
+    assert!(pvcs.contains_key("controlplane-demo-0") && pvcs.contains_key("metadata-demo-0"), "PVCs kept: {:?}", pvcs.keys());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    assert!(secrets.get_opt("demo-jwt-secret").await.unwrap().is_some(), "credentials kept with the data");
+    assert!(secrets.get_opt("demo-admin-bootstrap-credentials").await.unwrap().is_some());
+    operator.shutdown().await;
+}
