@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -111,13 +113,15 @@ fn resource_of(kind: &str) -> ApiResource {
         "Secret" => ApiResource::erase::<Secret>(&()),
         "Service" => ApiResource::erase::<Service>(&()),
         "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
+        "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
+        "PodDisruptionBudget" => ApiResource::erase::<PodDisruptionBudget>(&()),
         other => unreachable!("no API resource for managed kind {other}"),
     }
 }
 
-/// Kinds that pruning looks at. Never PersistentVolumeClaims.
-fn prunable() -> [ApiResource; 4] {
-    ["ConfigMap", "Secret", "Service", "StatefulSet"].map(resource_of)
+/// Kinds that pruning looks at: exactly those templates may produce. Never PersistentVolumeClaims.
+fn prunable() -> Vec<ApiResource> {
+    crate::render::ALLOWED_KINDS.iter().map(|(_, kind)| resource_of(kind)).collect()
 }
 
 fn api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {

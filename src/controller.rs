@@ -2,13 +2,14 @@
 //! Everything a reconcile needs comes through one [`Context`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -23,9 +24,10 @@ use crate::apply::{self, Plan};
 use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, FIELD_MANAGER};
 use crate::diff::Action as DiffAction;
 use crate::discover::{self, DiscoverError, SecretsByName};
-use crate::render::{Rendered, Renderer, TemplateSource};
-use crate::status::{self, CONFIG_READY, DATABASE_READY, Decided, IN_SYNC, Workload};
-use crate::values::{Values, ValuesBuilder};
+use crate::overrides;
+use crate::render::{Rendered, Renderer};
+pub use crate::settings::{RunArgs, Settings, ValuesArgs};
+use crate::status::{self, CONFIG_READY, DATABASE_READY, Decided, IN_SYNC, TEMPLATES_READY, Workload};
 
 /// Steady-state resync: catches drift nothing else would report.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -52,83 +54,6 @@ fn pending_summary(plan: &Plan) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// Operator-level values: files over the embedded defaults, then single keys.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct ValuesArgs {
-    /// Values file layered over the embedded defaults (repeatable).
-    #[arg(long = "values")]
-    pub values: Vec<PathBuf>,
-    /// A single value, `key.path=value` (repeatable; wins over files).
-    #[arg(long = "set")]
-    pub set: Vec<String>,
-}
-
-impl ValuesArgs {
-    pub fn build(&self) -> anyhow::Result<Values> {
-        let mut builder = ValuesBuilder::new();
-        for path in &self.values {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            builder = builder.layer_yaml(&path.display().to_string(), &text)?;
-        }
-        for assignment in &self.set {
-            builder = builder.set(assignment)?;
-        }
-        Ok(builder.build()?)
-    }
-}
-
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
-    #[command(flatten)]
-    pub values: ValuesArgs,
-    /// Reconciles that may run at once.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: u16,
-    /// Observe only: compute and report diffs (CR status, logs) but write no managed object.
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-/// The operator's configuration, fixed for the life of the process.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub namespace: Option<String>,
-    pub values: Values,
-    pub templates: TemplateSource,
-    pub concurrency: u16,
-    pub dry_run: bool,
-}
-
-impl Settings {
-    pub fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
-        Ok(Self {
-            namespace: args.namespace.clone(),
-            values: args.values.build()?,
-            templates: TemplateSource::embedded(),
-            concurrency: args.concurrency,
-            dry_run: args.dry_run,
-        })
-    }
-
-    /// Settings for the offline and read-only commands.
-    pub fn from_values_args(args: &ValuesArgs) -> anyhow::Result<Self> {
-        Ok(Self { values: args.build()?, ..Self::for_tests(None) })
-    }
-
-    pub fn for_tests(namespace: Option<String>) -> Self {
-        Self {
-            namespace,
-            values: ValuesBuilder::new().build().expect("embedded defaults"),
-            templates: TemplateSource::embedded(),
-            concurrency: 4,
-            dry_run: false,
-        }
-    }
 }
 
 pub struct Context {
@@ -200,42 +125,43 @@ pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (servers, configmaps, services, statefulsets, secrets) = match &settings.namespace {
-        Some(ns) => (
-            Api::<DittoServer>::namespaced(client.clone(), ns),
-            Api::<ConfigMap>::namespaced(client.clone(), ns),
-            Api::<Service>::namespaced(client.clone(), ns),
-            Api::<StatefulSet>::namespaced(client.clone(), ns),
-            Api::<Secret>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
+    /// An Api over the watched namespace, or all of them.
+    fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = settings.namespace.clone();
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         crate::render::LABEL_MANAGED_BY,
         crate::render::MANAGED_BY
     ));
+    let (op_ns, op_name) = settings.templates_configmap.clone();
+    let operator_templates = Api::<ConfigMap>::namespaced(client.clone(), &op_ns);
+    let allow_namespace_templates = settings.allow_namespace_templates;
     let concurrency = settings.concurrency;
-    let context = Arc::new(Context::new(client, settings));
+    let context = Arc::new(Context::new(client.clone(), settings));
 
-    let controller = Controller::new(servers, watcher::Config::default().any_semantic());
+    let controller = Controller::new(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic());
     let store = controller.store();
-    controller
+    let (secret_store, template_store, namespace_store) = (store.clone(), store.clone(), store);
+    let mut controller = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns(configmaps, owned.clone())
-        .owns(services, owned.clone())
-        .owns(statefulsets, owned)
+        .owns(scoped::<ConfigMap>(&client, &ns), owned.clone())
+        .owns(scoped::<Service>(&client, &ns), owned.clone())
+        .owns(scoped::<NetworkPolicy>(&client, &ns), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, &ns), owned.clone())
+        .owns(scoped::<StatefulSet>(&client, &ns), owned)
         // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
-        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+        .watches(scoped::<Secret>(&client, &ns), watcher::Config::default(), move |secret: Secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
-            store
+            secret_store
                 .state()
                 .into_iter()
                 .filter(|cr| cr.namespace() == namespace)
@@ -243,6 +169,35 @@ pub async fn run(
                 .map(|cr| ObjectRef::from_obj(&*cr))
                 .collect::<Vec<_>>()
         })
+        // An edit of the operator-wide overrides re-renders every DittoServer.
+        .watches(
+            operator_templates,
+            watcher::Config::default().fields(&format!("metadata.name={op_name}")),
+            move |_: ConfigMap| {
+                template_store.state().into_iter().map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
+            },
+        );
+    if allow_namespace_templates {
+        controller =
+            controller.watches(scoped::<ConfigMap>(&client, &ns), watcher::Config::default(), move |cm: ConfigMap| {
+                let namespace = cm.namespace();
+                let name = cm.name_any();
+                namespace_store
+                    .state()
+                    .into_iter()
+                    .filter(|cr| cr.namespace() == namespace)
+                    .filter(|cr| {
+                        cr.spec
+                            .templates
+                            .as_ref()
+                            .and_then(|t| t.config_map_ref.as_ref())
+                            .is_some_and(|r| r.name == name)
+                    })
+                    .map(|cr| ObjectRef::from_obj(&*cr))
+                    .collect::<Vec<_>>()
+            });
+    }
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -282,40 +237,52 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
 async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
     let name = server.name_any();
     let namespace = server.namespace().unwrap_or_else(|| "default".into());
-    let secrets = fetch_secrets(&ctx.client, server, &namespace).await?;
-    let values = &ctx.settings.values;
 
-    let discovered = match discover::resolve(&server.spec, &name, values, &secrets, true) {
+    let effective = match overrides::resolve(&ctx.client, &ctx.settings, server)
+        .await
+        .map_err(|source| Error::Read { what: "template override ConfigMaps".into(), source })?
+    {
+        Ok(effective) => effective,
+        Err(blocked) => {
+            let decided = vec![Decided::new(TEMPLATES_READY, false, blocked.reason, blocked.message.clone())];
+            return hold(ctx, server, decided, blocked.reason, &blocked.message).await;
+        }
+    };
+    let templates_ready = Decided::new(
+        TEMPLATES_READY,
+        true,
+        if effective.origins.is_empty() { "Embedded" } else { "OverridesApplied" },
+        effective.describe(),
+    );
+
+    let secrets = fetch_secrets(&ctx.client, server, &namespace).await?;
+    let discovered = match discover::resolve(&server.spec, &name, &effective.values, &secrets, true) {
         Ok(d) => d,
         Err(DiscoverError::Missing { field, message }) => {
             let reason = if field.starts_with("spec.database") { "DatabaseSecretMissing" } else { "SecretMissing" };
             let text = format!("{field}: {message}");
-            let mut decided = vec![Decided::new(CONFIG_READY, false, reason, text.clone())];
+            let mut decided = vec![templates_ready, Decided::new(CONFIG_READY, false, reason, text.clone())];
             if field.starts_with("spec.database") {
                 decided.push(Decided::new(DATABASE_READY, false, reason, text.clone()));
             }
-            publish(ctx, server, EventType::Warning, reason, &text).await;
-            write_status(ctx, server, decided, None, None, None).await?;
+            hold(ctx, server, decided, reason, &text).await?;
             return Ok(Action::requeue(WAIT));
         }
     };
 
-    let rendered = match Renderer::new(&ctx.settings.templates).render(server, values, &discovered) {
+    let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, &discovered) {
         Ok(r) => r,
         Err(error) => {
-            let reason = if error.is_spec_error() { "InvalidSpec" } else { "RenderFailed" };
             let text = error.to_string();
-            publish(ctx, server, EventType::Warning, reason, &text).await;
-            let existing: Option<StatefulSet> = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace)
-                .get_opt(&name)
-                .await
-                .map_err(|source| Error::Read { what: format!("StatefulSet/{name}"), source })?;
-            let workload = existing
-                .map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
-            write_status(ctx, server, vec![Decided::new(CONFIG_READY, false, reason, text)], workload, None, None)
-                .await?;
-            // A bad spec or template does not fix itself: wait for an edit.
-            return Ok(Action::await_change());
+            let decided = if error.is_spec_error() {
+                vec![templates_ready, Decided::new(CONFIG_READY, false, "InvalidSpec", text.clone())]
+            } else {
+                // A template (shipped or overridden) failed: nothing is applied, objects stay as they are.
+                vec![Decided::new(TEMPLATES_READY, false, "TemplateInvalid", text.clone())]
+            };
+            let reason = decided.last().map(|d| d.reason).unwrap_or("RenderFailed");
+            // A bad spec or template does not fix itself: wait for an edit (watched).
+            return hold(ctx, server, decided, reason, &text).await;
         }
     };
 
@@ -323,7 +290,8 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let plan = apply::plan(&ctx.client, &namespace, &name, Some(&owner), &rendered.objects).await?;
     let paused = is_paused(server);
     let file_service = plan.live_file_service();
-    let mut decided = vec![Decided::new(CONFIG_READY, true, "Rendered", config_message(server, &rendered))];
+    let mut decided =
+        vec![templates_ready, Decided::new(CONFIG_READY, true, "Rendered", config_message(server, &rendered))];
     if let Some(pg) = &rendered.context.computed.database.postgres {
         let message = format!("PostgreSQL at {}:{} database {}", pg.host, pg.port, pg.database);
         decided.push(Decided::new(DATABASE_READY, true, "SecretResolved", message));
@@ -367,6 +335,27 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
     write_status(ctx, server, decided, workload, Some(&rendered), file_service.as_ref()).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Nothing can be applied: report why (Warning Event, conditions) and leave every object as it is.
+async fn hold(
+    ctx: &Context,
+    server: &DittoServer,
+    decided: Vec<Decided>,
+    reason: &str,
+    text: &str,
+) -> Result<Action, Error> {
+    publish(ctx, server, EventType::Warning, reason, text).await;
+    let name = server.name_any();
+    let existing: Option<StatefulSet> =
+        Api::<StatefulSet>::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default())
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Read { what: format!("StatefulSet/{name}"), source })?;
+    let workload =
+        existing.map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
+    write_status(ctx, server, decided, workload, None, None).await?;
+    Ok(Action::await_change())
 }
 
 /// The Secrets a DittoServer reads, as they are now (absent ones are left out).

@@ -63,6 +63,24 @@ fn validate(server: &DittoServer) -> Result<(), String> {
     Ok(())
 }
 
+/// `render`: one CR file, operator values and optional overrides → the manifests, no cluster.
+pub fn render_offline(
+    file: &str,
+    text: &str,
+    values: crate::values::ValuesBuilder,
+    sets: &[crate::overrides::Overrides],
+) -> anyhow::Result<crate::render::Rendered> {
+    let input = parse(file, text)?;
+    let settings = crate::settings::Settings { values_builder: values, ..crate::settings::Settings::for_tests(None) };
+    let effective = crate::overrides::layer(&settings, sets)?;
+    let name = input.server.metadata.name.clone().unwrap_or_default();
+    let discovered = crate::discover::resolve(&input.server.spec, &name, &effective.values, &input.secrets, false)
+        .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    crate::render::Renderer::new(&effective.templates)
+        .render(&input.server, &effective.values, &discovered)
+        .map_err(|e| anyhow::anyhow!("{file}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

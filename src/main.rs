@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use dittofs_operator::{controller, crd, discover, input, preview, render, values::ValuesBuilder};
+use dittofs_operator::{controller, crd, input, overrides, preview, render, settings, values::ValuesBuilder};
 
 #[derive(Parser)]
 #[command(name = "dittofs-operator", version, about = "Runs DittoFS on Kubernetes from DittoServer resources")]
@@ -37,7 +37,11 @@ struct RenderArgs {
     #[arg(short = 'f', long = "filename")]
     file: PathBuf,
     #[command(flatten)]
-    values: controller::ValuesArgs,
+    values: settings::ValuesArgs,
+    /// Directory of template overrides (files named like the templates, and values.yaml),
+    /// as the override ConfigMap's keys.
+    #[arg(long = "templates")]
+    templates: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -99,14 +103,11 @@ fn main() -> ExitCode {
 fn render_command(args: RenderArgs) -> Result<()> {
     let file = args.file.display().to_string();
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {file}"))?;
-    let input = input::parse(&file, &text)?;
-    let values = args.values.build()?;
-    let name = input.server.metadata.name.clone().unwrap_or_default();
-    let discovered =
-        discover::resolve(&input.server.spec, &name, &values, &input.secrets, false).with_context(|| file.clone())?;
-    let source = render::TemplateSource::embedded();
-    let rendered =
-        render::Renderer::new(&source).render(&input.server, &values, &discovered).with_context(|| file.clone())?;
+    let sets = match &args.templates {
+        Some(dir) => vec![overrides::Overrides::from_dir(dir)?],
+        None => Vec::new(),
+    };
+    let rendered = input::render_offline(&file, &text, args.values.builder()?, &sets)?;
     print!("{}", rendered.to_yaml());
     Ok(())
 }

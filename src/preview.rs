@@ -15,7 +15,7 @@ use crate::controller::{Settings, fetch_secrets};
 use crate::crd::DittoServer;
 use crate::diff::{Action, ObjectDiff};
 use crate::render::Renderer;
-use crate::{discover, input};
+use crate::{discover, input, overrides};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DiffArgs {
@@ -33,7 +33,9 @@ pub struct DiffArgs {
     #[arg(long, short = 'o', default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
-    pub values: crate::controller::ValuesArgs,
+    pub values: crate::settings::ValuesArgs,
+    #[command(flatten)]
+    pub templates: crate::settings::TemplateArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +76,7 @@ pub fn to_json(changes: &[ObjectDiff]) -> String {
 /// What the operator would change, in apply order (prunes last).
 pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>> {
     let client = client.clone();
-    let settings = Settings::from_values_args(&args.values)?;
+    let settings = Settings::read_only(&args.values, &args.templates)?;
     let (server, namespace) = match (&args.file, &args.name) {
         (Some(file), _) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -99,10 +101,13 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
         (None, None) => anyhow::bail!("give a DittoServer name or -f FILE"),
     };
     let name = server.name_any();
+    let effective = overrides::resolve(&client, &settings, &server)
+        .await?
+        .map_err(|blocked| anyhow::anyhow!("template overrides ({}): {}", blocked.reason, blocked.message))?;
     let secrets = fetch_secrets(&client, &server, &namespace).await?;
     // Existing generated credentials are read; missing ones show as created (values masked).
-    let discovered = discover::resolve(&server.spec, &name, &settings.values, &secrets, false)?;
-    let rendered = Renderer::new(&settings.templates).render(&server, &settings.values, &discovered)?;
+    let discovered = discover::resolve(&server.spec, &name, &effective.values, &secrets, false)?;
+    let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
     let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
     let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects).await?;
     Ok(plan.changes().into_iter().cloned().collect())

@@ -11,6 +11,7 @@ pub const PROGRESSING: &str = "Progressing";
 pub const CONFIG_READY: &str = "ConfigReady";
 pub const DATABASE_READY: &str = "DatabaseReady";
 pub const IN_SYNC: &str = "InSync";
+pub const TEMPLATES_READY: &str = "TemplatesReady";
 
 /// One condition as decided this reconcile; the transition time is filled in by [`merge`].
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +134,7 @@ pub fn merge(previous: &[Condition], decided: &[Decided], generation: Option<i64
 }
 
 fn condition_rank(type_: &str) -> usize {
-    [READY, AVAILABLE, PROGRESSING, CONFIG_READY, DATABASE_READY, IN_SYNC]
+    [READY, AVAILABLE, PROGRESSING, CONFIG_READY, DATABASE_READY, TEMPLATES_READY, IN_SYNC]
         .iter()
         .position(|t| *t == type_)
         .unwrap_or(99)

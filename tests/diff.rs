@@ -27,6 +27,7 @@ fn args(ns: &str) -> DiffArgs {
         kubeconfig: None,
         output: OutputFormat::Text,
         values: Default::default(),
+        templates: Default::default(),
     }
 }
 

@@ -41,7 +41,10 @@ async fn sample_runs_ready_and_deletion_keeps_the_data() {
     volumes_for(&client, &ns, &["controlplane-demo-0", "metadata-demo-0"]).await;
     let operator = Operator::start(&client, &ns);
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    let sample = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/samples/minimal-sqlite.yaml")).unwrap();
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/samples/minimal-sqlite.yaml"),
+    )
+    .unwrap();
     servers.create(&PostParams::default(), &server(&ns, &sample)).await.unwrap();
 
     let status = eventually("Ready=True and Running", std::time::Duration::from_secs(90), || async {
@@ -74,7 +77,11 @@ async fn sample_runs_ready_and_deletion_keeps_the_data() {
         .into_iter()
         .map(|p| (p.name_any(), p))
         .collect();
-    assert!(pvcs.contains_key("controlplane-demo-0") && pvcs.contains_key("metadata-demo-0"), "PVCs kept: {:?}", pvcs.keys());
+    assert!(
+        pvcs.contains_key("controlplane-demo-0") && pvcs.contains_key("metadata-demo-0"),
+        "PVCs kept: {:?}",
+        pvcs.keys()
+    );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     assert!(secrets.get_opt("demo-jwt-secret").await.unwrap().is_some(), "credentials kept with the data");
     assert!(secrets.get_opt("demo-admin-bootstrap-credentials").await.unwrap().is_some());

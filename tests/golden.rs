@@ -5,29 +5,28 @@
 
 use std::path::{Path, PathBuf};
 
-use dittofs_operator::{discover, input, render, values::ValuesBuilder};
+use dittofs_operator::{discover, input, overrides, render, values::ValuesBuilder};
 
-fn render_file(input_path: &Path, values_path: &Path) -> Result<String, String> {
+fn render_file(input_path: &Path, case_dir: Option<&Path>) -> Result<String, String> {
     let text = std::fs::read_to_string(input_path).map_err(|e| e.to_string())?;
-    let parsed = input::parse("input.yaml", &text).map_err(|e| e.to_string())?;
-    let mut builder = ValuesBuilder::new();
-    if values_path.exists() {
-        let text = std::fs::read_to_string(values_path).map_err(|e| e.to_string())?;
-        builder = builder.layer_yaml("values.yaml", &text).map_err(|e| e.to_string())?;
+    let mut values = ValuesBuilder::new();
+    let mut sets = Vec::new();
+    if let Some(dir) = case_dir {
+        let values_path = dir.join("values.yaml");
+        if values_path.exists() {
+            let text = std::fs::read_to_string(&values_path).map_err(|e| e.to_string())?;
+            values = values.layer_yaml("values.yaml", &text).map_err(|e| e.to_string())?;
+        }
+        if dir.join("templates").is_dir() {
+            sets.push(overrides::Overrides::from_dir(&dir.join("templates")).map_err(|e| e.to_string())?);
+        }
     }
-    let values = builder.build().map_err(|e| e.to_string())?;
-    let name = parsed.server.metadata.name.clone().unwrap_or_default();
-    let discovered =
-        discover::resolve(&parsed.server.spec, &name, &values, &parsed.secrets, false).map_err(|e| e.to_string())?;
-    let source = render::TemplateSource::embedded();
-    let rendered =
-        render::Renderer::new(&source).render(&parsed.server, &values, &discovered).map_err(|e| e.to_string())?;
+    let rendered = input::render_offline("input.yaml", &text, values, &sets).map_err(|e| format!("{e:#}"))?;
     Ok(rendered.to_yaml())
 }
 
 fn render_case(dir: &Path) -> String {
-    render_file(&dir.join("input.yaml"), &dir.join("values.yaml"))
-        .unwrap_or_else(|error| format!("# render error\n{error}\n"))
+    render_file(&dir.join("input.yaml"), Some(dir)).unwrap_or_else(|error| format!("# render error\n{error}\n"))
 }
 
 fn cases() -> Vec<PathBuf> {
@@ -92,7 +91,7 @@ fn samples_match_golden() {
         .iter()
         .filter_map(|sample| {
             let stem = sample.file_stem().unwrap().to_string_lossy().to_string();
-            let output = render_file(sample, Path::new("/nonexistent")).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            let output = render_file(sample, None).unwrap_or_else(|e| panic!("{stem}: {e}"));
             check(&stem, &output, &root.join("golden/samples").join(format!("{stem}.expected.yaml")))
         })
         .collect();

@@ -13,7 +13,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 pub use checksum::checksum;
 pub use context::*;
-pub use objects::ManagedObject;
+pub use objects::{ALLOWED_KINDS, ManagedObject};
 pub use source::{CONFIG_TEMPLATE, TemplateSource};
 
 use crate::crd::DittoServer;
@@ -33,6 +33,8 @@ pub enum RenderError {
     Object { template: String, line: usize, message: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("template {template}: {message}")]
+    Forbidden { template: String, message: String },
 }
 
 impl RenderError {
@@ -89,9 +91,12 @@ impl<'a> Renderer<'a> {
         let mut objects = Vec::new();
         for name in self.source.object_templates() {
             let text = self.render_template(&env, &name, &context)?;
-            objects.extend(objects::parse_documents(&name, &text)?);
+            for mut object in objects::parse_documents(&name, &text)? {
+                contain(&name, &mut object, &context.cr)?;
+                objects.push(object);
+            }
         }
-        objects.sort_by(|a, b| (a.apply_rank(), a.name()).cmp(&(b.apply_rank(), b.name())));
+        objects.sort_by(|a, b| (a.apply_rank(), a.kind(), a.name()).cmp(&(b.apply_rank(), b.kind(), b.name())));
         for pair in objects.windows(2) {
             if pair[0].reference() == pair[1].reference() {
                 return Err(RenderError::Conflict(format!("{} is rendered twice", pair[0].reference())));
@@ -128,6 +133,34 @@ impl<'a> Renderer<'a> {
         let template = env.get_template(name).map_err(|e| template_error(name, &e))?;
         template.render(minijinja::Value::from(minijinja::value::Serde(context))).map_err(|e| template_error(name, &e))
     }
+}
+
+/// Keeps every object inside the DittoServer's reach: its namespace, and a name it owns
+/// (`<name>` or `<name>-…`). Applies to shipped and overridden templates alike.
+fn contain(template: &str, object: &mut ManagedObject, cr: &CrInfo) -> Result<(), RenderError> {
+    let forbidden = |message: String| RenderError::Forbidden { template: template.to_string(), message };
+    let reference = object.reference();
+    let meta = object.meta_mut();
+    match meta.namespace.clone() {
+        None => meta.namespace = Some(cr.namespace.clone()),
+        Some(ns) if ns == cr.namespace => {}
+        Some(ns) => {
+            return Err(forbidden(format!(
+                "{reference} is in namespace {ns:?}; objects must be in the DittoServer's namespace {:?}",
+                cr.namespace
+            )));
+        }
+    }
+    let name = object.name();
+    if name != cr.name && !name.starts_with(&format!("{}-", cr.name)) {
+        return Err(forbidden(format!(
+            "{} is not named after the DittoServer: names must be {:?} or start with \"{}-\"",
+            object.reference(),
+            cr.name,
+            cr.name
+        )));
+    }
+    Ok(())
 }
 
 fn template_error(name: &str, error: &minijinja::Error) -> RenderError {

@@ -4,6 +4,8 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -11,61 +13,70 @@ use serde_json::Value;
 
 use super::RenderError;
 
-/// One object the operator manages, in a type the API server's schema matches.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(clippy::large_enum_variant)] // a handful per CR; boxing buys nothing
-pub enum ManagedObject {
-    ConfigMap(ConfigMap),
-    Secret(Secret),
-    Service(Service),
-    StatefulSet(Box<StatefulSet>),
+/// Declares the kinds a template may produce: (variant, type, apiVersion, kind, apply rank).
+/// Everything else, cluster-scoped kinds included, is refused when parsing.
+macro_rules! managed_kinds {
+    ($(($variant:ident, $ty:ty, $api_version:literal, $kind:literal, $rank:literal)),+ $(,)?) => {
+        /// One object the operator manages, in a type the API server's schema matches.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum ManagedObject {
+            $($variant(Box<$ty>),)+
+        }
+
+        /// `apiVersion` and `kind` of every kind a template may produce, in apply order.
+        pub const ALLOWED_KINDS: &[(&str, &str)] = &[$(($api_version, $kind)),+];
+
+        impl ManagedObject {
+            pub fn kind(&self) -> &'static str {
+                match self { $(Self::$variant(_) => $kind,)+ }
+            }
+
+            pub fn api_version(&self) -> &'static str {
+                match self { $(Self::$variant(_) => $api_version,)+ }
+            }
+
+            /// Apply order: configuration before what consumes it, the workload last.
+            pub fn apply_rank(&self) -> u8 {
+                match self { $(Self::$variant(_) => $rank,)+ }
+            }
+
+            pub fn meta(&self) -> &ObjectMeta {
+                match self { $(Self::$variant(o) => &o.metadata,)+ }
+            }
+
+            pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+                match self { $(Self::$variant(o) => &mut o.metadata,)+ }
+            }
+
+            pub fn to_json(&self) -> Value {
+                match self { $(Self::$variant(o) => serde_json::to_value(o),)+ }.expect("typed objects serialize")
+            }
+
+            pub fn to_yaml(&self) -> String {
+                match self { $(Self::$variant(o) => serde_saphyr::to_string(o),)+ }.expect("typed objects serialize to YAML")
+            }
+
+            /// Parses a document of a known kind; None for any other kind.
+            fn parse(api_version: &str, kind: &str, value: &Value) -> Option<Result<Self, String>> {
+                match (api_version, kind) {
+                    $(($api_version, $kind) => Some(typed::<$ty>(value).map(|o| Self::$variant(Box::new(o)))),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+managed_kinds! {
+    (ConfigMap, ConfigMap, "v1", "ConfigMap", 0),
+    (Secret, Secret, "v1", "Secret", 1),
+    (Service, Service, "v1", "Service", 2),
+    (NetworkPolicy, NetworkPolicy, "networking.k8s.io/v1", "NetworkPolicy", 2),
+    (PodDisruptionBudget, PodDisruptionBudget, "policy/v1", "PodDisruptionBudget", 2),
+    (StatefulSet, StatefulSet, "apps/v1", "StatefulSet", 3),
 }
 
 impl ManagedObject {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::ConfigMap(_) => "ConfigMap",
-            Self::Secret(_) => "Secret",
-            Self::Service(_) => "Service",
-            Self::StatefulSet(_) => "StatefulSet",
-        }
-    }
-
-    pub fn api_version(&self) -> &'static str {
-        match self {
-            Self::StatefulSet(_) => "apps/v1",
-            _ => "v1",
-        }
-    }
-
-    /// Apply order: configuration before what consumes it, the workload last.
-    pub fn apply_rank(&self) -> u8 {
-        match self {
-            Self::ConfigMap(_) => 0,
-            Self::Secret(_) => 1,
-            Self::Service(_) => 2,
-            Self::StatefulSet(_) => 3,
-        }
-    }
-
-    pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Self::ConfigMap(o) => &o.metadata,
-            Self::Secret(o) => &o.metadata,
-            Self::Service(o) => &o.metadata,
-            Self::StatefulSet(o) => &o.metadata,
-        }
-    }
-
-    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Self::ConfigMap(o) => &mut o.metadata,
-            Self::Secret(o) => &mut o.metadata,
-            Self::Service(o) => &mut o.metadata,
-            Self::StatefulSet(o) => &mut o.metadata,
-        }
-    }
-
     pub fn name(&self) -> &str {
         self.meta().name.as_deref().unwrap_or_default()
     }
@@ -73,26 +84,6 @@ impl ManagedObject {
     /// `Kind/name`, as kubectl prints it.
     pub fn reference(&self) -> String {
         format!("{}/{}", self.kind(), self.name())
-    }
-
-    pub fn to_json(&self) -> Value {
-        match self {
-            Self::ConfigMap(o) => serde_json::to_value(o),
-            Self::Secret(o) => serde_json::to_value(o),
-            Self::Service(o) => serde_json::to_value(o),
-            Self::StatefulSet(o) => serde_json::to_value(o),
-        }
-        .expect("typed objects serialize")
-    }
-
-    pub fn to_yaml(&self) -> String {
-        let result = match self {
-            Self::ConfigMap(o) => serde_saphyr::to_string(o),
-            Self::Secret(o) => serde_saphyr::to_string(o),
-            Self::Service(o) => serde_saphyr::to_string(o),
-            Self::StatefulSet(o) => serde_saphyr::to_string(o),
-        };
-        result.expect("typed objects serialize to YAML")
     }
 }
 
@@ -108,26 +99,17 @@ pub fn parse_documents(template: &str, rendered: &str) -> Result<Vec<ManagedObje
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let object = match (api_version.as_str(), kind.as_str()) {
-            ("v1", "ConfigMap") => {
-                ManagedObject::ConfigMap(typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?)
-            }
-            ("v1", "Secret") => {
-                ManagedObject::Secret(typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?)
-            }
-            ("v1", "Service") => {
-                ManagedObject::Service(typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?)
-            }
-            ("apps/v1", "StatefulSet") => ManagedObject::StatefulSet(Box::new(
-                typed(&value).map_err(|m| fail(line_of(&text, &m, start_line), m))?,
-            )),
-            _ => {
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let object = match ManagedObject::parse(api_version, kind, &value) {
+            Some(parsed) => parsed.map_err(|m| fail(line_of(&text, &m, start_line), m))?,
+            None => {
+                let allowed: Vec<String> = ALLOWED_KINDS.iter().map(|(v, k)| format!("{k} ({v})")).collect();
                 return Err(fail(
                     start_line,
                     format!(
-                        "kind {kind:?} (apiVersion {api_version:?}) is not one the operator manages: ConfigMap, Secret, Service (v1) or StatefulSet (apps/v1)"
+                        "kind {kind:?} (apiVersion {api_version:?}) is not allowed; templates may produce {}",
+                        allowed.join(", ")
                     ),
                 ));
             }

@@ -1,0 +1,206 @@
+//! Template overrides: ConfigMaps (or, for `render`, a directory) whose keys are template names
+//! (`statefulset.yaml.j2`, …) that replace or add to the embedded templates, and `values.yaml`
+//! layered over the operator values. Operator-wide first, then the DittoServer's own (only with
+//! `--allow-namespace-templates`). What they render is checked like the shipped templates.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+
+use crate::crd::DittoServer;
+use crate::render::TemplateSource;
+use crate::settings::Settings;
+use crate::values::{Values, ValuesError};
+
+pub const VALUES_KEY: &str = "values.yaml";
+
+/// One set of overrides and where it came from (`ConfigMap ns/name` or a directory).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    pub origin: String,
+    pub templates: BTreeMap<String, String>,
+    pub values_yaml: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideError {
+    #[error("{origin}: key {key:?} is neither a template name (ending in .j2) nor {VALUES_KEY}")]
+    UnknownKey { origin: String, key: String },
+    #[error(transparent)]
+    Values(#[from] ValuesError),
+}
+
+impl Overrides {
+    pub fn from_entries(origin: &str, entries: BTreeMap<String, String>) -> Result<Self, OverrideError> {
+        let mut overrides = Self { origin: origin.to_string(), ..Default::default() };
+        for (key, text) in entries {
+            if key == VALUES_KEY {
+                overrides.values_yaml = Some(text);
+            } else if key.ends_with(".j2") {
+                overrides.templates.insert(key, text);
+            } else {
+                return Err(OverrideError::UnknownKey { origin: origin.to_string(), key });
+            }
+        }
+        Ok(overrides)
+    }
+
+    pub fn from_config_map(config_map: &ConfigMap) -> Result<Self, OverrideError> {
+        let origin = format!("ConfigMap {}/{}", config_map.namespace().unwrap_or_default(), config_map.name_any());
+        Self::from_entries(&origin, config_map.data.clone().unwrap_or_default())
+    }
+
+    /// Every regular file in `dir`, named like the ConfigMap keys (`render --templates DIR`).
+    pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
+        let mut entries = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_file() {
+                let name = path.file_name().expect("file name").to_string_lossy().to_string();
+                entries.insert(name, std::fs::read_to_string(&path)?);
+            }
+        }
+        Ok(Self::from_entries(&format!("directory {}", dir.display()), entries)?)
+    }
+}
+
+/// The templates and values one DittoServer renders with.
+#[derive(Clone, Debug)]
+pub struct Effective {
+    pub templates: TemplateSource,
+    pub values: Values,
+    /// Override sets in effect, in layering order.
+    pub origins: Vec<String>,
+    /// Why a per-CR override is not honoured, when it is not.
+    pub ignored: Option<String>,
+}
+
+impl Effective {
+    /// For the TemplatesReady condition.
+    pub fn describe(&self) -> String {
+        let mut text = if self.origins.is_empty() {
+            "Using the embedded templates".to_string()
+        } else {
+            let names: Vec<&String> = self.templates.overrides().keys().collect();
+            let names = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+            format!("Using overrides from {} ({names})", self.origins.join(", then "))
+        };
+        if let Some(ignored) = &self.ignored {
+            text.push_str(&format!(". {ignored}"));
+        }
+        text
+    }
+}
+
+/// Layers `sets` over the operator's templates and values.
+pub fn layer(settings: &Settings, sets: &[Overrides]) -> Result<Effective, OverrideError> {
+    let mut templates = settings.templates.overrides().clone();
+    let mut values = settings.values_builder.clone();
+    for set in sets {
+        templates.extend(set.templates.clone());
+        if let Some(text) = &set.values_yaml {
+            values = values.layer_yaml(&format!("{} key {VALUES_KEY}", set.origin), text)?;
+        }
+    }
+    Ok(Effective {
+        templates: TemplateSource::with_overrides(templates),
+        values: values.build()?,
+        origins: sets.iter().map(|s| s.origin.clone()).collect(),
+        ignored: None,
+    })
+}
+
+/// Why overrides cannot be used for a DittoServer right now (nothing is applied meanwhile).
+#[derive(Debug)]
+pub struct Blocked {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Reads the override ConfigMaps that apply to `server` and layers them.
+pub async fn resolve(
+    client: &Client,
+    settings: &Settings,
+    server: &DittoServer,
+) -> Result<Result<Effective, Blocked>, kube::Error> {
+    let mut sets = Vec::new();
+    let (op_ns, op_name) = &settings.templates_configmap;
+    if let Some(cm) = Api::<ConfigMap>::namespaced(client.clone(), op_ns).get_opt(op_name).await? {
+        match Overrides::from_config_map(&cm) {
+            Ok(set) => sets.push(set),
+            Err(e) => return Ok(Err(Blocked { reason: "OverrideInvalid", message: e.to_string() })),
+        }
+    }
+    let mut ignored = None;
+    if let Some(reference) = server.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()) {
+        if settings.allow_namespace_templates {
+            let ns = server.namespace().unwrap_or_default();
+            match Api::<ConfigMap>::namespaced(client.clone(), &ns).get_opt(&reference.name).await? {
+                Some(cm) => match Overrides::from_config_map(&cm) {
+                    Ok(set) => sets.push(set),
+                    Err(e) => return Ok(Err(Blocked { reason: "OverrideInvalid", message: e.to_string() })),
+                },
+                None => {
+                    return Ok(Err(Blocked {
+                        reason: "ConfigMapNotFound",
+                        message: format!("spec.templates.configMapRef: ConfigMap {ns}/{} not found", reference.name),
+                    }));
+                }
+            }
+        } else {
+            ignored = Some(format!(
+                "spec.templates.configMapRef ({}) is ignored: the operator runs without --allow-namespace-templates",
+                reference.name
+            ));
+        }
+    }
+    Ok(match layer(settings, &sets) {
+        Ok(mut effective) => {
+            effective.ignored = ignored;
+            Ok(effective)
+        }
+        Err(e) => Err(Blocked { reason: "OverrideInvalid", message: e.to_string() }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn keys_sort_into_templates_and_values() {
+        let set = Overrides::from_entries("t", entries(&[("a.yaml.j2", "x"), ("values.yaml", "replicas: 0")])).unwrap();
+        assert_eq!(set.templates.keys().collect::<Vec<_>>(), ["a.yaml.j2"]);
+        assert_eq!(set.values_yaml.as_deref(), Some("replicas: 0"));
+        assert!(matches!(
+            Overrides::from_entries("t", entries(&[("README", "x")])),
+            Err(OverrideError::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn later_sets_win() {
+        let settings = Settings::for_tests(None);
+        let a = Overrides::from_entries("A", entries(&[("x.j2", "a"), ("values.yaml", "image: {tag: v1}")])).unwrap();
+        let b = Overrides::from_entries("B", entries(&[("x.j2", "b"), ("values.yaml", "image: {tag: v2}")])).unwrap();
+        let effective = layer(&settings, &[a, b]).unwrap();
+        assert_eq!(effective.templates.get("x.j2").as_deref(), Some("b"));
+        assert_eq!(effective.values.image.tag, "v2");
+        assert!(effective.describe().contains("A, then B"), "{}", effective.describe());
+    }
+
+    #[test]
+    fn bad_values_name_the_configmap() {
+        let settings = Settings::for_tests(None);
+        let a = Overrides::from_entries("ConfigMap ops/t", entries(&[("values.yaml", "ports: {apii: 1}")])).unwrap();
+        let err = layer(&settings, &[a]).unwrap_err().to_string();
+        assert!(err.contains("ConfigMap ops/t") && err.contains("apii"), "{err}");
+    }
+}

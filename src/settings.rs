@@ -1,0 +1,140 @@
+//! The operator's configuration, from its command line, fixed for the life of the process.
+
+use std::path::PathBuf;
+
+use crate::render::TemplateSource;
+use crate::values::{Values, ValuesBuilder};
+
+/// Default name of the operator-wide template-override ConfigMap.
+pub const DEFAULT_TEMPLATES_CONFIGMAP: &str = "dittofs-operator-templates";
+
+/// Operator-level values: files over the embedded defaults, then single keys.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ValuesArgs {
+    /// Values file layered over the embedded defaults (repeatable).
+    #[arg(long = "values")]
+    pub values: Vec<PathBuf>,
+    /// A single value, `key.path=value` (repeatable; wins over files).
+    #[arg(long = "set")]
+    pub set: Vec<String>,
+}
+
+impl ValuesArgs {
+    pub fn builder(&self) -> anyhow::Result<ValuesBuilder> {
+        let mut builder = ValuesBuilder::new();
+        for path in &self.values {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            builder = builder.layer_yaml(&path.display().to_string(), &text)?;
+        }
+        for assignment in &self.set {
+            builder = builder.set(assignment)?;
+        }
+        Ok(builder)
+    }
+
+    pub fn build(&self) -> anyhow::Result<Values> {
+        Ok(self.builder()?.build()?)
+    }
+}
+
+/// Where template overrides come from, for the commands that read the cluster.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TemplateArgs {
+    /// Operator-wide template overrides, NAMESPACE/NAME (default: dittofs-operator-templates in
+    /// the operator's namespace). Absent = the embedded templates.
+    #[arg(long = "templates-configmap")]
+    pub templates_configmap: Option<String>,
+    /// Honour `spec.templates.configMapRef` of DittoServers (overrides in their own namespace).
+    #[arg(long)]
+    pub allow_namespace_templates: bool,
+}
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub values: ValuesArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    /// Reconciles that may run at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+    /// Observe only: compute and report diffs (CR status, logs) but write no managed object.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub namespace: Option<String>,
+    /// Defaults ← `--values` ← `--set`; override ConfigMaps layer over this per reconcile.
+    pub values_builder: ValuesBuilder,
+    pub values: Values,
+    pub templates: TemplateSource,
+    /// (namespace, name) of the operator-wide override ConfigMap.
+    pub templates_configmap: (String, String),
+    pub allow_namespace_templates: bool,
+    pub concurrency: u16,
+    pub dry_run: bool,
+}
+
+impl Settings {
+    pub fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
+        let mut settings = Self::read_only(&args.values, &args.templates)?;
+        settings.namespace = args.namespace.clone();
+        settings.concurrency = args.concurrency;
+        settings.dry_run = args.dry_run;
+        Ok(settings)
+    }
+
+    /// Settings for the commands that read the cluster but never write (`diff`).
+    pub fn read_only(values: &ValuesArgs, templates: &TemplateArgs) -> anyhow::Result<Self> {
+        let builder = values.builder()?;
+        let templates_configmap = match &templates.templates_configmap {
+            Some(reference) => {
+                let (ns, name) = reference
+                    .split_once('/')
+                    .ok_or_else(|| anyhow::anyhow!("--templates-configmap {reference}: expected NAMESPACE/NAME"))?;
+                (ns.to_string(), name.to_string())
+            }
+            None => (operator_namespace(), DEFAULT_TEMPLATES_CONFIGMAP.to_string()),
+        };
+        Ok(Self {
+            values: builder.build()?,
+            values_builder: builder,
+            templates_configmap,
+            allow_namespace_templates: templates.allow_namespace_templates,
+            ..Self::for_tests(None)
+        })
+    }
+
+    /// Embedded values and templates; overrides looked up in `namespace` (or dittofs-system).
+    pub fn for_tests(namespace: Option<String>) -> Self {
+        let builder = ValuesBuilder::new();
+        Self {
+            templates_configmap: (
+                namespace.clone().unwrap_or_else(|| "dittofs-system".into()),
+                DEFAULT_TEMPLATES_CONFIGMAP.into(),
+            ),
+            namespace,
+            values: builder.build().expect("embedded defaults"),
+            values_builder: builder,
+            templates: TemplateSource::embedded(),
+            allow_namespace_templates: false,
+            concurrency: 4,
+            dry_run: false,
+        }
+    }
+}
+
+/// The namespace the operator runs in: `POD_NAMESPACE`, the service account's, or dittofs-system.
+pub fn operator_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "dittofs-system".into())
+}
