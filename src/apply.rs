@@ -22,19 +22,33 @@ use crate::render::{
 };
 
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {object}: {source}")]
-pub struct ApplyError {
-    pub action: &'static str,
-    pub object: String,
-    #[source]
-    pub source: kube::Error,
+pub enum ApplyError {
+    #[error("{action} {object}: {source}")]
+    Api {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Forced apply would take the object over from whoever made it: refuse.
+    #[error(
+        "{object} exists and is not controlled by this DittoServer; refusing to take it over (rename or delete it)"
+    )]
+    NotOwned { object: String },
 }
 
 impl ApplyError {
     fn new(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let object = object.into();
-        move |source| Self { action, object, source }
+        move |source| Self::Api { action, object, source }
     }
+}
+
+/// Whether `live` names `owner` as its controller.
+fn controlled_by(live: &Value, owner: &OwnerReference) -> bool {
+    live.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner.uid.as_str() && r["controller"] == true))
 }
 
 /// One rendered object, what is live, and what applying it would change.
@@ -102,9 +116,11 @@ pub struct ApplyOutcome {
     pub stateful_set: Option<StatefulSet>,
 }
 
+/// Generated credentials: created once, then never updated, owned or pruned. Only Secrets can be.
 pub fn is_create_only(object: &ManagedObject) -> bool {
-    object.meta().annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
-        == Some(LIFECYCLE_CREATE_ONLY)
+    object.kind() == "Secret"
+        && object.meta().annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
+            == Some(LIFECYCLE_CREATE_ONLY)
 }
 
 fn resource_of(kind: &str) -> ApiResource {
@@ -158,6 +174,10 @@ pub async fn plan(
             }
         } else {
             if let Some(owner) = owner {
+                // `force` is only for objects we own (the brief's rule): never adopt a stranger's object.
+                if live.as_ref().is_some_and(|l| !controlled_by(l, owner)) {
+                    return Err(ApplyError::NotOwned { object: reference });
+                }
                 object.meta_mut().owner_references = Some(vec![owner.clone()]);
             }
             let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
@@ -200,6 +220,9 @@ async fn plan_prunes(
                 continue;
             }
             let file = diff::file_name(&resource.api_version, &resource.kind, namespace, &item.name_any());
+            let mut item = item;
+            item.types =
+                Some(kube::api::TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() });
             let diff = diff::compare(&reference, &file, Some(&to_value(&item)), None);
             prunes.push(PlannedPrune { resource: resource.clone(), name: item.name_any(), diff });
         }

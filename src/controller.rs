@@ -24,6 +24,7 @@ use crate::apply::{self, Plan};
 use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, FIELD_MANAGER};
 use crate::diff::Action as DiffAction;
 use crate::discover::{self, DiscoverError, SecretsByName};
+use crate::metrics::Metrics;
 use crate::overrides;
 use crate::render::{Rendered, Renderer};
 pub use crate::settings::{RunArgs, Settings, ValuesArgs};
@@ -60,6 +61,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per CR, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
 }
@@ -67,7 +69,13 @@ pub struct Context {
 impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, settings, failures: Mutex::default() }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics: Arc::new(Metrics::new()),
+            failures: Mutex::default(),
+        }
     }
 }
 
@@ -91,40 +99,10 @@ impl Error {
     }
 }
 
-pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
-    let settings = Settings::from_args(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let client = Client::try_default().await?;
-        run(client, settings, shutdown_signal()).await;
-        Ok(())
-    })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 /// Runs the controller until `shutdown` resolves. Tests call this in-process.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let settings = ctx.settings.clone();
     /// An Api over the watched namespace, or all of them.
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
@@ -145,7 +123,7 @@ pub async fn run(
     let operator_templates = Api::<ConfigMap>::namespaced(client.clone(), &op_ns);
     let allow_namespace_templates = settings.allow_namespace_templates;
     let concurrency = settings.concurrency;
-    let context = Arc::new(Context::new(client.clone(), settings));
+    let context = ctx;
 
     let controller = Controller::new(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic());
     let store = controller.store();
@@ -229,7 +207,11 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
         // Owner references let the garbage collector remove what we own; PVCs and credentials stay.
         return Ok(Action::await_change());
     }
-    let action = reconcile_inner(&server, &ctx).await?;
+    let started = std::time::Instant::now();
+    ctx.metrics.started();
+    let result = reconcile_inner(&server, &ctx).await;
+    ctx.metrics.finished(result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()), started.elapsed());
+    let action = result?;
     ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
     Ok(action)
 }
@@ -256,7 +238,9 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     );
 
     let secrets = fetch_secrets(&ctx.client, server, &namespace).await?;
-    let discovered = match discover::resolve(&server.spec, &name, &effective.values, &secrets, true) {
+    // Fresh credentials only when they will be created now: held-back passes must stay deterministic.
+    let generate = !(is_paused(server) || ctx.settings.dry_run);
+    let discovered = match discover::resolve(&server.spec, &name, &effective.values, &secrets, generate) {
         Ok(d) => d,
         Err(DiscoverError::Missing { field, message }) => {
             let reason = if field.starts_with("spec.database") { "DatabaseSecretMissing" } else { "SecretMissing" };
@@ -287,7 +271,17 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     };
 
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
-    let plan = apply::plan(&ctx.client, &namespace, &name, Some(&owner), &rendered.objects).await?;
+    let plan = match apply::plan(&ctx.client, &namespace, &name, Some(&owner), &rendered.objects).await {
+        Ok(plan) => plan,
+        Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
+            // Someone else's object has the name we render: say so, touch nothing, look again later.
+            let text = conflict.to_string();
+            let decided = vec![templates_ready, Decided::new(IN_SYNC, false, "ObjectNotOwned", text.clone())];
+            hold(ctx, server, decided, "ObjectNotOwned", &text).await?;
+            return Ok(Action::requeue(WAIT));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let paused = is_paused(server);
     let file_service = plan.live_file_service();
     let mut decided =
@@ -297,6 +291,7 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         decided.push(Decided::new(DATABASE_READY, true, "SecretResolved", message));
     }
     let stateful_set = if plan.in_sync() {
+        ctx.metrics.applied(0, plan.objects.len());
         decided.push(Decided::new(IN_SYNC, true, "InSync", "Every managed object matches the rendered templates"));
         plan.live_stateful_set()
     } else if paused || ctx.settings.dry_run {
@@ -317,7 +312,9 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         for change in plan.changes() {
             info!(object = %change.reference, action = ?change.action, paths = ?change.paths, diff = %change.text, "applying change");
         }
+        let skipped = plan.objects.len() - plan.changes().len().min(plan.objects.len());
         let outcome = apply::execute(&ctx.client, &namespace, plan).await?;
+        ctx.metrics.applied(outcome.applied.len(), skipped);
         for change in &outcome.applied {
             let (reason, note) = match change.action {
                 DiffAction::Create => ("Created", format!("Created {}", change.reference)),
@@ -391,6 +388,18 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
         if identity.admin.as_ref().is_some_and(|a| a.username.is_some()) {
             ignored.push("spec.identity.admin.username");
         }
+        let optional_set = |r: Option<&crate::crd::SecretRef>| r.is_some_and(|r| r.optional.is_some());
+        if optional_set(identity.jwt.as_ref().and_then(|j| j.secret_ref.as_ref())) {
+            ignored.push("spec.identity.jwt.secretRef.optional (the key is required)");
+        }
+        if optional_set(identity.admin.as_ref().and_then(|a| a.password_secret_ref.as_ref())) {
+            ignored.push("spec.identity.admin.passwordSecretRef.optional (always optional)");
+        }
+    }
+    if let Some(db) = &spec.database
+        && db.postgres_secret_ref.as_ref().is_some_and(|r| r.key.is_some() || r.optional.is_some())
+    {
+        ignored.push("spec.database.postgresSecretRef.key/optional (fixed keys are read)");
     }
     let short = &rendered.checksum[..12];
     let mut message = format!("Rendered {} objects; config checksum {short}", rendered.objects.len());
@@ -464,11 +473,14 @@ fn database_status(rendered: &Rendered) -> DatabaseStatus {
 }
 
 async fn publish(ctx: &Context, server: &DittoServer, type_: EventType, reason: &str, note: &str) {
+    // kube's recorder folds Events with the same (reason, action) into one series and keeps the
+    // first note: key the action on the note, so identical Events fold and different ones do not.
+    let digest = crate::render::short_digest(note);
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
+        action: format!("Reconcile-{digest}"),
         secondary: None,
     };
     if let Err(error) = ctx.recorder.publish(&event, &server.object_ref(&())).await {

@@ -71,10 +71,10 @@ fn is_secret(v: &Value) -> bool {
 
 /// Masks Secret values like `kubectl diff`: `***` where a key is the same on both sides,
 /// `*** (before)` / `*** (after)` where it differs.
-pub fn mask_secrets(live: Option<&Value>, merged: Option<&Value>) -> (Option<Value>, Option<Value>) {
+pub fn mask_secrets(secret: bool, live: Option<&Value>, merged: Option<&Value>) -> (Option<Value>, Option<Value>) {
     let mut live = live.cloned();
     let mut merged = merged.cloned();
-    let secret = live.as_ref().is_some_and(is_secret) || merged.as_ref().is_some_and(is_secret);
+    let secret = secret || live.as_ref().is_some_and(is_secret) || merged.as_ref().is_some_and(is_secret);
     if !secret {
         return (live, merged);
     }
@@ -124,7 +124,8 @@ pub fn compare(reference: &str, file_name: &str, live: Option<&Value>, merged: O
     let text = if action == Action::Unchanged {
         MaskedDiff::default()
     } else {
-        let (before, after) = mask_secrets(live.as_ref(), merged.as_ref());
+        // The reference decides, not the body: list results carry no apiVersion/kind.
+        let (before, after) = mask_secrets(reference.starts_with("Secret/"), live.as_ref(), merged.as_ref());
         unified(file_name, before.as_ref(), after.as_ref())
     };
     ObjectDiff { reference: reference.into(), file_name: file_name.into(), action, paths, text }
@@ -146,7 +147,15 @@ fn unified(file_name: &str, before: Option<&Value>, after: Option<&Value>) -> Ma
 
 /// Leaf paths where `a` and `b` differ, in document order.
 pub fn changed_paths(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
-    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    let join = |key: &str| {
+        if key.contains(['.', '/']) {
+            format!("{path}[{key:?}]")
+        } else if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
@@ -221,6 +230,14 @@ mod tests {
             Some(&json!({"apiVersion": "v1", "kind": "Secret", "stringData": {"p": "hunter2"}})),
         );
         assert!(!created.text.to_string().contains("hunter2"));
+        // A Secret from a list call has no apiVersion/kind: still masked.
+        let listed = compare(
+            "Secret/s",
+            "v1.Secret.ns.s",
+            Some(&json!({"metadata": {"name": "s"}, "data": {"t": "aHVudGVy"}})),
+            None,
+        );
+        assert!(!listed.text.to_string().contains("aHVudGVy"), "{}", listed.text);
     }
 
     #[test]

@@ -104,25 +104,27 @@ pub fn resolve(
             discovered.secret_data.insert(name.clone(), data);
         }
     }
-    if generate {
-        if jwt_ref.is_none() && !secrets.contains_key(&names.jwt_secret) {
-            let value = random_token(48);
-            discovered
-                .secret_data
-                .insert(names.jwt_secret.clone(), BTreeMap::from([("jwt-secret".into(), value.clone().into_bytes())]));
-            discovered.generated.jwt_secret = Some(value);
+    // Credentials the operator creates: a fresh value when creating now, a visible stand-in
+    // when only rendering or holding back, nothing when the Secret exists (never rewritten).
+    let fresh = |len: usize| if generate { random_token(len) } else { crate::render::OFFLINE_GENERATED.to_string() };
+    if jwt_ref.is_none() && !secrets.contains_key(&names.jwt_secret) {
+        let value = fresh(48);
+        if generate {
+            let data = BTreeMap::from([("jwt-secret".into(), value.clone().into_bytes())]);
+            discovered.secret_data.insert(names.jwt_secret.clone(), data);
         }
-        if admin_ref.is_none() && !secrets.contains_key(&names.admin_secret) {
-            let value = random_token(24);
-            discovered.secret_data.insert(
-                names.admin_secret.clone(),
-                BTreeMap::from([
-                    ("password".into(), value.clone().into_bytes()),
-                    ("username".into(), b"admin".to_vec()),
-                ]),
-            );
-            discovered.generated.admin_password = Some(value);
+        discovered.generated.jwt_secret = Some(value);
+    }
+    if admin_ref.is_none() && !secrets.contains_key(&names.admin_secret) {
+        let value = fresh(24);
+        if generate {
+            let data = BTreeMap::from([
+                ("password".into(), value.clone().into_bytes()),
+                ("username".into(), b"admin".to_vec()),
+            ]);
+            discovered.secret_data.insert(names.admin_secret.clone(), data);
         }
+        discovered.generated.admin_password = Some(value);
     }
     if generate {
         // A user-referenced JWT Secret must exist: DittoFS cannot start without the key.

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use dittofs_operator::{controller, crd, input, overrides, preview, render, settings, values::ValuesBuilder};
+use dittofs_operator::{crd, input, operator, overrides, preview, render, settings, values::ValuesBuilder};
 
 #[derive(Parser)]
 #[command(name = "dittofs-operator", version, about = "Runs DittoFS on Kubernetes from DittoServer resources")]
@@ -15,7 +15,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
-    Run(controller::RunArgs),
+    Run(settings::RunArgs),
     /// Render the manifests for a DittoServer file, without a cluster.
     Render(RenderArgs),
     /// Show what the operator would change in the cluster (exit 0: none, 1: changes, 2: error).
@@ -55,7 +55,7 @@ enum TemplatesCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => controller::run_blocking(args),
+        Command::Run(args) => operator::run_blocking(args),
         Command::Render(args) => render_command(args),
         Command::Diff(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");

@@ -84,9 +84,9 @@ impl Effective {
         let mut text = if self.origins.is_empty() {
             "Using the embedded templates".to_string()
         } else {
-            let names: Vec<&String> = self.templates.overrides().keys().collect();
-            let names = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
-            format!("Using overrides from {} ({names})", self.origins.join(", then "))
+            let names: Vec<&str> = self.templates.overrides().keys().map(String::as_str).collect();
+            let what = if names.is_empty() { "values.yaml".to_string() } else { names.join(", ") };
+            format!("Using overrides from {} ({what})", self.origins.join(", then "))
         };
         if let Some(ignored) = &self.ignored {
             text.push_str(&format!(". {ignored}"));

@@ -64,6 +64,16 @@ pub struct RunArgs {
     /// Observe only: compute and report diffs (CR status, logs) but write no managed object.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run the controller only while holding a Lease, so replicas never write concurrently.
+    #[arg(long)]
+    pub leader_elect: bool,
+    #[arg(long, default_value = "dittofs-operator")]
+    pub lease_name: String,
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub health_address: String,
 }
 
 #[derive(Clone, Debug)]

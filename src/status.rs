@@ -12,6 +12,7 @@ pub const CONFIG_READY: &str = "ConfigReady";
 pub const DATABASE_READY: &str = "DatabaseReady";
 pub const IN_SYNC: &str = "InSync";
 pub const TEMPLATES_READY: &str = "TemplatesReady";
+pub const DEGRADED: &str = "Degraded";
 
 /// One condition as decided this reconcile; the transition time is filled in by [`merge`].
 #[derive(Clone, Debug, PartialEq)]
@@ -83,7 +84,7 @@ pub fn ready_condition(others: &[Decided]) -> Decided {
     let blocking: Vec<String> = others
         .iter()
         .filter(|c| c.type_ != READY)
-        .filter(|c| if c.type_ == PROGRESSING { c.status } else { !c.status })
+        .filter(|c| if c.type_ == PROGRESSING || c.type_ == DEGRADED { c.status } else { !c.status })
         .map(|c| format!("{} ({}: {})", c.type_, c.reason, c.message))
         .collect();
     if blocking.is_empty() {
@@ -98,7 +99,9 @@ pub fn phase(decided: &[Decided], workload: Option<&Workload>, deleting: bool) -
     if deleting {
         return Phase::Deleting;
     }
-    if is(CONFIG_READY) == Some(false) && workload.is_some() {
+    if is(DEGRADED) == Some(true)
+        || (workload.is_some() && (is(CONFIG_READY) == Some(false) || is(TEMPLATES_READY) == Some(false)))
+    {
         return Phase::Degraded;
     }
     match workload {
@@ -134,7 +137,7 @@ pub fn merge(previous: &[Condition], decided: &[Decided], generation: Option<i64
 }
 
 fn condition_rank(type_: &str) -> usize {
-    [READY, AVAILABLE, PROGRESSING, CONFIG_READY, DATABASE_READY, TEMPLATES_READY, IN_SYNC]
+    [READY, AVAILABLE, PROGRESSING, DEGRADED, CONFIG_READY, DATABASE_READY, TEMPLATES_READY, IN_SYNC]
         .iter()
         .position(|t| *t == type_)
         .unwrap_or(99)
@@ -182,6 +185,21 @@ mod tests {
         c.push(Decided::new(CONFIG_READY, true, "Rendered", "ok"));
         assert!(ready_condition(&c).status);
         assert_eq!(phase(&c, Some(&w), false), Phase::Running);
+    }
+
+    #[test]
+    fn broken_template_with_running_workload_is_degraded() {
+        let c = vec![Decided::new(TEMPLATES_READY, false, "TemplateInvalid", "t")];
+        let w = Workload { desired: 1, ready: 1, rolled_out: true };
+        assert_eq!(phase(&c, Some(&w), false), Phase::Degraded);
+    }
+
+    #[test]
+    fn degraded_blocks_ready() {
+        let c = vec![Decided::new(DEGRADED, true, "PodCrashLooping", "x")];
+        assert!(!ready_condition(&c).status);
+        let c = vec![Decided::new(DEGRADED, false, "AsExpected", "x")];
+        assert!(ready_condition(&c).status);
     }
 
     #[test]

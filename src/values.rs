@@ -1,5 +1,6 @@
-//! Operator-level values: `values/defaults.yaml` (embedded) ← `--values` files / the overrides
-//! ConfigMap's `values.yaml` ← `--set key=value`. Merged as YAML trees, then read into typed
+//! Operator-level values: `values/defaults.yaml` (embedded) ← `--values` files ← `--set key=value`
+//! ← the operator-wide override ConfigMap's `values.yaml` ← a DittoServer's own override
+//! ConfigMap's `values.yaml` (see `overrides`). Merged as YAML trees, then read into typed
 //! [`Values`] so a misspelt key is an error, not a silently ignored setting.
 
 use std::collections::BTreeMap;
@@ -100,7 +101,6 @@ pub struct MetricsValues {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StorageValues {
-    pub control_plane_size: String,
     pub access_mode: String,
 }
 

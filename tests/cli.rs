@@ -64,7 +64,10 @@ fn bad_values_name_the_key() {
 fn crd_templates_and_version() {
     let (code, stdout, _) = operator(&["crd"]);
     assert_eq!(code, 0);
-    assert_eq!(stdout, std::fs::read_to_string(root().join("deploy/crds/dittoservers.yaml")).unwrap());
+    assert!(
+        stdout == std::fs::read_to_string(root().join("deploy/crds/dittoservers.yaml")).unwrap(),
+        "crd output differs from deploy/crds/dittoservers.yaml"
+    );
     let (code, stdout, _) = operator(&["templates", "list"]);
     assert_eq!(code, 0);
     assert!(stdout.lines().any(|l| l == "statefulset.yaml.j2"), "{stdout}");

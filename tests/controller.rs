@@ -316,3 +316,27 @@ async fn rendered_pod_is_admitted_by_pod_security_restricted() {
     let err = Api::<Pod>::namespaced(client.clone(), &ns).create(&params, &bad).await.unwrap_err();
     assert!(err.to_string().contains("allowPrivilegeEscalation"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_object_of_someone_else_is_never_taken_over() {
+    let (client, ns) = setup("adopt").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let mut theirs = ConfigMap::default();
+    theirs.metadata.name = Some("demo-config".into());
+    theirs.data = Some(BTreeMap::from([("owner".to_string(), "another team".to_string())]));
+    cms.create(&PostParams::default(), &theirs).await.unwrap();
+    let operator = Operator::start(&client, &ns);
+    create(&client, &ns, MINIMAL).await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let condition = eventually("InSync=False ObjectNotOwned", DEADLINE, || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        status.conditions.into_iter().find(|c| c.type_ == "InSync" && c.reason == "ObjectNotOwned")
+    })
+    .await;
+    assert!(condition.message.contains("ConfigMap/demo-config"), "{}", condition.message);
+    let cm = cms.get("demo-config").await.unwrap();
+    assert_eq!(cm.data.unwrap()["owner"], "another team", "their data untouched");
+    assert!(cm.metadata.owner_references.is_none());
+    assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.unwrap().is_none());
+    operator.shutdown().await;
+}

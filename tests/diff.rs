@@ -272,3 +272,49 @@ async fn dry_run_operator_writes_nothing_and_reports_pending_changes() {
     assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.unwrap().is_none());
     assert!(Api::<Secret>::namespaced(client.clone(), &ns).get_opt("demo-jwt-secret").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_cr_with_missing_credentials_settles() {
+    let (client, ns) = running_demo("pausesettle").await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    servers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"dittofs.dittofs.com/reconcile": "paused"}}})),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).delete("demo-jwt-secret", &Default::default()).await.unwrap();
+    let ctx = Arc::new(Context::new(client.clone(), Settings::for_tests(Some(ns.clone()))));
+    controller::reconcile(Arc::new(servers.get("demo").await.unwrap()), ctx.clone()).await.unwrap();
+    let settled = servers.get("demo").await.unwrap();
+    controller::reconcile(Arc::new(settled.clone()), ctx).await.unwrap();
+    let again = servers.get("demo").await.unwrap();
+    assert_eq!(again.resource_version(), settled.resource_version(), "a held-back pass writes the same status");
+    assert!(Api::<Secret>::namespaced(client.clone(), &ns).get_opt("demo-jwt-secret").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_change_gets_an_event_with_its_own_paths() {
+    let (client, ns) = running_demo("events").await;
+    let operator = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    for (patch, path) in [
+        (json!({"spec": {"image": "marmos91c/dittofs:v0.29.1"}}), "spec.template.spec.containers[0].image"),
+        (
+            json!({"spec": {"adapterServices": {"annotations": {"team": "storage"}}}}),
+            "Service/demo-file: metadata.annotations",
+        ),
+    ] {
+        servers.patch("demo", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+        eventually(&format!("an Updated event naming {path}"), DEADLINE, || async {
+            events(&client, &ns)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("Updated") && e.note.as_deref().is_some_and(|n| n.contains(path)))
+        })
+        .await;
+    }
+    operator.shutdown().await;
+}

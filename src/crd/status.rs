@@ -56,7 +56,8 @@ pub struct DatabaseStatus {
     pub ready: bool,
 }
 
-/// Conditions are a list-map keyed by `type`, so server-side apply merges them per type.
+/// Conditions are a list-map keyed by `type` (the Kubernetes convention, so SSA clients merge
+/// per type); the operator itself writes the whole list with a merge patch.
 fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     let obj = schema.ensure_object();

@@ -50,9 +50,9 @@ macro_rules! metrics_port {
         "(has(self.metrics) && has(self.metrics.port) ? self.metrics.port : 9090)"
     };
 }
-macro_rules! smb_on {
+macro_rules! smb_off {
     () => {
-        "!(has(self.smb) && has(self.smb.enabled) && !self.smb.enabled)"
+        "(has(self.smb) && has(self.smb.enabled) && !self.smb.enabled)"
     };
 }
 macro_rules! metrics_on {
@@ -105,13 +105,13 @@ const RULES: &[Rule] = &[
     rule_at(
         "",
         ".smb.port",
-        concat!("!", smb_on!(), " || ", smb_port!(), " != ", api_port!()),
+        concat!(smb_off!(), " || ", smb_port!(), " != ", api_port!()),
         "spec.smb.port must differ from spec.controlPlane.port (default 8080)",
     ),
     rule_at(
         "",
         ".smb.port",
-        concat!("!", smb_on!(), " || ", smb_port!(), " != ", nfs_port!()),
+        concat!(smb_off!(), " || ", smb_port!(), " != ", nfs_port!()),
         "spec.smb.port must differ from spec.nfsPort (default 12049)",
     ),
     rule_at(
@@ -135,13 +135,17 @@ const RULES: &[Rule] = &[
     rule_at(
         "",
         ".metrics.port",
-        concat!("!", metrics_on!(), " || !", smb_on!(), " || ", metrics_port!(), " != ", smb_port!()),
+        concat!("!", metrics_on!(), " || ", smb_off!(), " || ", metrics_port!(), " != ", smb_port!()),
         "spec.metrics.port must differ from spec.smb.port (default 12445)",
     ),
     rule_at(
         "",
         ".adapterServices.smbPort",
-        "!has(self.adapterServices) || (has(self.adapterServices.nfsPort) ? self.adapterServices.nfsPort : 2049) != (has(self.adapterServices.smbPort) ? self.adapterServices.smbPort : 445)",
+        concat!(
+            "!has(self.adapterServices) || ",
+            smb_off!(),
+            " || (has(self.adapterServices.nfsPort) ? self.adapterServices.nfsPort : 2049) != (has(self.adapterServices.smbPort) ? self.adapterServices.smbPort : 445)"
+        ),
         "spec.adapterServices.smbPort must differ from spec.adapterServices.nfsPort",
     ),
     // One PostgreSQL source at most.

@@ -29,6 +29,11 @@ pub fn checksum(config_yaml: &str, computed: &Computed, discovered: &Discovered)
     hex(&hasher.finalize())
 }
 
+/// First 12 hex digits of SHA-256: a stable short identifier for a text.
+pub fn short_digest(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))[..12].to_string()
+}
+
 /// Every (Secret, key) the pod reads, sorted and without duplicates.
 pub fn consumed_secret_keys(computed: &Computed) -> Vec<SecretKeyRef> {
     let mut refs = vec![computed.credentials.jwt.clone(), computed.credentials.admin_password.clone()];

@@ -382,9 +382,6 @@ fn storage(spec: &DittoServerSpec, values: &Values) -> Storage {
     if let Some(size) = &s.cache_size {
         claims.push(Claim { name: "cache".into(), mount_path: "/data/cache".into(), size: size.clone() });
     }
-    if claims[0].size.is_empty() {
-        claims[0].size = values.storage.control_plane_size.clone();
-    }
     Storage {
         claims,
         storage_class_name: s.storage_class_name.clone(),
@@ -421,12 +418,9 @@ fn credentials(spec: &DittoServerSpec, names: &Names, discovered: &Discovered) -
             Some(r) => SecretKeyRef { name: r.name.clone(), key: r.key.clone().unwrap_or_else(|| "password".into()) },
             None => SecretKeyRef { name: names.admin_secret.clone(), key: "password".into() },
         },
-        generated_jwt_secret: jwt_ref
-            .is_none()
-            .then(|| discovered.generated.jwt_secret.clone().unwrap_or_else(|| OFFLINE_GENERATED.into())),
-        generated_admin_password: admin_ref
-            .is_none()
-            .then(|| discovered.generated.admin_password.clone().unwrap_or_else(|| OFFLINE_GENERATED.into())),
+        // Only when the operator creates the Secret now: an existing one is never re-rendered.
+        generated_jwt_secret: if jwt_ref.is_none() { discovered.generated.jwt_secret.clone() } else { None },
+        generated_admin_password: if admin_ref.is_none() { discovered.generated.admin_password.clone() } else { None },
     }
 }
 

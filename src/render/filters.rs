@@ -33,6 +33,8 @@ fn quote(value: Value) -> Result<String, Error> {
     let text = match value.as_str() {
         Some(s) => s.to_string(),
         None if value.is_none() => String::new(),
+        // minijinja prints Python-style `True`; Kubernetes and YAML users expect `true`.
+        None if value.kind() == minijinja::value::ValueKind::Bool => value.is_true().to_string(),
         None => value.to_string(),
     };
     serde_json::to_string(&text).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
@@ -91,6 +93,8 @@ mod tests {
         assert_eq!(parsed["k"], "a: b\n\"c\" # d");
         let out = render("k: {{ v | quote }}", Value::from(minijinja::value::Serde(serde_json::json!({"v": 8080}))));
         assert_eq!(out, "k: \"8080\"");
+        let out = render("k: {{ v | quote }}", Value::from(minijinja::value::Serde(serde_json::json!({"v": true}))));
+        assert_eq!(out, "k: \"true\"");
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod source;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
-pub use checksum::checksum;
+pub use checksum::{checksum, short_digest};
 pub use context::*;
 pub use objects::{ALLOWED_KINDS, ManagedObject};
 pub use source::{CONFIG_TEMPLATE, TemplateSource};

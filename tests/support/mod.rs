@@ -102,6 +102,7 @@ pub async fn setup(prefix: &str) -> (Client, String) {
 
 /// The operator running in-process on one namespace; stops when dropped.
 pub struct Operator {
+    pub ctx: std::sync::Arc<controller::Context>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -112,11 +113,12 @@ impl Operator {
     }
 
     pub fn start_with(client: &Client, settings: Settings) -> Self {
+        let ctx = std::sync::Arc::new(controller::Context::new(client.clone(), settings));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(client.clone(), settings, async move {
+        let task = tokio::spawn(controller::run(ctx.clone(), async move {
             let _ = stopped.await;
         }));
-        Self { stop: Some(stop), task: Some(task) }
+        Self { ctx, stop: Some(stop), task: Some(task) }
     }
 
     pub async fn shutdown(mut self) {

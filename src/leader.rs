@@ -1,0 +1,99 @@
+//! Leader election on a Lease (kube-lease-manager): only the leader runs the controller, so
+//! only one replica ever writes. A standby takes over when the leader's lease expires (crash)
+//! or at once when the leader releases it (graceful shutdown).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
+
+use crate::controller::{self, Context};
+
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    /// Seconds a lease holds without renewal; a crashed leader is replaced within this.
+    pub duration_seconds: u64,
+    /// Renewal margin before expiry (must be below the duration).
+    pub grace_seconds: u64,
+}
+
+/// How long a stopping controller may finish in-flight reconciles.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the controller whenever this replica holds the lease, until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    lease: LeaseSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let manager = LeaseManagerBuilder::new(ctx.client.clone(), &lease.name)
+        .with_namespace(&lease.namespace)
+        .with_parameters(
+            LeaseParams::new(&lease.identity, lease.duration_seconds, lease.grace_seconds)
+                .with_field_manager(format!("dittofs-operator-lease-{}", lease.identity)),
+        )
+        .build()
+        .await?;
+    let (mut leading, task) = manager.watch().await;
+    tokio::pin!(shutdown);
+    loop {
+        info!(identity = %lease.identity, lease = %lease.name, "waiting for leadership");
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                _ = &mut shutdown => return release(leading, task).await,
+                changed = leading.changed() => if changed.is_err() { anyhow::bail!("lease manager stopped") },
+            }
+        }
+        info!(identity = %lease.identity, "leading: starting the controller");
+        ctx.metrics.leader.set(1);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let controller = controller::run(ctx.clone(), async move {
+            let _ = stopped.await;
+        });
+        tokio::pin!(controller);
+        let shutting_down = tokio::select! {
+            _ = &mut controller => false,
+            _ = &mut shutdown => true,
+            _ = lost(&mut leading) => {
+                warn!(identity = %lease.identity, "lost leadership: stopping the controller");
+                false
+            }
+        };
+        let _ = stop.send(());
+        if tokio::time::timeout(STOP_TIMEOUT, &mut controller).await.is_err() {
+            warn!("controller did not stop within {STOP_TIMEOUT:?}");
+        }
+        ctx.metrics.leader.set(0);
+        if shutting_down {
+            return release(leading, task).await;
+        }
+    }
+}
+
+async fn lost(leading: &mut watch::Receiver<bool>) {
+    loop {
+        if leading.changed().await.is_err() || !*leading.borrow_and_update() {
+            return;
+        }
+    }
+}
+
+/// Dropping the receiver makes the lease manager release the lease, so a standby takes over now.
+async fn release(
+    leading: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+) -> anyhow::Result<()> {
+    drop(leading);
+    match tokio::time::timeout(STOP_TIMEOUT, task).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => anyhow::bail!("releasing the lease took over {STOP_TIMEOUT:?}"),
+    }
+}

@@ -1,0 +1,90 @@
+//! The `run` process: logging, the health/metrics endpoint, leader election, signals, and a
+//! bounded graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kube::Client;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::controller::{self, Context};
+use crate::leader::{self, LeaseSettings, STOP_TIMEOUT};
+use crate::serve::{self, Health};
+use crate::settings::{RunArgs, Settings, operator_namespace};
+
+pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+    let settings = Settings::from_args(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = Client::try_default().await?;
+        let ctx = Arc::new(Context::new(client, settings));
+        let (stop, stopping) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            info!("shutdown requested");
+            let _ = stop.send(true);
+        });
+        let ready = Arc::new(AtomicBool::new(false));
+        let health = Health { metrics: ctx.metrics.clone(), ready: ready.clone() };
+        let addr: SocketAddr = args.health_address.parse()?;
+        let server = tokio::spawn(serve::serve(addr, health, wait(stopping.clone())));
+        ready.store(true, Ordering::SeqCst);
+        let lease = args.leader_elect.then(|| LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace: operator_namespace(),
+            identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+            duration_seconds: args.lease_duration_seconds,
+            grace_seconds: (args.lease_duration_seconds / 3).max(1),
+        });
+        let work = async {
+            match lease {
+                Some(lease) => leader::run(ctx.clone(), lease, wait(stopping.clone())).await,
+                None => {
+                    controller::run(ctx.clone(), wait(stopping.clone())).await;
+                    Ok(())
+                }
+            }
+        };
+        // In-flight reconciles get STOP_TIMEOUT after the signal; then the process exits regardless.
+        let deadline = async {
+            wait(stopping.clone()).await;
+            tokio::time::sleep(STOP_TIMEOUT).await;
+        };
+        let result = tokio::select! {
+            result = work => result,
+            _ = deadline => {
+                warn!("shutdown took longer than {STOP_TIMEOUT:?}; exiting");
+                Ok(())
+            }
+        };
+        ready.store(false, Ordering::SeqCst);
+        let _ = server.await;
+        result
+    })
+}
+
+/// Resolves once `stopping` turns true.
+async fn wait(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "operator".into())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+}
