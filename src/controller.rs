@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -24,6 +24,7 @@ use crate::apply::{self, Plan};
 use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, FIELD_MANAGER};
 use crate::diff::Action as DiffAction;
 use crate::discover::{self, DiscoverError, SecretsByName};
+use crate::health;
 use crate::metrics::Metrics;
 use crate::overrides;
 use crate::render::{Rendered, Renderer};
@@ -119,6 +120,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         crate::render::LABEL_MANAGED_BY,
         crate::render::MANAGED_BY
     ));
+    let owned_instances = watcher::Config::default().labels(&format!(
+        "{}={}",
+        crate::render::LABEL_MANAGED_BY,
+        crate::render::MANAGED_BY
+    ));
     let (op_ns, op_name) = settings.templates_configmap.clone();
     let operator_templates = Api::<ConfigMap>::namespaced(client.clone(), &op_ns);
     let allow_namespace_templates = settings.allow_namespace_templates;
@@ -147,6 +153,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 .map(|cr| ObjectRef::from_obj(&*cr))
                 .collect::<Vec<_>>()
         })
+        // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
+        .watches(scoped::<Pod>(&client, &ns), owned_instances.clone(), by_instance::<Pod>)
+        .watches(scoped::<PersistentVolumeClaim>(&client, &ns), owned_instances, by_instance::<PersistentVolumeClaim>)
         // An edit of the operator-wide overrides re-renders every DittoServer.
         .watches(
             operator_templates,
@@ -185,6 +194,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         })
         .await;
     info!("controller stopped");
+}
+
+/// The DittoServer a pod or claim belongs to, by its `app.kubernetes.io/instance` label.
+fn by_instance<K: kube::Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
+    let instance = object.meta().labels.as_ref()?.get(crate::render::LABEL_INSTANCE)?.clone();
+    Some(ObjectRef::new(&instance).within(object.meta().namespace.as_deref()?))
 }
 
 pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -271,7 +286,24 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     };
 
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
-    let plan = match apply::plan(&ctx.client, &namespace, &name, Some(&owner), &rendered.objects).await {
+    let read = |what: &str| {
+        let what = what.to_string();
+        move |source| Error::Read { what, source }
+    };
+    let storage_class = server.spec.storage.storage_class_name.as_deref();
+    let missing_class =
+        health::storage_class_missing(&ctx.client, storage_class).await.map_err(read("StorageClass"))?;
+    let mut objects = rendered.objects.clone();
+    if let Some(missing) = &missing_class {
+        let condition = health::storage_class_condition(missing);
+        publish(ctx, server, EventType::Warning, condition.reason, &condition.message).await;
+        // Claims of a missing class never bind: do not create the StatefulSet until the class exists.
+        let sts_api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
+        if sts_api.get_metadata_opt(&name).await.map_err(read("StatefulSet"))?.is_none() {
+            objects.retain(|o| o.kind() != "StatefulSet");
+        }
+    }
+    let plan = match apply::plan(&ctx.client, &namespace, &name, Some(&owner), &objects).await {
         Ok(plan) => plan,
         Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
             // Someone else's object has the name we render: say so, touch nothing, look again later.
@@ -330,8 +362,15 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     };
 
     let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    decided.push(match &missing_class {
+        Some(missing) => health::storage_class_condition(missing),
+        None => health::observe(&ctx.client, &namespace, &name, now).await.map_err(read("pod and claims"))?,
+    });
+    // Until the pod is up, look again sooner: claim binding and crash loops show up over time.
+    let settled = workload.as_ref().is_some_and(|w| w.ready >= w.desired && w.rolled_out) && missing_class.is_none();
     write_status(ctx, server, decided, workload, Some(&rendered), file_service.as_ref()).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if settled { RESYNC } else { WAIT }))
 }
 
 /// Nothing can be applied: report why (Warning Event, conditions) and leave every object as it is.

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod crd;
 pub mod diff;
 pub mod discover;
+pub mod health;
 pub mod input;
 pub mod leader;
 pub mod metrics;

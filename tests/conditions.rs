@@ -1,0 +1,93 @@
+//! Condition transitions that depend on the cluster: Degraded from a missing StorageClass and
+//! from a crash-looping pod, with Ready and the phase following.
+
+mod support;
+
+use dittofs_operator::crd::{DittoServer, Phase};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::*;
+
+async fn condition(servers: &Api<DittoServer>, type_: &str, status: &str, reason: &str) -> Condition {
+    eventually(&format!("{type_}={status} ({reason})"), DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_storage_class_is_reported_before_the_stateful_set_exists() {
+    let (client, ns) = setup("storageclass").await;
+    let class = format!("fast-{ns}");
+    let operator = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let cr = format!(
+        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi, storageClassName: {class}}}\n"
+    );
+    servers.create(&PostParams::default(), &server(&ns, &cr)).await.unwrap();
+    let degraded = condition(&servers, "Degraded", "True", "StorageClassMissing").await;
+    assert!(degraded.message.contains(&class), "{}", degraded.message);
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    assert!(sts.get_opt("demo").await.unwrap().is_none(), "no StatefulSet while its class is missing");
+    let ready = condition(&servers, "Ready", "False", "ConditionsNotMet").await;
+    assert!(ready.message.contains("StorageClassMissing"), "{}", ready.message);
+
+    let sc: StorageClass =
+        serde_json::from_value(json!({"metadata": {"name": class}, "provisioner": "example.com/none"})).unwrap();
+    Api::<StorageClass>::all(client.clone()).create(&PostParams::default(), &sc).await.unwrap();
+    eventually("StatefulSet created once the class exists", DEADLINE, || async {
+        sts.get_opt("demo").await.ok().flatten()
+    })
+    .await;
+    condition(&servers, "Degraded", "False", "AsExpected").await;
+    operator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_looping_pod_degrades_the_server_until_it_recovers() {
+    let (client, ns) = setup("crashloop").await;
+    let operator = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    servers
+        .create(&PostParams::default(), &server(&ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n"))
+        .await
+        .unwrap();
+    let sts = eventually("StatefulSet", DEADLINE, || async {
+        Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.ok().flatten()
+    })
+    .await;
+    condition(&servers, "Degraded", "False", "AsExpected").await;
+
+    // Tier api has no kubelet: play its part for the pod the StatefulSet would run.
+    let template = sts.spec.unwrap().template;
+    let mut pod = Pod { metadata: template.metadata.unwrap(), spec: template.spec, ..Default::default() };
+    pod.metadata.name = Some("demo-0".into());
+    pod.spec.as_mut().unwrap().volumes.get_or_insert_with(Vec::new).retain(|v| v.name == "config" || v.name == "tmp");
+    for c in pod.spec.as_mut().unwrap().containers.iter_mut() {
+        c.volume_mounts.get_or_insert_with(Vec::new).retain(|m| m.name == "config" || m.name == "tmp");
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let waiting = |reason: &str, restarts: i32| {
+        json!({"status": {"containerStatuses": [{"name": "dittofs", "image": "marmos91c/dittofs:v0.29.0", "imageID": "",
+            "ready": false, "restartCount": restarts, "state": {"waiting": {"reason": reason, "message": "back-off restarting"}}}]}})
+    };
+    pods.patch_status("demo-0", &PatchParams::default(), &Patch::Merge(waiting("CrashLoopBackOff", 5))).await.unwrap();
+    let degraded = condition(&servers, "Degraded", "True", "PodCrashLooping").await;
+    assert!(degraded.message.contains("restarts: 5"), "{}", degraded.message);
+    eventually("phase Degraded", DEADLINE, || async {
+        (servers.get("demo").await.ok()?.status?.phase == Some(Phase::Degraded)).then_some(())
+    })
+    .await;
+
+    let running = json!({"status": {"containerStatuses": [{"name": "dittofs", "image": "marmos91c/dittofs:v0.29.0", "imageID": "",
+        "ready": true, "restartCount": 5, "state": {"running": {}}}]}});
+    pods.patch_status("demo-0", &PatchParams::default(), &Patch::Merge(running)).await.unwrap();
+    condition(&servers, "Degraded", "False", "AsExpected").await;
+    operator.shutdown().await;
+}
