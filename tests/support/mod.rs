@@ -163,3 +163,37 @@ pub fn server(namespace: &str, yaml: &str) -> DittoServer {
     cr.metadata.namespace = Some(namespace.to_string());
     cr
 }
+
+/// A tiny HTTP/1.0 client for loopback endpoints (status, body).
+pub async fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let body = body.unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
+}
+
+/// The cached control-plane binaries directory (`scripts/testbin.sh`).
+pub fn testbin() -> PathBuf {
+    match std::env::var_os("DITTOFS_TESTBIN") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let out = std::process::Command::new("bash")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbin.sh"))
+                .output()
+                .expect("scripts/testbin.sh");
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("testbin dir").trim())
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
