@@ -10,8 +10,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -27,6 +28,7 @@ use crate::discover::{self, DiscoverError, SecretsByName};
 use crate::health;
 use crate::metrics::Metrics;
 use crate::overrides;
+use crate::percona;
 use crate::render::{Rendered, Renderer};
 pub use crate::settings::{RunArgs, Settings, ValuesArgs};
 use crate::status::{self, CONFIG_READY, DATABASE_READY, Decided, IN_SYNC, TEMPLATES_READY, Workload};
@@ -133,7 +135,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
     let controller = Controller::new(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic());
     let store = controller.store();
-    let (secret_store, template_store, namespace_store) = (store.clone(), store.clone(), store);
+    let (secret_store, template_store, namespace_store, percona_store) =
+        (store.clone(), store.clone(), store.clone(), store);
     let mut controller = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns(scoped::<ConfigMap>(&client, &ns), owned.clone())
@@ -145,11 +148,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .watches(scoped::<Secret>(&client, &ns), watcher::Config::default(), move |secret: Secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
+            // Percona's user Secrets have no owner reference: find their cluster by label.
+            let cluster = secret.labels().get(percona::CLUSTER_LABEL).cloned();
             secret_store
                 .state()
                 .into_iter()
                 .filter(|cr| cr.namespace() == namespace)
-                .filter(|cr| discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name))
+                .filter(|cr| {
+                    discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
+                        || percona::target(&cr.spec, &cr.name_any())
+                            .is_some_and(|t| Some(&t.cluster) == cluster.as_ref())
+                })
                 .map(|cr| ObjectRef::from_obj(&*cr))
                 .collect::<Vec<_>>()
         })
@@ -164,6 +173,32 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 template_store.state().into_iter().map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
             },
         );
+    // PerconaPGClusters, when their CRD is installed now (else DittoServers that need one say so).
+    let percona_installed = Api::<CustomResourceDefinition>::all(client.clone())
+        .get_metadata_opt(percona::CRD_NAME)
+        .await
+        .is_ok_and(|crd| crd.is_some());
+    if percona_installed {
+        let resource = percona::api_resource();
+        let api = match &ns {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+            None => Api::<DynamicObject>::all_with(client.clone(), &resource),
+        };
+        controller =
+            controller.watches_with(api, resource, watcher::Config::default(), move |cluster: DynamicObject| {
+                let namespace = cluster.namespace();
+                let name = cluster.name_any();
+                percona_store
+                    .state()
+                    .into_iter()
+                    .filter(|cr| cr.namespace() == namespace)
+                    .filter(|cr| percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| t.cluster == name))
+                    .map(|cr| ObjectRef::from_obj(&*cr))
+                    .collect::<Vec<_>>()
+            });
+    } else {
+        info!("PerconaPGCluster CRD not installed: DittoServers that use Percona will report it");
+    }
     if allow_namespace_templates {
         controller =
             controller.watches(scoped::<ConfigMap>(&client, &ns), watcher::Config::default(), move |cm: ConfigMap| {
@@ -269,6 +304,25 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         }
     };
 
+    let mut discovered = discovered;
+    if let Some(target) = percona::target(&server.spec, &name) {
+        match percona::resolve(&ctx.client, &namespace, &target)
+            .await
+            .map_err(|source| Error::Read { what: format!("PerconaPGCluster/{}", target.cluster), source })?
+        {
+            Ok((connection, password)) => percona::attach(&mut discovered, connection, password),
+            Err(not_ready) => {
+                // Never roll the server to a config that cannot start: hold everything until ready.
+                let decided = vec![
+                    templates_ready,
+                    Decided::new(DATABASE_READY, false, not_ready.reason, not_ready.message.clone()),
+                ];
+                hold(ctx, server, decided, not_ready.reason, &not_ready.message).await?;
+                return Ok(Action::requeue(WAIT));
+            }
+        }
+    }
+
     let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, &discovered) {
         Ok(r) => r,
         Err(error) => {
@@ -319,8 +373,12 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let mut decided =
         vec![templates_ready, Decided::new(CONFIG_READY, true, "Rendered", config_message(server, &rendered))];
     if let Some(pg) = &rendered.context.computed.database.postgres {
-        let message = format!("PostgreSQL at {}:{} database {}", pg.host, pg.port, pg.database);
-        decided.push(Decided::new(DATABASE_READY, true, "SecretResolved", message));
+        let (reason, source) = match percona::target(&server.spec, &name) {
+            Some(t) => ("PerconaReady", format!("PerconaPGCluster {} is ready", t.cluster)),
+            None => ("SecretResolved", "external PostgreSQL".to_string()),
+        };
+        let message = format!("{source}: {}:{} database {} over TLS ({})", pg.host, pg.port, pg.database, pg.sslmode);
+        decided.push(Decided::new(DATABASE_READY, true, reason, message));
     }
     let stateful_set = if plan.in_sync() {
         ctx.metrics.applied(0, plan.objects.len());
@@ -503,10 +561,14 @@ fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
 }
 
 fn database_status(rendered: &Rendered) -> DatabaseStatus {
+    let spec = &rendered.context.spec;
+    let percona = percona::target(spec, &rendered.context.cr.name).is_some();
     match &rendered.context.computed.database.postgres {
-        Some(pg) => {
-            DatabaseStatus { kind: "postgres".into(), host: Some(format!("{}:{}", pg.host, pg.port)), ready: true }
-        }
+        Some(pg) => DatabaseStatus {
+            kind: if percona { "percona" } else { "postgres" }.into(),
+            host: Some(format!("{}:{}", pg.host, pg.port)),
+            ready: true,
+        },
         None => DatabaseStatus { kind: "sqlite".into(), host: None, ready: true },
     }
 }

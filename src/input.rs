@@ -17,6 +17,8 @@ pub enum InputError {
 pub struct RenderInput {
     pub server: DittoServer,
     pub secrets: SecretsByName,
+    /// PerconaPGClusters by name, standing in for the cluster's.
+    pub percona: std::collections::BTreeMap<String, Value>,
 }
 
 pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
@@ -24,6 +26,7 @@ pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
     let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| fail(format!("invalid YAML: {e}")))?;
     let mut server = None;
     let mut secrets = SecretsByName::new();
+    let mut percona = std::collections::BTreeMap::new();
     for doc in documents.into_iter().filter(|d| !d.is_null()) {
         let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
         match kind {
@@ -40,14 +43,20 @@ pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
                     .map_err(|e| fail(format!("Secret {}: {}", e.path(), e.inner())))?;
                 secrets.insert(secret.name_any(), secret);
             }
+            "PerconaPGCluster" => {
+                let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                percona.insert(name, doc);
+            }
             other => {
-                return Err(fail(format!("unexpected kind {other:?}: expected a DittoServer and optionally Secrets")));
+                return Err(fail(format!(
+                    "unexpected kind {other:?}: expected a DittoServer and optionally Secrets and PerconaPGClusters"
+                )));
             }
         }
     }
     let server = server.ok_or_else(|| fail("no DittoServer found".into()))?;
     validate(&server).map_err(fail)?;
-    Ok(RenderInput { server, secrets })
+    Ok(RenderInput { server, secrets, percona })
 }
 
 /// The admission checks the apiserver would make that rendering does not already make.
@@ -74,8 +83,16 @@ pub fn render_offline(
     let settings = crate::settings::Settings { values_builder: values, ..crate::settings::Settings::for_tests(None) };
     let effective = crate::overrides::layer(&settings, sets)?;
     let name = input.server.metadata.name.clone().unwrap_or_default();
-    let discovered = crate::discover::resolve(&input.server.spec, &name, &effective.values, &input.secrets, false)
+    let mut discovered = crate::discover::resolve(&input.server.spec, &name, &effective.values, &input.secrets, false)
         .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    if let Some(target) = crate::percona::target(&input.server.spec, &name) {
+        let namespace = input.server.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let cluster = input.percona.get(&target.cluster);
+        let (connection, password) =
+            crate::percona::evaluate(&target, &namespace, !input.percona.is_empty(), cluster, &input.secrets)
+                .map_err(|nr| anyhow::anyhow!("{file}: database not ready ({}): {}", nr.reason, nr.message))?;
+        crate::percona::attach(&mut discovered, connection, password);
+    }
     crate::render::Renderer::new(&effective.templates)
         .render(&input.server, &effective.values, &discovered)
         .map_err(|e| anyhow::anyhow!("{file}: {e}"))

@@ -20,6 +20,7 @@ pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod overrides;
+pub mod percona;
 pub mod preview;
 pub mod render;
 pub mod serve;

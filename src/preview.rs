@@ -106,7 +106,13 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
         .map_err(|blocked| anyhow::anyhow!("template overrides ({}): {}", blocked.reason, blocked.message))?;
     let secrets = fetch_secrets(&client, &server, &namespace).await?;
     // Existing generated credentials are read; missing ones show as created (values masked).
-    let discovered = discover::resolve(&server.spec, &name, &effective.values, &secrets, false)?;
+    let mut discovered = discover::resolve(&server.spec, &name, &effective.values, &secrets, false)?;
+    if let Some(target) = crate::percona::target(&server.spec, &name) {
+        let (connection, password) = crate::percona::resolve(&client, &namespace, &target)
+            .await?
+            .map_err(|nr| anyhow::anyhow!("database not ready ({}): {}", nr.reason, nr.message))?;
+        crate::percona::attach(&mut discovered, connection, password);
+    }
     let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
     let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
     let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects).await?;

@@ -1,0 +1,126 @@
+//! Percona on the real apiserver with the real PerconaPGCluster CRD (fixture from Percona's
+//! v3.0.0 release): a cluster still initializing gates the StatefulSet; ready renders the
+//! config from the user Secret's keys; rotating the password rolls the pod; deleting the
+//! cluster sets DatabaseReady=False.
+
+mod support;
+
+use dittofs_operator::crd::DittoServer;
+use dittofs_operator::percona;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/percona");
+
+async fn install_percona_crd(client: &Client) {
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{FIXTURES}/perconapgclusters.crd.yaml")).unwrap())
+            .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(percona::CRD_NAME, &PatchParams::apply("percona-tests").force(), &Patch::Apply(&crd)).await.unwrap();
+    eventually("Percona CRD established", DEADLINE, || async {
+        let crd = crds.get(percona::CRD_NAME).await.ok()?;
+        crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+    })
+    .await;
+}
+
+async fn database_ready(servers: &Api<DittoServer>, status: &str, reason: &str) -> Condition {
+    eventually(&format!("DatabaseReady={status} ({reason})"), DEADLINE, || async {
+        let conditions = servers.get("files").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "DatabaseReady" && c.status == status && c.reason == reason)
+    })
+    .await
+}
+
+fn checksum(sts: &StatefulSet) -> String {
+    sts.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()
+        ["dittofs.dittofs.com/config-checksum"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percona_cluster_gates_renders_rotates_and_disappears() {
+    let client = client().await;
+    install_crd(&client).await;
+    install_percona_crd(&client).await;
+    let ns = namespace(&client, "percona", &[]).await;
+    let operator = Operator::start(&client, &ns);
+
+    // The cluster exists but is still initializing.
+    let mut cluster: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{FIXTURES}/perconapgcluster.example.yaml")).unwrap())
+            .unwrap();
+    cluster.as_object_mut().unwrap().remove("status");
+    cluster["metadata"] = json!({"name": "cluster1", "namespace": ns});
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &percona::api_resource());
+    let object: DynamicObject = serde_json::from_value(cluster).unwrap();
+    clusters.create(&PostParams::default(), &object).await.expect("the fixture cluster is valid for the real CRD");
+    let set_state = |state: &'static str| json!({"status": {"state": state, "observedGeneration": 1}});
+    clusters.patch_status("cluster1", &PatchParams::default(), &Patch::Merge(set_state("initializing"))).await.unwrap();
+
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  database:\n    percona: {clusterName: cluster1, user: app}\n";
+    servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
+    let condition = database_ready(&servers, "False", "PerconaNotReady").await;
+    assert!(condition.message.contains("initializing"), "{}", condition.message);
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    assert!(sts_api.get_opt("files").await.unwrap().is_none(), "no StatefulSet while the database is not ready");
+
+    // Ready, with its user Secret (found by name and label: Percona sets no owner reference).
+    let mut secret: Secret =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{FIXTURES}/pguser-secret.example.yaml")).unwrap())
+            .unwrap();
+    secret.metadata.namespace = Some(ns.clone());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    clusters.patch_status("cluster1", &PatchParams::default(), &Patch::Merge(set_state("ready"))).await.unwrap();
+    let sts =
+        eventually("StatefulSet once ready", DEADLINE, || async { sts_api.get_opt("files").await.ok().flatten() })
+            .await;
+    database_ready(&servers, "True", "PerconaReady").await;
+    let config = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("files-config").await.unwrap().data.unwrap()
+        ["config.yaml"]
+        .clone();
+    for line in [
+        "type: \"postgres\"",
+        "host: \"cluster1-primary.default.svc\"",
+        "port: 5432",
+        "database: \"app\"",
+        "user: \"app\"",
+        "sslmode: \"require\"",
+    ] {
+        assert!(config.contains(line), "{line} missing from\n{config}");
+    }
+    assert!(!config.contains("NTLyKX"), "the password never reaches the ConfigMap");
+    let status = servers.get("files").await.unwrap().status.unwrap();
+    assert_eq!(status.database.unwrap().kind, "percona");
+
+    // Rotating the password rolls the pod.
+    let before = checksum(&sts);
+    secrets
+        .patch(
+            "cluster1-pguser-app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "rotated-password-0123456789"}})),
+        )
+        .await
+        .unwrap();
+    eventually("checksum follows the password", DEADLINE, || async {
+        (checksum(&sts_api.get("files").await.ok()?) != before).then_some(())
+    })
+    .await;
+
+    // The cluster goes away: DatabaseReady says so; the running StatefulSet is left as it is.
+    clusters.delete("cluster1", &DeleteParams::default()).await.unwrap();
+    let condition = database_ready(&servers, "False", "PerconaClusterNotFound").await;
+    assert!(condition.message.contains("cluster1"), "{}", condition.message);
+    assert!(sts_api.get_opt("files").await.unwrap().is_some());
+    operator.shutdown().await;
+}
