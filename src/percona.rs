@@ -193,7 +193,7 @@ mod tests {
 
     fn fixture_secret() -> SecretsByName {
         let text = include_str!("../tests/fixtures/percona/pguser-secret.example.yaml");
-        let secret: Secret = serde_saphyr::from_str(&text).unwrap();
+        let secret: Secret = serde_saphyr::from_str(text).unwrap();
         SecretsByName::from([(secret.name_any(), secret)])
     }
 
