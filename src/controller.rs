@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -82,8 +83,36 @@ impl Context {
     }
 }
 
+/// Held on every DittoServer so deletion waits for [`cleanup`].
+pub const FINALIZER: &str = "dittofs.dittofs.com/finalizer";
+
+/// Deletion: say so, leave data behind on purpose. Owner references let the garbage collector
+/// remove the objects we own; PVCs (retained by the StatefulSet) and the generated credentials
+/// (not owned) stay, so a DittoServer re-created with the same name finds its data.
+async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
+    let name = server.name_any();
+    let note = format!(
+        "Deleting {name}: owned objects are garbage-collected; PersistentVolumeClaims and generated credentials are kept"
+    );
+    publish(ctx, server, EventType::Normal, "Deleting", &note).await;
+    let mut status = server.status.clone().unwrap_or_default();
+    if status.phase != Some(crate::crd::Phase::Deleting) {
+        status.phase = Some(crate::crd::Phase::Deleting);
+        let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+        // Best effort: the object may already be gone from under us.
+        if let Err(error) =
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await
+        {
+            warn!(%error, "could not report phase Deleting");
+        }
+    }
+    Ok(Action::await_change())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("finalizer: {0}")]
+    Finalizer(String),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
     #[error("reading {what}: {source}")]
@@ -98,6 +127,7 @@ impl Error {
             Self::Apply(_) => "ApplyFailed",
             Self::Read { .. } => "ReadFailed",
             Self::Status(_) => "StatusFailed",
+            Self::Finalizer(_) => "FinalizerFailed",
         }
     }
 }
@@ -253,13 +283,29 @@ pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) 
 
 #[tracing::instrument(skip_all, fields(name = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
 pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if server.meta().deletion_timestamp.is_some() {
-        // Owner references let the garbage collector remove what we own; PVCs and credentials stay.
-        return Ok(Action::await_change());
-    }
     let started = std::time::Instant::now();
     ctx.metrics.started();
-    let result = reconcile_inner(&server, &ctx).await;
+    let result = if ctx.settings.dry_run {
+        // Observe-only: not even a finalizer is added.
+        if server.meta().deletion_timestamp.is_some() {
+            Ok(Action::await_change())
+        } else {
+            reconcile_inner(&server, &ctx).await
+        }
+    } else {
+        let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+        finalizer(&api, FINALIZER, server.clone(), |event| async {
+            match event {
+                FinalizerEvent::Apply(server) => reconcile_inner(&server, &ctx).await,
+                FinalizerEvent::Cleanup(server) => cleanup(&server, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(other.to_string()),
+        })
+    };
     ctx.metrics.finished(result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()), started.elapsed());
     let action = result?;
     ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));

@@ -340,3 +340,36 @@ async fn an_existing_object_of_someone_else_is_never_taken_over() {
     assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.unwrap().is_none());
     operator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_waits_for_the_operator_and_keeps_credentials() {
+    use k8s_openapi::api::events::v1::Event;
+    let (client, ns) = setup("finalizer").await;
+    let operator = Operator::start(&client, &ns);
+    create(&client, &ns, MINIMAL).await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    eventually("finalizer added", DEADLINE, || async {
+        let cr = servers.get("demo").await.ok()?;
+        cr.finalizers().iter().any(|f| f == "dittofs.dittofs.com/finalizer").then_some(())
+    })
+    .await;
+    wait_for_sts(&client, &ns, "demo").await;
+    operator.shutdown().await;
+
+    // Without the operator the deletion waits (the finalizer holds it) ...
+    servers.delete("demo", &Default::default()).await.unwrap();
+    let held = servers.get("demo").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+
+    // ... and completes once the operator runs.
+    let operator = Operator::start(&client, &ns);
+    eventually("DittoServer deleted", DEADLINE, || async {
+        servers.get_opt("demo").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let events = Api::<Event>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items;
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("Deleting")), "a Deleting Event is recorded");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    assert!(secrets.get_opt("demo-jwt-secret").await.unwrap().is_some(), "credentials are kept with the data");
+    operator.shutdown().await;
+}
