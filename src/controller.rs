@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -165,8 +166,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
     let controller = Controller::new(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic());
     let store = controller.store();
-    let (secret_store, template_store, namespace_store, percona_store) =
-        (store.clone(), store.clone(), store.clone(), store);
+    let (secret_store, template_store, namespace_store, percona_store, class_store) =
+        (store.clone(), store.clone(), store.clone(), store.clone(), store);
     let mut controller = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns(scoped::<ConfigMap>(&client, &ns), owned.clone())
@@ -195,6 +196,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
         .watches(scoped::<Pod>(&client, &ns), owned_instances.clone(), by_instance::<Pod>)
         .watches(scoped::<PersistentVolumeClaim>(&client, &ns), owned_instances, by_instance::<PersistentVolumeClaim>)
+        // A StorageClass that appears (or goes) changes what the DittoServers naming it can do.
+        .watches(Api::<StorageClass>::all(client.clone()), watcher::Config::default(), move |class: StorageClass| {
+            let name = class.name_any();
+            class_store
+                .state()
+                .into_iter()
+                .filter(|cr| cr.spec.storage.storage_class_name.as_deref() == Some(name.as_str()))
+                .map(|cr| ObjectRef::from_obj(&*cr))
+                .collect::<Vec<_>>()
+        })
         // An edit of the operator-wide overrides re-renders every DittoServer.
         .watches(
             operator_templates,
@@ -394,6 +405,7 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let missing_class =
         health::storage_class_missing(&ctx.client, storage_class).await.map_err(read("StorageClass"))?;
     let mut objects = rendered.objects.clone();
+    let mut held_back = None;
     if let Some(missing) = &missing_class {
         let condition = health::storage_class_condition(missing);
         publish(ctx, server, EventType::Warning, condition.reason, &condition.message).await;
@@ -401,6 +413,7 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         let sts_api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
         if sts_api.get_metadata_opt(&name).await.map_err(read("StatefulSet"))?.is_none() {
             objects.retain(|o| o.kind() != "StatefulSet");
+            held_back = Some(format!("StatefulSet/{name} is not created until StorageClass {missing:?} exists"));
         }
     }
     let plan = match apply::plan(&ctx.client, &namespace, &name, Some(&owner), &objects).await {
@@ -428,7 +441,10 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     }
     let stateful_set = if plan.in_sync() {
         ctx.metrics.applied(0, plan.objects.len());
-        decided.push(Decided::new(IN_SYNC, true, "InSync", "Every managed object matches the rendered templates"));
+        decided.push(match &held_back {
+            Some(why) => Decided::new(IN_SYNC, false, "HeldBack", why.clone()),
+            None => Decided::new(IN_SYNC, true, "InSync", "Every managed object matches the rendered templates"),
+        });
         plan.live_stateful_set()
     } else if paused || ctx.settings.dry_run {
         let why =
@@ -461,7 +477,10 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
             publish(ctx, server, EventType::Normal, reason, &note).await;
         }
         info!(writes = outcome.applied.len(), checksum = %rendered.checksum, "reconciled");
-        decided.push(Decided::new(IN_SYNC, true, "Applied", "Every managed object matches the rendered templates"));
+        decided.push(match &held_back {
+            Some(why) => Decided::new(IN_SYNC, false, "HeldBack", why.clone()),
+            None => Decided::new(IN_SYNC, true, "Applied", "Every managed object matches the rendered templates"),
+        });
         outcome.stateful_set
     };
 

@@ -36,6 +36,7 @@ async fn missing_storage_class_is_reported_before_the_stateful_set_exists() {
     assert!(sts.get_opt("demo").await.unwrap().is_none(), "no StatefulSet while its class is missing");
     let ready = condition(&servers, "Ready", "False", "ConditionsNotMet").await;
     assert!(ready.message.contains("StorageClassMissing"), "{}", ready.message);
+    condition(&servers, "InSync", "False", "HeldBack").await;
 
     let sc: StorageClass =
         serde_json::from_value(json!({"metadata": {"name": class}, "provisioner": "example.com/none"})).unwrap();

@@ -1,0 +1,113 @@
+//! `deploy/` as users install it: `kubectl apply -k deploy/` is accepted by a real apiserver,
+//! and the operator, running with exactly the ServiceAccount's RBAC (impersonated), can do its
+//! whole job — leader election included — while being refused what it was not granted.
+
+mod support;
+
+use std::sync::Arc;
+
+use dittofs_operator::controller::{Context, Settings};
+use dittofs_operator::crd::DittoServer;
+use dittofs_operator::leader::{self, LeaseSettings};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use support::*;
+
+const SERVICE_ACCOUNT: &str = "system:serviceaccount:dittofs-system:dittofs-operator";
+
+async fn as_operator() -> Client {
+    let kubeconfig = Kubeconfig::read_from(&cluster().kubeconfig).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.into());
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        "system:serviceaccounts:dittofs-system".into(),
+        "system:authenticated".into(),
+    ]);
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kustomization_installs_and_its_rbac_is_enough_and_no_more() {
+    let admin = client().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let kubectl = testbin().join("kubectl");
+    let apply = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(kubectl)
+            .args(["apply", "--server-side", "-k"])
+            .arg(root.join("deploy"))
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(apply.status.success(), "kubectl apply -k deploy/: {}", String::from_utf8_lossy(&apply.stderr));
+    let applied = String::from_utf8_lossy(&apply.stdout);
+    for object in [
+        "namespace/dittofs-system",
+        "customresourcedefinition.apiextensions.k8s.io/dittoservers.dittofs.dittofs.com",
+        "clusterrole.rbac.authorization.k8s.io/dittofs-operator",
+        "deployment.apps/dittofs-operator",
+    ] {
+        assert!(applied.contains(object), "{object} not applied:\n{applied}");
+    }
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "rbac", &[]).await;
+
+    // The operator as its ServiceAccount, on all namespaces, with leader election.
+    let client = as_operator().await;
+    let ctx = Arc::new(Context::new(client.clone(), Settings::for_tests(None)));
+    let lease = LeaseSettings {
+        name: "dittofs-operator".into(),
+        namespace: "dittofs-system".into(),
+        identity: "rbac-test".into(),
+        duration_seconds: 15,
+        grace_seconds: 5,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(leader::run(ctx.clone(), lease, async move {
+        let _ = stopped.await;
+    }));
+
+    let servers: Api<DittoServer> = Api::namespaced(admin.clone(), &ns);
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi, storageClassName: standard}\n  metrics: {enabled: true}\n";
+    servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
+    // StorageClass "standard" does not exist: reading it is allowed, and the StatefulSet is held back.
+    eventually("Degraded=True StorageClassMissing", DEADLINE, || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "Degraded" && c.reason == "StorageClassMissing").then_some(())
+    })
+    .await;
+    let sc: k8s_openapi::api::storage::v1::StorageClass = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "standard"}, "provisioner": "example.com/none"}),
+    )
+    .unwrap();
+    let _ = Api::<k8s_openapi::api::storage::v1::StorageClass>::all(admin.clone())
+        .create(&PostParams::default(), &sc)
+        .await;
+    let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+    eventually("StatefulSet created once the class exists", DEADLINE, || async {
+        sts.get_opt("demo").await.ok().flatten()
+    })
+    .await;
+    eventually("in sync as the ServiceAccount", DEADLINE, || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "InSync" && c.status == "True").then_some(())
+    })
+    .await;
+    assert_eq!(
+        ctx.metrics.reconciles_with("ReadFailed") + ctx.metrics.reconciles_with("ApplyFailed"),
+        0,
+        "no permission errors"
+    );
+
+    // Least privilege: what it was not granted is refused.
+    let denied = Api::<Node>::all(client.clone()).list(&Default::default()).await.unwrap_err();
+    assert!(denied.to_string().contains("forbidden"), "{denied}");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
