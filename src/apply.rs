@@ -131,13 +131,19 @@ fn resource_of(kind: &str) -> ApiResource {
         "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
         "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
         "PodDisruptionBudget" => ApiResource::erase::<PodDisruptionBudget>(&()),
+        "PerconaPGCluster" => crate::percona::api_resource(),
         other => unreachable!("no API resource for managed kind {other}"),
     }
 }
 
-/// Kinds that pruning looks at: exactly those templates may produce. Never PersistentVolumeClaims.
+/// Kinds that pruning looks at: those templates may produce, except databases. Never
+/// PersistentVolumeClaims, never a PerconaPGCluster (its fate is decided on deletion only).
 fn prunable() -> Vec<ApiResource> {
-    crate::render::ALLOWED_KINDS.iter().map(|(_, kind)| resource_of(kind)).collect()
+    crate::render::ALLOWED_KINDS
+        .iter()
+        .filter(|(_, kind)| *kind != "PerconaPGCluster")
+        .map(|(_, kind)| resource_of(kind))
+        .collect()
 }
 
 fn api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {
@@ -149,13 +155,15 @@ fn to_value(object: &DynamicObject) -> Value {
 }
 
 /// Works out what applying `objects` would change, without writing anything.
-/// `owner` is None when the DittoServer is not in the cluster (then nothing is pruned).
+/// `owner` is None when the DittoServer is not in the cluster (then nothing is pruned);
+/// `prune` is false when `objects` is deliberately a subset of what the CR renders.
 pub async fn plan(
     client: &Client,
     namespace: &str,
     cr_name: &str,
     owner: Option<&OwnerReference>,
     objects: &[ManagedObject],
+    prune: bool,
 ) -> Result<Plan, ApplyError> {
     let mut plan = Plan::default();
     for object in objects {
@@ -189,7 +197,7 @@ pub async fn plan(
         };
         plan.objects.push(PlannedObject { object, live, diff });
     }
-    if let Some(owner) = owner {
+    if let Some(owner) = owner.filter(|_| prune) {
         let keep: BTreeSet<String> = objects.iter().map(ManagedObject::reference).collect();
         plan.prunes = plan_prunes(client, namespace, cr_name, &owner.uid, &keep).await?;
     }

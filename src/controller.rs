@@ -92,6 +92,12 @@ pub const FINALIZER: &str = "dittofs.dittofs.com/finalizer";
 /// (not owned) stay, so a DittoServer re-created with the same name finds its data.
 async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
     let name = server.name_any();
+    if let Err(error) = settle_database(server, ctx).await {
+        // The finalizer stays until the database's fate is settled; say why.
+        let text = format!("Cannot finish deleting: {error}; retrying");
+        publish(ctx, server, EventType::Warning, "CleanupFailed", &text).await;
+        return Err(error);
+    }
     let note = format!(
         "Deleting {name}: owned objects are garbage-collected; PersistentVolumeClaims and generated credentials are kept"
     );
@@ -108,6 +114,57 @@ async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
         }
     }
     Ok(Action::await_change())
+}
+
+/// `<name>-postgres`, if the operator created it: deleted with the server only when
+/// `spec.percona.deleteWithServer: true`; otherwise orphaned (owner reference removed) so the
+/// garbage collector keeps it — also when `spec.percona.enabled` was turned off meanwhile.
+async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Error> {
+    let crd = Api::<CustomResourceDefinition>::all(ctx.client.clone());
+    let read = |what: &str| {
+        let what = what.to_string();
+        move |source| Error::Read { what, source }
+    };
+    if crd.get_metadata_opt(percona::CRD_NAME).await.map_err(read("CustomResourceDefinition"))?.is_none() {
+        return Ok(());
+    }
+    let namespace = server.namespace().unwrap_or_default();
+    let name = format!("{}-postgres", server.name_any());
+    let clusters = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &percona::api_resource());
+    let Some(cluster) = clusters.get_opt(&name).await.map_err(read("PerconaPGCluster"))? else { return Ok(()) };
+    let uid = server.uid().unwrap_or_default();
+    if !cluster.owner_references().iter().any(|o| o.uid == uid) {
+        return Ok(());
+    }
+    let delete = server.spec.percona.as_ref().is_some_and(|p| p.enabled && p.delete_with_server == Some(true));
+    let reference = format!("PerconaPGCluster/{name}");
+    if delete {
+        clusters.delete(&name, &Default::default()).await.map_err(|source| {
+            Error::Apply(apply::ApplyError::Api { action: "deleting", object: reference.clone(), source })
+        })?;
+        publish(
+            ctx,
+            server,
+            EventType::Normal,
+            "PerconaDeleted",
+            &format!("Deleted {reference} (spec.percona.deleteWithServer)"),
+        )
+        .await;
+    } else {
+        let orphan = json!({"metadata": {"ownerReferences": null}});
+        clusters.patch(&name, &PatchParams::default(), &Patch::Merge(orphan)).await.map_err(|source| {
+            Error::Apply(apply::ApplyError::Api { action: "orphaning", object: reference.clone(), source })
+        })?;
+        publish(
+            ctx,
+            server,
+            EventType::Normal,
+            "PerconaOrphaned",
+            &format!("Kept {reference}: it outlives the DittoServer (deleteWithServer is not true)"),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,12 +344,12 @@ pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) 
         *count
     };
     // 1 s, 2 s, 4 s … capped at 5 minutes.
-    let delay = Duration::from_secs(1u64 << attempt.min(9)).min(Duration::from_secs(300));
+    let delay = Duration::from_secs(1u64 << (attempt - 1).min(9)).min(Duration::from_secs(300));
     warn!(name = %server.name_any(), namespace = ?server.namespace(), %error, attempt, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
-#[tracing::instrument(skip_all, fields(name = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
+#[tracing::instrument(skip_all, fields(dittoserver = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
 pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     ctx.metrics.started();
@@ -369,7 +426,15 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         {
             Ok((connection, password)) => percona::attach(&mut discovered, connection, password),
             Err(not_ready) => {
-                // Never roll the server to a config that cannot start: hold everything until ready.
+                // The cluster the operator creates: create or update it now, and only it.
+                if target.owned
+                    && not_ready.reason != "PerconaNotInstalled"
+                    && !is_paused(server)
+                    && !ctx.settings.dry_run
+                {
+                    apply_database_only(ctx, server, &effective, &discovered).await?;
+                }
+                // Never roll the server to a config that cannot start: hold everything else until ready.
                 let decided = vec![
                     templates_ready,
                     Decided::new(DATABASE_READY, false, not_ready.reason, not_ready.message.clone()),
@@ -416,7 +481,7 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
             held_back = Some(format!("StatefulSet/{name} is not created until StorageClass {missing:?} exists"));
         }
     }
-    let plan = match apply::plan(&ctx.client, &namespace, &name, Some(&owner), &objects).await {
+    let plan = match apply::plan(&ctx.client, &namespace, &name, Some(&owner), &objects, true).await {
         Ok(plan) => plan,
         Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
             // Someone else's object has the name we render: say so, touch nothing, look again later.
@@ -436,7 +501,7 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
             Some(t) => ("PerconaReady", format!("PerconaPGCluster {} is ready", t.cluster)),
             None => ("SecretResolved", "external PostgreSQL".to_string()),
         };
-        let message = format!("{source}: {}:{} database {} over TLS ({})", pg.host, pg.port, pg.database, pg.sslmode);
+        let message = format!("{source}: {}:{} database {} (sslmode {})", pg.host, pg.port, pg.database, pg.sslmode);
         decided.push(Decided::new(DATABASE_READY, true, reason, message));
     }
     let stateful_set = if plan.in_sync() {
@@ -494,6 +559,37 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let settled = workload.as_ref().is_some_and(|w| w.ready >= w.desired && w.rolled_out) && missing_class.is_none();
     write_status(ctx, server, decided, workload, Some(&rendered), file_service.as_ref()).await?;
     Ok(Action::requeue(if settled { RESYNC } else { WAIT }))
+}
+
+/// Applies just the PerconaPGCluster of `spec.percona.enabled` while it is not ready yet.
+async fn apply_database_only(
+    ctx: &Context,
+    server: &DittoServer,
+    effective: &overrides::Effective,
+    discovered: &crate::discover::Discovered,
+) -> Result<(), Error> {
+    let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, discovered) {
+        Ok(r) => r,
+        Err(e) => {
+            publish(ctx, server, EventType::Warning, "TemplateInvalid", &e.to_string()).await;
+            return Ok(());
+        }
+    };
+    let namespace = server.namespace().unwrap_or_default();
+    let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
+    let plan = apply::plan(&ctx.client, &namespace, &server.name_any(), Some(&owner), &rendered.objects, false).await?;
+    for change in apply::execute(&ctx.client, &namespace, plan).await?.applied {
+        let note = format!("{:?} {}: {}", change.action, change.reference, change.paths.join(", "));
+        publish(
+            ctx,
+            server,
+            EventType::Normal,
+            if change.action == DiffAction::Create { "Created" } else { "Updated" },
+            &note,
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Nothing can be applied: report why (Warning Event, conditions) and leave every object as it is.

@@ -88,10 +88,12 @@ pub fn render_offline(
     if let Some(target) = crate::percona::target(&input.server.spec, &name) {
         let namespace = input.server.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let cluster = input.percona.get(&target.cluster);
-        let (connection, password) =
-            crate::percona::evaluate(&target, &namespace, !input.percona.is_empty(), cluster, &input.secrets)
-                .map_err(|nr| anyhow::anyhow!("{file}: database not ready ({}): {}", nr.reason, nr.message))?;
-        crate::percona::attach(&mut discovered, connection, password);
+        match crate::percona::evaluate(&target, &namespace, true, cluster, &input.secrets) {
+            Ok((connection, password)) => crate::percona::attach(&mut discovered, connection, password),
+            // What the operator applies first for a cluster it creates: the cluster alone.
+            Err(_) if target.owned => {}
+            Err(nr) => anyhow::bail!("{file}: database not ready ({}): {}", nr.reason, nr.message),
+        }
     }
     crate::render::Renderer::new(&effective.templates)
         .render(&input.server, &effective.values, &discovered)

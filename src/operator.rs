@@ -22,6 +22,10 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .init();
+    anyhow::ensure!(
+        args.lease_duration_seconds >= 3,
+        "--lease-duration-seconds must be at least 3 (renewal happens a third of the duration before expiry)"
+    );
     let settings = Settings::from_args(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

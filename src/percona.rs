@@ -113,11 +113,19 @@ pub fn evaluate(
     let state = cluster.pointer("/status/state").and_then(Value::as_str).unwrap_or("");
     let generation = cluster.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
     let observed = cluster.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
-    if state != "ready" || observed < generation {
+    if state != "ready" {
         let state = if state.is_empty() { "not reported yet" } else { state };
         return Err(not_ready(
             "PerconaNotReady",
             format!("PerconaPGCluster {name} is {state} (status.state); waiting for ready"),
+        ));
+    }
+    if observed < generation {
+        return Err(not_ready(
+            "PerconaNotReady",
+            format!(
+                "PerconaPGCluster {name}: its status (generation {observed}) has not caught up with its spec (generation {generation})"
+            ),
         ));
     }
     let (user, secret_name) = user_and_secret(target, cluster);
@@ -127,15 +135,19 @@ pub fn evaluate(
             format!("user Secret {secret_name} of PerconaPGCluster {name} not found"),
         ));
     };
-    let data: std::collections::BTreeMap<String, Vec<u8>> =
+    let mut data: std::collections::BTreeMap<String, Vec<u8>> =
         secret.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    // stringData exists only on objects not yet written (render's input file).
+    data.extend(secret.string_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
     let text =
         |key: &str| data.get(key).map(|v| String::from_utf8_lossy(v).trim().to_string()).filter(|v| !v.is_empty());
     let missing =
         |key: &str| not_ready("PerconaSecretIncomplete", format!("user Secret {secret_name} has no key {key:?}"));
     let host = text("host").ok_or_else(|| missing("host"))?;
     let port = text("port").ok_or_else(|| missing("port"))?;
-    let port: i32 = port.parse().map_err(|_| missing("port (a number)"))?;
+    let port: i32 = port.parse().map_err(|_| {
+        not_ready("PerconaSecretIncomplete", format!("key \"port\" of user Secret {secret_name} is not a port number"))
+    })?;
     let database = target.database.clone().or_else(|| text("dbname")).ok_or_else(|| missing("dbname"))?;
     let password = data.get("password").cloned().ok_or_else(|| missing("password"))?;
     let connection = PostgresConnection {

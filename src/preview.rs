@@ -115,7 +115,7 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
     }
     let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
     let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
-    let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects).await?;
+    let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects, true).await?;
     Ok(plan.changes().into_iter().cloned().collect())
 }
 

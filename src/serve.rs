@@ -1,5 +1,5 @@
-//! The operator's own HTTP endpoints: `/healthz` (process alive), `/readyz` (watching the
-//! cluster: leader or standby) and `/metrics` (Prometheus text format).
+//! The operator's own HTTP endpoints: `/healthz` (process alive), `/readyz` (started and not
+//! shutting down; a standby replica is ready too) and `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -47,6 +47,7 @@ pub struct Values {
     pub pod_security_context: PodSecurityContext,
     pub security_context: SecurityContext,
     pub tmp_volume: TmpVolumeValues,
+    pub percona: PerconaValues,
     pub wait_for_postgres: WaitForPostgresValues,
     pub common_labels: BTreeMap<String, String>,
     pub common_annotations: BTreeMap<String, String>,
@@ -168,6 +169,17 @@ pub struct ProbeValues {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TmpVolumeValues {
     pub size_limit: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PerconaValues {
+    pub cr_version: String,
+    pub image: String,
+    pub postgres_version: i32,
+    pub replicas: i32,
+    pub storage_size: String,
+    pub database_name: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]

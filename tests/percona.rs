@@ -124,3 +124,87 @@ async fn percona_cluster_gates_renders_rotates_and_disappears() {
     assert!(sts_api.get_opt("files").await.unwrap().is_some());
     operator.shutdown().await;
 }
+
+async fn cluster_named(clusters: &Api<DynamicObject>, name: &str) -> Value {
+    eventually(&format!("PerconaPGCluster {name}"), DEADLINE, || async {
+        clusters.get_opt(name).await.ok().flatten().map(|c| serde_json::to_value(c).unwrap())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unless_asked() {
+    let client = client().await;
+    install_crd(&client).await;
+    install_percona_crd(&client).await;
+    let ns = namespace(&client, "percona-owned", &[]).await;
+    let operator = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &percona::api_resource());
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true, replicas: 1, storageSize: 5Gi}\n";
+    let created = servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
+
+    // Created from values and spec, owned by the DittoServer, accepted by Percona's real schema.
+    let cluster = cluster_named(&clusters, "files-postgres").await;
+    assert_eq!(cluster["metadata"]["ownerReferences"][0]["uid"], json!(created.metadata.uid));
+    assert_eq!(cluster["spec"]["crVersion"], "3.0.0");
+    assert_eq!(cluster["spec"]["instances"][0]["replicas"], 1);
+    assert_eq!(cluster["spec"]["instances"][0]["dataVolumeClaimSpec"]["resources"]["requests"]["storage"], "5Gi");
+    assert_eq!(cluster["spec"]["users"][0], json!({"name": "dittofs", "databases": ["dittofs"]}));
+    assert_eq!(cluster["spec"]["backups"]["enabled"], false);
+    database_ready(&servers, "False", "PerconaNotReady").await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    assert!(sts_api.get_opt("files").await.unwrap().is_none());
+
+    // Later changes propagate.
+    servers
+        .patch("files", &PatchParams::default(), &Patch::Merge(json!({"spec": {"percona": {"replicas": 2}}})))
+        .await
+        .unwrap();
+    eventually("replicas propagate", DEADLINE, || async {
+        let c = serde_json::to_value(clusters.get("files-postgres").await.ok()?).ok()?;
+        (c["spec"]["instances"][0]["replicas"] == 2).then_some(())
+    })
+    .await;
+
+    // Ready with its user Secret: the server rolls out against it.
+    let generation =
+        serde_json::to_value(clusters.get("files-postgres").await.unwrap()).unwrap()["metadata"]["generation"].clone();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "files-postgres-pguser-dittofs", "labels": {percona::CLUSTER_LABEL: "files-postgres"}},
+        "stringData": {"host": "files-postgres-primary.svc", "port": "5432", "user": "dittofs", "dbname": "dittofs", "password": "p4ss:w0rd+"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+    clusters
+        .patch_status(
+            "files-postgres",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"state": "ready", "observedGeneration": generation}})),
+        )
+        .await
+        .unwrap();
+    eventually("StatefulSet once the cluster is ready", DEADLINE, || async {
+        sts_api.get_opt("files").await.ok().flatten()
+    })
+    .await;
+    database_ready(&servers, "True", "PerconaReady").await;
+
+    // Deleting the server keeps the database (deleteWithServer unset): orphaned, not deleted.
+    servers.delete("files", &DeleteParams::default()).await.unwrap();
+    eventually("DittoServer gone", DEADLINE, || async { servers.get_opt("files").await.ok()?.is_none().then_some(()) })
+        .await;
+    let kept = serde_json::to_value(clusters.get("files-postgres").await.expect("cluster kept")).unwrap();
+    assert!(kept["metadata"]["ownerReferences"].is_null(), "orphaned: {}", kept["metadata"]);
+
+    // With deleteWithServer: true it goes with the server.
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: scratch}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true, deleteWithServer: true}\n";
+    servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
+    cluster_named(&clusters, "scratch-postgres").await;
+    servers.delete("scratch", &DeleteParams::default()).await.unwrap();
+    eventually("cluster deleted with the server", DEADLINE, || async {
+        clusters.get_opt("scratch-postgres").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    operator.shutdown().await;
+}

@@ -152,6 +152,20 @@ pub struct Credentials {
 
 #[derive(Serialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
+pub struct PerconaCluster {
+    pub name: String,
+    pub cr_version: String,
+    pub image: String,
+    pub postgres_version: i32,
+    pub replicas: i32,
+    pub storage_size: String,
+    pub storage_class_name: Option<String>,
+    pub database_name: String,
+    pub user: String,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct Computed {
     pub names: Names,
     /// `app.kubernetes.io/*` labels (without component) plus the values' commonLabels.
@@ -190,6 +204,8 @@ pub struct Computed {
     pub pod_annotations: BTreeMap<String, String>,
     pub tmp_size_limit: String,
     pub wait_for_postgres: WaitForPostgresValues,
+    /// The PerconaPGCluster to create (`spec.percona.enabled`).
+    pub percona: Option<PerconaCluster>,
     /// Filled by the second render pass: the rendered DittoFS config file.
     pub config_yaml: String,
     /// Filled by the second render pass: SHA-256 of the config and the referenced Secrets' data.
@@ -344,6 +360,17 @@ fn compute(
         pod_annotations: spec.pod_annotations.clone().unwrap_or_default(),
         tmp_size_limit: values.tmp_volume.size_limit.clone(),
         wait_for_postgres: values.wait_for_postgres.clone(),
+        percona: spec.percona.as_ref().filter(|p| p.enabled).map(|p| PerconaCluster {
+            name: format!("{name}-postgres"),
+            cr_version: values.percona.cr_version.clone(),
+            image: values.percona.image.clone(),
+            postgres_version: values.percona.postgres_version,
+            replicas: p.replicas.unwrap_or(values.percona.replicas),
+            storage_size: p.storage_size.clone().unwrap_or_else(|| values.percona.storage_size.clone()),
+            storage_class_name: p.storage_class_name.clone(),
+            database_name: p.database_name.clone().unwrap_or_else(|| values.percona.database_name.clone()),
+            user: "dittofs".into(),
+        }),
         config_yaml: String::new(),
         checksum: String::new(),
     })
@@ -399,10 +426,14 @@ fn database(spec: &DittoServerSpec, values: &Values, discovered: &Discovered) ->
     if !wants_postgres {
         return Ok(Database { db_type: DatabaseType::Sqlite, sqlite_path, postgres: None });
     }
-    let postgres = discovered.postgres.clone().ok_or_else(|| {
-        invalid("spec.database", "PostgreSQL connection not resolved yet (its Secret or cluster is not available)")
-    })?;
-    Ok(Database { db_type: DatabaseType::Postgres, sqlite_path, postgres: Some(postgres) })
+    // The operator-created cluster may not exist yet: only its own template renders then.
+    if discovered.postgres.is_none() && !spec.percona.as_ref().is_some_and(|p| p.enabled) {
+        return Err(invalid(
+            "spec.database",
+            "PostgreSQL connection not resolved yet (its Secret or cluster is not available)",
+        ));
+    }
+    Ok(Database { db_type: DatabaseType::Postgres, sqlite_path, postgres: discovered.postgres.clone() })
 }
 
 fn credentials(spec: &DittoServerSpec, names: &Names, discovered: &Discovered) -> Credentials {

@@ -74,6 +74,22 @@ impl<'a> Renderer<'a> {
         let mut context = RenderContext::build(cr, values, discovered)?;
         let env = self.environment();
 
+        // The operator-created database does not exist yet: render only what creates it.
+        let database_pending = context.computed.database.db_type == crate::crd::DatabaseType::Postgres
+            && context.computed.database.postgres.is_none();
+        if database_pending {
+            let mut objects = Vec::new();
+            for name in self.source.object_templates() {
+                let text = self.render_template(&env, &name, &context)?;
+                for mut object in objects::parse_documents(&name, &text)? {
+                    if object.kind() == "PerconaPGCluster" {
+                        contain(&name, &mut object, &context.cr)?;
+                        objects.push(object);
+                    }
+                }
+            }
+            return Ok(Rendered { objects, config_yaml: String::new(), checksum: String::new(), context });
+        }
         let config_yaml = self.render_template(&env, CONFIG_TEMPLATE, &context)?;
         let parsed: Result<serde_json::Value, _> = serde_saphyr::from_str(&config_yaml);
         if !matches!(parsed, Ok(serde_json::Value::Object(_))) {

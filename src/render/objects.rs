@@ -68,12 +68,14 @@ macro_rules! managed_kinds {
 }
 
 managed_kinds! {
-    (ConfigMap, ConfigMap, "v1", "ConfigMap", 0),
-    (Secret, Secret, "v1", "Secret", 1),
-    (Service, Service, "v1", "Service", 2),
-    (NetworkPolicy, NetworkPolicy, "networking.k8s.io/v1", "NetworkPolicy", 2),
-    (PodDisruptionBudget, PodDisruptionBudget, "policy/v1", "PodDisruptionBudget", 2),
-    (StatefulSet, StatefulSet, "apps/v1", "StatefulSet", 3),
+    (ConfigMap, ConfigMap, "v1", "ConfigMap", 1),
+    (Secret, Secret, "v1", "Secret", 2),
+    (Service, Service, "v1", "Service", 3),
+    (NetworkPolicy, NetworkPolicy, "networking.k8s.io/v1", "NetworkPolicy", 3),
+    (PodDisruptionBudget, PodDisruptionBudget, "policy/v1", "PodDisruptionBudget", 3),
+    (StatefulSet, StatefulSet, "apps/v1", "StatefulSet", 4),
+    // The database comes first. No Rust type exists for it: parsed as a generic object.
+    (PerconaPGCluster, kube::api::DynamicObject, "pgv2.percona.com/v2", "PerconaPGCluster", 0),
 }
 
 impl ManagedObject {
