@@ -84,6 +84,26 @@ impl Context {
     }
 }
 
+/// Wraps a failed read so the error names what was being read.
+fn read_error(what: &str) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.to_string();
+    move |source| Error::Read { what, source }
+}
+
+/// DittoServers in `namespace` for which `wanted` holds: the target of a watch mapper.
+fn matching(
+    store: &kube::runtime::reflector::Store<DittoServer>,
+    namespace: Option<String>,
+    wanted: impl Fn(&DittoServer) -> bool,
+) -> Vec<ObjectRef<DittoServer>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|cr| cr.namespace() == namespace && wanted(cr))
+        .map(|cr| ObjectRef::from_obj(&*cr))
+        .collect()
+}
+
 /// Held on every DittoServer so deletion waits for [`cleanup`].
 pub const FINALIZER: &str = "dittofs.dittofs.com/finalizer";
 
@@ -121,17 +141,13 @@ async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
 /// garbage collector keeps it — also when `spec.percona.enabled` was turned off meanwhile.
 async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Error> {
     let crd = Api::<CustomResourceDefinition>::all(ctx.client.clone());
-    let read = |what: &str| {
-        let what = what.to_string();
-        move |source| Error::Read { what, source }
-    };
-    if crd.get_metadata_opt(percona::CRD_NAME).await.map_err(read("CustomResourceDefinition"))?.is_none() {
+    if crd.get_metadata_opt(percona::CRD_NAME).await.map_err(read_error("CustomResourceDefinition"))?.is_none() {
         return Ok(());
     }
     let namespace = server.namespace().unwrap_or_default();
     let name = format!("{}-postgres", server.name_any());
     let clusters = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &percona::api_resource());
-    let Some(cluster) = clusters.get_opt(&name).await.map_err(read("PerconaPGCluster"))? else { return Ok(()) };
+    let Some(cluster) = clusters.get_opt(&name).await.map_err(read_error("PerconaPGCluster"))? else { return Ok(()) };
     let uid = server.uid().unwrap_or_default();
     if !cluster.owner_references().iter().any(|o| o.uid == uid) {
         return Ok(());
@@ -238,17 +254,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             let name = secret.name_any();
             // Percona's user Secrets have no owner reference: find their cluster by label.
             let cluster = secret.labels().get(percona::CLUSTER_LABEL).cloned();
-            secret_store
-                .state()
-                .into_iter()
-                .filter(|cr| cr.namespace() == namespace)
-                .filter(|cr| {
-                    discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
-                        || percona::target(&cr.spec, &cr.name_any())
-                            .is_some_and(|t| Some(&t.cluster) == cluster.as_ref())
-                })
-                .map(|cr| ObjectRef::from_obj(&*cr))
-                .collect::<Vec<_>>()
+            matching(&secret_store, namespace, |cr| {
+                discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
+                    || percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| Some(&t.cluster) == cluster.as_ref())
+            })
         })
         // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
         .watches(scoped::<Pod>(&client, &ns), owned_instances.clone(), by_instance::<Pod>)
@@ -286,13 +295,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             controller.watches_with(api, resource, watcher::Config::default(), move |cluster: DynamicObject| {
                 let namespace = cluster.namespace();
                 let name = cluster.name_any();
-                percona_store
-                    .state()
-                    .into_iter()
-                    .filter(|cr| cr.namespace() == namespace)
-                    .filter(|cr| percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| t.cluster == name))
-                    .map(|cr| ObjectRef::from_obj(&*cr))
-                    .collect::<Vec<_>>()
+                matching(&percona_store, namespace, |cr| {
+                    percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| t.cluster == name)
+                })
             });
     } else {
         info!("PerconaPGCluster CRD not installed: DittoServers that use Percona will report it");
@@ -302,19 +307,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             controller.watches(scoped::<ConfigMap>(&client, &ns), watcher::Config::default(), move |cm: ConfigMap| {
                 let namespace = cm.namespace();
                 let name = cm.name_any();
-                namespace_store
-                    .state()
-                    .into_iter()
-                    .filter(|cr| cr.namespace() == namespace)
-                    .filter(|cr| {
-                        cr.spec
-                            .templates
-                            .as_ref()
-                            .and_then(|t| t.config_map_ref.as_ref())
-                            .is_some_and(|r| r.name == name)
-                    })
-                    .map(|cr| ObjectRef::from_obj(&*cr))
-                    .collect::<Vec<_>>()
+                matching(&namespace_store, namespace, |cr| {
+                    cr.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()).is_some_and(|r| r.name == name)
+                })
             });
     }
     controller
@@ -462,13 +457,9 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     };
 
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
-    let read = |what: &str| {
-        let what = what.to_string();
-        move |source| Error::Read { what, source }
-    };
     let storage_class = server.spec.storage.storage_class_name.as_deref();
     let missing_class =
-        health::storage_class_missing(&ctx.client, storage_class).await.map_err(read("StorageClass"))?;
+        health::storage_class_missing(&ctx.client, storage_class).await.map_err(read_error("StorageClass"))?;
     let mut objects = rendered.objects.clone();
     let mut held_back = None;
     if let Some(missing) = &missing_class {
@@ -476,7 +467,7 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         publish(ctx, server, EventType::Warning, condition.reason, &condition.message).await;
         // Claims of a missing class never bind: do not create the StatefulSet until the class exists.
         let sts_api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
-        if sts_api.get_metadata_opt(&name).await.map_err(read("StatefulSet"))?.is_none() {
+        if sts_api.get_metadata_opt(&name).await.map_err(read_error("StatefulSet"))?.is_none() {
             objects.retain(|o| o.kind() != "StatefulSet");
             held_back = Some(format!("StatefulSet/{name} is not created until StorageClass {missing:?} exists"));
         }
@@ -553,7 +544,7 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     decided.push(match &missing_class {
         Some(missing) => health::storage_class_condition(missing),
-        None => health::observe(&ctx.client, &namespace, &name, now).await.map_err(read("pod and claims"))?,
+        None => health::observe(&ctx.client, &namespace, &name, now).await.map_err(read_error("pod and claims"))?,
     });
     // Until the pod is up, look again sooner: claim binding and crash loops show up over time.
     let settled = workload.as_ref().is_some_and(|w| w.ready >= w.desired && w.rolled_out) && missing_class.is_none();
