@@ -286,10 +286,22 @@ async fn rendered_pod_is_admitted_by_pod_security_restricted() {
     let client = client().await;
     install_crd(&client).await;
     let ns = namespace(&client, "pss", &[("pod-security.kubernetes.io/enforce", "restricted")]).await;
+    // With PostgreSQL, so the wait-for-postgres init container is checked too.
+    let mut db = Secret::default();
+    db.metadata.name = Some("db".into());
+    db.string_data = Some(BTreeMap::from([
+        ("host".to_string(), "pg.example".to_string()),
+        ("dbname".to_string(), "dittofs".to_string()),
+        ("user".to_string(), "dittofs".to_string()),
+        ("password".to_string(), "secret-password".to_string()),
+    ]));
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &db).await.unwrap();
     let operator = Operator::start(&client, &ns);
-    create(&client, &ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi, contentSize: 20Gi}\n").await;
+    create(&client, &ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi, contentSize: 20Gi}\n  database:\n    postgresSecretRef: {name: db}\n").await;
     let sts = wait_for_sts(&client, &ns, "demo").await;
     operator.shutdown().await;
+    let init = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap().init_containers.clone().unwrap_or_default();
+    assert_eq!(init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["wait-for-postgres"]);
 
     let spec = sts.spec.unwrap();
     let mut pod_spec = spec.template.spec.unwrap();
@@ -371,5 +383,30 @@ async fn deletion_waits_for_the_operator_and_keeps_credentials() {
     assert!(events.iter().any(|e| e.reason.as_deref() == Some("Deleting")), "a Deleting Event is recorded");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     assert!(secrets.get_opt("demo-jwt-secret").await.unwrap().is_some(), "credentials are kept with the data");
+    operator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percona_without_its_crd_is_reported_and_the_rest_keeps_working() {
+    // This test binary never installs the Percona CRD.
+    let (client, ns) = setup("nopercona").await;
+    let operator = Operator::start(&client, &ns);
+    create(
+        &client,
+        &ns,
+        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n  database:\n    percona: {clusterName: pg}\n",
+    )
+    .await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let condition = eventually("DatabaseReady=False PerconaNotInstalled", DEADLINE, || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        status.conditions.into_iter().find(|c| c.type_ == "DatabaseReady" && c.reason == "PerconaNotInstalled")
+    })
+    .await;
+    assert!(condition.message.contains("perconapgclusters.pgv2.percona.com"), "{}", condition.message);
+    assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.unwrap().is_none());
+    // Another DittoServer in the same operator is unaffected.
+    create(&client, &ns, &MINIMAL.replace("name: demo", "name: other")).await;
+    wait_for_sts(&client, &ns, "other").await;
     operator.shutdown().await;
 }
