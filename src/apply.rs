@@ -132,6 +132,13 @@ fn resource_of(kind: &str) -> ApiResource {
         "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
         "PodDisruptionBudget" => ApiResource::erase::<PodDisruptionBudget>(&()),
         "PerconaPGCluster" => crate::percona::api_resource(),
+        "ServiceMonitor" => ApiResource {
+            group: "monitoring.coreos.com".into(),
+            version: "v1".into(),
+            api_version: "monitoring.coreos.com/v1".into(),
+            kind: "ServiceMonitor".into(),
+            plural: "servicemonitors".into(),
+        },
         other => unreachable!("no API resource for managed kind {other}"),
     }
 }
@@ -215,10 +222,12 @@ async fn plan_prunes(
     let mut prunes = Vec::new();
     for resource in prunable() {
         let api = api(client, namespace, &resource);
-        let list = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(ApplyError::new("listing", resource.kind.clone()))?;
+        let list = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => list,
+            // A kind whose CRD is not installed has nothing to prune.
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(ApplyError::new("listing", resource.kind.clone())(e)),
+        };
         for item in list.items {
             let reference = format!("{}/{}", resource.kind, item.name_any());
             let controlled = item.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == owner_uid);

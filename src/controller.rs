@@ -460,6 +460,16 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let storage_class = server.spec.storage.storage_class_name.as_deref();
     let missing_class =
         health::storage_class_missing(&ctx.client, storage_class).await.map_err(read_error("StorageClass"))?;
+    // A template may render a kind whose CRD this cluster lacks (ServiceMonitor): say so, apply nothing.
+    for (kind, crd_name) in crate::render::OPTIONAL_KINDS {
+        let Some(object) = rendered.objects.iter().find(|o| o.kind() == *kind) else { continue };
+        let crds = Api::<CustomResourceDefinition>::all(ctx.client.clone());
+        if crds.get_metadata_opt(crd_name).await.map_err(read_error("CustomResourceDefinition"))?.is_none() {
+            let text = format!("{} is rendered but its CRD {crd_name} is not installed", object.reference());
+            let decided = vec![Decided::new(TEMPLATES_READY, false, "KindNotInstalled", text.clone())];
+            return hold(ctx, server, decided, "KindNotInstalled", &text).await;
+        }
+    }
     let mut objects = rendered.objects.clone();
     let mut held_back = None;
     if let Some(missing) = &missing_class {

@@ -48,7 +48,8 @@ pub fn target(spec: &DittoServerSpec, cr_name: &str) -> Option<Target> {
     spec.percona.as_ref().filter(|p| p.enabled).map(|p| Target {
         cluster: format!("{cr_name}-postgres"),
         user: Some("dittofs".into()),
-        database: Some(p.database_name.clone().unwrap_or_else(|| "dittofs".into())),
+        // Unset: the user Secret's dbname, i.e. the database the template declared from values.
+        database: p.database_name.clone(),
         owned: true,
     })
 }
@@ -100,11 +101,7 @@ pub fn evaluate(
         ));
     }
     let Some(cluster) = cluster else {
-        let hint = if target.owned {
-            "; creating it from spec.percona.enabled is not implemented yet: create it, or point spec.database.percona.clusterName at an existing cluster"
-        } else {
-            ""
-        };
+        let hint = if target.owned { " yet: the operator is creating it" } else { "" };
         return Err(not_ready(
             "PerconaClusterNotFound",
             format!("PerconaPGCluster {namespace}/{name} not found{hint}"),

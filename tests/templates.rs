@@ -196,3 +196,30 @@ async fn per_cr_overrides_need_the_operator_to_allow_them() {
     templates_condition(&servers, "True", &format!("ConfigMap {ns}/my-templates")).await;
     operator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_monitor_needs_its_crd() {
+    // This test binary never installs the Prometheus Operator's CRDs.
+    let (client, ns) = setup("servicemonitor").await;
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("golden/override-servicemonitor/templates/servicemonitor.yaml.j2"),
+    )
+    .unwrap();
+    set_overrides(&client, &ns, &[("servicemonitor.yaml.j2", template)]).await;
+    let operator = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let cr = DEMO.replace("metadataSize: 10Gi}", "metadataSize: 10Gi}\n  metrics: {enabled: true}");
+    servers.create(&PostParams::default(), &server(&ns, &cr)).await.unwrap();
+    let condition = eventually("TemplatesReady=False KindNotInstalled", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "TemplatesReady" && c.reason == "KindNotInstalled")
+    })
+    .await;
+    assert!(condition.message.contains("servicemonitors.monitoring.coreos.com"), "{}", condition.message);
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.unwrap().is_none(),
+        "nothing applied"
+    );
+    operator.shutdown().await;
+}

@@ -13,7 +13,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 pub use checksum::{checksum, short_digest};
 pub use context::*;
-pub use objects::{ALLOWED_KINDS, ManagedObject};
+pub use objects::{ALLOWED_KINDS, ManagedObject, OPTIONAL_KINDS};
 pub use source::{CONFIG_TEMPLATE, TemplateSource};
 
 use crate::crd::DittoServer;

@@ -76,7 +76,15 @@ managed_kinds! {
     (StatefulSet, StatefulSet, "apps/v1", "StatefulSet", 4),
     // The database comes first. No Rust type exists for it: parsed as a generic object.
     (PerconaPGCluster, kube::api::DynamicObject, "pgv2.percona.com/v2", "PerconaPGCluster", 0),
+    // Prometheus Operator; applied only where its CRD is installed.
+    (ServiceMonitor, kube::api::DynamicObject, "monitoring.coreos.com/v1", "ServiceMonitor", 3),
 }
+
+/// Kinds defined by CustomResourceDefinitions that may be absent: (kind, CRD name).
+pub const OPTIONAL_KINDS: &[(&str, &str)] = &[
+    ("PerconaPGCluster", "perconapgclusters.pgv2.percona.com"),
+    ("ServiceMonitor", "servicemonitors.monitoring.coreos.com"),
+];
 
 impl ManagedObject {
     pub fn name(&self) -> &str {
