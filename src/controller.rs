@@ -2,10 +2,11 @@
 //! Everything a reconcile needs comes through one [`Context`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -14,11 +15,12 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -67,6 +69,8 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// `/readyz`: the controller's cache is synced, or (leader election) this replica knows the Lease.
+    pub ready: Arc<AtomicBool>,
     /// Consecutive failures per CR, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
 }
@@ -79,6 +83,7 @@ impl Context {
             client,
             settings,
             metrics: Arc::new(Metrics::new()),
+            ready: Arc::default(),
             failures: Mutex::default(),
         }
     }
@@ -104,6 +109,37 @@ fn matching(
         .collect()
 }
 
+/// `namespace/name`: a DittoServer's key in the queue-depth metric.
+fn queue_key(namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or_default())
+}
+
+/// Wraps a watch mapper so every DittoServer it triggers counts as queued until its reconcile starts.
+fn queued<K, I>(
+    metrics: Arc<Metrics>,
+    mapper: impl Fn(K) -> I + Send + Sync + 'static,
+) -> impl Fn(K) -> Vec<ObjectRef<DittoServer>> + Send + Sync + 'static
+where
+    I: IntoIterator<Item = ObjectRef<DittoServer>>,
+{
+    move |object| {
+        let targets: Vec<_> = mapper(object).into_iter().collect();
+        for target in &targets {
+            metrics.enqueued(queue_key(target.namespace.as_deref(), &target.name));
+        }
+        targets
+    }
+}
+
+/// The DittoServer controlling `object` (its controller owner reference): what `owns` maps to.
+fn controller_owner<K: Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
+    let meta = object.meta();
+    let owner = meta.owner_references.as_ref()?.iter().find(|o| {
+        o.controller == Some(true) && o.kind == DittoServer::kind(&()) && o.api_version == DittoServer::api_version(&())
+    })?;
+    Some(ObjectRef::new(&owner.name).within(meta.namespace.as_deref()?))
+}
+
 /// Held on every DittoServer so deletion waits for [`cleanup`].
 pub const FINALIZER: &str = "dittofs.dittofs.com/finalizer";
 
@@ -113,27 +149,50 @@ pub const FINALIZER: &str = "dittofs.dittofs.com/finalizer";
 async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
     let name = server.name_any();
     if let Err(error) = settle_database(server, ctx).await {
-        // The finalizer stays until the database's fate is settled; say why.
-        let text = format!("Cannot finish deleting: {error}; retrying");
+        // The finalizer stays until the database's fate is settled; say why, on the CR and in an Event.
+        let text = format!(
+            "Cannot finish deleting: {error}. The finalizer {FINALIZER} stays until this succeeds (retrying with backoff)"
+        );
         publish(ctx, server, EventType::Warning, "CleanupFailed", &text).await;
+        report_deletion(ctx, server, Some(("CleanupFailed", &text))).await;
         return Err(error);
     }
     let note = format!(
         "Deleting {name}: owned objects are garbage-collected; PersistentVolumeClaims and generated credentials are kept"
     );
     publish(ctx, server, EventType::Normal, "Deleting", &note).await;
-    let mut status = server.status.clone().unwrap_or_default();
-    if status.phase != Some(crate::crd::Phase::Deleting) {
-        status.phase = Some(crate::crd::Phase::Deleting);
-        let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-        // Best effort: the object may already be gone from under us.
-        if let Err(error) =
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await
-        {
-            warn!(%error, "could not report phase Deleting");
-        }
-    }
+    report_deletion(ctx, server, None).await;
     Ok(Action::await_change())
+}
+
+/// `phase: Deleting`, Ready=False, and Degraded=True with `blocked`'s reason while cleanup cannot
+/// finish. Best effort: the object may be gone from under us once the finalizer is removed.
+async fn report_deletion(ctx: &Context, server: &DittoServer, blocked: Option<(&'static str, &str)>) {
+    let mut decided = vec![Decided::new(
+        status::READY,
+        false,
+        "Deleting",
+        "The DittoServer is being deleted; PersistentVolumeClaims and generated credentials are kept",
+    )];
+    if let Some((reason, why)) = blocked {
+        decided.push(Decided::new(status::DEGRADED, true, reason, why));
+    }
+    let previous = server.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new = DittoServerStatus {
+        phase: Some(crate::crd::Phase::Deleting),
+        conditions: status::merge_keeping(&previous.conditions, &decided, server.metadata.generation, &now),
+        ..previous.clone()
+    };
+    if !status::differs(Some(&previous), &new) {
+        return;
+    }
+    let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    if let Err(error) =
+        api.patch_status(&server.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": new }))).await
+    {
+        warn!(%error, "could not report phase Deleting");
+    }
 }
 
 /// `<name>-postgres`, if the operator created it: deleted with the server only when
@@ -237,48 +296,88 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let concurrency = settings.concurrency;
     let context = ctx;
 
-    let controller = Controller::new(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic());
+    let metrics = context.metrics.clone();
+    // Every trigger goes through `queued` so the queue-depth metric sees it: the DittoServer watch
+    // by hand (kube's own would hide it), owned kinds by their controller owner reference.
+    let (reader, writer) = reflector::store::<DittoServer>();
+    let enqueue = metrics.clone();
+    // Ready once the first list is in (kube's Store::wait_until_ready wakes only one waiter,
+    // and the controller itself is already waiting on it).
+    let ready = context.ready.clone();
+    let events = watcher(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic()).inspect_ok(
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                ready.store(true, Ordering::SeqCst);
+            }
+        },
+    );
+    let servers = reflector(writer, events)
+        .applied_objects()
+        .inspect_ok(move |cr| enqueue.enqueued(queue_key(cr.namespace().as_deref(), &cr.name_any())));
+    let controller = Controller::for_stream(servers, reader);
     let store = controller.store();
     let (secret_store, template_store, namespace_store, percona_store, class_store) =
         (store.clone(), store.clone(), store.clone(), store.clone(), store);
+    /// Metadata-only watch of a kind we own, mapped to its controlling DittoServer.
+    macro_rules! owns {
+        ($controller:expr, $kind:ty) => {
+            $controller.watches_stream(
+                watcher(scoped::<PartialObjectMeta<$kind>>(&client, &ns), owned.clone()).touched_objects(),
+                queued(metrics.clone(), controller_owner),
+            )
+        };
+    }
+    let controller = controller.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    let controller = owns!(controller, ConfigMap);
+    let controller = owns!(controller, Service);
+    let controller = owns!(controller, NetworkPolicy);
+    let controller = owns!(controller, PodDisruptionBudget);
+    let controller = owns!(controller, StatefulSet);
     let mut controller = controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns(scoped::<ConfigMap>(&client, &ns), owned.clone())
-        .owns(scoped::<Service>(&client, &ns), owned.clone())
-        .owns(scoped::<NetworkPolicy>(&client, &ns), owned.clone())
-        .owns(scoped::<PodDisruptionBudget>(&client, &ns), owned.clone())
-        .owns(scoped::<StatefulSet>(&client, &ns), owned)
         // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
-        .watches(scoped::<Secret>(&client, &ns), watcher::Config::default(), move |secret: Secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            // Percona's user Secrets have no owner reference: find their cluster by label.
-            let cluster = secret.labels().get(percona::CLUSTER_LABEL).cloned();
-            matching(&secret_store, namespace, |cr| {
-                discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
-                    || percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| Some(&t.cluster) == cluster.as_ref())
-            })
-        })
+        .watches(
+            scoped::<Secret>(&client, &ns),
+            watcher::Config::default(),
+            queued(metrics.clone(), move |secret: Secret| {
+                let namespace = secret.namespace();
+                let name = secret.name_any();
+                // Percona's user Secrets have no owner reference: find their cluster by label.
+                let cluster = secret.labels().get(percona::CLUSTER_LABEL).cloned();
+                matching(&secret_store, namespace, |cr| {
+                    discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
+                        || percona::target(&cr.spec, &cr.name_any())
+                            .is_some_and(|t| Some(&t.cluster) == cluster.as_ref())
+                })
+            }),
+        )
         // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
-        .watches(scoped::<Pod>(&client, &ns), owned_instances.clone(), by_instance::<Pod>)
-        .watches(scoped::<PersistentVolumeClaim>(&client, &ns), owned_instances, by_instance::<PersistentVolumeClaim>)
+        .watches(scoped::<Pod>(&client, &ns), owned_instances.clone(), queued(metrics.clone(), by_instance::<Pod>))
+        .watches(
+            scoped::<PersistentVolumeClaim>(&client, &ns),
+            owned_instances,
+            queued(metrics.clone(), by_instance::<PersistentVolumeClaim>),
+        )
         // A StorageClass that appears (or goes) changes what the DittoServers naming it can do.
-        .watches(Api::<StorageClass>::all(client.clone()), watcher::Config::default(), move |class: StorageClass| {
-            let name = class.name_any();
-            class_store
-                .state()
-                .into_iter()
-                .filter(|cr| cr.spec.storage.storage_class_name.as_deref() == Some(name.as_str()))
-                .map(|cr| ObjectRef::from_obj(&*cr))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+            queued(metrics.clone(), move |class: StorageClass| {
+                let name = class.name_any();
+                class_store
+                    .state()
+                    .into_iter()
+                    .filter(|cr| cr.spec.storage.storage_class_name.as_deref() == Some(name.as_str()))
+                    .map(|cr| ObjectRef::from_obj(&*cr))
+                    .collect::<Vec<_>>()
+            }),
+        )
         // An edit of the operator-wide overrides re-renders every DittoServer.
         .watches(
             operator_templates,
             watcher::Config::default().fields(&format!("metadata.name={op_name}")),
-            move |_: ConfigMap| {
+            queued(metrics.clone(), move |_: ConfigMap| {
                 template_store.state().into_iter().map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
-            },
+            }),
         );
     // PerconaPGClusters, when their CRD is installed now (else DittoServers that need one say so).
     let percona_installed = Api::<CustomResourceDefinition>::all(client.clone())
@@ -291,36 +390,52 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
             None => Api::<DynamicObject>::all_with(client.clone(), &resource),
         };
-        controller =
-            controller.watches_with(api, resource, watcher::Config::default(), move |cluster: DynamicObject| {
+        controller = controller.watches_with(
+            api,
+            resource,
+            watcher::Config::default(),
+            queued(metrics.clone(), move |cluster: DynamicObject| {
                 let namespace = cluster.namespace();
                 let name = cluster.name_any();
                 matching(&percona_store, namespace, |cr| {
                     percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| t.cluster == name)
                 })
-            });
+            }),
+        );
     } else {
         info!("PerconaPGCluster CRD not installed: DittoServers that use Percona will report it");
     }
     if allow_namespace_templates {
-        controller =
-            controller.watches(scoped::<ConfigMap>(&client, &ns), watcher::Config::default(), move |cm: ConfigMap| {
+        controller = controller.watches(
+            scoped::<ConfigMap>(&client, &ns),
+            watcher::Config::default(),
+            queued(metrics.clone(), move |cm: ConfigMap| {
                 let namespace = cm.namespace();
                 let name = cm.name_any();
                 matching(&namespace_store, namespace, |cr| {
                     cr.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()).is_some_and(|r| r.name == name)
                 })
-            });
+            }),
+        );
     }
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "reconcile failed");
+        .for_each(|result| {
+            let metrics = metrics.clone();
+            async move {
+                match result {
+                    // Deleted before its turn: it no longer waits.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
+                        metrics.dequeued(&queue_key(gone.namespace.as_deref(), &gone.name))
+                    }
+                    Err(error) => warn!(%error, "reconcile failed"),
+                    Ok(_) => {}
+                }
             }
         })
         .await;
+    metrics.queue_cleared();
     info!("controller stopped");
 }
 
@@ -347,10 +462,16 @@ pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) 
 #[tracing::instrument(skip_all, fields(dittoserver = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
 pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    ctx.metrics.started();
+    ctx.metrics.started(&queue_key(server.namespace().as_deref(), &server.name_any()));
     let result = if ctx.settings.dry_run {
-        // Observe-only: not even a finalizer is added.
+        // Observe-only: not even a finalizer is added, nor removed.
         if server.meta().deletion_timestamp.is_some() {
+            if server.finalizers().iter().any(|f| f == FINALIZER) {
+                let why = format!(
+                    "The operator runs with --dry-run: cleanup and removing the finalizer {FINALIZER} are held back until an operator without --dry-run runs"
+                );
+                report_deletion(&ctx, &server, Some(("CleanupHeldBack", &why))).await;
+            }
             Ok(Action::await_change())
         } else {
             reconcile_inner(&server, &ctx).await
@@ -422,19 +543,33 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
             Ok((connection, password)) => percona::attach(&mut discovered, connection, password),
             Err(not_ready) => {
                 // The cluster the operator creates: create or update it now, and only it.
+                let mut blocked = None;
                 if target.owned
                     && not_ready.reason != "PerconaNotInstalled"
                     && !is_paused(server)
                     && !ctx.settings.dry_run
                 {
-                    apply_database_only(ctx, server, &effective, &discovered).await?;
+                    blocked = apply_database_only(ctx, server, &effective, &discovered).await?.err();
                 }
                 // Never roll the server to a config that cannot start: hold everything else until ready.
-                let decided = vec![
-                    templates_ready,
-                    Decided::new(DATABASE_READY, false, not_ready.reason, not_ready.message.clone()),
-                ];
-                hold(ctx, server, decided, not_ready.reason, &not_ready.message).await?;
+                let mut decided =
+                    vec![Decided::new(DATABASE_READY, false, not_ready.reason, not_ready.message.clone())];
+                let (reason, text) = match blocked {
+                    // The cluster itself could not be applied: that is the news.
+                    Some(problem) => {
+                        let said = (problem.reason, problem.message.clone());
+                        if problem.type_ != TEMPLATES_READY {
+                            decided.push(templates_ready);
+                        }
+                        decided.push(problem);
+                        said
+                    }
+                    None => {
+                        decided.push(templates_ready);
+                        (not_ready.reason, not_ready.message.clone())
+                    }
+                };
+                hold(ctx, server, decided, reason, &text).await?;
                 return Ok(Action::requeue(WAIT));
             }
         }
@@ -533,15 +668,7 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
         let skipped = plan.objects.len() - plan.changes().len().min(plan.objects.len());
         let outcome = apply::execute(&ctx.client, &namespace, plan).await?;
         ctx.metrics.applied(outcome.applied.len(), skipped);
-        for change in &outcome.applied {
-            let (reason, note) = match change.action {
-                DiffAction::Create => ("Created", format!("Created {}", change.reference)),
-                DiffAction::Update => ("Updated", format!("Updated {}: {}", change.reference, change.paths.join(", "))),
-                DiffAction::Prune => ("Pruned", format!("Deleted {}: no longer rendered", change.reference)),
-                DiffAction::Unchanged => continue,
-            };
-            publish(ctx, server, EventType::Normal, reason, &note).await;
-        }
+        publish_applied(ctx, server, &outcome.applied).await;
         info!(writes = outcome.applied.len(), checksum = %rendered.checksum, "reconciled");
         decided.push(match &held_back {
             Some(why) => Decided::new(IN_SYNC, false, "HeldBack", why.clone()),
@@ -552,45 +679,53 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
 
     let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    decided.push(match &missing_class {
-        Some(missing) => health::storage_class_condition(missing),
-        None => health::observe(&ctx.client, &namespace, &name, now).await.map_err(read_error("pod and claims"))?,
-    });
+    let observed = match &missing_class {
+        Some(missing) => health::Observed { degraded: health::storage_class_condition(missing), recheck_after: None },
+        None => health::observe(&ctx.client, &namespace, &name, now, ctx.settings.claim_pending_grace)
+            .await
+            .map_err(read_error("pod and claims"))?,
+    };
+    decided.push(observed.degraded);
     // Until the pod is up, look again sooner: claim binding and crash loops show up over time.
     let settled = workload.as_ref().is_some_and(|w| w.ready >= w.desired && w.rolled_out) && missing_class.is_none();
     write_status(ctx, server, decided, workload, Some(&rendered), file_service.as_ref()).await?;
-    Ok(Action::requeue(if settled { RESYNC } else { WAIT }))
+    let next = if settled { RESYNC } else { WAIT };
+    Ok(Action::requeue(observed.recheck_after.map_or(next, |grace_over| grace_over.min(next))))
 }
 
 /// Applies just the PerconaPGCluster of `spec.percona.enabled` while it is not ready yet.
+/// `Ok(Err(condition))`: it could not be applied for a reason an edit must fix (a broken
+/// template, someone else's object in the way); the caller reports it and holds.
 async fn apply_database_only(
     ctx: &Context,
     server: &DittoServer,
     effective: &overrides::Effective,
     discovered: &crate::discover::Discovered,
-) -> Result<(), Error> {
+) -> Result<Result<(), Decided>, Error> {
     let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, discovered) {
         Ok(r) => r,
-        Err(e) => {
-            publish(ctx, server, EventType::Warning, "TemplateInvalid", &e.to_string()).await;
-            return Ok(());
+        Err(error) => {
+            let (type_, reason) = if error.is_spec_error() {
+                (CONFIG_READY, "InvalidSpec")
+            } else {
+                (TEMPLATES_READY, "TemplateInvalid")
+            };
+            return Ok(Err(Decided::new(type_, false, reason, error.to_string())));
         }
     };
     let namespace = server.namespace().unwrap_or_default();
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
-    let plan = apply::plan(&ctx.client, &namespace, &server.name_any(), Some(&owner), &rendered.objects, false).await?;
-    for change in apply::execute(&ctx.client, &namespace, plan).await?.applied {
-        let note = format!("{:?} {}: {}", change.action, change.reference, change.paths.join(", "));
-        publish(
-            ctx,
-            server,
-            EventType::Normal,
-            if change.action == DiffAction::Create { "Created" } else { "Updated" },
-            &note,
-        )
-        .await;
-    }
-    Ok(())
+    let plan =
+        match apply::plan(&ctx.client, &namespace, &server.name_any(), Some(&owner), &rendered.objects, false).await {
+            Ok(plan) => plan,
+            Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
+                return Ok(Err(Decided::new(IN_SYNC, false, "ObjectNotOwned", conflict.to_string())));
+            }
+            Err(error) => return Err(error.into()),
+        };
+    let outcome = apply::execute(&ctx.client, &namespace, plan).await?;
+    publish_applied(ctx, server, &outcome.applied).await;
+    Ok(Ok(()))
 }
 
 /// Nothing can be applied: report why (Warning Event, conditions) and leave every object as it is.
@@ -732,6 +867,19 @@ fn database_status(rendered: &Rendered) -> DatabaseStatus {
             ready: true,
         },
         None => DatabaseStatus { kind: "sqlite".into(), host: None, ready: true },
+    }
+}
+
+/// One Normal Event per object written: Created, Updated (with the changed paths) or Pruned.
+async fn publish_applied(ctx: &Context, server: &DittoServer, applied: &[crate::diff::ObjectDiff]) {
+    for change in applied {
+        let (reason, note) = match change.action {
+            DiffAction::Create => ("Created", format!("Created {}", change.reference)),
+            DiffAction::Update => ("Updated", format!("Updated {}: {}", change.reference, change.paths.join(", "))),
+            DiffAction::Prune => ("Pruned", format!("Deleted {}: no longer rendered", change.reference)),
+            DiffAction::Unchanged => continue,
+        };
+        publish(ctx, server, EventType::Normal, reason, &note).await;
     }
 }
 

@@ -2,6 +2,8 @@
 //! counters do not (a crash loop, an image that cannot be pulled, a claim that never binds, a
 //! StorageClass that does not exist).
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
@@ -10,8 +12,9 @@ use kube::{Client, ResourceExt};
 use crate::render::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::status::{DEGRADED, Decided};
 
-/// A claim Pending longer than this is reported (binding may wait for the pod's scheduling).
-pub const CLAIM_PENDING_GRACE_SECONDS: i64 = 120;
+/// A claim Pending longer than this is reported (binding may wait for the pod's scheduling);
+/// `--claim-pending-grace-seconds` changes it.
+pub const DEFAULT_CLAIM_PENDING_GRACE: Duration = Duration::from_secs(120);
 
 /// Container waiting reasons that mean the pod will not come up by itself.
 const STUCK: &[(&str, &str)] = &[
@@ -41,35 +44,66 @@ pub fn storage_class_condition(missing: &str) -> Decided {
     )
 }
 
-/// Degraded from the pod `<name>-0` and the CR's claims.
-pub async fn observe(client: &Client, namespace: &str, name: &str, now: i64) -> Result<Decided, kube::Error> {
+/// Degraded as observed now, and when to look again if that can change by itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub degraded: Decided,
+    /// A claim is Pending but still within its grace: it counts once the grace is over.
+    pub recheck_after: Option<Duration>,
+}
+
+/// Degraded from the pod `<name>-0` and the CR's claims (`now` in Unix seconds).
+pub async fn observe(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    now: i64,
+    claim_grace: Duration,
+) -> Result<Observed, kube::Error> {
     let pod = Api::<Pod>::namespaced(client.clone(), namespace).get_opt(&format!("{name}-0")).await?;
     if let Some(found) = pod.as_ref().and_then(stuck_container) {
-        return Ok(found);
+        return Ok(Observed { degraded: found, recheck_after: None });
     }
     let selector = format!("{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}");
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    let pending: Vec<String> = claims
-        .items
-        .iter()
-        .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
-        .filter(|c| c.creation_timestamp().is_some_and(|t| now - t.0.as_second() > CLAIM_PENDING_GRACE_SECONDS))
-        .map(|c| c.name_any())
-        .collect();
-    if !pending.is_empty() {
-        return Ok(Decided::new(
+    Ok(pending_claims(&claims.items, now, claim_grace))
+}
+
+/// Degraded from the claims alone: Pending beyond `grace` is reported; Pending within it is
+/// looked at again when the grace runs out.
+fn pending_claims(claims: &[PersistentVolumeClaim], now: i64, grace: Duration) -> Observed {
+    let grace_seconds = grace.as_secs() as i64;
+    let mut overdue = Vec::new();
+    let mut recheck_after: Option<Duration> = None;
+    for claim in claims {
+        if claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Pending") {
+            continue;
+        }
+        let Some(created) = claim.creation_timestamp() else { continue };
+        let age = now - created.0.as_second();
+        if age >= grace_seconds {
+            overdue.push(claim.name_any());
+        } else {
+            let left = Duration::from_secs((grace_seconds - age) as u64);
+            recheck_after = Some(recheck_after.map_or(left, |r| r.min(left)));
+        }
+    }
+    if !overdue.is_empty() {
+        let degraded = Decided::new(
             DEGRADED,
             true,
             "VolumeClaimPending",
             format!(
-                "PersistentVolumeClaims Pending for over {CLAIM_PENDING_GRACE_SECONDS}s: {}; check the StorageClass and its provisioner",
-                pending.join(", ")
+                "PersistentVolumeClaims Pending for over {grace_seconds}s: {}; check the StorageClass and its provisioner",
+                overdue.join(", ")
             ),
-        ));
+        );
+        return Observed { degraded, recheck_after: None };
     }
-    Ok(Decided::new(DEGRADED, false, "AsExpected", "No crash loop, image or volume problem observed"))
+    let degraded = Decided::new(DEGRADED, false, "AsExpected", "No crash loop, image or volume problem observed");
+    Observed { degraded, recheck_after }
 }
 
 fn stuck_container(pod: &Pod) -> Option<Decided> {
@@ -112,6 +146,34 @@ mod tests {
         let d = stuck_container(&pod).unwrap();
         assert_eq!(d.reason, "PodCrashLooping");
         assert!(d.message.contains("dittofs") && d.message.contains("restarts: 4"), "{}", d.message);
+    }
+
+    fn claim(name: &str, created: &str, phase: &str) -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "creationTimestamp": created},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pending_claim_counts_once_its_grace_is_over() {
+        let created = "2026-01-01T00:00:00Z";
+        let t0 = created.parse::<k8s_openapi::jiff::Timestamp>().unwrap().as_second();
+        let grace = Duration::from_secs(120);
+        let claims = [claim("data-demo-0", created, "Pending"), claim("cache-demo-0", created, "Bound")];
+
+        let early = pending_claims(&claims, t0 + 20, grace);
+        assert!(!early.degraded.status);
+        assert_eq!(early.recheck_after, Some(Duration::from_secs(100)), "look again when the grace runs out");
+
+        let late = pending_claims(&claims, t0 + 120, grace);
+        assert_eq!(late.degraded.reason, "VolumeClaimPending");
+        assert!(late.degraded.message.contains("data-demo-0") && !late.degraded.message.contains("cache-demo-0"));
+        assert_eq!(late.recheck_after, None);
+
+        let bound = pending_claims(&[claim("data-demo-0", created, "Bound")], t0 + 500, grace);
+        assert_eq!((bound.degraded.status, bound.recheck_after), (false, None));
     }
 
     #[test]

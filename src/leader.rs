@@ -41,6 +41,8 @@ pub async fn run(
         .build()
         .await?;
     let (mut leading, task) = manager.watch().await;
+    // The Lease could be read or created: this replica knows its role (leader or standby).
+    ctx.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::pin!(shutdown);
     loop {
         info!(identity = %lease.identity, lease = %lease.name, "waiting for leadership");

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the operator itself (not of DittoFS).
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -29,9 +31,13 @@ pub struct Metrics {
     pub applies: Family<ApplyLabel, Counter>,
     /// Reconciles running now: the part of the work queue being worked on.
     pub in_flight: Gauge,
+    /// DittoServers with a change seen whose reconcile has not started yet.
+    pub queue_depth: Gauge,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
     in_flight_count: AtomicI64,
+    /// `namespace/name` of the DittoServers behind `queue_depth`.
+    queued: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -51,6 +57,12 @@ impl Metrics {
         registry.register("applies", "Objects written vs. skipped because the dry-run diff was empty", applies.clone());
         let in_flight = Gauge::default();
         registry.register("reconciles_in_flight", "Reconciles running now", in_flight.clone());
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "DittoServers waiting for a reconcile: a change was seen and their reconcile has not started (timed requeues count once due)",
+            queue_depth.clone(),
+        );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica is the leader", leader.clone());
         Self {
@@ -59,8 +71,10 @@ impl Metrics {
             reconcile_duration,
             applies,
             in_flight,
+            queue_depth,
             leader,
             in_flight_count: AtomicI64::new(0),
+            queued: Mutex::default(),
         }
     }
 
@@ -70,7 +84,30 @@ impl Metrics {
         text
     }
 
-    pub fn started(&self) {
+    /// A change concerning `key` (`namespace/name`) was seen: its reconcile is due.
+    pub fn enqueued(&self, key: String) {
+        let mut queued = self.queued.lock().expect("queue lock");
+        queued.insert(key);
+        self.queue_depth.set(queued.len() as i64);
+    }
+
+    /// `key` left the queue: its reconcile started, or it no longer exists.
+    pub fn dequeued(&self, key: &str) {
+        let mut queued = self.queued.lock().expect("queue lock");
+        queued.remove(key);
+        self.queue_depth.set(queued.len() as i64);
+    }
+
+    /// The controller stopped (shutdown, lost leadership): nothing waits any more.
+    pub fn queue_cleared(&self) {
+        let mut queued = self.queued.lock().expect("queue lock");
+        queued.clear();
+        self.queue_depth.set(0);
+    }
+
+    /// A reconcile of `key` starts.
+    pub fn started(&self, key: &str) {
+        self.dequeued(key);
         let now = self.in_flight_count.fetch_add(1, Ordering::SeqCst) + 1;
         self.in_flight.set(now);
     }
@@ -100,7 +137,12 @@ mod tests {
     #[test]
     fn exposition_has_the_operator_series() {
         let m = Metrics::new();
-        m.started();
+        m.enqueued("ns/a".into());
+        m.enqueued("ns/b".into());
+        m.enqueued("ns/a".into());
+        assert_eq!(m.queue_depth.get(), 2, "one entry per DittoServer, however many changes");
+        m.started("ns/a");
+        assert_eq!(m.queue_depth.get(), 1);
         m.finished("ok", Duration::from_millis(20));
         m.applied(1, 6);
         let text = m.encode();
@@ -110,6 +152,7 @@ mod tests {
             "dittofs_operator_applies_total{outcome=\"done\"} 1",
             "dittofs_operator_reconcile_duration_seconds_count 1",
             "dittofs_operator_reconciles_in_flight 0",
+            "dittofs_operator_queue_depth 1",
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }

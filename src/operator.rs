@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use kube::Client;
 use tokio::sync::watch;
@@ -37,11 +37,11 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
             info!("shutdown requested");
             let _ = stop.send(true);
         });
-        let ready = Arc::new(AtomicBool::new(false));
+        // Not ready until the controller's cache is synced or, with leader election, the Lease is known.
+        let ready = ctx.ready.clone();
         let health = Health { metrics: ctx.metrics.clone(), ready: ready.clone() };
         let addr: SocketAddr = args.health_address.parse()?;
         let server = tokio::spawn(serve::serve(addr, health, wait(stopping.clone())));
-        ready.store(true, Ordering::SeqCst);
         let lease = args.leader_elect.then(|| LeaseSettings {
             name: args.lease_name.clone(),
             namespace: operator_namespace(),

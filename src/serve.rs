@@ -1,5 +1,6 @@
-//! The operator's own HTTP endpoints: `/healthz` (process alive), `/readyz` (started and not
-//! shutting down; a standby replica is ready too) and `/metrics` (Prometheus text format).
+//! The operator's own HTTP endpoints: `/healthz` (process alive), `/readyz` (the controller's
+//! cache is synced or, with leader election, the Lease could be read; a standby replica is ready
+//! too; not while shutting down) and `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

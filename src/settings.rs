@@ -71,6 +71,10 @@ pub struct RunArgs {
     pub lease_name: String,
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// A PersistentVolumeClaim Pending longer than this makes the DittoServer Degraded
+    /// (`VolumeClaimPending`); binding may legitimately wait for the pod's scheduling.
+    #[arg(long, default_value_t = 120)]
+    pub claim_pending_grace_seconds: u64,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8081")]
     pub health_address: String,
@@ -88,6 +92,8 @@ pub struct Settings {
     pub allow_namespace_templates: bool,
     pub concurrency: u16,
     pub dry_run: bool,
+    /// Pending claims younger than this are not reported as Degraded yet.
+    pub claim_pending_grace: std::time::Duration,
 }
 
 impl Settings {
@@ -96,6 +102,7 @@ impl Settings {
         settings.namespace = args.namespace.clone();
         settings.concurrency = args.concurrency;
         settings.dry_run = args.dry_run;
+        settings.claim_pending_grace = std::time::Duration::from_secs(args.claim_pending_grace_seconds);
         Ok(settings)
     }
 
@@ -135,6 +142,7 @@ impl Settings {
             allow_namespace_templates: false,
             concurrency: 4,
             dry_run: false,
+            claim_pending_grace: crate::health::DEFAULT_CLAIM_PENDING_GRACE,
         }
     }
 }

@@ -136,6 +136,19 @@ pub fn merge(previous: &[Condition], decided: &[Decided], generation: Option<i64
     out
 }
 
+/// Like [`merge`], but conditions not decided now are kept as they were (deletion decides only a few).
+pub fn merge_keeping(
+    previous: &[Condition],
+    decided: &[Decided],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let mut out = merge(previous, decided, generation, now);
+    out.extend(previous.iter().filter(|p| !decided.iter().any(|d| d.type_ == p.type_)).cloned());
+    out.sort_by(|a, b| condition_rank(&a.type_).cmp(&condition_rank(&b.type_)).then(a.type_.cmp(&b.type_)));
+    out
+}
+
 fn condition_rank(type_: &str) -> usize {
     [READY, AVAILABLE, PROGRESSING, DEGRADED, CONFIG_READY, DATABASE_READY, TEMPLATES_READY, IN_SYNC]
         .iter()
@@ -218,5 +231,19 @@ mod tests {
         assert_eq!(same[0].observed_generation, Some(2));
         let flipped = merge(&old, &[Decided::new(READY, true, "C", "c")], Some(2), &time("2026-01-03T00:00:00Z"));
         assert_eq!(flipped[0].last_transition_time, time("2026-01-03T00:00:00Z"));
+    }
+
+    #[test]
+    fn deletion_keeps_the_conditions_it_does_not_decide() {
+        let t = time("2026-01-01T00:00:00Z");
+        let old = merge(
+            &[],
+            &[Decided::new(READY, true, "AllConditionsMet", "r"), Decided::new(IN_SYNC, true, "Applied", "s")],
+            Some(1),
+            &t,
+        );
+        let new = merge_keeping(&old, &[Decided::new(READY, false, "Deleting", "d")], Some(1), &t);
+        let types: Vec<_> = new.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+        assert_eq!(types, vec![(READY, "False"), (IN_SYNC, "True")]);
     }
 }

@@ -1,11 +1,14 @@
-//! Condition transitions that depend on the cluster: Degraded from a missing StorageClass and
-//! from a crash-looping pod, with Ready and the phase following.
+//! Condition transitions that depend on the cluster: Degraded from a missing StorageClass, from
+//! a crash-looping pod and from a claim left Pending, with Ready and the phase following.
 
 mod support;
 
+use std::time::Duration;
+
+use dittofs_operator::controller::Settings;
 use dittofs_operator::crd::{DittoServer, Phase};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -89,6 +92,50 @@ async fn crash_looping_pod_degrades_the_server_until_it_recovers() {
     let running = json!({"status": {"containerStatuses": [{"name": "dittofs", "image": "marmos91c/dittofs:v0.29.0", "imageID": "",
         "ready": true, "restartCount": 5, "state": {"running": {}}}]}});
     pods.patch_status("demo-0", &PatchParams::default(), &Patch::Merge(running)).await.unwrap();
+    condition(&servers, "Degraded", "False", "AsExpected").await;
+    operator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_pending_beyond_its_grace_degrades_the_server_until_it_binds() {
+    let (client, ns) = setup("claimpending").await;
+    let grace = Duration::from_secs(3);
+    let settings = Settings { claim_pending_grace: grace, ..Settings::for_tests(Some(ns.clone())) };
+    let operator = Operator::start_with(&client, settings);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    servers
+        .create(&PostParams::default(), &server(&ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n"))
+        .await
+        .unwrap();
+    let sts = eventually("StatefulSet", DEADLINE, || async {
+        Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.ok().flatten()
+    })
+    .await;
+
+    // Tier api has no StatefulSet controller: create the claim it would, from its template.
+    let template = sts.spec.unwrap().volume_claim_templates.unwrap().remove(0);
+    let mut claim =
+        PersistentVolumeClaim { metadata: template.metadata.clone(), spec: template.spec, ..Default::default() };
+    claim.metadata.name = Some(format!("{}-demo-0", template.metadata.name.unwrap()));
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let claim = claims.create(&PostParams::default(), &claim).await.unwrap();
+    let claim_name = claim.metadata.name.clone().unwrap();
+    let phase = |phase: &str| json!({"status": {"phase": phase}});
+    claims.patch_status(&claim_name, &PatchParams::default(), &Patch::Merge(phase("Pending"))).await.unwrap();
+
+    let degraded = condition(&servers, "Degraded", "True", "VolumeClaimPending").await;
+    assert!(degraded.message.contains(&claim_name), "{}", degraded.message);
+    let created = claim.metadata.creation_timestamp.unwrap().0.as_second();
+    let reported = degraded.last_transition_time.0.as_second();
+    assert!(
+        reported - created >= grace.as_secs() as i64 - 1,
+        "reported {}s after the claim was created, before its {grace:?} grace",
+        reported - created
+    );
+    let ready = condition(&servers, "Ready", "False", "ConditionsNotMet").await;
+    assert!(ready.message.contains("VolumeClaimPending"), "{}", ready.message);
+
+    claims.patch_status(&claim_name, &PatchParams::default(), &Patch::Merge(phase("Bound"))).await.unwrap();
     condition(&servers, "Degraded", "False", "AsExpected").await;
     operator.shutdown().await;
 }

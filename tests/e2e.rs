@@ -1,5 +1,6 @@
 //! End to end on the `full` tier (controller-manager, scheduler, kwok): a sample reaches
-//! Ready with its pod Ready; deleting it garbage-collects what it owned and keeps the data.
+//! Ready with its pod Ready; a deleted pod is gone within its grace period and replaced;
+//! deleting the DittoServer garbage-collects what it owned and keeps the data.
 
 mod support;
 
@@ -55,8 +56,39 @@ async fn sample_runs_ready_and_deletion_keeps_the_data() {
     .await;
     assert_eq!(status.ready_replicas, Some(1));
     let pod = Api::<Pod>::namespaced(client.clone(), &ns).get("demo-0").await.unwrap();
-    let pod_ready = pod.status.unwrap().conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    let pod_ready = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
     assert!(pod_ready, "the pod itself reports Ready");
+
+    // Deleting the pod (default grace: the rendered terminationGracePeriodSeconds) completes
+    // within that period, and the StatefulSet brings the server back.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let grace = pod.spec.as_ref().unwrap().termination_grace_period_seconds.expect("grace period rendered");
+    let old_uid = pod.uid();
+    let asked = std::time::Instant::now();
+    pods.delete("demo-0", &DeleteParams::default()).await.unwrap();
+    let grace_period = std::time::Duration::from_secs(grace as u64);
+    eventually("the deleted pod is gone", grace_period, || async {
+        let now = pods.get_opt("demo-0").await.ok()?;
+        (now.and_then(|p| p.uid()) != old_uid).then_some(())
+    })
+    .await;
+    eprintln!("pod deleted in {:?} (grace period {grace}s)", asked.elapsed());
+    eventually("replacement pod Ready and the DittoServer Ready again", std::time::Duration::from_secs(90), || async {
+        let pod = pods.get_opt("demo-0").await.ok()??;
+        let pod_ready = pod.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let status = servers.get("demo").await.ok()?.status?;
+        let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (pod.metadata.uid != old_uid && pod_ready && ready).then_some(())
+    })
+    .await;
 
     servers.delete("demo", &DeleteParams::default()).await.unwrap();
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);

@@ -86,6 +86,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         .await;
     eventually("the leader's reconcile finished", DEADLINE, || async { (a.reconciles() > 0).then_some(()) }).await;
     assert!(!b.leading(), "one leader at a time");
+    assert!(b.ctx.ready.load(std::sync::atomic::Ordering::SeqCst), "a standby that knows the Lease is ready");
     assert_eq!(b.reconciles(), 0, "the standby never reconciles, so never writes");
 
     // The leader dies without releasing its lease.
@@ -127,10 +128,9 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_endpoints() {
     use dittofs_operator::serve::{Health, serve_on};
-    use std::sync::atomic::AtomicBool;
     let (client, ns) = setup("metrics").await;
     let operator = Operator::start(&client, &ns);
-    let ready = Arc::new(AtomicBool::new(true));
+    let ready = operator.ctx.ready.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let health = Health { metrics: operator.ctx.metrics.clone(), ready: ready.clone() };
@@ -149,7 +149,15 @@ async fn health_and_metrics_endpoints() {
     .await;
 
     assert_eq!(get(addr, "/healthz").await, (200, "ok".to_string()));
-    assert_eq!(get(addr, "/readyz").await.0, 200);
+    eventually("/readyz once the cache is synced", DEADLINE, || async {
+        (get(addr, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    // Settled: nothing waits for a reconcile any more.
+    eventually("queue drained", DEADLINE, || async {
+        operator.ctx.metrics.encode().contains("dittofs_operator_queue_depth 0").then_some(())
+    })
+    .await;
     let (status, body) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
     for series in [
@@ -157,6 +165,7 @@ async fn health_and_metrics_endpoints() {
         "dittofs_operator_reconcile_duration_seconds_bucket",
         "dittofs_operator_applies_total{outcome=\"done\"}",
         "dittofs_operator_reconciles_in_flight",
+        "dittofs_operator_queue_depth",
     ] {
         assert!(body.contains(series), "missing {series} in\n{body}");
     }

@@ -11,8 +11,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::*;
 
@@ -206,5 +206,90 @@ async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unles
         clusters.get_opt("scratch-postgres").await.ok()?.is_none().then_some(())
     })
     .await;
+    operator.shutdown().await;
+}
+
+/// A ValidatingAdmissionPolicy refusing to delete PerconaPGClusters in `ns`: a real apiserver
+/// fault for the finalizer's cleanup. Returns the binding's name (delete it to lift the refusal).
+async fn refuse_cluster_deletion(client: &Client, ns: &str) -> String {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    let name = format!("refuse-pg-delete-{ns}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["pgv2.percona.com"], "apiVersions": ["*"],
+                "operations": ["DELETE"], "resources": ["perconapgclusters"]}]},
+            "validations": [{"expression": "false", "message": "test policy: PerconaPGCluster deletion refused"}]
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}
+    }))
+    .unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone()).create(&PostParams::default(), &policy).await.unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_that_cannot_finish_is_reported_and_keeps_the_finalizer() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+    let client = client().await;
+    install_crd(&client).await;
+    install_percona_crd(&client).await;
+    let ns = namespace(&client, "percona-cleanup", &[]).await;
+    let operator = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let clusters = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &percona::api_resource());
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true, deleteWithServer: true}\n";
+    servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
+    cluster_named(&clusters, "files-postgres").await;
+
+    let binding = refuse_cluster_deletion(&client, &ns).await;
+    // Policies take effect once the apiserver has loaded them: probe with a dry-run delete.
+    let dry_run = DeleteParams { dry_run: true, ..DeleteParams::default() };
+    eventually("deletion policy in effect", DEADLINE, || async {
+        clusters.delete("files-postgres", &dry_run).await.is_err().then_some(())
+    })
+    .await;
+
+    servers.delete("files", &DeleteParams::default()).await.unwrap();
+    let degraded = eventually("Degraded=True CleanupFailed", DEADLINE, || async {
+        let status = servers.get("files").await.ok()?.status?;
+        let found = status.conditions.into_iter().find(|c| c.type_ == "Degraded" && c.reason == "CleanupFailed")?;
+        (status.phase == Some(dittofs_operator::crd::Phase::Deleting)).then_some(found)
+    })
+    .await;
+    assert_eq!(degraded.status, "True");
+    assert!(
+        degraded.message.contains("files-postgres") && degraded.message.contains("deletion refused"),
+        "the condition names the object and the apiserver's reason: {}",
+        degraded.message
+    );
+    let stuck = servers.get("files").await.unwrap();
+    assert!(stuck.finalizers().iter().any(|f| f == dittofs_operator::controller::FINALIZER), "finalizer kept");
+    assert!(clusters.get_opt("files-postgres").await.unwrap().is_some(), "the database is still there");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    eventually("Warning Event CleanupFailed", DEADLINE, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("CleanupFailed")).then_some(())
+    })
+    .await;
+
+    // The cause goes away: cleanup completes on the next retry and the DittoServer is gone.
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .delete(&binding, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("DittoServer gone", DEADLINE, || async { servers.get_opt("files").await.ok()?.is_none().then_some(()) })
+        .await;
+    assert!(clusters.get_opt("files-postgres").await.unwrap().is_none(), "deleted as deleteWithServer asks");
     operator.shutdown().await;
 }
