@@ -44,11 +44,37 @@ impl ApplyError {
     }
 }
 
-/// Whether `live` names `owner` as its controller.
-fn controlled_by(live: &Value, owner: &OwnerReference) -> bool {
-    live.pointer("/metadata/ownerReferences")
+/// Kinds a DittoServer owns without an owner reference, so that no garbage collection (not even
+/// `kubectl delete --cascade=foreground`) can delete them: the finalizer decides their fate.
+/// Ownership is the annotation [`OWNER_ANNOTATION`] instead.
+pub const OWNED_BY_ANNOTATION: &[&str] = &["PerconaPGCluster"];
+/// The uid of the DittoServer owning an object of [`OWNED_BY_ANNOTATION`].
+pub const OWNER_ANNOTATION: &str = "dittofs.dittofs.com/owner-uid";
+
+/// Whether `live` names `owner` as its controller (owner reference, or the owner annotation).
+pub fn controlled_by(live: &Value, owner_uid: &str) -> bool {
+    let by_reference = live
+        .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner.uid.as_str() && r["controller"] == true))
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid && r["controller"] == true));
+    let annotation = format!("/metadata/annotations/{}", OWNER_ANNOTATION.replace('/', "~1"));
+    by_reference || live.pointer(&annotation).and_then(Value::as_str) == Some(owner_uid)
+}
+
+/// An object of [`OWNED_BY_ANNOTATION`] released by an earlier DittoServer of the same name
+/// (orphaned on deletion): a DittoServer re-created with that name takes it back with its data.
+fn released_for(live: &Value, cr_name: &str) -> bool {
+    let label =
+        |key: &str| live.pointer(&format!("/metadata/labels/{}", key.replace('/', "~1"))).and_then(Value::as_str);
+    let annotation = format!("/metadata/annotations/{}", OWNER_ANNOTATION.replace('/', "~1"));
+    let has_controller = live
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| refs.iter().any(|r| r["controller"] == true));
+    label(crate::render::LABEL_INSTANCE) == Some(cr_name)
+        && label(crate::render::LABEL_MANAGED_BY) == Some(crate::render::MANAGED_BY)
+        && live.pointer(&annotation).is_none()
+        && !has_controller
 }
 
 /// One rendered object, what is live, and what applying it would change.
@@ -189,11 +215,21 @@ pub async fn plan(
             }
         } else {
             if let Some(owner) = owner {
+                let by_annotation = OWNED_BY_ANNOTATION.contains(&object.kind());
                 // `force` is only for objects we own (the brief's rule): never adopt a stranger's object.
-                if live.as_ref().is_some_and(|l| !controlled_by(l, owner)) {
+                let ours = |l: &Value| controlled_by(l, &owner.uid) || (by_annotation && released_for(l, cr_name));
+                if live.as_ref().is_some_and(|l| !ours(l)) {
                     return Err(ApplyError::NotOwned { object: reference });
                 }
-                object.meta_mut().owner_references = Some(vec![owner.clone()]);
+                if by_annotation {
+                    object
+                        .meta_mut()
+                        .annotations
+                        .get_or_insert_default()
+                        .insert(OWNER_ANNOTATION.into(), owner.uid.clone());
+                } else {
+                    object.meta_mut().owner_references = Some(vec![owner.clone()]);
+                }
             }
             let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
             let merged = api

@@ -196,8 +196,9 @@ async fn report_deletion(ctx: &Context, server: &DittoServer, blocked: Option<(&
 }
 
 /// `<name>-postgres`, if the operator created it: deleted with the server only when
-/// `spec.percona.deleteWithServer: true`; otherwise orphaned (owner reference removed) so the
-/// garbage collector keeps it — also when `spec.percona.enabled` was turned off meanwhile.
+/// `spec.percona.deleteWithServer: true`; otherwise orphaned (owner annotation removed) and left
+/// running — also when `spec.percona.enabled` was turned off meanwhile. It never has an owner
+/// reference, so the garbage collector cannot delete it behind the finalizer's back.
 async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Error> {
     let crd = Api::<CustomResourceDefinition>::all(ctx.client.clone());
     if crd.get_metadata_opt(percona::CRD_NAME).await.map_err(read_error("CustomResourceDefinition"))?.is_none() {
@@ -208,7 +209,8 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
     let clusters = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &percona::api_resource());
     let Some(cluster) = clusters.get_opt(&name).await.map_err(read_error("PerconaPGCluster"))? else { return Ok(()) };
     let uid = server.uid().unwrap_or_default();
-    if !cluster.owner_references().iter().any(|o| o.uid == uid) {
+    let live = serde_json::to_value(&cluster).expect("objects serialize");
+    if !apply::controlled_by(&live, &uid) {
         return Ok(());
     }
     let delete = server.spec.percona.as_ref().is_some_and(|p| p.enabled && p.delete_with_server == Some(true));
@@ -226,7 +228,9 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
         )
         .await;
     } else {
-        let orphan = json!({"metadata": {"ownerReferences": null}});
+        // Owner annotation (and any owner reference an earlier version set) removed: released, so
+        // a DittoServer re-created with the same name takes it back.
+        let orphan = json!({"metadata": {"ownerReferences": null, "annotations": {apply::OWNER_ANNOTATION: null}}});
         clusters.patch(&name, &PatchParams::default(), &Patch::Merge(orphan)).await.map_err(|source| {
             Error::Apply(apply::ApplyError::Api { action: "orphaning", object: reference.clone(), source })
         })?;

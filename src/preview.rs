@@ -107,15 +107,30 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
     let secrets = fetch_secrets(&client, &server, &namespace).await?;
     // Existing generated credentials are read; missing ones show as created (values masked).
     let mut discovered = discover::resolve(&server.spec, &name, &effective.values, &secrets, false)?;
+    // Like the reconcile: while the database is not ready, only an operator-created cluster is applied.
+    let mut database_only = false;
     if let Some(target) = crate::percona::target(&server.spec, &name) {
-        let (connection, password) = crate::percona::resolve(&client, &namespace, &target)
-            .await?
-            .map_err(|nr| anyhow::anyhow!("database not ready ({}): {}", nr.reason, nr.message))?;
-        crate::percona::attach(&mut discovered, connection, password);
+        match crate::percona::resolve(&client, &namespace, &target).await? {
+            Ok((connection, password)) => crate::percona::attach(&mut discovered, connection, password),
+            Err(not_ready) if target.owned && not_ready.reason != "PerconaNotInstalled" => {
+                eprintln!(
+                    "note: database not ready ({}): {}; only the PerconaPGCluster would be applied",
+                    not_ready.reason, not_ready.message
+                );
+                database_only = true;
+            }
+            Err(not_ready) => {
+                eprintln!(
+                    "note: database not ready ({}): {}; nothing would be applied",
+                    not_ready.reason, not_ready.message
+                );
+                return Ok(Vec::new());
+            }
+        }
     }
     let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
     let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
-    let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects, true).await?;
+    let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects, !database_only).await?;
     Ok(plan.changes().into_iter().cloned().collect())
 }
 

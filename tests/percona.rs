@@ -16,6 +16,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::*;
 
+const OWNER: &str = dittofs_operator::apply::OWNER_ANNOTATION;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/percona");
 
 async fn install_percona_crd(client: &Client) {
@@ -145,8 +146,10 @@ async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unles
     let created = servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
 
     // Created from values and spec, owned by the DittoServer, accepted by Percona's real schema.
+    // Owned through an annotation, never an owner reference: no garbage collection can delete it.
     let cluster = cluster_named(&clusters, "files-postgres").await;
-    assert_eq!(cluster["metadata"]["ownerReferences"][0]["uid"], json!(created.metadata.uid));
+    assert_eq!(cluster["metadata"]["annotations"][OWNER], json!(created.metadata.uid));
+    assert!(cluster["metadata"]["ownerReferences"].is_null(), "{}", cluster["metadata"]);
     assert_eq!(cluster["spec"]["crVersion"], "3.0.0");
     assert_eq!(cluster["spec"]["instances"][0]["replicas"], 1);
     assert_eq!(cluster["spec"]["instances"][0]["dataVolumeClaimSpec"]["resources"]["requests"]["storage"], "5Gi");
@@ -195,7 +198,43 @@ async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unles
     eventually("DittoServer gone", DEADLINE, || async { servers.get_opt("files").await.ok()?.is_none().then_some(()) })
         .await;
     let kept = serde_json::to_value(clusters.get("files-postgres").await.expect("cluster kept")).unwrap();
-    assert!(kept["metadata"]["ownerReferences"].is_null(), "orphaned: {}", kept["metadata"]);
+    assert!(kept["metadata"]["annotations"][OWNER].is_null(), "orphaned: {}", kept["metadata"]);
+
+    // Tier api has no garbage collector: remove what the old DittoServer owned, as it would.
+    collect_garbage(&client, &ns, created.metadata.uid.as_deref().unwrap()).await;
+    // A DittoServer re-created with the same name takes its database back, data and all.
+    let again = servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
+    eventually("orphaned cluster adopted", DEADLINE, || async {
+        let c = serde_json::to_value(clusters.get("files-postgres").await.ok()?).ok()?;
+        (c["metadata"]["annotations"][OWNER] == json!(again.metadata.uid)).then_some(())
+    })
+    .await;
+    database_ready(&servers, "True", "PerconaReady").await;
+    servers.delete("files", &DeleteParams::default()).await.unwrap();
+    eventually("DittoServer gone again", DEADLINE, || async {
+        servers.get_opt("files").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(clusters.get_opt("files-postgres").await.unwrap().is_some(), "orphaned again, not deleted");
+
+    // Someone else's cluster of that name is never taken over.
+    let stranger = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: other}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true}\n";
+    let foreign: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "pgv2.percona.com/v2", "kind": "PerconaPGCluster",
+        "metadata": {"name": "other-postgres"},
+        "spec": cluster["spec"].clone()
+    }))
+    .unwrap();
+    clusters.create(&PostParams::default(), &foreign).await.unwrap();
+    servers.create(&PostParams::default(), &server(&ns, stranger)).await.unwrap();
+    let in_sync = eventually("InSync=False ObjectNotOwned", DEADLINE, || async {
+        let conditions = servers.get("other").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "InSync" && c.reason == "ObjectNotOwned")
+    })
+    .await;
+    assert!(in_sync.message.contains("PerconaPGCluster/other-postgres"), "{}", in_sync.message);
+    let untouched = serde_json::to_value(clusters.get("other-postgres").await.unwrap()).unwrap();
+    assert!(untouched["metadata"]["annotations"][OWNER].is_null(), "{}", untouched["metadata"]);
 
     // With deleteWithServer: true it goes with the server.
     let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: scratch}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true, deleteWithServer: true}\n";
@@ -292,4 +331,58 @@ async fn a_cleanup_that_cannot_finish_is_reported_and_keeps_the_finalizer() {
         .await;
     assert!(clusters.get_opt("files-postgres").await.unwrap().is_none(), "deleted as deleteWithServer asks");
     operator.shutdown().await;
+}
+
+/// Deletes the ConfigMaps, Services and StatefulSets `owner_uid` controls (tier api has no
+/// garbage collector).
+async fn collect_garbage(client: &Client, ns: &str, owner_uid: &str) {
+    async fn sweep<K>(api: Api<K>, owner_uid: &str)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        for item in api.list(&Default::default()).await.unwrap().items {
+            if item.owner_references().iter().any(|o| o.uid == owner_uid) {
+                api.delete(&item.name_any(), &DeleteParams::default()).await.unwrap();
+            }
+        }
+    }
+    sweep(Api::<ConfigMap>::namespaced(client.clone(), ns), owner_uid).await;
+    sweep(Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns), owner_uid).await;
+    sweep(Api::<StatefulSet>::namespaced(client.clone(), ns), owner_uid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_before_the_database_is_ready_shows_what_the_operator_would_apply() {
+    use dittofs_operator::diff::Action;
+    use dittofs_operator::preview::{self, DiffArgs, OutputFormat};
+    let client = client().await;
+    install_crd(&client).await;
+    install_percona_crd(&client).await;
+    let ns = namespace(&client, "percona-diff", &[]).await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let args = |name: &str| DiffArgs {
+        name: Some(name.into()),
+        file: None,
+        namespace: Some(ns.clone()),
+        kubeconfig: None,
+        output: OutputFormat::Json,
+        values: Default::default(),
+        templates: Default::default(),
+    };
+    // No operator runs: the diff says what one would do now.
+    let created = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true}\n";
+    servers.create(&PostParams::default(), &server(&ns, created)).await.unwrap();
+    let changes = preview::changes(&client, &args("files")).await.expect("diff works before the cluster exists");
+    let planned: Vec<_> = changes.iter().map(|c| (c.reference.as_str(), c.action)).collect();
+    assert_eq!(
+        planned,
+        vec![("PerconaPGCluster/files-postgres", Action::Create)],
+        "only the cluster, until it is ready"
+    );
+
+    let existing = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: other}\nspec:\n  storage: {metadataSize: 10Gi}\n  database:\n    percona: {clusterName: cluster1}\n";
+    servers.create(&PostParams::default(), &server(&ns, existing)).await.unwrap();
+    let changes =
+        preview::changes(&client, &args("other")).await.expect("diff works while an existing cluster is missing");
+    assert!(changes.is_empty(), "nothing is applied until the existing cluster is ready: {changes:?}");
 }
