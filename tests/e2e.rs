@@ -1,6 +1,6 @@
 //! End to end on the `full` tier (controller-manager, scheduler, kwok): a sample reaches
 //! Ready with its pod Ready; a deleted pod is gone within its grace period and replaced;
-//! deleting the DittoServer garbage-collects what it owned and keeps the data.
+//! replicas 0 stops it (phase Stopped) and 1 brings it back; deleting the DittoServer garbage-collects what it owned and keeps the data.
 
 mod support;
 
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use dittofs_operator::crd::{DittoServer, Phase};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::*;
@@ -87,6 +87,31 @@ async fn sample_runs_ready_and_deletion_keeps_the_data() {
         let status = servers.get("demo").await.ok()?.status?;
         let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
         (pod.metadata.uid != old_uid && pod_ready && ready).then_some(())
+    })
+    .await;
+    let conditions = servers.get("demo").await.unwrap().status.unwrap().conditions;
+    let has = |type_: &str, status: &str, reason: &str| {
+        conditions.iter().any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+    };
+    assert!(has("Available", "True", "MinimumReplicasAvailable"), "{conditions:?}");
+    assert!(has("Progressing", "False", "ReconcileComplete"), "{conditions:?}");
+
+    // Stopping on purpose (replicas 0) and starting again, as the kubelet and controllers see it.
+    let replicas = |n: i32| Patch::Merge(json!({"spec": {"replicas": n}}));
+    servers.patch("demo", &PatchParams::default(), &replicas(0)).await.unwrap();
+    eventually("phase Stopped, Available=True (Stopped), pod gone", std::time::Duration::from_secs(60), || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        let stopped =
+            status.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True" && c.reason == "Stopped");
+        let gone = pods.get_opt("demo-0").await.ok()?.is_none();
+        (status.phase == Some(Phase::Stopped) && stopped && gone).then_some(())
+    })
+    .await;
+    servers.patch("demo", &PatchParams::default(), &replicas(1)).await.unwrap();
+    eventually("Running and Ready again", std::time::Duration::from_secs(90), || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (ready && status.phase == Some(Phase::Running)).then_some(())
     })
     .await;
 
