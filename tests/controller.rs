@@ -167,15 +167,37 @@ async fn resync_of_unchanged_cr_writes_nothing() {
     create(&client, &ns, MINIMAL).await;
     wait_for_sts(&client, &ns, "demo").await;
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    eventually("status written", DEADLINE, || async { servers.get("demo").await.ok()?.status?.config_hash }).await;
+    // Settled: the pass after the one that applied finds nothing to do (InSync reason InSync).
+    eventually("settled", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.iter().any(|c| c.type_ == "InSync" && c.reason == "InSync").then_some(())
+    })
+    .await;
     operator.shutdown().await;
 
     let before = versions(&client, &ns).await;
     let cr_before = servers.get("demo").await.unwrap();
-    let ctx = Arc::new(Context::new(client.clone(), Settings::for_tests(Some(ns.clone()))));
+    let log = RequestLog::default();
+    let counted = counting_client(log.clone()).await;
+    let ctx = Arc::new(Context::new(counted, Settings::for_tests(Some(ns.clone()))));
     controller::reconcile(Arc::new(cr_before.clone()), ctx.clone()).await.expect("reconcile");
+    log.take();
     controller::reconcile(Arc::new(cr_before.clone()), ctx).await.expect("reconcile");
     assert_eq!(versions(&client, &ns).await, before, "no managed object was written");
+
+    // What a steady-state reconcile costs: reads and server-side dry-runs only, never a write.
+    let requests = log.take();
+    let writes: Vec<_> = requests
+        .iter()
+        .filter(|r| !r.starts_with("GET ") && !(r.starts_with("PATCH ") && r.contains("dryRun=All")))
+        .collect();
+    assert!(writes.is_empty(), "a steady-state reconcile wrote: {writes:#?}");
+    let dry_runs = requests.iter().filter(|r| r.starts_with("PATCH ")).count();
+    eprintln!(
+        "steady-state reconcile: {} requests ({dry_runs} dry-run applies, {} reads)",
+        requests.len(),
+        requests.len() - dry_runs
+    );
     let cr_after = servers.get("demo").await.unwrap();
     assert_eq!(cr_after.resource_version(), cr_before.resource_version(), "status not rewritten");
 }

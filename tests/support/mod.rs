@@ -197,3 +197,45 @@ pub fn testbin() -> PathBuf {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Every request a client made, as `METHOD path?query`: what a reconcile costs the API server.
+#[derive(Clone, Default)]
+pub struct RequestLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl RequestLog {
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// A client of the test cluster that records each request in `log`.
+pub async fn counting_client(log: RequestLog) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&cluster().kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+    let layer = tower::layer::layer_fn(move |inner| Counting { inner, log: log.clone() });
+    kube::client::ClientBuilder::try_from(config).expect("client").with_layer(&layer).build()
+}
+
+#[derive(Clone)]
+struct Counting<S> {
+    inner: S,
+    log: RequestLog,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Counting<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> S::Future {
+        self.log.0.lock().unwrap().push(format!("{} {}", request.method(), request.uri()));
+        self.inner.call(request)
+    }
+}
