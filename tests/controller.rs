@@ -182,7 +182,9 @@ async fn resync_of_unchanged_cr_writes_nothing() {
     let ctx = Arc::new(Context::new(counted, Settings::for_tests(Some(ns.clone()))));
     controller::reconcile(Arc::new(cr_before.clone()), ctx.clone()).await.expect("reconcile");
     log.take();
+    let started = std::time::Instant::now();
     controller::reconcile(Arc::new(cr_before.clone()), ctx).await.expect("reconcile");
+    let took = started.elapsed();
     assert_eq!(versions(&client, &ns).await, before, "no managed object was written");
 
     // What a steady-state reconcile costs: reads and server-side dry-runs only, never a write.
@@ -198,7 +200,7 @@ async fn resync_of_unchanged_cr_writes_nothing() {
     assert!(writes.is_empty(), "a steady-state reconcile wrote: {writes:#?}");
     let dry_runs = requests.iter().filter(|r| r.starts_with("PATCH ")).count();
     eprintln!(
-        "steady-state reconcile: {} requests ({dry_runs} dry-run applies, {} reads)",
+        "steady-state reconcile: {} requests ({dry_runs} dry-run applies, {} reads) in {took:?}",
         requests.len(),
         requests.len() - dry_runs
     );

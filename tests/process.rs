@@ -64,6 +64,10 @@ async fn run_leads_reconciles_logs_json_and_stops_on_sigterm() {
     assert_eq!(status, 200);
     assert!(metrics.contains("dittofs_operator_leader 1"), "{metrics}");
 
+    let memory = std::fs::read_to_string(format!("/proc/{}/status", operator.0.id())).unwrap();
+    let figure = |key: &str| memory.lines().find(|l| l.starts_with(key)).unwrap_or_default().to_string();
+    eprintln!("operator memory with one DittoServer: {} / {}", figure("VmRSS"), figure("VmHWM"));
+
     // SIGTERM, as the kubelet sends it.
     let pid = operator.0.id().to_string();
     let asked = Instant::now();
