@@ -23,6 +23,18 @@ async fn condition(servers: &Api<DittoServer>, type_: &str, status: &str, reason
     .await
 }
 
+/// Creates DittoServer `demo` and waits for the StatefulSet the operator applies for it.
+async fn demo_with_stateful_set(client: &kube::Client, ns: &str) -> (Api<DittoServer>, StatefulSet) {
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), ns);
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n";
+    servers.create(&PostParams::default(), &server(ns, cr)).await.unwrap();
+    let sts = eventually("StatefulSet", DEADLINE, || async {
+        Api::<StatefulSet>::namespaced(client.clone(), ns).get_opt("demo").await.ok().flatten()
+    })
+    .await;
+    (servers, sts)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_storage_class_is_reported_before_the_stateful_set_exists() {
     let (client, ns) = setup("storageclass").await;
@@ -56,15 +68,7 @@ async fn missing_storage_class_is_reported_before_the_stateful_set_exists() {
 async fn crash_looping_pod_degrades_the_server_until_it_recovers() {
     let (client, ns) = setup("crashloop").await;
     let operator = Operator::start(&client, &ns);
-    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    servers
-        .create(&PostParams::default(), &server(&ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n"))
-        .await
-        .unwrap();
-    let sts = eventually("StatefulSet", DEADLINE, || async {
-        Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.ok().flatten()
-    })
-    .await;
+    let (servers, sts) = demo_with_stateful_set(&client, &ns).await;
     condition(&servers, "Degraded", "False", "AsExpected").await;
 
     // Tier api has no kubelet: play its part for the pod the StatefulSet would run.
@@ -102,15 +106,7 @@ async fn a_claim_pending_beyond_its_grace_degrades_the_server_until_it_binds() {
     let grace = Duration::from_secs(3);
     let settings = Settings { claim_pending_grace: grace, ..Settings::for_tests(Some(ns.clone())) };
     let operator = Operator::start_with(&client, settings);
-    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    servers
-        .create(&PostParams::default(), &server(&ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n"))
-        .await
-        .unwrap();
-    let sts = eventually("StatefulSet", DEADLINE, || async {
-        Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.ok().flatten()
-    })
-    .await;
+    let (servers, sts) = demo_with_stateful_set(&client, &ns).await;
 
     // Tier api has no StatefulSet controller: create the claim it would, from its template.
     let template = sts.spec.unwrap().volume_claim_templates.unwrap().remove(0);

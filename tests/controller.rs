@@ -10,6 +10,7 @@ use dittofs_operator::crd::DittoServer;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -272,24 +273,27 @@ async fn metrics_service_is_pruned_when_metrics_are_turned_off() {
     operator.shutdown().await;
 }
 
+/// Creates DittoServer `demo` with `database` (a `spec.database` block): it must report
+/// DatabaseReady=False with `reason` and apply no StatefulSet.
+async fn held_for_the_database(client: &Client, ns: &str, database: &str, reason: &str) -> Condition {
+    create(client, ns, &format!("{MINIMAL}{database}")).await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), ns);
+    let condition = eventually(&format!("DatabaseReady=False {reason}"), DEADLINE, || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        status.conditions.into_iter().find(|c| c.type_ == "DatabaseReady" && c.status == "False" && c.reason == reason)
+    })
+    .await;
+    assert!(Api::<StatefulSet>::namespaced(client.clone(), ns).get_opt("demo").await.unwrap().is_none());
+    condition
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_postgres_secret_is_reported_and_nothing_is_applied() {
     let (client, ns) = setup("pgmissing").await;
     let operator = Operator::start(&client, &ns);
-    create(
-        &client,
-        &ns,
-        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n  database:\n    postgresSecretRef: {name: db}\n",
-    )
-    .await;
-    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    let condition = eventually("DatabaseReady=False", DEADLINE, || async {
-        let status = servers.get("demo").await.ok()?.status?;
-        status.conditions.into_iter().find(|c| c.type_ == "DatabaseReady" && c.status == "False")
-    })
-    .await;
+    let database = "  database:\n    postgresSecretRef: {name: db}\n";
+    let condition = held_for_the_database(&client, &ns, database, "DatabaseSecretMissing").await;
     assert!(condition.message.contains("spec.database.postgresSecretRef"), "{}", condition.message);
-    assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.unwrap().is_none());
 
     // The Secret appears: the watch on Secrets brings the server up with PostgreSQL.
     let mut db = Secret::default();
@@ -419,20 +423,9 @@ async fn percona_without_its_crd_is_reported_and_the_rest_keeps_working() {
     // This test binary never installs the Percona CRD.
     let (client, ns) = setup("nopercona").await;
     let operator = Operator::start(&client, &ns);
-    create(
-        &client,
-        &ns,
-        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n  database:\n    percona: {clusterName: pg}\n",
-    )
-    .await;
-    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    let condition = eventually("DatabaseReady=False PerconaNotInstalled", DEADLINE, || async {
-        let status = servers.get("demo").await.ok()?.status?;
-        status.conditions.into_iter().find(|c| c.type_ == "DatabaseReady" && c.reason == "PerconaNotInstalled")
-    })
-    .await;
+    let database = "  database:\n    percona: {clusterName: pg}\n";
+    let condition = held_for_the_database(&client, &ns, database, "PerconaNotInstalled").await;
     assert!(condition.message.contains("perconapgclusters.pgv2.percona.com"), "{}", condition.message);
-    assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.unwrap().is_none());
     // Another DittoServer in the same operator is unaffected.
     create(&client, &ns, &MINIMAL.replace("name: demo", "name: other")).await;
     wait_for_sts(&client, &ns, "other").await;
