@@ -405,6 +405,18 @@ async fn deletion_waits_for_the_operator_and_keeps_credentials() {
     let held = servers.get("demo").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
 
+    // ... an operator in --dry-run says why it waits, and leaves the finalizer ...
+    let observer = Operator::start_with(&client, Settings { dry_run: true, ..Settings::for_tests(Some(ns.clone())) });
+    let waiting = eventually("Degraded=True CleanupHeldBack, phase Deleting", DEADLINE, || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        let found = status.conditions.into_iter().find(|c| c.type_ == "Degraded" && c.reason == "CleanupHeldBack")?;
+        (status.phase == Some(dittofs_operator::crd::Phase::Deleting)).then_some(found)
+    })
+    .await;
+    assert!(waiting.message.contains("--dry-run"), "{}", waiting.message);
+    observer.shutdown().await;
+    assert!(servers.get("demo").await.unwrap().finalizers().iter().any(|f| f == controller::FINALIZER));
+
     // ... and completes once the operator runs.
     let operator = Operator::start(&client, &ns);
     eventually("DittoServer deleted", DEADLINE, || async {
