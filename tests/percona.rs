@@ -386,3 +386,46 @@ async fn diff_before_the_database_is_ready_shows_what_the_operator_would_apply()
         preview::changes(&client, &args("other")).await.expect("diff works while an existing cluster is missing");
     assert!(changes.is_empty(), "nothing is applied until the existing cluster is ready: {changes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_reference_from_an_earlier_build_is_dropped_by_the_next_apply() {
+    let client = client().await;
+    install_crd(&client).await;
+    install_percona_crd(&client).await;
+    let ns = namespace(&client, "percona-legacy", &[]).await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let clusters = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &percona::api_resource());
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true}\n";
+    let created = servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
+
+    // What the earlier build applied: the cluster with a controller owner reference, same field manager.
+    let rendered =
+        dittofs_operator::input::render_offline("files.yaml", cr, dittofs_operator::values::ValuesBuilder::new(), &[])
+            .unwrap();
+    let cluster = rendered.objects.iter().find(|o| o.kind() == "PerconaPGCluster").unwrap();
+    let mut legacy = cluster.to_json();
+    legacy["metadata"]["namespace"] = json!(ns);
+    legacy["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "dittofs.dittofs.com/v1alpha1", "kind": "DittoServer", "name": "files",
+        "uid": created.metadata.uid, "controller": true, "blockOwnerDeletion": true
+    }]);
+    clusters
+        .patch(
+            "files-postgres",
+            &PatchParams::apply(dittofs_operator::crd::FIELD_MANAGER).force(),
+            &Patch::Apply(&legacy),
+        )
+        .await
+        .unwrap();
+
+    let operator = Operator::start(&client, &ns);
+    let migrated = eventually("owner reference replaced by the owner annotation", DEADLINE, || async {
+        let c = serde_json::to_value(clusters.get("files-postgres").await.ok()?).ok()?;
+        (c["metadata"]["ownerReferences"].is_null()
+            && c["metadata"]["annotations"][OWNER] == json!(created.metadata.uid))
+        .then_some(c)
+    })
+    .await;
+    assert_eq!(migrated["metadata"]["name"], "files-postgres");
+    operator.shutdown().await;
+}
