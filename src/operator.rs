@@ -32,13 +32,16 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
         let client = Client::try_default().await?;
         let ctx = Arc::new(Context::new(client, settings));
         let (stop, stopping) = watch::channel(false);
+        // Not ready until the controller's cache is synced or, with leader election, the Lease is
+        // known; not ready again from the moment a shutdown is asked for.
+        let ready = ctx.ready.clone();
+        let unready = ready.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             info!("shutdown requested");
+            unready.store(false, Ordering::SeqCst);
             let _ = stop.send(true);
         });
-        // Not ready until the controller's cache is synced or, with leader election, the Lease is known.
-        let ready = ctx.ready.clone();
         let health = Health { metrics: ctx.metrics.clone(), ready: ready.clone() };
         let addr: SocketAddr = args.health_address.parse()?;
         let server = tokio::spawn(serve::serve(addr, health, wait(stopping.clone())));
