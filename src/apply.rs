@@ -51,14 +51,17 @@ pub const OWNED_BY_ANNOTATION: &[&str] = &["PerconaPGCluster"];
 /// The uid of the DittoServer owning an object of [`OWNED_BY_ANNOTATION`].
 pub const OWNER_ANNOTATION: &str = "dittofs.dittofs.com/owner-uid";
 
-/// Whether `live` names `owner` as its controller (owner reference, or the owner annotation).
-pub fn controlled_by(live: &Value, owner_uid: &str) -> bool {
+/// Whether `live` names `owner_uid` as its controller: a controller owner reference, or (for
+/// kinds of [`OWNED_BY_ANNOTATION`] only) the owner annotation.
+pub fn controlled_by(live: &Value, owner_uid: &str, kind: &str) -> bool {
     let by_reference = live
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid && r["controller"] == true));
     let annotation = format!("/metadata/annotations/{}", OWNER_ANNOTATION.replace('/', "~1"));
-    by_reference || live.pointer(&annotation).and_then(Value::as_str) == Some(owner_uid)
+    let by_annotation =
+        OWNED_BY_ANNOTATION.contains(&kind) && live.pointer(&annotation).and_then(Value::as_str) == Some(owner_uid);
+    by_reference || by_annotation
 }
 
 /// An object of [`OWNED_BY_ANNOTATION`] released by an earlier DittoServer of the same name
@@ -97,6 +100,8 @@ pub struct PlannedPrune {
 pub struct Plan {
     pub objects: Vec<PlannedObject>,
     pub prunes: Vec<PlannedPrune>,
+    /// Objects released by an earlier DittoServer of the same name that this plan takes back.
+    pub adopted: Vec<String>,
 }
 
 impl Plan {
@@ -217,9 +222,13 @@ pub async fn plan(
             if let Some(owner) = owner {
                 let by_annotation = OWNED_BY_ANNOTATION.contains(&object.kind());
                 // `force` is only for objects we own (the brief's rule): never adopt a stranger's object.
-                let ours = |l: &Value| controlled_by(l, &owner.uid) || (by_annotation && released_for(l, cr_name));
-                if live.as_ref().is_some_and(|l| !ours(l)) {
-                    return Err(ApplyError::NotOwned { object: reference });
+                if let Some(l) = &live
+                    && !controlled_by(l, &owner.uid, object.kind())
+                {
+                    if !(by_annotation && released_for(l, cr_name)) {
+                        return Err(ApplyError::NotOwned { object: reference });
+                    }
+                    plan.adopted.push(reference.clone());
                 }
                 if by_annotation {
                     object

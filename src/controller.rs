@@ -210,13 +210,18 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
     let Some(cluster) = clusters.get_opt(&name).await.map_err(read_error("PerconaPGCluster"))? else { return Ok(()) };
     let uid = server.uid().unwrap_or_default();
     let live = serde_json::to_value(&cluster).expect("objects serialize");
-    if !apply::controlled_by(&live, &uid) {
+    if !apply::controlled_by(&live, &uid, "PerconaPGCluster") {
         return Ok(());
     }
     let delete = server.spec.percona.as_ref().is_some_and(|p| p.enabled && p.delete_with_server == Some(true));
     let reference = format!("PerconaPGCluster/{name}");
     if delete {
-        clusters.delete(&name, &Default::default()).await.map_err(|source| {
+        // Only the object just looked at: never a same-named cluster made meanwhile.
+        let this_one = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions { uid: cluster.uid(), resource_version: None }),
+            ..Default::default()
+        };
+        clusters.delete(&name, &this_one).await.map_err(|source| {
             Error::Apply(apply::ApplyError::Api { action: "deleting", object: reference.clone(), source })
         })?;
         publish(
@@ -228,9 +233,15 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
         )
         .await;
     } else {
-        // Owner annotation (and any owner reference an earlier version set) removed: released, so
-        // a DittoServer re-created with the same name takes it back.
-        let orphan = json!({"metadata": {"ownerReferences": null, "annotations": {apply::OWNER_ANNOTATION: null}}});
+        // Owner annotation (and an owner reference an earlier build set) removed: released, so a
+        // DittoServer re-created with the same name takes it back. Others' owner references stay;
+        // the resourceVersion makes the list replacement fail rather than drop a concurrent edit.
+        let others: Vec<_> = cluster.owner_references().iter().filter(|o| o.uid != uid).cloned().collect();
+        let orphan = json!({"metadata": {
+            "resourceVersion": cluster.resource_version(),
+            "ownerReferences": if others.is_empty() { serde_json::Value::Null } else { json!(others) },
+            "annotations": {apply::OWNER_ANNOTATION: null},
+        }});
         clusters.patch(&name, &PatchParams::default(), &Patch::Merge(orphan)).await.map_err(|source| {
             Error::Apply(apply::ApplyError::Api { action: "orphaning", object: reference.clone(), source })
         })?;
@@ -466,7 +477,7 @@ pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) 
 #[tracing::instrument(skip_all, fields(dittoserver = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
 pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    ctx.metrics.started(&queue_key(server.namespace().as_deref(), &server.name_any()));
+    let _in_flight = ctx.metrics.started(&queue_key(server.namespace().as_deref(), &server.name_any()));
     let result = if ctx.settings.dry_run {
         // Observe-only: not even a finalizer is added, nor removed.
         if server.meta().deletion_timestamp.is_some() {
@@ -670,8 +681,10 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
             info!(object = %change.reference, action = ?change.action, paths = ?change.paths, diff = %change.text, "applying change");
         }
         let skipped = plan.objects.len() - plan.changes().len().min(plan.objects.len());
+        let adopted = plan.adopted.clone();
         let outcome = apply::execute(&ctx.client, &namespace, plan).await?;
         ctx.metrics.applied(outcome.applied.len(), skipped);
+        publish_adopted(ctx, server, &adopted).await;
         publish_applied(ctx, server, &outcome.applied).await;
         info!(writes = outcome.applied.len(), checksum = %rendered.checksum, "reconciled");
         decided.push(match &held_back {
@@ -727,7 +740,9 @@ async fn apply_database_only(
             }
             Err(error) => return Err(error.into()),
         };
+    let adopted = plan.adopted.clone();
     let outcome = apply::execute(&ctx.client, &namespace, plan).await?;
+    publish_adopted(ctx, server, &adopted).await;
     publish_applied(ctx, server, &outcome.applied).await;
     Ok(Ok(()))
 }
@@ -871,6 +886,19 @@ fn database_status(rendered: &Rendered) -> DatabaseStatus {
             ready: true,
         },
         None => DatabaseStatus { kind: "sqlite".into(), host: None, ready: true },
+    }
+}
+
+/// Says so when an object kept by an earlier DittoServer of the same name is taken back.
+async fn publish_adopted(ctx: &Context, server: &DittoServer, adopted: &[String]) {
+    let delete = server.spec.percona.as_ref().is_some_and(|p| p.delete_with_server == Some(true));
+    for reference in adopted {
+        let note = format!(
+            "Adopted {reference}, kept by an earlier DittoServer named {}; on deletion it is {} (spec.percona.deleteWithServer)",
+            server.name_any(),
+            if delete { "deleted" } else { "kept again" }
+        );
+        publish(ctx, server, EventType::Normal, "Adopted", &note).await;
     }
 }
 

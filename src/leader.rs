@@ -71,6 +71,8 @@ pub async fn run(
         if tokio::time::timeout(STOP_TIMEOUT, &mut controller).await.is_err() {
             warn!("controller did not stop within {STOP_TIMEOUT:?}");
         }
+        // A controller cut off by the timeout did not clear its queue: nothing waits here now.
+        ctx.metrics.queue_cleared();
         ctx.metrics.leader.set(0);
         if shutting_down {
             return release(leading, task).await;

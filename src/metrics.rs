@@ -105,16 +105,16 @@ impl Metrics {
         self.queue_depth.set(0);
     }
 
-    /// A reconcile of `key` starts.
-    pub fn started(&self, key: &str) {
+    /// A reconcile of `key` starts; it counts as in flight until the guard is dropped, also when
+    /// the reconcile is cancelled (a controller stopped mid-way).
+    pub fn started(&self, key: &str) -> InFlight<'_> {
         self.dequeued(key);
         let now = self.in_flight_count.fetch_add(1, Ordering::SeqCst) + 1;
         self.in_flight.set(now);
+        InFlight(self)
     }
 
     pub fn finished(&self, result: &str, took: Duration) {
-        let now = self.in_flight_count.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.in_flight.set(now);
         self.reconciles.get_or_create(&ResultLabel { result: result.into() }).inc();
         self.reconcile_duration.observe(took.as_secs_f64());
     }
@@ -130,6 +130,16 @@ impl Metrics {
     }
 }
 
+/// A reconcile in flight (see [`Metrics::started`]).
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let now = self.0.in_flight_count.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.0.in_flight.set(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,9 +151,14 @@ mod tests {
         m.enqueued("ns/b".into());
         m.enqueued("ns/a".into());
         assert_eq!(m.queue_depth.get(), 2, "one entry per DittoServer, however many changes");
-        m.started("ns/a");
-        assert_eq!(m.queue_depth.get(), 1);
+        let running = m.started("ns/a");
+        assert_eq!((m.queue_depth.get(), m.in_flight.get()), (1, 1));
         m.finished("ok", Duration::from_millis(20));
+        drop(running);
+        let cancelled = m.started("ns/b");
+        drop(cancelled);
+        assert_eq!(m.in_flight.get(), 0, "a cancelled reconcile leaves the in-flight count");
+        m.enqueued("ns/c".into());
         m.applied(1, 6);
         let text = m.encode();
         for series in [

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::Client;
 use tokio::sync::watch;
@@ -34,15 +34,15 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
         let (stop, stopping) = watch::channel(false);
         // Not ready until the controller's cache is synced or, with leader election, the Lease is
         // known; not ready again from the moment a shutdown is asked for.
-        let ready = ctx.ready.clone();
-        let unready = ready.clone();
+        let stopping_flag = Arc::new(AtomicBool::new(false));
+        let stopping_now = stopping_flag.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             info!("shutdown requested");
-            unready.store(false, Ordering::SeqCst);
+            stopping_now.store(true, Ordering::SeqCst);
             let _ = stop.send(true);
         });
-        let health = Health { metrics: ctx.metrics.clone(), ready: ready.clone() };
+        let health = Health { metrics: ctx.metrics.clone(), ready: ctx.ready.clone(), stopping: stopping_flag };
         let addr: SocketAddr = args.health_address.parse()?;
         let server = tokio::spawn(serve::serve(addr, health, wait(stopping.clone())));
         let lease = args.leader_elect.then(|| LeaseSettings {
@@ -73,7 +73,7 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
                 Ok(())
             }
         };
-        ready.store(false, Ordering::SeqCst);
+        ctx.ready.store(false, Ordering::SeqCst);
         let _ = server.await;
         result
     })

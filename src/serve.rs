@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 pub struct Health {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Set once a shutdown is asked for; wins over `ready`.
+    pub stopping: Arc<AtomicBool>,
 }
 
 pub fn router(health: Health) -> Router {
@@ -25,7 +27,9 @@ pub fn router(health: Health) -> Router {
         .route(
             "/readyz",
             get(|State(h): State<Health>| async move {
-                if h.ready.load(Ordering::SeqCst) {
+                if h.stopping.load(Ordering::SeqCst) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+                } else if h.ready.load(Ordering::SeqCst) {
                     (StatusCode::OK, "ready")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "starting")

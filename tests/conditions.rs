@@ -128,6 +128,12 @@ async fn a_claim_pending_beyond_its_grace_degrades_the_server_until_it_binds() {
         "reported {}s after the claim was created, before its {grace:?} grace",
         reported - created
     );
+    // Looked at again when the grace ran out, not at the next 30 s pass.
+    assert!(
+        reported - created <= grace.as_secs() as i64 + 10,
+        "reported {}s after the claim was created: the recheck at the end of the grace did not happen",
+        reported - created
+    );
     let ready = condition(&servers, "Ready", "False", "ConditionsNotMet").await;
     assert!(ready.message.contains("VolumeClaimPending"), "{}", ready.message);
 

@@ -133,7 +133,8 @@ async fn health_and_metrics_endpoints() {
     let ready = operator.ctx.ready.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let health = Health { metrics: operator.ctx.metrics.clone(), ready: ready.clone() };
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = Health { metrics: operator.ctx.metrics.clone(), ready: ready.clone(), stopping: stopping.clone() };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let endpoint = tokio::spawn(serve_on(listener, health, async move {
         let _ = stopped.await;
@@ -169,8 +170,8 @@ async fn health_and_metrics_endpoints() {
     ] {
         assert!(body.contains(series), "missing {series} in\n{body}");
     }
-    ready.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(get(addr, "/readyz").await.0, 503);
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get(addr, "/readyz").await, (503, "stopping".to_string()), "a shutdown wins over ready");
     let _ = stop.send(());
     endpoint.await.unwrap().unwrap();
     operator.shutdown().await;

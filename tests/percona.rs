@@ -210,6 +210,14 @@ async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unles
     })
     .await;
     database_ready(&servers, "True", "PerconaReady").await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    let adopted = eventually("Adopted Event", DEADLINE, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find(|e| e.reason.as_deref() == Some("Adopted"))
+    })
+    .await;
+    let note = adopted.note.unwrap_or_default();
+    assert!(note.contains("PerconaPGCluster/files-postgres") && note.contains("kept again"), "{note}");
     servers.delete("files", &DeleteParams::default()).await.unwrap();
     eventually("DittoServer gone again", DEADLINE, || async {
         servers.get_opt("files").await.ok()?.is_none().then_some(())
@@ -235,6 +243,28 @@ async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unles
     assert!(in_sync.message.contains("PerconaPGCluster/other-postgres"), "{}", in_sync.message);
     let untouched = serde_json::to_value(clusters.get("other-postgres").await.unwrap()).unwrap();
     assert!(untouched["metadata"]["annotations"][OWNER].is_null(), "{}", untouched["metadata"]);
+
+    // Nor one that looks like ours but belongs to another DittoServer (its owner annotation).
+    let lookalike: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "pgv2.percona.com/v2", "kind": "PerconaPGCluster",
+        "metadata": {"name": "third-postgres",
+            "labels": {"app.kubernetes.io/instance": "third", "app.kubernetes.io/managed-by": "dittofs-operator"},
+            "annotations": {OWNER: "uid-of-another-dittoserver"}},
+        "spec": cluster["spec"].clone()
+    }))
+    .unwrap();
+    clusters.create(&PostParams::default(), &lookalike).await.unwrap();
+    servers
+        .create(&PostParams::default(), &server(&ns, &stranger.replace("name: other", "name: third")))
+        .await
+        .unwrap();
+    eventually("InSync=False ObjectNotOwned for the lookalike", DEADLINE, || async {
+        let conditions = servers.get("third").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "InSync" && c.reason == "ObjectNotOwned")
+    })
+    .await;
+    let kept = serde_json::to_value(clusters.get("third-postgres").await.unwrap()).unwrap();
+    assert_eq!(kept["metadata"]["annotations"][OWNER], "uid-of-another-dittoserver");
 
     // With deleteWithServer: true it goes with the server.
     let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: scratch}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true, deleteWithServer: true}\n";
@@ -327,8 +357,15 @@ async fn a_cleanup_that_cannot_finish_is_reported_and_keeps_the_finalizer() {
         .delete(&binding, &DeleteParams::default())
         .await
         .unwrap();
-    eventually("DittoServer gone", DEADLINE, || async { servers.get_opt("files").await.ok()?.is_none().then_some(()) })
-        .await;
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>::all(client.clone())
+        .delete(&binding, &DeleteParams::default())
+        .await
+        .unwrap();
+    // The next retry comes with the backoff reached meanwhile (up to 32 s after a few failures).
+    eventually("DittoServer gone", std::time::Duration::from_secs(90), || async {
+        servers.get_opt("files").await.ok()?.is_none().then_some(())
+    })
+    .await;
     assert!(clusters.get_opt("files-postgres").await.unwrap().is_none(), "deleted as deleteWithServer asks");
     operator.shutdown().await;
 }
