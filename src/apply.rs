@@ -58,25 +58,26 @@ pub fn controlled_by(live: &Value, owner_uid: &str, kind: &str) -> bool {
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid && r["controller"] == true));
-    let annotation = format!("/metadata/annotations/{}", OWNER_ANNOTATION.replace('/', "~1"));
-    let by_annotation =
-        OWNED_BY_ANNOTATION.contains(&kind) && live.pointer(&annotation).and_then(Value::as_str) == Some(owner_uid);
+    let by_annotation = OWNED_BY_ANNOTATION.contains(&kind) && owner_annotation(live) == Some(owner_uid);
     by_reference || by_annotation
+}
+
+/// The value of [`OWNER_ANNOTATION`] on `live`, if set.
+fn owner_annotation(live: &Value) -> Option<&str> {
+    live.pointer("/metadata/annotations")?.get(OWNER_ANNOTATION)?.as_str()
 }
 
 /// An object of [`OWNED_BY_ANNOTATION`] released by an earlier DittoServer of the same name
 /// (orphaned on deletion): a DittoServer re-created with that name takes it back with its data.
 fn released_for(live: &Value, cr_name: &str) -> bool {
-    let label =
-        |key: &str| live.pointer(&format!("/metadata/labels/{}", key.replace('/', "~1"))).and_then(Value::as_str);
-    let annotation = format!("/metadata/annotations/{}", OWNER_ANNOTATION.replace('/', "~1"));
+    let label = |key: &str| live.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str);
     let has_controller = live
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .is_some_and(|refs| refs.iter().any(|r| r["controller"] == true));
     label(crate::render::LABEL_INSTANCE) == Some(cr_name)
         && label(crate::render::LABEL_MANAGED_BY) == Some(crate::render::MANAGED_BY)
-        && live.pointer(&annotation).is_none()
+        && owner_annotation(live).is_none()
         && !has_controller
 }
 

@@ -195,6 +195,11 @@ async fn report_deletion(ctx: &Context, server: &DittoServer, blocked: Option<(&
     }
 }
 
+/// `spec.percona.enabled` with `deleteWithServer: true`: the created cluster goes with the server.
+fn database_goes_with_server(server: &DittoServer) -> bool {
+    server.spec.percona.as_ref().is_some_and(|p| p.enabled && p.delete_with_server == Some(true))
+}
+
 /// `<name>-postgres`, if the operator created it: deleted with the server only when
 /// `spec.percona.deleteWithServer: true`; otherwise orphaned (owner annotation removed) and left
 /// running — also when `spec.percona.enabled` was turned off meanwhile. It never has an owner
@@ -213,9 +218,8 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
     if !apply::controlled_by(&live, &uid, "PerconaPGCluster") {
         return Ok(());
     }
-    let delete = server.spec.percona.as_ref().is_some_and(|p| p.enabled && p.delete_with_server == Some(true));
     let reference = format!("PerconaPGCluster/{name}");
-    if delete {
+    if database_goes_with_server(server) {
         // Only the object just looked at: never a same-named cluster made meanwhile.
         let this_one = kube::api::DeleteParams {
             preconditions: Some(kube::api::Preconditions { uid: cluster.uid(), resource_version: None }),
@@ -295,12 +299,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         }
     }
     let ns = settings.namespace.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        crate::render::LABEL_MANAGED_BY,
-        crate::render::MANAGED_BY
-    ));
-    let owned_instances = watcher::Config::default().labels(&format!(
+    // Objects the operator manages (owned kinds, and the pod and claims by their labels).
+    let managed = watcher::Config::default().labels(&format!(
         "{}={}",
         crate::render::LABEL_MANAGED_BY,
         crate::render::MANAGED_BY
@@ -337,7 +337,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     macro_rules! owns {
         ($controller:expr, $kind:ty) => {
             $controller.watches_stream(
-                watcher(scoped::<PartialObjectMeta<$kind>>(&client, &ns), owned.clone()).touched_objects(),
+                watcher(scoped::<PartialObjectMeta<$kind>>(&client, &ns), managed.clone()).touched_objects(),
                 queued(metrics.clone(), controller_owner),
             )
         };
@@ -366,10 +366,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }),
         )
         // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
-        .watches(scoped::<Pod>(&client, &ns), owned_instances.clone(), queued(metrics.clone(), by_instance::<Pod>))
+        .watches(scoped::<Pod>(&client, &ns), managed.clone(), queued(metrics.clone(), by_instance::<Pod>))
         .watches(
             scoped::<PersistentVolumeClaim>(&client, &ns),
-            owned_instances,
+            managed,
             queued(metrics.clone(), by_instance::<PersistentVolumeClaim>),
         )
         // A StorageClass that appears (or goes) changes what the DittoServers naming it can do.
@@ -593,14 +593,10 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, &discovered) {
         Ok(r) => r,
         Err(error) => {
-            let text = error.to_string();
-            let decided = if error.is_spec_error() {
-                vec![templates_ready, Decided::new(CONFIG_READY, false, "InvalidSpec", text.clone())]
-            } else {
-                // A template (shipped or overridden) failed: nothing is applied, objects stay as they are.
-                vec![Decided::new(TEMPLATES_READY, false, "TemplateInvalid", text.clone())]
-            };
-            let reason = decided.last().map(|d| d.reason).unwrap_or("RenderFailed");
+            let failure = render_failure(&error);
+            let (reason, text) = (failure.reason, failure.message.clone());
+            // A template failure replaces TemplatesReady; a spec error leaves it True.
+            let decided = if failure.type_ == CONFIG_READY { vec![templates_ready, failure] } else { vec![failure] };
             // A bad spec or template does not fix itself: wait for an edit (watched).
             return hold(ctx, server, decided, reason, &text).await;
         }
@@ -681,11 +677,8 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
             info!(object = %change.reference, action = ?change.action, paths = ?change.paths, diff = %change.text, "applying change");
         }
         let skipped = plan.objects.len() - plan.changes().len().min(plan.objects.len());
-        let adopted = plan.adopted.clone();
-        let outcome = apply::execute(&ctx.client, &namespace, plan).await?;
+        let outcome = execute_and_publish(ctx, server, &namespace, plan).await?;
         ctx.metrics.applied(outcome.applied.len(), skipped);
-        publish_adopted(ctx, server, &adopted).await;
-        publish_applied(ctx, server, &outcome.applied).await;
         info!(writes = outcome.applied.len(), checksum = %rendered.checksum, "reconciled");
         decided.push(match &held_back {
             Some(why) => Decided::new(IN_SYNC, false, "HeldBack", why.clone()),
@@ -710,6 +703,16 @@ async fn reconcile_inner(server: &DittoServer, ctx: &Context) -> Result<Action, 
     Ok(Action::requeue(observed.recheck_after.map_or(next, |grace_over| grace_over.min(next))))
 }
 
+/// The condition a failed render sets: `ConfigReady` for a spec error, else `TemplatesReady` (a
+/// shipped or overridden template failed; nothing is applied, objects stay as they are).
+fn render_failure(error: &crate::render::RenderError) -> Decided {
+    if error.is_spec_error() {
+        Decided::new(CONFIG_READY, false, "InvalidSpec", error.to_string())
+    } else {
+        Decided::new(TEMPLATES_READY, false, "TemplateInvalid", error.to_string())
+    }
+}
+
 /// Applies just the PerconaPGCluster of `spec.percona.enabled` while it is not ready yet.
 /// `Ok(Err(condition))`: it could not be applied for a reason an edit must fix (a broken
 /// template, someone else's object in the way); the caller reports it and holds.
@@ -721,14 +724,7 @@ async fn apply_database_only(
 ) -> Result<Result<(), Decided>, Error> {
     let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, discovered) {
         Ok(r) => r,
-        Err(error) => {
-            let (type_, reason) = if error.is_spec_error() {
-                (CONFIG_READY, "InvalidSpec")
-            } else {
-                (TEMPLATES_READY, "TemplateInvalid")
-            };
-            return Ok(Err(Decided::new(type_, false, reason, error.to_string())));
-        }
+        Err(error) => return Ok(Err(render_failure(&error))),
     };
     let namespace = server.namespace().unwrap_or_default();
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
@@ -740,10 +736,7 @@ async fn apply_database_only(
             }
             Err(error) => return Err(error.into()),
         };
-    let adopted = plan.adopted.clone();
-    let outcome = apply::execute(&ctx.client, &namespace, plan).await?;
-    publish_adopted(ctx, server, &adopted).await;
-    publish_applied(ctx, server, &outcome.applied).await;
+    execute_and_publish(ctx, server, &namespace, plan).await?;
     Ok(Ok(()))
 }
 
@@ -889,22 +882,25 @@ fn database_status(rendered: &Rendered) -> DatabaseStatus {
     }
 }
 
-/// Says so when an object kept by an earlier DittoServer of the same name is taken back.
-async fn publish_adopted(ctx: &Context, server: &DittoServer, adopted: &[String]) {
-    let delete = server.spec.percona.as_ref().is_some_and(|p| p.delete_with_server == Some(true));
-    for reference in adopted {
+/// Writes `plan`, then one Normal Event per object taken back (Adopted) and per object written:
+/// Created, Updated (with the changed paths) or Pruned.
+async fn execute_and_publish(
+    ctx: &Context,
+    server: &DittoServer,
+    namespace: &str,
+    plan: Plan,
+) -> Result<apply::ApplyOutcome, Error> {
+    let adopted = plan.adopted.clone();
+    let outcome = apply::execute(&ctx.client, namespace, plan).await?;
+    for reference in &adopted {
         let note = format!(
             "Adopted {reference}, kept by an earlier DittoServer named {}; on deletion it is {} (spec.percona.deleteWithServer)",
             server.name_any(),
-            if delete { "deleted" } else { "kept again" }
+            if database_goes_with_server(server) { "deleted" } else { "kept again" }
         );
         publish(ctx, server, EventType::Normal, "Adopted", &note).await;
     }
-}
-
-/// One Normal Event per object written: Created, Updated (with the changed paths) or Pruned.
-async fn publish_applied(ctx: &Context, server: &DittoServer, applied: &[crate::diff::ObjectDiff]) {
-    for change in applied {
+    for change in &outcome.applied {
         let (reason, note) = match change.action {
             DiffAction::Create => ("Created", format!("Created {}", change.reference)),
             DiffAction::Update => ("Updated", format!("Updated {}: {}", change.reference, change.paths.join(", "))),
@@ -913,6 +909,7 @@ async fn publish_applied(ctx: &Context, server: &DittoServer, applied: &[crate::
         };
         publish(ctx, server, EventType::Normal, reason, &note).await;
     }
+    Ok(outcome)
 }
 
 async fn publish(ctx: &Context, server: &DittoServer, type_: EventType, reason: &str, note: &str) {

@@ -132,8 +132,13 @@ pub fn merge(previous: &[Condition], decided: &[Decided], generation: Option<i64
             }
         })
         .collect();
-    out.sort_by(|a, b| condition_rank(&a.type_).cmp(&condition_rank(&b.type_)).then(a.type_.cmp(&b.type_)));
+    sort_conditions(&mut out);
     out
+}
+
+/// Ready first, then the brief's order; unknown types last, by name.
+fn sort_conditions(conditions: &mut [Condition]) {
+    conditions.sort_by(|a, b| condition_rank(&a.type_).cmp(&condition_rank(&b.type_)).then(a.type_.cmp(&b.type_)));
 }
 
 /// Like [`merge`], but conditions not decided now are kept as they were (deletion decides only a few).
@@ -145,7 +150,7 @@ pub fn merge_keeping(
 ) -> Vec<Condition> {
     let mut out = merge(previous, decided, generation, now);
     out.extend(previous.iter().filter(|p| !decided.iter().any(|d| d.type_ == p.type_)).cloned());
-    out.sort_by(|a, b| condition_rank(&a.type_).cmp(&condition_rank(&b.type_)).then(a.type_.cmp(&b.type_)));
+    sort_conditions(&mut out);
     out
 }
 

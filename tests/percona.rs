@@ -32,6 +32,18 @@ async fn install_percona_crd(client: &Client) {
     .await;
 }
 
+/// Both CRDs installed and a fresh namespace: the client, the namespace, and the DittoServer and
+/// PerconaPGCluster APIs in it.
+async fn percona_setup(prefix: &str) -> (Client, String, Api<DittoServer>, Api<DynamicObject>) {
+    let client = client().await;
+    install_crd(&client).await;
+    install_percona_crd(&client).await;
+    let ns = namespace(&client, prefix, &[]).await;
+    let servers = Api::namespaced(client.clone(), &ns);
+    let clusters = Api::namespaced_with(client.clone(), &ns, &percona::api_resource());
+    (client, ns, servers, clusters)
+}
+
 async fn database_ready(servers: &Api<DittoServer>, status: &str, reason: &str) -> Condition {
     eventually(&format!("DatabaseReady={status} ({reason})"), DEADLINE, || async {
         let conditions = servers.get("files").await.ok()?.status?.conditions;
@@ -135,13 +147,8 @@ async fn cluster_named(clusters: &Api<DynamicObject>, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unless_asked() {
-    let client = client().await;
-    install_crd(&client).await;
-    install_percona_crd(&client).await;
-    let ns = namespace(&client, "percona-owned", &[]).await;
+    let (client, ns, servers, clusters) = percona_setup("percona-owned").await;
     let operator = Operator::start(&client, &ns);
-    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &percona::api_resource());
     let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true, replicas: 1, storageSize: 5Gi}\n";
     let created = servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
 
@@ -310,13 +317,8 @@ async fn refuse_cluster_deletion(client: &Client, ns: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cleanup_that_cannot_finish_is_reported_and_keeps_the_finalizer() {
     use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
-    let client = client().await;
-    install_crd(&client).await;
-    install_percona_crd(&client).await;
-    let ns = namespace(&client, "percona-cleanup", &[]).await;
+    let (client, ns, servers, clusters) = percona_setup("percona-cleanup").await;
     let operator = Operator::start(&client, &ns);
-    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    let clusters = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &percona::api_resource());
     let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true, deleteWithServer: true}\n";
     servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
     cluster_named(&clusters, "files-postgres").await;
@@ -392,11 +394,7 @@ async fn collect_garbage(client: &Client, ns: &str, owner_uid: &str) {
 async fn diff_before_the_database_is_ready_shows_what_the_operator_would_apply() {
     use dittofs_operator::diff::Action;
     use dittofs_operator::preview::{self, DiffArgs, OutputFormat};
-    let client = client().await;
-    install_crd(&client).await;
-    install_percona_crd(&client).await;
-    let ns = namespace(&client, "percona-diff", &[]).await;
-    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    let (client, ns, servers, _) = percona_setup("percona-diff").await;
     let args = |name: &str| DiffArgs {
         name: Some(name.into()),
         file: None,
@@ -426,12 +424,7 @@ async fn diff_before_the_database_is_ready_shows_what_the_operator_would_apply()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_reference_from_an_earlier_build_is_dropped_by_the_next_apply() {
-    let client = client().await;
-    install_crd(&client).await;
-    install_percona_crd(&client).await;
-    let ns = namespace(&client, "percona-legacy", &[]).await;
-    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    let clusters = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &percona::api_resource());
+    let (client, ns, servers, clusters) = percona_setup("percona-legacy").await;
     let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true}\n";
     let created = servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
 
