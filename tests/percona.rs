@@ -52,6 +52,18 @@ async fn database_ready(servers: &Api<DittoServer>, status: &str, reason: &str) 
     .await
 }
 
+/// Plays Percona: once the cluster's spec asks for `replicas`, report it `ready` at the generation
+/// that carries that spec (Percona's observedGeneration follows the generation it reconciled).
+async fn percona_observes_spec(clusters: &Api<DynamicObject>, name: &str, replicas: i64) {
+    let generation = eventually(&format!("{name} asks for {replicas} replicas"), DEADLINE, || async {
+        let c = serde_json::to_value(clusters.get(name).await.ok()?).ok()?;
+        (c["spec"]["instances"][0]["replicas"] == replicas).then(|| c["metadata"]["generation"].clone())
+    })
+    .await;
+    let status = json!({"status": {"state": "ready", "observedGeneration": generation}});
+    clusters.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+}
+
 fn checksum(sts: &StatefulSet) -> String {
     sts.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()
         ["dittofs.dittofs.com/config-checksum"]
@@ -178,22 +190,13 @@ async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unles
     .await;
 
     // Ready with its user Secret: the server rolls out against it.
-    let generation =
-        serde_json::to_value(clusters.get("files-postgres").await.unwrap()).unwrap()["metadata"]["generation"].clone();
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "files-postgres-pguser-dittofs", "labels": {percona::CLUSTER_LABEL: "files-postgres"}},
         "stringData": {"host": "files-postgres-primary.svc", "port": "5432", "user": "dittofs", "dbname": "dittofs", "password": "p4ss:w0rd+"},
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
-    clusters
-        .patch_status(
-            "files-postgres",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"state": "ready", "observedGeneration": generation}})),
-        )
-        .await
-        .unwrap();
+    percona_observes_spec(&clusters, "files-postgres", 2).await;
     eventually("StatefulSet once the cluster is ready", DEADLINE, || async {
         sts_api.get_opt("files").await.ok().flatten()
     })
@@ -216,6 +219,9 @@ async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unles
         (c["metadata"]["annotations"][OWNER] == json!(again.metadata.uid)).then_some(())
     })
     .await;
+    // The re-created CR asks for one replica again: a new generation that Percona must observe
+    // before the database counts as ready.
+    percona_observes_spec(&clusters, "files-postgres", 1).await;
     database_ready(&servers, "True", "PerconaReady").await;
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
     let adopted = eventually("Adopted Event", DEADLINE, || async {
