@@ -7,9 +7,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -17,9 +15,9 @@ use serde_json::Value;
 
 use crate::crd::FIELD_MANAGER;
 use crate::diff::{self, Action, ObjectDiff};
-use crate::render::{
-    LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY, ManagedObject,
-};
+use crate::kinds::{Kind, ManagedObject};
+pub use crate::names::OWNER_ANNOTATION;
+use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -48,8 +46,6 @@ impl ApplyError {
 /// `kubectl delete --cascade=foreground`) can delete them: the finalizer decides their fate.
 /// Ownership is the annotation [`OWNER_ANNOTATION`] instead.
 pub const OWNED_BY_ANNOTATION: &[&str] = &["PerconaPGCluster"];
-/// The uid of the DittoServer owning an object of [`OWNED_BY_ANNOTATION`].
-pub const OWNER_ANNOTATION: &str = "dittofs.dittofs.com/owner-uid";
 
 /// Whether `live` names `owner_uid` as its controller: a controller owner reference, or (for
 /// kinds of [`OWNED_BY_ANNOTATION`] only) the owner annotation.
@@ -75,8 +71,8 @@ fn released_for(live: &Value, cr_name: &str) -> bool {
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .is_some_and(|refs| refs.iter().any(|r| r["controller"] == true));
-    label(crate::render::LABEL_INSTANCE) == Some(cr_name)
-        && label(crate::render::LABEL_MANAGED_BY) == Some(crate::render::MANAGED_BY)
+    label(LABEL_INSTANCE) == Some(cr_name)
+        && label(LABEL_MANAGED_BY) == Some(MANAGED_BY)
         && owner_annotation(live).is_none()
         && !has_controller
 }
@@ -155,36 +151,6 @@ pub fn is_create_only(object: &ManagedObject) -> bool {
             == Some(LIFECYCLE_CREATE_ONLY)
 }
 
-fn resource_of(kind: &str) -> ApiResource {
-    match kind {
-        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
-        "Secret" => ApiResource::erase::<Secret>(&()),
-        "Service" => ApiResource::erase::<Service>(&()),
-        "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
-        "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
-        "PodDisruptionBudget" => ApiResource::erase::<PodDisruptionBudget>(&()),
-        "PerconaPGCluster" => crate::percona::api_resource(),
-        "ServiceMonitor" => ApiResource {
-            group: "monitoring.coreos.com".into(),
-            version: "v1".into(),
-            api_version: "monitoring.coreos.com/v1".into(),
-            kind: "ServiceMonitor".into(),
-            plural: "servicemonitors".into(),
-        },
-        other => unreachable!("no API resource for managed kind {other}"),
-    }
-}
-
-/// Kinds that pruning looks at: those templates may produce, except databases. Never
-/// PersistentVolumeClaims, never a PerconaPGCluster (its fate is decided on deletion only).
-fn prunable() -> Vec<ApiResource> {
-    crate::render::ALLOWED_KINDS
-        .iter()
-        .filter(|(_, kind)| *kind != "PerconaPGCluster")
-        .map(|(_, kind)| resource_of(kind))
-        .collect()
-}
-
 fn api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, resource)
 }
@@ -207,7 +173,7 @@ pub async fn plan(
     let mut plan = Plan::default();
     for object in objects {
         let mut object = object.clone();
-        let resource = resource_of(object.kind());
+        let resource = object.managed_kind().resource();
         let api = api(client, namespace, &resource);
         let name = object.name().to_string();
         let reference = object.reference();
@@ -264,9 +230,10 @@ async fn plan_prunes(
     owner_uid: &str,
     keep: &BTreeSet<String>,
 ) -> Result<Vec<PlannedPrune>, ApplyError> {
-    let selector = format!("{LABEL_INSTANCE}={cr_name},{LABEL_MANAGED_BY}={MANAGED_BY}");
+    let selector = crate::names::instance_selector(cr_name);
     let mut prunes = Vec::new();
-    for resource in prunable() {
+    // Never PersistentVolumeClaims (not a managed kind), never a PerconaPGCluster (not prunable).
+    for resource in Kind::ALL.iter().filter(|k| k.prunable()).map(|k| k.resource()) {
         let api = api(client, namespace, &resource);
         let list = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => list,
@@ -300,7 +267,7 @@ pub async fn execute(client: &Client, namespace: &str, plan: Plan) -> Result<App
         if planned.diff.action == Action::Unchanged {
             continue;
         }
-        let resource = resource_of(planned.object.kind());
+        let resource = planned.object.managed_kind().resource();
         let api = api(client, namespace, &resource);
         let reference = planned.object.reference();
         let name = planned.object.name().to_string();

@@ -7,6 +7,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+/// A key of a Secret that reaches DittoFS as an environment variable.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
 /// Where DittoFS's control-plane PostgreSQL is and how to log in; the password stays in its Secret.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -16,7 +24,7 @@ pub struct PostgresConnection {
     pub database: String,
     pub user: String,
     pub sslmode: String,
-    pub password_secret: crate::render::SecretKeyRef,
+    pub password_secret: SecretKeyRef,
 }
 
 /// Values for the credentials Secrets the operator creates when the user references none.
@@ -50,7 +58,7 @@ pub enum DiscoverError {
 
 /// Names of the Secrets a CR reads, for fetching before [`resolve`].
 pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str) -> Vec<String> {
-    let names = crate::render::Names::for_cr(cr_name);
+    let names = crate::names::Names::for_cr(cr_name);
     let identity = spec.identity.clone().unwrap_or_default();
     let mut out = vec![
         identity.jwt.and_then(|j| j.secret_ref).map(|r| r.name).unwrap_or(names.jwt_secret),
@@ -74,7 +82,7 @@ pub fn resolve(
     secrets: &SecretsByName,
     generate: bool,
 ) -> Result<Discovered, DiscoverError> {
-    let names = crate::render::Names::for_cr(cr_name);
+    let names = crate::names::Names::for_cr(cr_name);
     let identity = spec.identity.clone().unwrap_or_default();
     let mut discovered = Discovered::default();
 
@@ -106,7 +114,7 @@ pub fn resolve(
     }
     // Credentials the operator creates: a fresh value when creating now, a visible stand-in
     // when only rendering or holding back, nothing when the Secret exists (never rewritten).
-    let fresh = |len: usize| if generate { random_token(len) } else { crate::render::OFFLINE_GENERATED.to_string() };
+    let fresh = |len: usize| if generate { random_token(len) } else { crate::names::OFFLINE_GENERATED.to_string() };
     if jwt_ref.is_none() && !secrets.contains_key(&names.jwt_secret) {
         let value = fresh(48);
         if generate {
@@ -192,7 +200,7 @@ pub fn resolve(
             sslmode: text("sslmode")
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| values.database.postgres.sslmode.clone()),
-            password_secret: crate::render::SecretKeyRef { name: r.name.clone(), key: "password".into() },
+            password_secret: SecretKeyRef { name: r.name.clone(), key: "password".into() },
         });
         discovered.secret_data.insert(r.name.clone(), BTreeMap::from([("password".into(), data["password"].clone())]));
     }

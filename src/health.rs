@@ -9,7 +9,6 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
-use crate::render::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::status::{DEGRADED, Decided};
 
 /// A claim Pending longer than this is reported (binding may wait for the pod's scheduling);
@@ -64,7 +63,7 @@ pub async fn observe(
     if let Some(found) = pod.as_ref().and_then(stuck_container) {
         return Ok(Observed { degraded: found, recheck_after: None });
     }
-    let selector = format!("{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}");
+    let selector = crate::names::instance_selector(name);
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
         .await?;

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::crd::DittoServer;
 use crate::discover::SecretsByName;
+use crate::gather::{DatabaseGate, Gathered};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -80,20 +81,16 @@ pub fn render_offline(
     sets: &[crate::overrides::Overrides],
 ) -> anyhow::Result<crate::render::Rendered> {
     let input = parse(file, text)?;
-    let settings = crate::settings::Settings { values_builder: values, ..crate::settings::Settings::for_tests(None) };
-    let effective = crate::overrides::layer(&settings, sets)?;
-    let name = input.server.metadata.name.clone().unwrap_or_default();
-    let mut discovered = crate::discover::resolve(&input.server.spec, &name, &effective.values, &input.secrets, false)
-        .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-    if let Some(target) = crate::percona::target(&input.server.spec, &name) {
-        let namespace = input.server.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let cluster = input.percona.get(&target.cluster);
-        match crate::percona::evaluate(&target, &namespace, true, cluster, &input.secrets) {
-            Ok((connection, password)) => crate::percona::attach(&mut discovered, connection, password),
-            // What the operator applies first for a cluster it creates: the cluster alone.
-            Err(_) if target.owned => {}
-            Err(nr) => anyhow::bail!("{file}: database not ready ({}): {}", nr.reason, nr.message),
-        }
+    let settings = crate::settings::Settings { values_builder: values, ..Default::default() };
+    let gathered = Gathered::from_file(&input, crate::overrides::layer(&settings, sets)?);
+    let effective =
+        gathered.overrides.as_ref().map_err(|b| anyhow::anyhow!("template overrides ({}): {}", b.reason, b.message))?;
+    let discovered =
+        gathered.discover(&input.server, &effective.values, false).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    // DatabaseOnly: what the operator applies first for a cluster it creates, the cluster alone
+    // (the renderer renders only it while the connection is unknown).
+    if let DatabaseGate::Closed(nr) = gathered.database_gate() {
+        anyhow::bail!("{file}: database not ready ({}): {}", nr.reason, nr.message);
     }
     crate::render::Renderer::new(&effective.templates)
         .render(&input.server, &effective.values, &discovered)

@@ -1,23 +1,29 @@
-//! dittofs-operator: DittoServer CR → values → render → validate → apply → status.
+//! dittofs-operator: DittoServer CR → gather → decide → render → plan → apply → status.
 //!
+//! - [`names`]: object names, labels, annotations, the finalizer (a leaf: imports nothing)
+//! - [`kinds`]: the one table of managed kinds
 //! - [`crd`]: the custom resource and its admission rules
 //! - [`values`]: operator-level defaults and overrides
-//! - [`discover`]: data found in the cluster that rendering needs
+//! - [`gather`]: everything a pass reads, from the cluster or from `render`'s input file
+//! - [`discover`]: the data rendering needs, resolved from what was gathered
 //! - [`render`]: templates → typed objects (pure)
 //! - [`input`]: reading CR files for the offline commands
 //! - [`apply`]: server-side apply and pruning
 //! - [`status`]: conditions and phase
-//! - [`controller`]: the reconcile loop tying them together
+//! - [`controller`]: the reconcile pipeline tying them together (docs/architecture.md)
 
 pub mod apply;
 pub mod controller;
 pub mod crd;
 pub mod diff;
 pub mod discover;
+pub mod gather;
 pub mod health;
 pub mod input;
+pub mod kinds;
 pub mod leader;
 pub mod metrics;
+pub mod names;
 pub mod operator;
 pub mod overrides;
 pub mod percona;

@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn later_sets_win() {
-        let settings = Settings::for_tests(None);
+        let settings = Settings::default();
         let a = Overrides::from_entries("A", entries(&[("x.j2", "a"), ("values.yaml", "image: {tag: v1}")])).unwrap();
         let b = Overrides::from_entries("B", entries(&[("x.j2", "b"), ("values.yaml", "image: {tag: v2}")])).unwrap();
         let effective = layer(&settings, &[a, b]).unwrap();
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_configmap() {
-        let settings = Settings::for_tests(None);
+        let settings = Settings::default();
         let a = Overrides::from_entries("ConfigMap ops/t", entries(&[("values.yaml", "ports: {apii: 1}")])).unwrap();
         let err = layer(&settings, &[a]).unwrap_err().to_string();
         assert!(err.contains("ConfigMap ops/t") && err.contains("apii"), "{err}");

@@ -9,21 +9,18 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use crate::crd::DittoServerSpec;
-use crate::discover::{Discovered, PostgresConnection, SecretsByName};
-use crate::render::SecretKeyRef;
+use crate::discover::{Discovered, PostgresConnection, SecretKeyRef, SecretsByName};
+use crate::kinds::Kind;
 
-pub const CRD_NAME: &str = "perconapgclusters.pgv2.percona.com";
+pub const CRD_NAME: &str = match Kind::PerconaPGCluster.optional_crd() {
+    Some(name) => name,
+    None => panic!("PerconaPGCluster is an optional kind"),
+};
 /// Label Percona puts on user Secrets (they carry no owner reference).
 pub const CLUSTER_LABEL: &str = "postgres-operator.crunchydata.com/cluster";
 
 pub fn api_resource() -> ApiResource {
-    ApiResource {
-        group: "pgv2.percona.com".into(),
-        version: "v2".into(),
-        api_version: "pgv2.percona.com/v2".into(),
-        kind: "PerconaPGCluster".into(),
-        plural: "perconapgclusters".into(),
-    }
+    Kind::PerconaPGCluster.resource()
 }
 
 /// The cluster a DittoServer's database lives in.
@@ -46,7 +43,7 @@ pub fn target(spec: &DittoServerSpec, cr_name: &str) -> Option<Target> {
         });
     }
     spec.percona.as_ref().filter(|p| p.enabled).map(|p| Target {
-        cluster: format!("{cr_name}-postgres"),
+        cluster: crate::names::Names::for_cr(cr_name).percona_cluster,
         user: Some("dittofs".into()),
         // Unset: the user Secret's dbname, i.e. the database the template declared from values.
         database: p.database_name.clone(),

@@ -11,11 +11,12 @@ use kube::{Client, Config, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::apply;
-use crate::controller::{Settings, fetch_secrets};
 use crate::crd::DittoServer;
 use crate::diff::{Action, ObjectDiff};
+use crate::gather::{DatabaseGate, Gathered};
+use crate::input;
 use crate::render::Renderer;
-use crate::{discover, input, overrides};
+use crate::settings::Settings;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DiffArgs {
@@ -101,33 +102,31 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
         (None, None) => anyhow::bail!("give a DittoServer name or -f FILE"),
     };
     let name = server.name_any();
-    let effective = overrides::resolve(&client, &settings, &server)
-        .await?
+    let gathered = Gathered::from_cluster(&client, &settings, &server).await?;
+    let effective = gathered
+        .overrides
+        .as_ref()
         .map_err(|blocked| anyhow::anyhow!("template overrides ({}): {}", blocked.reason, blocked.message))?;
-    let secrets = fetch_secrets(&client, &server, &namespace).await?;
     // Existing generated credentials are read; missing ones show as created (values masked).
-    let mut discovered = discover::resolve(&server.spec, &name, &effective.values, &secrets, false)?;
+    let discovered = gathered.discover(&server, &effective.values, false)?;
     // Like the reconcile: while the database is not ready, only an operator-created cluster is applied.
-    let mut database_only = false;
-    if let Some(target) = crate::percona::target(&server.spec, &name) {
-        match crate::percona::resolve(&client, &namespace, &target).await? {
-            Ok((connection, password)) => crate::percona::attach(&mut discovered, connection, password),
-            Err(not_ready) if target.owned && not_ready.reason != "PerconaNotInstalled" => {
-                eprintln!(
-                    "note: database not ready ({}): {}; only the PerconaPGCluster would be applied",
-                    not_ready.reason, not_ready.message
-                );
-                database_only = true;
-            }
-            Err(not_ready) => {
-                eprintln!(
-                    "note: database not ready ({}): {}; nothing would be applied",
-                    not_ready.reason, not_ready.message
-                );
-                return Ok(Vec::new());
-            }
+    let database_only = match gathered.database_gate() {
+        DatabaseGate::Open => false,
+        DatabaseGate::DatabaseOnly(not_ready) => {
+            eprintln!(
+                "note: database not ready ({}): {}; only the PerconaPGCluster would be applied",
+                not_ready.reason, not_ready.message
+            );
+            true
         }
-    }
+        DatabaseGate::Closed(not_ready) => {
+            eprintln!(
+                "note: database not ready ({}): {}; nothing would be applied",
+                not_ready.reason, not_ready.message
+            );
+            return Ok(Vec::new());
+        }
+    };
     let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
     let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
     let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects, !database_only).await?;

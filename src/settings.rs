@@ -123,22 +123,35 @@ impl Settings {
             values_builder: builder,
             templates_configmap,
             allow_namespace_templates: templates.allow_namespace_templates,
-            ..Self::for_tests(None)
+            ..Self::default()
         })
     }
 
-    /// Embedded values and templates; overrides looked up in `namespace` (or dittofs-system).
+    /// Test clusters: watch `namespace` only and look for the operator-wide overrides there too.
     pub fn for_tests(namespace: Option<String>) -> Self {
-        let builder = ValuesBuilder::new();
+        let defaults = Self::default();
         Self {
             templates_configmap: (
-                namespace.clone().unwrap_or_else(|| "dittofs-system".into()),
+                namespace.clone().unwrap_or(defaults.templates_configmap.0.clone()),
                 DEFAULT_TEMPLATES_CONFIGMAP.into(),
             ),
             namespace,
+            ..defaults
+        }
+    }
+}
+
+/// The embedded values and templates, every namespace, overrides in `dittofs-system`, writing:
+/// what `render` uses offline and what the command line starts from.
+impl Default for Settings {
+    fn default() -> Self {
+        let builder = ValuesBuilder::new();
+        Self {
+            namespace: None,
             values: builder.build().expect("embedded defaults"),
             values_builder: builder,
             templates: TemplateSource::embedded(),
+            templates_configmap: ("dittofs-system".into(), DEFAULT_TEMPLATES_CONFIGMAP.into()),
             allow_namespace_templates: false,
             concurrency: 4,
             dry_run: false,

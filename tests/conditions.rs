@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use dittofs_operator::controller::Settings;
 use dittofs_operator::crd::{DittoServer, Phase};
+use dittofs_operator::settings::Settings;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;

@@ -5,8 +5,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dittofs_operator::controller::{self, Context, Settings};
+use dittofs_operator::controller::{self, Context};
 use dittofs_operator::crd::DittoServer;
+use dittofs_operator::settings::Settings;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};

@@ -5,10 +5,11 @@ mod support;
 
 use std::sync::Arc;
 
-use dittofs_operator::controller::{self, Context, Settings};
+use dittofs_operator::controller::{self, Context};
 use dittofs_operator::crd::DittoServer;
 use dittofs_operator::diff::Action;
 use dittofs_operator::preview::{self, DiffArgs, OutputFormat};
+use dittofs_operator::settings::Settings;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;

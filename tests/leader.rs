@@ -6,9 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dittofs_operator::controller::{Context, Settings};
+use dittofs_operator::controller::Context;
 use dittofs_operator::crd::DittoServer;
 use dittofs_operator::leader::{self, LeaseSettings};
+use dittofs_operator::settings::Settings;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;

@@ -6,8 +6,8 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use dittofs_operator::controller::Settings;
 use dittofs_operator::crd::DittoServer;
+use dittofs_operator::settings::Settings;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;

@@ -3,9 +3,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::context::{Computed, SecretKeyRef};
+use super::context::Computed;
 use super::filters::hex;
 use crate::discover::Discovered;
+use crate::discover::SecretKeyRef;
 
 /// SHA-256 over the rendered config and the data of every Secret key DittoFS consumes.
 pub fn checksum(config_yaml: &str, computed: &Computed, discovered: &Discovered) -> String {

@@ -11,24 +11,9 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::crd::{DatabaseType, DittoServer, DittoServerSpec, LogFormat, ServiceType, TrafficPolicy};
-use crate::discover::{Discovered, PostgresConnection};
+use crate::discover::{Discovered, PostgresConnection, SecretKeyRef};
+use crate::names::*;
 use crate::values::{ProbeSet, Values, WaitForPostgresValues};
-
-/// Label keys shared by every object and pod.
-pub const LABEL_NAME: &str = "app.kubernetes.io/name";
-pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
-pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
-pub const MANAGED_BY: &str = "dittofs-operator";
-/// Pod-template annotation carrying [`Computed::checksum`].
-pub const CHECKSUM_ANNOTATION: &str = "dittofs.dittofs.com/config-checksum";
-/// Marks objects created once and then left alone (generated credentials).
-pub const LIFECYCLE_ANNOTATION: &str = "dittofs.dittofs.com/lifecycle";
-pub const LIFECYCLE_CREATE_ONLY: &str = "create-only";
-
-/// Stand-ins for generated credentials when rendering without a cluster.
-pub const OFFLINE_GENERATED: &str = "<generated-by-the-operator-on-create>";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -46,34 +31,6 @@ pub struct CrInfo {
     pub name: String,
     pub namespace: String,
     pub generation: Option<i64>,
-}
-
-#[derive(Serialize, Clone, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct Names {
-    pub config_map: String,
-    pub stateful_set: String,
-    pub headless_service: String,
-    pub file_service: String,
-    pub api_service: String,
-    pub metrics_service: String,
-    pub jwt_secret: String,
-    pub admin_secret: String,
-}
-
-impl Names {
-    pub fn for_cr(name: &str) -> Self {
-        Self {
-            config_map: format!("{name}-config"),
-            stateful_set: name.to_string(),
-            headless_service: format!("{name}-headless"),
-            file_service: format!("{name}-file"),
-            api_service: format!("{name}-api"),
-            metrics_service: format!("{name}-metrics"),
-            jwt_secret: format!("{name}-jwt-secret"),
-            admin_secret: format!("{name}-admin-bootstrap-credentials"),
-        }
-    }
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -121,14 +78,6 @@ pub struct Storage {
     pub claims: Vec<Claim>,
     pub storage_class_name: Option<String>,
     pub access_mode: String,
-}
-
-/// A key of a Secret that reaches DittoFS as an environment variable.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    pub name: String,
-    pub key: String,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -243,6 +192,7 @@ fn compute(
     discovered: &Discovered,
 ) -> Result<Computed, ContextError> {
     let names = Names::for_cr(name);
+    let percona_cluster = names.percona_cluster.clone();
 
     let mut labels = values.common_labels.clone();
     labels.insert(LABEL_NAME.into(), "dittofs".into());
@@ -361,7 +311,7 @@ fn compute(
         tmp_size_limit: values.tmp_volume.size_limit.clone(),
         wait_for_postgres: values.wait_for_postgres.clone(),
         percona: spec.percona.as_ref().filter(|p| p.enabled).map(|p| PerconaCluster {
-            name: format!("{name}-postgres"),
+            name: percona_cluster,
             cr_version: values.percona.cr_version.clone(),
             image: values.percona.image.clone(),
             postgres_version: values.percona.postgres_version,

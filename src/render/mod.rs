@@ -13,11 +13,12 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 pub use checksum::{checksum, short_digest};
 pub use context::*;
-pub use objects::{ALLOWED_KINDS, ManagedObject, OPTIONAL_KINDS};
+pub use objects::ManagedObject;
 pub use source::{CONFIG_TEMPLATE, TemplateSource};
 
 use crate::crd::DittoServer;
 use crate::discover::Discovered;
+use crate::names::CHECKSUM_ANNOTATION;
 use crate::values::Values;
 
 /// Bounds the work one template may do, so an override with an endless loop fails instead of hanging.

@@ -1,0 +1,492 @@
+//! The pure middle of a pass: from what was gathered and the apply mode to what happens (hold
+//! with these conditions, apply only the database, or apply everything), and from a plan to the
+//! `InSync` condition. No I/O: unit tests call every branch without an apiserver.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use crate::apply::Plan;
+use crate::crd::DittoServer;
+use crate::discover::{DiscoverError, Discovered};
+use crate::gather::{DatabaseGate, Gathered};
+use crate::names::{PAUSE_ANNOTATION, PAUSED};
+use crate::overrides::Effective;
+use crate::percona::{self, NotReady};
+use crate::render::{RenderError, Rendered};
+use crate::status::{CONFIG_READY, DATABASE_READY, Decided, IN_SYNC, TEMPLATES_READY};
+
+/// Waiting on something outside our control (a Secret that does not exist yet, the database).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Whether a pass may write, replacing the `paused` and `--dry-run` booleans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    /// The DittoServer carries `dittofs.dittofs.com/reconcile: paused`.
+    Paused,
+    /// The operator runs with `--dry-run`.
+    DryRun,
+}
+
+impl Mode {
+    /// The annotation on the DittoServer wins over the operator's flag (it is the more specific).
+    pub fn of(server: &DittoServer, dry_run: bool) -> Self {
+        if server.annotations().get(PAUSE_ANNOTATION).map(String::as_str) == Some(PAUSED) {
+            Self::Paused
+        } else if dry_run {
+            Self::DryRun
+        } else {
+            Self::Apply
+        }
+    }
+
+    pub fn writes(self) -> bool {
+        self == Self::Apply
+    }
+
+    /// Why nothing is written, for the InSync message.
+    fn why_held(self) -> String {
+        match self {
+            Self::Paused => format!("{PAUSE_ANNOTATION}: {PAUSED}"),
+            _ => "the operator runs with --dry-run".into(),
+        }
+    }
+}
+
+/// When to look again after a hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Only an edit (watched) can fix it: a bad spec or template.
+    Change,
+    /// Something outside our control may fix it by itself: look again after [`WAIT`].
+    Wait,
+}
+
+/// Nothing (more) is applied: these conditions, a Warning Event with `reason` and `message`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hold {
+    pub decided: Vec<Decided>,
+    pub reason: &'static str,
+    pub message: String,
+    pub next: Next,
+}
+
+/// What a pass does; `effective` is the templates and values to render with.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    Hold(Hold),
+    /// The cluster the operator creates is not ready: apply only it, then hold with
+    /// [`database_hold`].
+    DatabaseOnly {
+        effective: &'a Effective,
+        discovered: Discovered,
+        templates_ready: Decided,
+        not_ready: NotReady,
+    },
+    /// Render and apply everything.
+    Apply {
+        effective: &'a Effective,
+        discovered: Discovered,
+        templates_ready: Decided,
+    },
+}
+
+/// Decides a pass from what was gathered.
+pub fn decide<'a>(server: &DittoServer, gathered: &'a Gathered, mode: Mode) -> Decision<'a> {
+    let effective = match &gathered.overrides {
+        Ok(effective) => effective,
+        Err(blocked) => {
+            return Decision::Hold(Hold {
+                decided: vec![Decided::new(TEMPLATES_READY, false, blocked.reason, blocked.message.clone())],
+                reason: blocked.reason,
+                message: blocked.message.clone(),
+                next: Next::Change,
+            });
+        }
+    };
+    let templates_ready = Decided::new(
+        TEMPLATES_READY,
+        true,
+        if effective.origins.is_empty() { "Embedded" } else { "OverridesApplied" },
+        effective.describe(),
+    );
+    let discovered = match gathered.discover(server, &effective.values, mode.writes()) {
+        Ok(discovered) => discovered,
+        Err(DiscoverError::Missing { field, message }) => {
+            let database = field.starts_with("spec.database");
+            let reason = if database { "DatabaseSecretMissing" } else { "SecretMissing" };
+            let message = format!("{field}: {message}");
+            let mut decided = vec![templates_ready, Decided::new(CONFIG_READY, false, reason, message.clone())];
+            if database {
+                decided.push(Decided::new(DATABASE_READY, false, reason, message.clone()));
+            }
+            return Decision::Hold(Hold { decided, reason, message, next: Next::Wait });
+        }
+    };
+    match gathered.database_gate() {
+        DatabaseGate::Open => Decision::Apply { effective, discovered, templates_ready },
+        DatabaseGate::DatabaseOnly(not_ready) if mode.writes() => {
+            Decision::DatabaseOnly { effective, discovered, templates_ready, not_ready: not_ready.clone() }
+        }
+        DatabaseGate::DatabaseOnly(not_ready) | DatabaseGate::Closed(not_ready) => {
+            Decision::Hold(database_hold(templates_ready, not_ready, None))
+        }
+    }
+}
+
+/// The database is not ready: never roll the server to a config that cannot start. `blocked`:
+/// the operator-created cluster itself could not be applied, which is then the news.
+pub fn database_hold(templates_ready: Decided, not_ready: &NotReady, blocked: Option<Decided>) -> Hold {
+    let mut decided = vec![Decided::new(DATABASE_READY, false, not_ready.reason, not_ready.message.clone())];
+    let (reason, message) = match blocked {
+        Some(problem) => {
+            let said = (problem.reason, problem.message.clone());
+            if problem.type_ != TEMPLATES_READY {
+                decided.push(templates_ready);
+            }
+            decided.push(problem);
+            said
+        }
+        None => {
+            decided.push(templates_ready);
+            (not_ready.reason, not_ready.message.clone())
+        }
+    };
+    Hold { decided, reason, message, next: Next::Wait }
+}
+
+/// The condition a failed render sets: `ConfigReady` for a spec error, else `TemplatesReady` (a
+/// shipped or overridden template failed; nothing is applied, objects stay as they are).
+pub fn render_failure(error: &RenderError) -> Decided {
+    if error.is_spec_error() {
+        Decided::new(CONFIG_READY, false, "InvalidSpec", error.to_string())
+    } else {
+        Decided::new(TEMPLATES_READY, false, "TemplateInvalid", error.to_string())
+    }
+}
+
+/// Rendering failed: a template failure replaces TemplatesReady, a spec error leaves it True.
+/// Neither fixes itself: wait for an edit.
+pub fn render_failed(templates_ready: Decided, error: &RenderError) -> Hold {
+    let failure = render_failure(error);
+    let (reason, message) = (failure.reason, failure.message.clone());
+    let decided = if failure.type_ == CONFIG_READY { vec![templates_ready, failure] } else { vec![failure] };
+    Hold { decided, reason, message, next: Next::Change }
+}
+
+/// A template renders a kind whose CRD this cluster lacks: apply nothing.
+pub fn kind_not_installed(reference: &str, crd: &str) -> Hold {
+    let message = format!("{reference} is rendered but its CRD {crd} is not installed");
+    Hold {
+        decided: vec![Decided::new(TEMPLATES_READY, false, "KindNotInstalled", message.clone())],
+        reason: "KindNotInstalled",
+        message,
+        next: Next::Change,
+    }
+}
+
+/// Someone else's object has a name we render: touch nothing, look again later.
+pub fn not_owned(templates_ready: Decided, conflict: String) -> Hold {
+    Hold {
+        decided: vec![templates_ready, Decided::new(IN_SYNC, false, "ObjectNotOwned", conflict.clone())],
+        reason: "ObjectNotOwned",
+        message: conflict,
+        next: Next::Wait,
+    }
+}
+
+/// `ConfigReady=True`: what was rendered, and which legacy fields have no effect.
+pub fn config_ready(server: &DittoServer, rendered: &Rendered) -> Decided {
+    Decided::new(CONFIG_READY, true, "Rendered", config_message(server, rendered))
+}
+
+/// Says what was rendered, and which legacy fields have no effect (never silently ignored).
+fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
+    let mut ignored = Vec::new();
+    let spec = &server.spec;
+    if let Some(cache) = &spec.cache {
+        if cache.path.is_some() {
+            ignored.push("spec.cache.path");
+        }
+        if cache.size.is_some() {
+            ignored.push("spec.cache.size");
+        }
+    }
+    if let Some(identity) = &spec.identity {
+        if identity.identity_type.is_some() {
+            ignored.push("spec.identity.type");
+        }
+        if identity.admin.as_ref().is_some_and(|a| a.username.is_some()) {
+            ignored.push("spec.identity.admin.username");
+        }
+        let optional_set = |r: Option<&crate::crd::SecretRef>| r.is_some_and(|r| r.optional.is_some());
+        if optional_set(identity.jwt.as_ref().and_then(|j| j.secret_ref.as_ref())) {
+            ignored.push("spec.identity.jwt.secretRef.optional (the key is required)");
+        }
+        if optional_set(identity.admin.as_ref().and_then(|a| a.password_secret_ref.as_ref())) {
+            ignored.push("spec.identity.admin.passwordSecretRef.optional (always optional)");
+        }
+    }
+    if let Some(db) = &spec.database
+        && db.postgres_secret_ref.as_ref().is_some_and(|r| r.key.is_some() || r.optional.is_some())
+    {
+        ignored.push("spec.database.postgresSecretRef.key/optional (fixed keys are read)");
+    }
+    let short = &rendered.checksum[..12];
+    let mut message = format!("Rendered {} objects; config checksum {short}", rendered.objects.len());
+    if !ignored.is_empty() {
+        message.push_str(&format!(". Ignored (no effect on DittoFS v0.29): {}", ignored.join(", ")));
+    }
+    message
+}
+
+/// `DatabaseReady=True` once rendered against PostgreSQL (SQLite needs no condition).
+pub fn database_ready(server: &DittoServer, rendered: &Rendered) -> Option<Decided> {
+    let pg = rendered.context.computed.database.postgres.as_ref()?;
+    let (reason, source) = match percona::target(&server.spec, &server.name_any()) {
+        Some(t) => ("PerconaReady", format!("PerconaPGCluster {} is ready", t.cluster)),
+        None => ("SecretResolved", "external PostgreSQL".to_string()),
+    };
+    let message = format!("{source}: {}:{} database {} (sslmode {})", pg.host, pg.port, pg.database, pg.sslmode);
+    Some(Decided::new(DATABASE_READY, true, reason, message))
+}
+
+/// What to do with a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// Nothing differs.
+    UpToDate,
+    /// Something differs but the mode writes nothing.
+    HoldBack,
+    Write,
+}
+
+pub fn sync(plan: &Plan, mode: Mode) -> Sync {
+    if plan.in_sync() {
+        Sync::UpToDate
+    } else if mode.writes() {
+        Sync::Write
+    } else {
+        Sync::HoldBack
+    }
+}
+
+/// `InSync` after the plan was acted on. `held_back`: an object deliberately left out (the
+/// StatefulSet while its StorageClass is missing).
+pub fn in_sync(sync: Sync, plan: &Plan, mode: Mode, held_back: Option<&str>) -> Decided {
+    const MATCHES: &str = "Every managed object matches the rendered templates";
+    match (sync, held_back) {
+        (Sync::HoldBack, _) => Decided::new(
+            IN_SYNC,
+            false,
+            if mode == Mode::Paused { "Paused" } else { "DryRun" },
+            format!("Not applied because {}. Pending: {}", mode.why_held(), pending_summary(plan)),
+        ),
+        (_, Some(why)) => Decided::new(IN_SYNC, false, "HeldBack", why),
+        (Sync::UpToDate, None) => Decided::new(IN_SYNC, true, "InSync", MATCHES),
+        (Sync::Write, None) => Decided::new(IN_SYNC, true, "Applied", MATCHES),
+    }
+}
+
+/// `Kind/name (update: spec.x, spec.y)` for each pending change, for the InSync message.
+fn pending_summary(plan: &Plan) -> String {
+    plan.changes()
+        .iter()
+        .map(|d| {
+            let action = format!("{:?}", d.action).to_lowercase();
+            if d.paths.is_empty() {
+                format!("{} ({action})", d.reference)
+            } else {
+                format!("{} ({action}: {})", d.reference, d.paths.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gather::Gathered;
+    use crate::overrides::{Blocked, layer};
+    use crate::settings::Settings;
+
+    const SERVER: &str = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files, namespace: storage}\nspec:\n  storage: {metadataSize: 1Gi}\n";
+    const OWNED_PERCONA: &str = "  percona: {enabled: true}\n";
+    const EXISTING_PERCONA: &str = "  database: {percona: {clusterName: pg}}\n";
+    const PG_SECRET: &str = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: pg}\nstringData: {host: db, port: '5432', database: d, user: u, password: p}\n";
+
+    /// A pass's input from one YAML file, as `render` reads it: the DittoServer, plus Secrets
+    /// and PerconaPGClusters standing in for the cluster's.
+    fn from_yaml(yaml: &str) -> (DittoServer, Gathered) {
+        let input = crate::input::parse("fixture.yaml", yaml).expect("fixture parses");
+        let effective = layer(&Settings::default(), &[]).unwrap();
+        let gathered = Gathered::from_file(&input, effective);
+        (input.server, gathered)
+    }
+
+    fn percona_cluster(name: &str, state: &str) -> String {
+        format!(
+            "---\napiVersion: pgv2.percona.com/v2\nkind: PerconaPGCluster\nmetadata: {{name: {name}, generation: 1}}\nspec: {{users: [{{name: dittofs}}]}}\nstatus: {{state: {state}, observedGeneration: 1}}\n"
+        )
+    }
+
+    fn hold(decision: Decision) -> Hold {
+        match decision {
+            Decision::Hold(hold) => hold,
+            other => panic!("expected a hold, got {other:?}"),
+        }
+    }
+
+    fn condition<'a>(hold: &'a Hold, type_: &str) -> &'a Decided {
+        hold.decided.iter().find(|d| d.type_ == type_).unwrap_or_else(|| panic!("no {type_} in {hold:?}"))
+    }
+
+    #[test]
+    fn mode_follows_the_annotation_then_the_flag() {
+        let (server, _) = from_yaml(SERVER);
+        assert_eq!(Mode::of(&server, false), Mode::Apply);
+        assert_eq!(Mode::of(&server, true), Mode::DryRun);
+        let paused = SERVER.replace(
+            "namespace: storage}",
+            "namespace: storage, annotations: {dittofs.dittofs.com/reconcile: paused}}",
+        );
+        let (server, _) = from_yaml(&paused);
+        assert_eq!(Mode::of(&server, true), Mode::Paused);
+        assert!(!Mode::Paused.writes() && !Mode::DryRun.writes() && Mode::Apply.writes());
+    }
+
+    #[test]
+    fn a_minimal_server_is_applied_with_fresh_credentials_only_when_writing() {
+        let (server, gathered) = from_yaml(SERVER);
+        let Decision::Apply { discovered, templates_ready, .. } = decide(&server, &gathered, Mode::Apply) else {
+            panic!("expected apply")
+        };
+        assert_eq!(templates_ready.reason, "Embedded");
+        assert_ne!(discovered.generated.jwt_secret.as_deref(), Some(crate::names::OFFLINE_GENERATED));
+        let Decision::Apply { discovered, .. } = decide(&server, &gathered, Mode::Paused) else { panic!() };
+        assert_eq!(discovered.generated.jwt_secret.as_deref(), Some(crate::names::OFFLINE_GENERATED));
+    }
+
+    #[test]
+    fn blocked_overrides_hold_until_an_edit() {
+        let (server, mut gathered) = from_yaml(SERVER);
+        gathered.overrides =
+            Err(Blocked { reason: "ConfigMapNotFound", message: "spec.templates.configMapRef: gone".into() });
+        let hold = hold(decide(&server, &gathered, Mode::Apply));
+        assert_eq!((hold.reason, hold.next), ("ConfigMapNotFound", Next::Change));
+        assert!(!condition(&hold, TEMPLATES_READY).status);
+    }
+
+    #[test]
+    fn a_missing_secret_holds_and_looks_again() {
+        let yaml = format!("{SERVER}  identity: {{jwt: {{secretRef: {{name: my-jwt}}}}}}\n");
+        let (server, gathered) = from_yaml(&yaml);
+        let hold = hold(decide(&server, &gathered, Mode::Apply));
+        assert_eq!((hold.reason, hold.next), ("SecretMissing", Next::Wait));
+        assert!(hold.message.starts_with("spec.identity.jwt.secretRef"), "{}", hold.message);
+        assert!(condition(&hold, TEMPLATES_READY).status);
+        assert!(!condition(&hold, CONFIG_READY).status);
+        assert!(hold.decided.iter().all(|d| d.type_ != DATABASE_READY));
+    }
+
+    #[test]
+    fn a_missing_database_secret_also_says_database_not_ready() {
+        let yaml = format!("{SERVER}  database: {{postgresSecretRef: {{name: pg}}}}\n");
+        let (server, gathered) = from_yaml(&yaml);
+        let hold = hold(decide(&server, &gathered, Mode::Apply));
+        assert_eq!(hold.reason, "DatabaseSecretMissing");
+        assert_eq!(condition(&hold, DATABASE_READY).reason, "DatabaseSecretMissing");
+        // With the Secret, it applies against PostgreSQL.
+        let (server, gathered) = gathered_with_pg_secret();
+        assert!(
+            matches!(decide(&server, &gathered, Mode::Apply), Decision::Apply { discovered, .. } if discovered.postgres.is_some())
+        );
+    }
+
+    fn gathered_with_pg_secret() -> (DittoServer, Gathered) {
+        from_yaml(&format!("{SERVER}  database: {{postgresSecretRef: {{name: pg}}}}\n{PG_SECRET}"))
+    }
+
+    #[test]
+    fn an_operator_created_database_not_ready_is_applied_alone_and_only_when_writing() {
+        let (server, gathered) = from_yaml(&format!("{SERVER}{OWNED_PERCONA}"));
+        let Decision::DatabaseOnly { not_ready, templates_ready, .. } = decide(&server, &gathered, Mode::Apply) else {
+            panic!("expected database only")
+        };
+        assert_eq!(not_ready.reason, "PerconaClusterNotFound");
+        let after = database_hold(templates_ready, &not_ready, None);
+        assert_eq!((after.reason, after.next), ("PerconaClusterNotFound", Next::Wait));
+        for mode in [Mode::Paused, Mode::DryRun] {
+            let hold = hold(decide(&server, &gathered, mode));
+            assert_eq!(condition(&hold, DATABASE_READY).reason, "PerconaClusterNotFound");
+        }
+    }
+
+    #[test]
+    fn a_blocked_database_apply_is_the_news() {
+        let not_ready = NotReady { reason: "PerconaNotReady", message: "initializing".into() };
+        let templates_ready = Decided::new(TEMPLATES_READY, true, "Embedded", "x");
+        let broken = Decided::new(TEMPLATES_READY, false, "TemplateInvalid", "line 3");
+        let hold = database_hold(templates_ready.clone(), &not_ready, Some(broken));
+        assert_eq!(hold.reason, "TemplateInvalid");
+        assert_eq!(hold.decided.iter().filter(|d| d.type_ == TEMPLATES_READY).count(), 1, "replaced, not doubled");
+        let foreign = Decided::new(IN_SYNC, false, "ObjectNotOwned", "PerconaPGCluster/x");
+        let hold = database_hold(templates_ready, &not_ready, Some(foreign));
+        assert_eq!(hold.reason, "ObjectNotOwned");
+        assert!(condition(&hold, TEMPLATES_READY).status);
+    }
+
+    #[test]
+    fn an_existing_cluster_holds_until_ready_then_applies() {
+        let yaml = format!("{SERVER}{EXISTING_PERCONA}{}", percona_cluster("pg", "initializing"));
+        let (server, gathered) = from_yaml(&yaml);
+        let hold = hold(decide(&server, &gathered, Mode::Apply));
+        assert_eq!((hold.reason, hold.next), ("PerconaNotReady", Next::Wait));
+        let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: pg-pguser-dittofs}\nstringData: {host: pg-primary, port: '5432', dbname: d, user: dittofs, password: p}\n";
+        let yaml = format!("{SERVER}{EXISTING_PERCONA}{}{secret}", percona_cluster("pg", "ready"));
+        let (server, gathered) = from_yaml(&yaml);
+        let Decision::Apply { discovered, .. } = decide(&server, &gathered, Mode::Apply) else {
+            panic!("expected apply")
+        };
+        assert_eq!(discovered.postgres.expect("connection").sslmode, "require");
+    }
+
+    #[test]
+    fn the_percona_crd_missing_holds_even_an_operator_created_cluster() {
+        let (server, mut gathered) = from_yaml(&format!("{SERVER}{OWNED_PERCONA}"));
+        let found = gathered.percona.as_mut().unwrap();
+        found.found = Err(NotReady { reason: "PerconaNotInstalled", message: "install it".into() });
+        let hold = hold(decide(&server, &gathered, Mode::Apply));
+        assert_eq!(hold.reason, "PerconaNotInstalled");
+    }
+
+    #[test]
+    fn render_failures_name_the_condition_at_fault() {
+        let templates_ready = Decided::new(TEMPLATES_READY, true, "Embedded", "x");
+        let template = RenderError::Template { template: "t.j2".into(), line: 2, message: "bad".into() };
+        let hold = render_failed(templates_ready.clone(), &template);
+        assert_eq!((hold.reason, hold.next, hold.decided.len()), ("TemplateInvalid", Next::Change, 1));
+        let spec =
+            RenderError::Context(crate::render::ContextError::Invalid { field: "spec.x".into(), message: "no".into() });
+        let hold = render_failed(templates_ready, &spec);
+        assert_eq!(hold.reason, "InvalidSpec");
+        assert!(condition(&hold, TEMPLATES_READY).status);
+        assert_eq!(kind_not_installed("ServiceMonitor/a", "crd").reason, "KindNotInstalled");
+        assert_eq!(not_owned(Decided::new(TEMPLATES_READY, true, "Embedded", ""), "x".into()).next, Next::Wait);
+    }
+
+    #[test]
+    fn in_sync_says_what_happened_to_the_plan() {
+        let plan = Plan::default();
+        assert_eq!(sync(&plan, Mode::Paused), Sync::UpToDate);
+        assert_eq!(in_sync(Sync::UpToDate, &plan, Mode::Apply, None).reason, "InSync");
+        assert_eq!(in_sync(Sync::Write, &plan, Mode::Apply, None).reason, "Applied");
+        assert_eq!(in_sync(Sync::Write, &plan, Mode::Apply, Some("class missing")).reason, "HeldBack");
+        let paused = in_sync(Sync::HoldBack, &plan, Mode::Paused, Some("class missing"));
+        assert_eq!(paused.reason, "Paused");
+        assert!(paused.message.contains("dittofs.dittofs.com/reconcile: paused"), "{}", paused.message);
+        assert_eq!(in_sync(Sync::HoldBack, &plan, Mode::DryRun, None).reason, "DryRun");
+    }
+}

@@ -1,0 +1,150 @@
+//! The reconcile of one DittoServer, as a pipeline:
+//! gather → decide → render → plan → apply → status. Each step lives in its own file; this one
+//! holds the [`Context`] they share, the error type and the driver.
+//! See docs/architecture.md for the picture.
+
+mod cleanup;
+pub mod decide;
+mod events;
+mod status;
+mod sync;
+mod watches;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
+
+use crate::apply;
+use crate::crd::{DittoServer, FIELD_MANAGER};
+use crate::gather::{Gathered, ReadError};
+use crate::metrics::Metrics;
+pub use crate::names::FINALIZER;
+use crate::render::Renderer;
+use crate::settings::Settings;
+use decide::{Decision, Mode};
+pub use watches::run;
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// `/readyz`: the controller's cache is synced, or (leader election) this replica knows the Lease.
+    pub ready: Arc<AtomicBool>,
+    /// Consecutive failures per CR, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::default(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("writing status: {0}")]
+    Status(kube::Error),
+}
+
+impl Error {
+    /// The metric label of a failed reconcile.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Apply(_) => "ApplyFailed",
+            Self::Read(_) => "ReadFailed",
+            Self::Status(_) => "StatusFailed",
+            Self::Finalizer(_) => "FinalizerFailed",
+        }
+    }
+}
+
+pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*server);
+    let attempt = {
+        let mut failures = ctx.failures.lock().expect("failures lock");
+        let count = failures.entry(key).or_insert(0);
+        *count += 1;
+        *count
+    };
+    // 1 s, 2 s, 4 s … capped at 5 minutes.
+    let delay = Duration::from_secs(1u64 << (attempt - 1).min(9)).min(Duration::from_secs(300));
+    warn!(name = %server.name_any(), namespace = ?server.namespace(), %error, attempt, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+#[tracing::instrument(skip_all, fields(dittoserver = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
+pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let _in_flight = ctx.metrics.started(&watches::queue_key(server.namespace().as_deref(), &server.name_any()));
+    let result = if ctx.settings.dry_run {
+        // Observe-only: not even a finalizer is added, nor removed.
+        match server.meta().deletion_timestamp {
+            Some(_) => cleanup::held_back(&server, &ctx).await,
+            None => apply_pass(&server, &ctx).await,
+        }
+    } else {
+        let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+        finalizer(&api, FINALIZER, server.clone(), |event| async {
+            match event {
+                FinalizerEvent::Apply(server) => apply_pass(&server, &ctx).await,
+                FinalizerEvent::Cleanup(server) => cleanup::cleanup(&server, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(other.to_string()),
+        })
+    };
+    ctx.metrics.finished(result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()), started.elapsed());
+    let action = result?;
+    ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
+    Ok(action)
+}
+
+/// One pass over a DittoServer that exists: the pipeline.
+async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
+    let mode = Mode::of(server, ctx.settings.dry_run);
+    let gathered = Gathered::from_cluster(&ctx.client, &ctx.settings, server).await?;
+    let (effective, discovered, templates_ready) = match decide::decide(server, &gathered, mode) {
+        Decision::Hold(hold) => return sync::hold(ctx, server, hold).await,
+        Decision::DatabaseOnly { effective, discovered, templates_ready, not_ready } => {
+            let blocked = sync::apply_database_only(ctx, server, effective, &discovered).await?.err();
+            return sync::hold(ctx, server, decide::database_hold(templates_ready, &not_ready, blocked)).await;
+        }
+        Decision::Apply { effective, discovered, templates_ready } => (effective, discovered, templates_ready),
+    };
+    let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, &discovered) {
+        Ok(rendered) => rendered,
+        Err(error) => return sync::hold(ctx, server, decide::render_failed(templates_ready, &error)).await,
+    };
+    let synced = match sync::sync(ctx, server, mode, &rendered, templates_ready).await? {
+        Ok(synced) => synced,
+        Err(hold) => return sync::hold(ctx, server, hold).await,
+    };
+    status::report(ctx, server, &rendered, synced).await
+}

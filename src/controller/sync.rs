@@ -1,0 +1,167 @@
+//! Plan and apply: whether the cluster can take the rendered objects (a StorageClass, the CRD
+//! of an optional kind, someone else's object in the way), the dry-run plan, and the writes the
+//! mode allows. Also [`hold`], for a pass that applies nothing.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::decide::{self, Hold, Mode, Next, Sync, WAIT};
+use super::{Context, Error, events, status};
+use crate::apply::{self, Plan};
+use crate::crd::DittoServer;
+use crate::discover::Discovered;
+use crate::gather::read_error;
+use crate::health;
+use crate::kinds::Kind;
+use crate::overrides::Effective;
+use crate::render::{Rendered, Renderer};
+use crate::status::{Decided, IN_SYNC, Workload};
+
+/// What a pass that got as far as planning leaves for the status step.
+pub struct Synced {
+    /// TemplatesReady, ConfigReady, DatabaseReady (PostgreSQL only) and InSync.
+    pub decided: Vec<Decided>,
+    /// As it is after this pass's writes.
+    pub stateful_set: Option<StatefulSet>,
+    pub file_service: Option<Service>,
+    /// The StorageClass the spec names, when it does not exist.
+    pub missing_class: Option<String>,
+}
+
+/// Plans `rendered` against the cluster and writes what differs, where `mode` allows.
+/// `Ok(Err(hold))`: nothing can be applied, for a reason the hold names.
+pub async fn sync(
+    ctx: &Context,
+    server: &DittoServer,
+    mode: Mode,
+    rendered: &Rendered,
+    templates_ready: Decided,
+) -> Result<Result<Synced, Hold>, Error> {
+    let name = server.name_any();
+    let namespace = server.namespace().unwrap_or_else(|| "default".into());
+    let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
+    let storage_class = server.spec.storage.storage_class_name.as_deref();
+    let missing_class =
+        health::storage_class_missing(&ctx.client, storage_class).await.map_err(read_error("StorageClass"))?;
+    // A template may render a kind whose CRD this cluster lacks (ServiceMonitor): say so, apply nothing.
+    for kind in Kind::ALL {
+        let Some(crd) = kind.optional_crd() else { continue };
+        let Some(object) = rendered.objects.iter().find(|o| o.managed_kind() == *kind) else { continue };
+        let crds = Api::<CustomResourceDefinition>::all(ctx.client.clone());
+        if crds.get_metadata_opt(crd).await.map_err(read_error("CustomResourceDefinition"))?.is_none() {
+            return Ok(Err(decide::kind_not_installed(&object.reference(), crd)));
+        }
+    }
+    let mut objects = rendered.objects.clone();
+    let mut held_back = None;
+    if let Some(missing) = &missing_class {
+        let condition = health::storage_class_condition(missing);
+        events::publish(ctx, server, EventType::Warning, condition.reason, &condition.message).await;
+        // Claims of a missing class never bind: do not create the StatefulSet until the class exists.
+        let sts_api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
+        if sts_api.get_metadata_opt(&name).await.map_err(read_error("StatefulSet"))?.is_none() {
+            objects.retain(|o| o.managed_kind() != Kind::StatefulSet);
+            held_back = Some(format!("StatefulSet/{name} is not created until StorageClass {missing:?} exists"));
+        }
+    }
+    let plan = match apply::plan(&ctx.client, &namespace, &name, Some(&owner), &objects, true).await {
+        Ok(plan) => plan,
+        Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
+            return Ok(Err(decide::not_owned(templates_ready, conflict.to_string())));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let file_service = plan.live_file_service();
+    let mut decided = vec![templates_ready, decide::config_ready(server, rendered)];
+    decided.extend(decide::database_ready(server, rendered));
+    let step = decide::sync(&plan, mode);
+    decided.push(decide::in_sync(step, &plan, mode, held_back.as_deref()));
+    let stateful_set = match step {
+        Sync::UpToDate => {
+            ctx.metrics.applied(0, plan.objects.len());
+            plan.live_stateful_set()
+        }
+        Sync::HoldBack => {
+            for change in plan.changes() {
+                info!(object = %change.reference, action = ?change.action, diff = %change.text, "change held back");
+            }
+            plan.live_stateful_set()
+        }
+        Sync::Write => {
+            for change in plan.changes() {
+                info!(object = %change.reference, action = ?change.action, paths = ?change.paths, diff = %change.text, "applying change");
+            }
+            let skipped = plan.objects.len() - plan.changes().len().min(plan.objects.len());
+            let outcome = execute_and_publish(ctx, server, &namespace, plan).await?;
+            ctx.metrics.applied(outcome.applied.len(), skipped);
+            info!(writes = outcome.applied.len(), checksum = %rendered.checksum, "reconciled");
+            outcome.stateful_set
+        }
+    };
+    Ok(Ok(Synced { decided, stateful_set, file_service, missing_class }))
+}
+
+/// Applies just the PerconaPGCluster of `spec.percona.enabled` while it is not ready yet.
+/// `Ok(Err(condition))`: it could not be applied for a reason an edit must fix (a broken
+/// template, someone else's object in the way); the caller reports it and holds.
+pub async fn apply_database_only(
+    ctx: &Context,
+    server: &DittoServer,
+    effective: &Effective,
+    discovered: &Discovered,
+) -> Result<Result<(), Decided>, Error> {
+    // While the connection is unknown the renderer renders only the database.
+    let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, discovered) {
+        Ok(r) => r,
+        Err(error) => return Ok(Err(decide::render_failure(&error))),
+    };
+    let namespace = server.namespace().unwrap_or_default();
+    let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
+    let plan =
+        match apply::plan(&ctx.client, &namespace, &server.name_any(), Some(&owner), &rendered.objects, false).await {
+            Ok(plan) => plan,
+            Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
+                return Ok(Err(Decided::new(IN_SYNC, false, "ObjectNotOwned", conflict.to_string())));
+            }
+            Err(error) => return Err(error.into()),
+        };
+    execute_and_publish(ctx, server, &namespace, plan).await?;
+    Ok(Ok(()))
+}
+
+/// Writes `plan`, then the Events that say what was written.
+async fn execute_and_publish(
+    ctx: &Context,
+    server: &DittoServer,
+    namespace: &str,
+    plan: Plan,
+) -> Result<apply::ApplyOutcome, Error> {
+    let adopted = plan.adopted.clone();
+    let outcome = apply::execute(&ctx.client, namespace, plan).await?;
+    events::publish_outcome(ctx, server, &adopted, &outcome).await;
+    Ok(outcome)
+}
+
+/// Nothing (more) is applied: report why (Warning Event, conditions) and leave every object as it is.
+pub async fn hold(ctx: &Context, server: &DittoServer, hold: Hold) -> Result<Action, Error> {
+    events::publish(ctx, server, EventType::Warning, hold.reason, &hold.message).await;
+    let name = server.name_any();
+    let existing: Option<StatefulSet> =
+        Api::<StatefulSet>::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default())
+            .get_opt(&name)
+            .await
+            .map_err(read_error(format!("StatefulSet/{name}")))?;
+    let workload =
+        existing.map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
+    status::write(ctx, server, hold.decided, workload, None, None).await?;
+    Ok(match hold.next {
+        Next::Change => Action::await_change(),
+        Next::Wait => Action::requeue(WAIT),
+    })
+}

@@ -1,0 +1,242 @@
+//! What wakes a DittoServer up: its own watch, the kinds it owns (by owner reference, from the
+//! table of kinds), the Secrets, Percona clusters and ConfigMaps it references, its pod and
+//! claims, StorageClasses. Every trigger counts in the queue-depth metric until its reconcile starts.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::{Context, error_policy, reconcile};
+use crate::crd::DittoServer;
+use crate::discover;
+use crate::kinds::{Kind, Watch};
+use crate::metrics::Metrics;
+use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::percona;
+
+/// DittoServers in `namespace` for which `wanted` holds: the target of a watch mapper.
+fn matching(
+    store: &kube::runtime::reflector::Store<DittoServer>,
+    namespace: Option<String>,
+    wanted: impl Fn(&DittoServer) -> bool,
+) -> Vec<ObjectRef<DittoServer>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|cr| cr.namespace() == namespace && wanted(cr))
+        .map(|cr| ObjectRef::from_obj(&*cr))
+        .collect()
+}
+
+/// `namespace/name`: a DittoServer's key in the queue-depth metric.
+pub(super) fn queue_key(namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or_default())
+}
+
+/// Wraps a watch mapper so every DittoServer it triggers counts as queued until its reconcile starts.
+fn queued<K, I>(
+    metrics: Arc<Metrics>,
+    mapper: impl Fn(K) -> I + Send + Sync + 'static,
+) -> impl Fn(K) -> Vec<ObjectRef<DittoServer>> + Send + Sync + 'static
+where
+    I: IntoIterator<Item = ObjectRef<DittoServer>>,
+{
+    move |object| {
+        let targets: Vec<_> = mapper(object).into_iter().collect();
+        for target in &targets {
+            metrics.enqueued(queue_key(target.namespace.as_deref(), &target.name));
+        }
+        targets
+    }
+}
+
+/// The DittoServer controlling `object` (its controller owner reference): what `owns` maps to.
+fn controller_owner<K: Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
+    let meta = object.meta();
+    let owner = meta.owner_references.as_ref()?.iter().find(|o| {
+        o.controller == Some(true) && o.kind == DittoServer::kind(&()) && o.api_version == DittoServer::api_version(&())
+    })?;
+    Some(ObjectRef::new(&owner.name).within(meta.namespace.as_deref()?))
+}
+
+/// Runs the controller until `shutdown` resolves. Tests call this in-process.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let settings = ctx.settings.clone();
+    /// An Api over the watched namespace, or all of them.
+    fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = settings.namespace.clone();
+    // Objects the operator manages (owned kinds, and the pod and claims by their labels).
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let (op_ns, op_name) = settings.templates_configmap.clone();
+    let operator_templates = Api::<ConfigMap>::namespaced(client.clone(), &op_ns);
+    let allow_namespace_templates = settings.allow_namespace_templates;
+    let concurrency = settings.concurrency;
+    let context = ctx;
+
+    let metrics = context.metrics.clone();
+    // Every trigger goes through `queued` so the queue-depth metric sees it: the DittoServer watch
+    // by hand (kube's own would hide it), owned kinds by their controller owner reference.
+    let (reader, writer) = reflector::store::<DittoServer>();
+    let enqueue = metrics.clone();
+    // Ready once the first list is in (kube's Store::wait_until_ready wakes only one waiter,
+    // and the controller itself is already waiting on it).
+    let ready = context.ready.clone();
+    let events = watcher(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic()).inspect_ok(
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                ready.store(true, Ordering::SeqCst);
+            }
+        },
+    );
+    let servers = reflector(writer, events)
+        .applied_objects()
+        .inspect_ok(move |cr| enqueue.enqueued(queue_key(cr.namespace().as_deref(), &cr.name_any())));
+    let controller = Controller::for_stream(servers, reader);
+    let store = controller.store();
+    let (secret_store, template_store, namespace_store, percona_store, class_store) =
+        (store.clone(), store.clone(), store.clone(), store.clone(), store);
+    let mut controller = controller.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    // Metadata-only watches of the kinds we own, mapped to their controlling DittoServer.
+    for kind in Kind::ALL.iter().filter(|k| k.watch() == Watch::ByOwner) {
+        let resource = kind.resource();
+        let api = match &ns {
+            Some(ns) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(client.clone(), ns, &resource),
+            None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
+        };
+        controller = controller.watches_stream_with(
+            watcher(api, managed.clone()).touched_objects(),
+            queued(metrics.clone(), controller_owner),
+            resource,
+        );
+    }
+    controller = controller
+        // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
+        .watches(
+            scoped::<Secret>(&client, &ns),
+            watcher::Config::default(),
+            queued(metrics.clone(), move |secret: Secret| {
+                let namespace = secret.namespace();
+                let name = secret.name_any();
+                // Percona's user Secrets have no owner reference: find their cluster by label.
+                let cluster = secret.labels().get(percona::CLUSTER_LABEL).cloned();
+                matching(&secret_store, namespace, |cr| {
+                    discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
+                        || percona::target(&cr.spec, &cr.name_any())
+                            .is_some_and(|t| Some(&t.cluster) == cluster.as_ref())
+                })
+            }),
+        )
+        // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
+        .watches(scoped::<Pod>(&client, &ns), managed.clone(), queued(metrics.clone(), by_instance::<Pod>))
+        .watches(
+            scoped::<PersistentVolumeClaim>(&client, &ns),
+            managed,
+            queued(metrics.clone(), by_instance::<PersistentVolumeClaim>),
+        )
+        // A StorageClass that appears (or goes) changes what the DittoServers naming it can do.
+        .watches(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+            queued(metrics.clone(), move |class: StorageClass| {
+                let name = class.name_any();
+                class_store
+                    .state()
+                    .into_iter()
+                    .filter(|cr| cr.spec.storage.storage_class_name.as_deref() == Some(name.as_str()))
+                    .map(|cr| ObjectRef::from_obj(&*cr))
+                    .collect::<Vec<_>>()
+            }),
+        )
+        // An edit of the operator-wide overrides re-renders every DittoServer.
+        .watches(
+            operator_templates,
+            watcher::Config::default().fields(&format!("metadata.name={op_name}")),
+            queued(metrics.clone(), move |_: ConfigMap| {
+                template_store.state().into_iter().map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
+            }),
+        );
+    // PerconaPGClusters, when their CRD is installed now (else DittoServers that need one say so).
+    let percona_installed = Api::<CustomResourceDefinition>::all(client.clone())
+        .get_metadata_opt(percona::CRD_NAME)
+        .await
+        .is_ok_and(|crd| crd.is_some());
+    if percona_installed {
+        let resource = percona::api_resource();
+        let api = match &ns {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+            None => Api::<DynamicObject>::all_with(client.clone(), &resource),
+        };
+        controller = controller.watches_with(
+            api,
+            resource,
+            watcher::Config::default(),
+            queued(metrics.clone(), move |cluster: DynamicObject| {
+                let namespace = cluster.namespace();
+                let name = cluster.name_any();
+                matching(&percona_store, namespace, |cr| {
+                    percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| t.cluster == name)
+                })
+            }),
+        );
+    } else {
+        info!("PerconaPGCluster CRD not installed: DittoServers that use Percona will report it");
+    }
+    if allow_namespace_templates {
+        controller = controller.watches(
+            scoped::<ConfigMap>(&client, &ns),
+            watcher::Config::default(),
+            queued(metrics.clone(), move |cm: ConfigMap| {
+                let namespace = cm.namespace();
+                let name = cm.name_any();
+                matching(&namespace_store, namespace, |cr| {
+                    cr.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()).is_some_and(|r| r.name == name)
+                })
+            }),
+        );
+    }
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| {
+            let metrics = metrics.clone();
+            async move {
+                match result {
+                    // Deleted before its turn: it no longer waits.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
+                        metrics.dequeued(&queue_key(gone.namespace.as_deref(), &gone.name))
+                    }
+                    Err(error) => warn!(%error, "reconcile failed"),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    metrics.queue_cleared();
+    info!("controller stopped");
+}
+
+/// The DittoServer a pod or claim belongs to, by its `app.kubernetes.io/instance` label.
+fn by_instance<K: kube::Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
+    let instance = object.meta().labels.as_ref()?.get(LABEL_INSTANCE)?.clone();
+    Some(ObjectRef::new(&instance).within(object.meta().namespace.as_deref()?))
+}

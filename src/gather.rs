@@ -1,0 +1,138 @@
+//! Everything one pass reads before it decides, gathered once: by the controller and by `diff`
+//! from the cluster, by `render` from its input file. The rule for a database that is not ready
+//! yet ([`Gathered::database_gate`]) lives here, so all three follow it alike.
+//!
+//! Checks of whether the cluster can take the rendered objects (a StorageClass, the CRD of an
+//! optional kind, someone else's object in the way) are not inputs to rendering: the controller's
+//! sync step makes them after rendering.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+
+use crate::crd::DittoServer;
+use crate::discover::{self, DiscoverError, Discovered, PostgresConnection, SecretsByName};
+use crate::input::RenderInput;
+use crate::overrides::{self, Blocked, Effective};
+use crate::percona::{self, NotReady, Target};
+use crate::settings::Settings;
+use crate::values::Values;
+
+/// A read from the cluster failed; says what was being read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {what}: {source}")]
+pub struct ReadError {
+    pub what: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Wraps a failed read so the error names what was being read.
+pub fn read_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReadError {
+    let what = what.into();
+    move |source| ReadError { what, source }
+}
+
+/// The Percona cluster a DittoServer's database lives in, and what was found of it.
+#[derive(Clone, Debug)]
+pub struct PerconaFound {
+    pub target: Target,
+    /// The connection and the password (for the checksum), or why the database is not ready.
+    pub found: Result<(PostgresConnection, Vec<u8>), NotReady>,
+}
+
+/// What one pass read, before any decision.
+#[derive(Debug)]
+pub struct Gathered {
+    /// The templates and values in effect, or why the overrides cannot be used (then nothing
+    /// else is read).
+    pub overrides: Result<Effective, Blocked>,
+    /// The Secrets the DittoServer references, as found (absent ones are left out).
+    pub secrets: SecretsByName,
+    /// The Percona cluster, when the DittoServer uses one.
+    pub percona: Option<PerconaFound>,
+}
+
+/// What the database lets this pass do.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DatabaseGate<'a> {
+    /// No Percona cluster, or a ready one: render and apply everything.
+    Open,
+    /// The cluster the operator creates is not ready: apply only it, hold the rest.
+    DatabaseOnly(&'a NotReady),
+    /// Not ready, and nothing the operator could apply helps: hold everything.
+    Closed(&'a NotReady),
+}
+
+impl Gathered {
+    /// Reads the override ConfigMaps, the referenced Secrets and the Percona cluster.
+    pub async fn from_cluster(client: &Client, settings: &Settings, server: &DittoServer) -> Result<Self, ReadError> {
+        let namespace = server.namespace().unwrap_or_else(|| "default".into());
+        let overrides =
+            overrides::resolve(client, settings, server).await.map_err(read_error("template override ConfigMaps"))?;
+        if overrides.is_err() {
+            return Ok(Self { overrides, secrets: SecretsByName::new(), percona: None });
+        }
+        let secrets = fetch_secrets(client, server, &namespace).await?;
+        let percona = match percona::target(&server.spec, &server.name_any()) {
+            Some(target) => {
+                let found = percona::resolve(client, &namespace, &target)
+                    .await
+                    .map_err(read_error(format!("PerconaPGCluster/{}", target.cluster)))?;
+                Some(PerconaFound { target, found })
+            }
+            None => None,
+        };
+        Ok(Self { overrides, secrets, percona })
+    }
+
+    /// `render`'s input file stands in for the cluster: its Secrets and PerconaPGClusters.
+    pub fn from_file(input: &RenderInput, effective: Effective) -> Self {
+        let server = &input.server;
+        let namespace = server.namespace().unwrap_or_else(|| "default".into());
+        let percona = percona::target(&server.spec, &server.name_any()).map(|target| {
+            let cluster = input.percona.get(&target.cluster);
+            let found = percona::evaluate(&target, &namespace, true, cluster, &input.secrets);
+            PerconaFound { target, found }
+        });
+        Self { overrides: Ok(effective), secrets: input.secrets.clone(), percona }
+    }
+
+    /// The discovered data rendering needs, with the database's connection once it is ready.
+    /// `generate` makes fresh credentials for the Secrets the operator creates (only when they
+    /// will be created now: a held-back pass must stay deterministic).
+    pub fn discover(&self, server: &DittoServer, values: &Values, generate: bool) -> Result<Discovered, DiscoverError> {
+        let mut discovered = discover::resolve(&server.spec, &server.name_any(), values, &self.secrets, generate)?;
+        if let Some(PerconaFound { found: Ok((connection, password)), .. }) = &self.percona {
+            percona::attach(&mut discovered, connection.clone(), password.clone());
+        }
+        Ok(discovered)
+    }
+
+    /// The one rule for a database that is not ready: the cluster the operator creates (where
+    /// its CRD is installed) is applied alone; anything else holds.
+    pub fn database_gate(&self) -> DatabaseGate<'_> {
+        match &self.percona {
+            None | Some(PerconaFound { found: Ok(_), .. }) => DatabaseGate::Open,
+            Some(PerconaFound { target, found: Err(not_ready) }) => {
+                if target.owned && not_ready.reason != "PerconaNotInstalled" {
+                    DatabaseGate::DatabaseOnly(not_ready)
+                } else {
+                    DatabaseGate::Closed(not_ready)
+                }
+            }
+        }
+    }
+}
+
+/// The Secrets a DittoServer reads, as they are now (absent ones are left out).
+pub async fn fetch_secrets(client: &Client, server: &DittoServer, namespace: &str) -> Result<SecretsByName, ReadError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut secrets = SecretsByName::new();
+    for name in discover::referenced_secret_names(&server.spec, &server.name_any()) {
+        if let Some(secret) = api.get_opt(&name).await.map_err(read_error(format!("Secret/{name}")))? {
+            secrets.insert(name, secret);
+        }
+    }
+    Ok(secrets)
+}

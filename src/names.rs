@@ -1,0 +1,66 @@
+//! The names the operator gives and looks for: object names per DittoServer, labels,
+//! annotations and the finalizer. A leaf module: everything else imports it, it imports nothing.
+
+/// Label keys shared by every object and pod.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+pub const MANAGED_BY: &str = "dittofs-operator";
+
+/// Pod-template annotation carrying the config checksum.
+pub const CHECKSUM_ANNOTATION: &str = "dittofs.dittofs.com/config-checksum";
+/// Marks objects created once and then left alone (generated credentials).
+pub const LIFECYCLE_ANNOTATION: &str = "dittofs.dittofs.com/lifecycle";
+pub const LIFECYCLE_CREATE_ONLY: &str = "create-only";
+/// The uid of the DittoServer owning an object that carries no owner reference on purpose
+/// (the PerconaPGCluster: no garbage collection may delete it).
+pub const OWNER_ANNOTATION: &str = "dittofs.dittofs.com/owner-uid";
+/// `dittofs.dittofs.com/reconcile: paused` on a DittoServer holds its changes back.
+pub const PAUSE_ANNOTATION: &str = "dittofs.dittofs.com/reconcile";
+pub const PAUSED: &str = "paused";
+/// Held on every DittoServer so deletion waits for the operator's cleanup.
+pub const FINALIZER: &str = "dittofs.dittofs.com/finalizer";
+
+/// Stand-ins for generated credentials when rendering without a cluster.
+pub const OFFLINE_GENERATED: &str = "<generated-by-the-operator-on-create>";
+
+/// The `label=value,…` selector of the objects managed for the DittoServer `cr_name`.
+pub fn instance_selector(cr_name: &str) -> String {
+    format!("{LABEL_INSTANCE}={cr_name},{LABEL_MANAGED_BY}={MANAGED_BY}")
+}
+
+/// The names of the objects made for one DittoServer.
+#[derive(serde::Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Names {
+    pub config_map: String,
+    pub stateful_set: String,
+    pub headless_service: String,
+    pub file_service: String,
+    pub api_service: String,
+    pub metrics_service: String,
+    pub jwt_secret: String,
+    pub admin_secret: String,
+    /// The PerconaPGCluster the operator creates for `spec.percona.enabled` (templates see it
+    /// as `computed.percona.name`).
+    #[serde(skip)]
+    pub percona_cluster: String,
+}
+
+impl Names {
+    pub fn for_cr(name: &str) -> Self {
+        Self {
+            config_map: format!("{name}-config"),
+            stateful_set: name.to_string(),
+            headless_service: format!("{name}-headless"),
+            file_service: format!("{name}-file"),
+            api_service: format!("{name}-api"),
+            metrics_service: format!("{name}-metrics"),
+            jwt_secret: format!("{name}-jwt-secret"),
+            admin_secret: format!("{name}-admin-bootstrap-credentials"),
+            percona_cluster: format!("{name}-postgres"),
+        }
+    }
+}
