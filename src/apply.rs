@@ -93,12 +93,39 @@ pub struct PlannedPrune {
     pub diff: ObjectDiff,
 }
 
+/// An object the API server refused (a 4xx on the dry run): invalid, immutable or forbidden.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    pub kind: Kind,
+    pub reference: String,
+    /// The API server's message.
+    pub message: String,
+}
+
+impl Rejected {
+    /// A StatefulSet change to a field that cannot change in place (selector, claim templates,
+    /// serviceName, …): only re-creating the StatefulSet applies it.
+    pub fn is_immutable_stateful_set(&self) -> bool {
+        self.kind == Kind::StatefulSet && self.message.contains("updates to statefulset spec for fields other than")
+    }
+}
+
+/// A 4xx that no retry fixes: the object itself is refused. Not: 404 (gone), 408/429 (load),
+/// 409 (a conflict a later pass resolves).
+fn refused(status: &kube::core::Status) -> bool {
+    (400..500).contains(&status.code) && ![404, 408, 409, 429].contains(&status.code)
+}
+
 #[derive(Debug, Default)]
 pub struct Plan {
     pub objects: Vec<PlannedObject>,
     pub prunes: Vec<PlannedPrune>,
     /// Objects released by an earlier DittoServer of the same name that this plan takes back.
     pub adopted: Vec<String>,
+    /// Objects the API server refused; nothing is written for them.
+    pub rejected: Vec<Rejected>,
+    /// Objects ranked after a refused one, left as they are (they may consume it).
+    pub held: Vec<String>,
 }
 
 impl Plan {
@@ -113,7 +140,7 @@ impl Plan {
     }
 
     pub fn in_sync(&self) -> bool {
-        self.changes().is_empty()
+        self.changes().is_empty() && self.rejected.is_empty()
     }
 
     /// The live StatefulSet (before any apply of this plan), for status.
@@ -171,7 +198,12 @@ pub async fn plan(
     prune: bool,
 ) -> Result<Plan, ApplyError> {
     let mut plan = Plan::default();
+    let mut refused_rank = None;
     for object in objects {
+        if refused_rank.is_some_and(|rank| object.apply_rank() > rank) {
+            plan.held.push(object.reference());
+            continue;
+        }
         let mut object = object.clone();
         let resource = object.managed_kind().resource();
         let api = api(client, namespace, &resource);
@@ -208,15 +240,22 @@ pub async fn plan(
                 }
             }
             let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-            let merged = api
-                .patch(&name, &params, &Patch::Apply(object.to_json()))
-                .await
-                .map_err(ApplyError::new("dry-run applying", &reference))?;
+            let merged = match api.patch(&name, &params, &Patch::Apply(object.to_json())).await {
+                Ok(merged) => merged,
+                Err(kube::Error::Api(status)) if refused(&status) => {
+                    refused_rank = Some(object.apply_rank());
+                    let message = status.message.clone();
+                    plan.rejected.push(Rejected { kind: object.managed_kind(), reference, message });
+                    continue;
+                }
+                Err(e) => return Err(ApplyError::new("dry-run applying", &reference)(e)),
+            };
             diff::compare(&reference, &file, live.as_ref(), Some(&to_value(&merged)))
         };
         plan.objects.push(PlannedObject { object, live, diff });
     }
-    if let Some(owner) = owner.filter(|_| prune) {
+    // Nothing is pruned while something is refused: the rendered set is not in the cluster yet.
+    if let Some(owner) = owner.filter(|_| prune && plan.rejected.is_empty()) {
         let keep: BTreeSet<String> = objects.iter().map(ManagedObject::reference).collect();
         plan.prunes = plan_prunes(client, namespace, cr_name, &owner.uid, &keep).await?;
     }

@@ -20,6 +20,11 @@ pub const OWNER_ANNOTATION: &str = "dittofs.dittofs.com/owner-uid";
 /// `dittofs.dittofs.com/reconcile: paused` on a DittoServer holds its changes back.
 pub const PAUSE_ANNOTATION: &str = "dittofs.dittofs.com/reconcile";
 pub const PAUSED: &str = "paused";
+/// `dittofs.dittofs.com/on-immutable-change: recreate` on a DittoServer lets the operator
+/// re-create its StatefulSet when a change touches an immutable field: deleted with
+/// `--cascade=orphan` semantics (the pod and every claim stay), then created anew.
+pub const IMMUTABLE_CHANGE_ANNOTATION: &str = "dittofs.dittofs.com/on-immutable-change";
+pub const RECREATE: &str = "recreate";
 /// Held on every DittoServer so deletion waits for the operator's cleanup.
 pub const FINALIZER: &str = "dittofs.dittofs.com/finalizer";
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use crate::apply::Plan;
+use crate::apply::{Plan, Rejected};
 use crate::crd::DittoServer;
 use crate::discover::{DiscoverError, Discovered};
 use crate::gather::{DatabaseGate, Gathered};
-use crate::names::{PAUSE_ANNOTATION, PAUSED};
+use crate::names::{IMMUTABLE_CHANGE_ANNOTATION, PAUSE_ANNOTATION, PAUSED, RECREATE};
 use crate::overrides::Effective;
 use crate::percona::{self, NotReady};
 use crate::render::{RenderError, Rendered};
@@ -272,10 +272,49 @@ pub fn sync(plan: &Plan, mode: Mode) -> Sync {
     }
 }
 
+/// Whether the DittoServer lets the operator re-create its StatefulSet for an immutable change.
+pub fn recreates_on_immutable_change(server: &DittoServer) -> bool {
+    server.annotations().get(IMMUTABLE_CHANGE_ANNOTATION).map(String::as_str) == Some(RECREATE)
+}
+
+/// The StatefulSet to re-create now: refused for an immutable change, and the DittoServer opted in.
+pub fn stateful_set_to_recreate<'a>(server: &DittoServer, plan: &'a Plan, mode: Mode) -> Option<&'a Rejected> {
+    let rejected = plan.rejected.iter().find(|r| r.is_immutable_stateful_set())?;
+    (mode.writes() && recreates_on_immutable_change(server)).then_some(rejected)
+}
+
+/// `InSync=False ApplyRejected`: what the API server refused, its message, and how to recover.
+fn rejected_condition(server: &DittoServer, plan: &Plan) -> Option<Decided> {
+    let mut parts = Vec::new();
+    for rejected in &plan.rejected {
+        let mut text = format!("{} was refused by the API server: {}", rejected.reference, rejected.message);
+        if rejected.is_immutable_stateful_set() {
+            text.push_str(&format!(
+                ". The change touches fields a StatefulSet cannot change in place. Revert it, or annotate the DittoServer {IMMUTABLE_CHANGE_ANNOTATION}={RECREATE}: the operator then deletes the StatefulSet with --cascade=orphan (its pod and every claim stay) and creates it anew"
+            ));
+            if recreates_on_immutable_change(server) {
+                text.push_str(" (annotated: it does so on the next pass that may write)");
+            }
+        }
+        parts.push(text);
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let mut message = parts.join("; ");
+    if !plan.held.is_empty() {
+        message.push_str(&format!(". Left as they are until then: {}", plan.held.join(", ")));
+    }
+    Some(Decided::new(IN_SYNC, false, "ApplyRejected", message))
+}
+
 /// `InSync` after the plan was acted on. `held_back`: an object deliberately left out (the
-/// StatefulSet while its StorageClass is missing).
-pub fn in_sync(sync: Sync, plan: &Plan, mode: Mode, held_back: Option<&str>) -> Decided {
+/// StatefulSet while its StorageClass is missing). A refused object wins: it is the news.
+pub fn in_sync(server: &DittoServer, sync: Sync, plan: &Plan, mode: Mode, held_back: Option<&str>) -> Decided {
     const MATCHES: &str = "Every managed object matches the rendered templates";
+    if let Some(rejected) = rejected_condition(server, plan) {
+        return rejected;
+    }
     match (sync, held_back) {
         (Sync::HoldBack, _) => Decided::new(
             IN_SYNC,
@@ -479,14 +518,60 @@ mod tests {
 
     #[test]
     fn in_sync_says_what_happened_to_the_plan() {
+        let (server, _) = from_yaml(SERVER);
         let plan = Plan::default();
         assert_eq!(sync(&plan, Mode::Paused), Sync::UpToDate);
-        assert_eq!(in_sync(Sync::UpToDate, &plan, Mode::Apply, None).reason, "InSync");
-        assert_eq!(in_sync(Sync::Write, &plan, Mode::Apply, None).reason, "Applied");
-        assert_eq!(in_sync(Sync::Write, &plan, Mode::Apply, Some("class missing")).reason, "HeldBack");
-        let paused = in_sync(Sync::HoldBack, &plan, Mode::Paused, Some("class missing"));
+        assert_eq!(in_sync(&server, Sync::UpToDate, &plan, Mode::Apply, None).reason, "InSync");
+        assert_eq!(in_sync(&server, Sync::Write, &plan, Mode::Apply, None).reason, "Applied");
+        assert_eq!(in_sync(&server, Sync::Write, &plan, Mode::Apply, Some("class missing")).reason, "HeldBack");
+        let paused = in_sync(&server, Sync::HoldBack, &plan, Mode::Paused, Some("class missing"));
         assert_eq!(paused.reason, "Paused");
         assert!(paused.message.contains("dittofs.dittofs.com/reconcile: paused"), "{}", paused.message);
-        assert_eq!(in_sync(Sync::HoldBack, &plan, Mode::DryRun, None).reason, "DryRun");
+        assert_eq!(in_sync(&server, Sync::HoldBack, &plan, Mode::DryRun, None).reason, "DryRun");
+    }
+
+    #[test]
+    fn a_refused_object_is_the_news_and_an_immutable_change_says_how_to_recover() {
+        let (server, _) = from_yaml(SERVER);
+        let immutable = Rejected {
+            kind: crate::kinds::Kind::StatefulSet,
+            reference: "StatefulSet/files".into(),
+            message: "StatefulSet.apps \"files\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas' are forbidden".into(),
+        };
+        let plan = Plan { rejected: vec![immutable], ..Plan::default() };
+        assert!(!plan.in_sync());
+        assert_eq!(sync(&plan, Mode::Apply), Sync::Write);
+        let condition = in_sync(&server, Sync::HoldBack, &plan, Mode::Paused, None);
+        assert_eq!((condition.reason, condition.status), ("ApplyRejected", false));
+        assert!(
+            condition.message.contains("StatefulSet/files was refused by the API server: StatefulSet.apps"),
+            "{}",
+            condition.message
+        );
+        assert!(
+            condition.message.contains("dittofs.dittofs.com/on-immutable-change=recreate"),
+            "{}",
+            condition.message
+        );
+        assert!(stateful_set_to_recreate(&server, &plan, Mode::Apply).is_none(), "only when opted in");
+
+        let annotated = SERVER.replace(
+            "namespace: storage}",
+            "namespace: storage, annotations: {dittofs.dittofs.com/on-immutable-change: recreate}}",
+        );
+        let (server, _) = from_yaml(&annotated);
+        assert!(stateful_set_to_recreate(&server, &plan, Mode::Apply).is_some());
+        assert!(stateful_set_to_recreate(&server, &plan, Mode::DryRun).is_none(), "never while holding back");
+
+        let invalid = Rejected {
+            kind: crate::kinds::Kind::ConfigMap,
+            reference: "ConfigMap/files-config".into(),
+            message: "invalid".into(),
+        };
+        let plan = Plan { rejected: vec![invalid], held: vec!["StatefulSet/files".into()], ..Plan::default() };
+        assert!(stateful_set_to_recreate(&server, &plan, Mode::Apply).is_none());
+        let condition = in_sync(&server, Sync::Write, &plan, Mode::Apply, None);
+        assert!(!condition.message.contains("on-immutable-change"), "{}", condition.message);
+        assert!(condition.message.ends_with("Left as they are until then: StatefulSet/files"), "{}", condition.message);
     }
 }

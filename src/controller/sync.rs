@@ -5,7 +5,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -19,6 +19,7 @@ use crate::discover::Discovered;
 use crate::gather::read_error;
 use crate::health;
 use crate::kinds::Kind;
+use crate::names::{IMMUTABLE_CHANGE_ANNOTATION, RECREATE};
 use crate::overrides::Effective;
 use crate::render::{Rendered, Renderer};
 use crate::status::{Decided, IN_SYNC, Workload};
@@ -81,7 +82,14 @@ pub async fn sync(
     let mut decided = vec![templates_ready, decide::config_ready(server, rendered)];
     decided.extend(decide::database_ready(server, rendered));
     let step = decide::sync(&plan, mode);
-    decided.push(decide::in_sync(step, &plan, mode, held_back.as_deref()));
+    decided.push(decide::in_sync(server, step, &plan, mode, held_back.as_deref()));
+    for rejected in &plan.rejected {
+        let note = format!("{} was refused by the API server: {}", rejected.reference, rejected.message);
+        events::publish(ctx, server, EventType::Warning, "ApplyRejected", &note).await;
+    }
+    if decide::stateful_set_to_recreate(server, &plan, mode).is_some() {
+        recreate_stateful_set(ctx, server, &namespace).await?;
+    }
     let stateful_set = match step {
         Sync::UpToDate => {
             ctx.metrics.applied(0, plan.objects.len());
@@ -105,6 +113,33 @@ pub async fn sync(
         }
     };
     Ok(Ok(Synced { decided, stateful_set, file_service, missing_class }))
+}
+
+/// Deletes the StatefulSet with orphan propagation, so its pod and every claim stay; the watch
+/// on it brings the next pass, which creates it with the new immutable fields. Only the object
+/// just read (uid precondition) is deleted.
+async fn recreate_stateful_set(ctx: &Context, server: &DittoServer, namespace: &str) -> Result<(), Error> {
+    let name = server.name_any();
+    let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace);
+    let Some(live) = api.get_metadata_opt(&name).await.map_err(read_error(format!("StatefulSet/{name}")))? else {
+        return Ok(());
+    };
+    let orphan = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        preconditions: Some(Preconditions { uid: live.uid(), resource_version: None }),
+        ..Default::default()
+    };
+    let reference = format!("StatefulSet/{name}");
+    api.delete(&name, &orphan).await.map_err(|source| apply::ApplyError::Api {
+        action: "deleting (orphan) to re-create",
+        object: reference.clone(),
+        source,
+    })?;
+    let note = format!(
+        "Deleted {reference} with --cascade=orphan to re-create it with its new immutable fields ({IMMUTABLE_CHANGE_ANNOTATION}={RECREATE}); its pod and claims stay"
+    );
+    events::publish(ctx, server, EventType::Normal, "Recreating", &note).await;
+    Ok(())
 }
 
 /// Applies just the PerconaPGCluster of `spec.percona.enabled` while it is not ready yet.
