@@ -36,13 +36,21 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
         // known; not ready again from the moment a shutdown is asked for.
         let stopping_flag = Arc::new(AtomicBool::new(false));
         let stopping_now = stopping_flag.clone();
+        let stop = Arc::new(stop);
+        let stop_on_signal = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             info!("shutdown requested");
             stopping_now.store(true, Ordering::SeqCst);
-            let _ = stop.send(true);
+            let _ = stop_on_signal.send(true);
         });
-        let health = Health { metrics: ctx.metrics.clone(), ready: ctx.ready.clone(), stopping: stopping_flag };
+        let alive = Arc::new(AtomicBool::new(true));
+        let health = Health {
+            metrics: ctx.metrics.clone(),
+            ready: ctx.ready.clone(),
+            stopping: stopping_flag.clone(),
+            alive: alive.clone(),
+        };
         let addr: SocketAddr = args.health_address.parse()?;
         let server = tokio::spawn(serve::serve(addr, health, wait(stopping.clone())));
         let lease = args.leader_elect.then(|| LeaseSettings {
@@ -74,6 +82,19 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         ctx.ready.store(false, Ordering::SeqCst);
+        // Stopped without being asked (the lease manager failed, the controller ended): not
+        // alive any more, and the process exits non-zero so the kubelet restarts it.
+        let result = match result {
+            Ok(()) if !stopping_flag.load(Ordering::SeqCst) => {
+                Err(anyhow::anyhow!("the controller stopped unexpectedly"))
+            }
+            other => other,
+        };
+        if let Err(error) = &result {
+            alive.store(false, Ordering::SeqCst);
+            tracing::error!(error = %format!("{error:#}"), "stopping: the operator cannot go on");
+            let _ = stop.send(true);
+        }
         let _ = server.await;
         result
     })

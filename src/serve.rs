@@ -1,4 +1,5 @@
-//! The operator's own HTTP endpoints: `/healthz` (process alive), `/readyz` (the controller's
+//! The operator's own HTTP endpoints: `/healthz` (the controller, or the leader election that
+//! runs it, has not stopped by itself), `/readyz` (the controller's
 //! cache is synced or, with leader election, the Lease could be read; a standby replica is ready
 //! too; not while shutting down) and `/metrics` (Prometheus text format).
 
@@ -19,11 +20,23 @@ pub struct Health {
     pub ready: Arc<AtomicBool>,
     /// Set once a shutdown is asked for; wins over `ready`.
     pub stopping: Arc<AtomicBool>,
+    /// Cleared when the controller or the leader election stopped without being asked to: the
+    /// process is about to exit non-zero, and a liveness probe must not say otherwise.
+    pub alive: Arc<AtomicBool>,
 }
 
 pub fn router(health: Health) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(h): State<Health>| async move {
+                if h.alive.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "controller stopped")
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(h): State<Health>| async move {

@@ -135,7 +135,13 @@ async fn health_and_metrics_endpoints() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let health = Health { metrics: operator.ctx.metrics.clone(), ready: ready.clone(), stopping: stopping.clone() };
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let health = Health {
+        metrics: operator.ctx.metrics.clone(),
+        ready: ready.clone(),
+        stopping: stopping.clone(),
+        alive: alive.clone(),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let endpoint = tokio::spawn(serve_on(listener, health, async move {
         let _ = stopped.await;
@@ -171,6 +177,8 @@ async fn health_and_metrics_endpoints() {
     ] {
         assert!(body.contains(series), "missing {series} in\n{body}");
     }
+    alive.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get(addr, "/healthz").await, (503, "controller stopped".to_string()));
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(get(addr, "/readyz").await, (503, "stopping".to_string()), "a shutdown wins over ready");
     let _ = stop.send(());

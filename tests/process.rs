@@ -96,3 +96,27 @@ async fn run_leads_reconciles_logs_json_and_stops_on_sigterm() {
         assert_eq!(line["span"]["namespace"], ns.as_str(), "{line}");
     }
 }
+
+/// A Lease that cannot be taken (its namespace does not exist): the process must not stay up
+/// doing nothing behind a healthy /healthz; it exits non-zero so the kubelet restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_election_that_fails_ends_the_process_non_zero() {
+    let (_client, ns) = setup("no-lease").await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_dittofs-operator"))
+        .args(["run", "--namespace", &ns, "--leader-elect", "--health-address", &addr])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("POD_NAMESPACE", format!("{ns}-missing"))
+        .env("POD_NAME", "operator-0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("operator binary starts");
+    let mut operator = Running(child);
+    let exit = eventually("the process exits", DEADLINE, || {
+        let exited = operator.0.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(exit.code(), Some(2), "exit status {exit}");
+}
