@@ -1,6 +1,8 @@
 //! What wakes a DittoServer up: its own watch, the kinds it owns (by owner reference, from the
 //! table of kinds), the Secrets, Percona clusters and ConfigMaps it references, its pod and
-//! claims, StorageClasses. Every trigger counts in the queue-depth metric until its reconcile starts.
+//! claims, StorageClasses. Every watch is metadata-only: the mappers need names, labels and
+//! owner references, and a cluster full of large Secrets must not fill the operator's memory
+//! (the reconcile reads the few objects it needs). Every trigger counts in the queue-depth metric until its reconcile starts.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -88,7 +90,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     // Objects the operator manages (owned kinds, and the pod and claims by their labels).
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let (op_ns, op_name) = settings.templates_configmap.clone();
-    let operator_templates = Api::<ConfigMap>::namespaced(client.clone(), &op_ns);
+    let operator_templates = Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), &op_ns);
     let allow_namespace_templates = settings.allow_namespace_templates;
     let concurrency = settings.concurrency;
     let context = ctx;
@@ -132,9 +134,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     controller = controller
         // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
         .watches(
-            scoped::<Secret>(&client, &ns),
+            scoped::<PartialObjectMeta<Secret>>(&client, &ns),
             watcher::Config::default(),
-            queued(metrics.clone(), move |secret: Secret| {
+            queued(metrics.clone(), move |secret: PartialObjectMeta<Secret>| {
                 let namespace = secret.namespace();
                 let name = secret.name_any();
                 // Percona's user Secrets have no owner reference: find their cluster by label.
@@ -147,17 +149,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }),
         )
         // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
-        .watches(scoped::<Pod>(&client, &ns), managed.clone(), queued(metrics.clone(), by_instance::<Pod>))
         .watches(
-            scoped::<PersistentVolumeClaim>(&client, &ns),
+            scoped::<PartialObjectMeta<Pod>>(&client, &ns),
+            managed.clone(),
+            queued(metrics.clone(), by_instance::<PartialObjectMeta<Pod>>),
+        )
+        .watches(
+            scoped::<PartialObjectMeta<PersistentVolumeClaim>>(&client, &ns),
             managed,
-            queued(metrics.clone(), by_instance::<PersistentVolumeClaim>),
+            queued(metrics.clone(), by_instance::<PartialObjectMeta<PersistentVolumeClaim>>),
         )
         // A StorageClass that appears (or goes) changes what the DittoServers naming it can do.
         .watches(
-            Api::<StorageClass>::all(client.clone()),
+            Api::<PartialObjectMeta<StorageClass>>::all(client.clone()),
             watcher::Config::default(),
-            queued(metrics.clone(), move |class: StorageClass| {
+            queued(metrics.clone(), move |class: PartialObjectMeta<StorageClass>| {
                 let name = class.name_any();
                 class_store
                     .state()
@@ -171,7 +177,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .watches(
             operator_templates,
             watcher::Config::default().fields(&format!("metadata.name={op_name}")),
-            queued(metrics.clone(), move |_: ConfigMap| {
+            queued(metrics.clone(), move |_: PartialObjectMeta<ConfigMap>| {
                 template_store.state().into_iter().map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
             }),
         );
@@ -183,14 +189,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     if percona_installed {
         let resource = percona::api_resource();
         let api = match &ns {
-            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
-            None => Api::<DynamicObject>::all_with(client.clone(), &resource),
+            Some(ns) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(client.clone(), ns, &resource),
+            None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
         };
         controller = controller.watches_with(
             api,
             resource,
             watcher::Config::default(),
-            queued(metrics.clone(), move |cluster: DynamicObject| {
+            queued(metrics.clone(), move |cluster: PartialObjectMeta<DynamicObject>| {
                 let namespace = cluster.namespace();
                 let name = cluster.name_any();
                 matching(&percona_store, namespace, |cr| {
@@ -203,9 +209,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     }
     if allow_namespace_templates {
         controller = controller.watches(
-            scoped::<ConfigMap>(&client, &ns),
+            scoped::<PartialObjectMeta<ConfigMap>>(&client, &ns),
             watcher::Config::default(),
-            queued(metrics.clone(), move |cm: ConfigMap| {
+            queued(metrics.clone(), move |cm: PartialObjectMeta<ConfigMap>| {
                 let namespace = cm.namespace();
                 let name = cm.name_any();
                 matching(&namespace_store, namespace, |cr| {

@@ -1,0 +1,87 @@
+//! The operator's memory does not grow with what it does not manage: 500 Secrets of 512 KiB
+//! (Helm release Secrets are like this) in its namespace. Every watch is metadata-only, so the
+//! process holds names and labels, not 250 MiB of data. Prints the figures; holds the bound.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+
+use dittofs_operator::crd::DittoServer;
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use support::*;
+
+const SECRETS: usize = 500;
+const SECRET_BYTES: usize = 512 * 1024;
+/// The bound the issue sets for this cluster; the debug build runs here.
+const RSS_BOUND_KIB: u64 = 64 * 1024;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_beside_many_large_secrets() {
+    let (client, ns) = setup("memory").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let started = std::time::Instant::now();
+    futures::stream::iter(0..SECRETS)
+        .map(|i| {
+            let secrets = secrets.clone();
+            async move {
+                let mut secret = Secret::default();
+                secret.metadata.name = Some(format!("release-{i}"));
+                let payload: Vec<u8> = (0..SECRET_BYTES).map(|b| (b * 31 + i) as u8).collect();
+                secret.data = Some(BTreeMap::from([("release".to_string(), ByteString(payload))]));
+                secrets.create(&PostParams::default(), &secret).await.expect("create Secret");
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    eprintln!("{SECRETS} Secrets of {} KiB created in {:?}", SECRET_BYTES / 1024, started.elapsed());
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_dittofs-operator"))
+        .args(["run", "--namespace", &ns, "--health-address", &addr])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("POD_NAMESPACE", &ns)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("operator binary starts");
+    let operator = Running(child);
+    eventually("/readyz 200", DEADLINE, || async {
+        (http(&addr, "GET", "/readyz", None).await.ok()?.0 == 200).then_some(())
+    })
+    .await;
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &server(&ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n"))
+        .await
+        .unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    eventually("StatefulSet applied", DEADLINE, || async { sts.get_opt("demo").await.ok().flatten() }).await;
+
+    let peak = peak_rss_kib(operator.0.id());
+    eprintln!(
+        "operator peak RSS beside {SECRETS} Secrets of 512 KiB: {} MiB (bound {} MiB)",
+        peak / 1024,
+        RSS_BOUND_KIB / 1024
+    );
+    assert!(peak < RSS_BOUND_KIB, "peak RSS {peak} KiB over {RSS_BOUND_KIB} KiB");
+}
