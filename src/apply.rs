@@ -285,7 +285,12 @@ async fn plan_prunes(
             let controlled = item.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == owner_uid);
             let create_only =
                 item.annotations().get(LIFECYCLE_ANNOTATION).map(String::as_str) == Some(LIFECYCLE_CREATE_ONLY);
-            if keep.contains(&reference) || !controlled || create_only {
+            // The workload and its config are never pruned while the DittoServer exists, whatever
+            // was rendered (the renderer refuses a set without them; this holds if that ever slips).
+            let names = crate::names::Names::for_cr(cr_name);
+            let core = reference == format!("StatefulSet/{}", names.stateful_set)
+                || reference == format!("ConfigMap/{}", names.config_map);
+            if keep.contains(&reference) || !controlled || create_only || core {
                 continue;
             }
             let file = diff::file_name(&resource.api_version, &resource.kind, namespace, &item.name_any());

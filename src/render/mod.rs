@@ -18,7 +18,7 @@ pub use source::{CONFIG_TEMPLATE, TemplateSource};
 
 use crate::crd::DittoServer;
 use crate::discover::Discovered;
-use crate::names::CHECKSUM_ANNOTATION;
+use crate::names::{CHECKSUM_ANNOTATION, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, Names};
 use crate::values::Values;
 
 /// Bounds the work one template may do, so an override with an endless loop fails instead of hanging.
@@ -110,7 +110,23 @@ impl<'a> Renderer<'a> {
             let text = self.render_template(&env, &name, &context)?;
             for mut object in objects::parse_documents(&name, &text)? {
                 contain(&name, &mut object, &context.cr)?;
+                protect_data(&name, &mut object, &context.computed.names)?;
                 objects.push(object);
+            }
+        }
+        // Pruning deletes what is no longer rendered: a template set without the workload or its
+        // config would delete them.
+        for core in [
+            format!("StatefulSet/{}", context.computed.names.stateful_set),
+            format!("ConfigMap/{}", context.computed.names.config_map),
+        ] {
+            if !objects.iter().any(|o| o.reference() == core) {
+                return Err(RenderError::Forbidden {
+                    template: "(all templates)".into(),
+                    message: format!(
+                        "{core} is not rendered; a DittoServer's StatefulSet and config ConfigMap cannot be removed by a template"
+                    ),
+                });
             }
         }
         objects.sort_by(|a, b| (a.apply_rank(), a.kind(), a.name()).cmp(&(b.apply_rank(), b.kind(), b.name())));
@@ -180,6 +196,45 @@ fn contain(template: &str, object: &mut ManagedObject, cr: &CrInfo) -> Result<()
     Ok(())
 }
 
+/// What no template may change, because data depends on it: claims are retained when the
+/// StatefulSet is deleted or scaled down, and the generated credentials are created once and
+/// never updated or pruned (a new admin password would not work, a new JWT key would roll the pod).
+fn protect_data(template: &str, object: &mut ManagedObject, names: &Names) -> Result<(), RenderError> {
+    let reference = object.reference();
+    match object {
+        ManagedObject::StatefulSet(sts) => {
+            let spec = sts.spec.get_or_insert_default();
+            let policy = spec.persistent_volume_claim_retention_policy.get_or_insert_default();
+            for (field, value) in [("whenDeleted", &mut policy.when_deleted), ("whenScaled", &mut policy.when_scaled)] {
+                match value.as_deref() {
+                    None => *value = Some("Retain".into()),
+                    Some("Retain") => {}
+                    Some(other) => {
+                        return Err(RenderError::Forbidden {
+                            template: template.to_string(),
+                            message: format!(
+                                "{reference}: spec.persistentVolumeClaimRetentionPolicy.{field} is {other:?}; it must be \"Retain\": the operator never deletes claims"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        ManagedObject::Secret(secret) => {
+            let name = secret.metadata.name.as_deref().unwrap_or_default();
+            if name == names.jwt_secret || name == names.admin_secret {
+                secret
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(LIFECYCLE_ANNOTATION.into(), LIFECYCLE_CREATE_ONLY.into());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn template_error(name: &str, error: &minijinja::Error) -> RenderError {
     let mut message = error.kind().to_string();
     if let Some(detail) = error.detail() {
@@ -189,5 +244,66 @@ fn template_error(name: &str, error: &minijinja::Error) -> RenderError {
         template: error.name().unwrap_or(name).to_string(),
         line: error.line().unwrap_or(0),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::values::ValuesBuilder;
+
+    const CR: &str = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo, namespace: ns}\nspec:\n  storage: {metadataSize: 1Gi}\n";
+
+    fn render_with(overrides: &[(&str, String)]) -> Result<Rendered, RenderError> {
+        let server: DittoServer = serde_saphyr::from_str(CR).unwrap();
+        let values = ValuesBuilder::new().build().unwrap();
+        let discovered = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), false).unwrap();
+        let map: BTreeMap<String, String> = overrides.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let source = TemplateSource::with_overrides(map);
+        Renderer::new(&source).render(&server, &values, &discovered)
+    }
+
+    fn shipped(name: &str) -> String {
+        TemplateSource::embedded().get(name).unwrap()
+    }
+
+    #[test]
+    fn claims_are_retained_whatever_a_template_says() {
+        let deleting = shipped("statefulset.yaml.j2").replace("whenScaled: \"Retain\"", "whenScaled: \"Delete\"");
+        let err = render_with(&[("statefulset.yaml.j2", deleting)]).unwrap_err().to_string();
+        assert!(err.contains("statefulset.yaml.j2"), "{err}");
+        assert!(err.contains("persistentVolumeClaimRetentionPolicy.whenScaled is \"Delete\""), "{err}");
+        // Left out: filled in as Retain.
+        let silent = shipped("statefulset.yaml.j2").replace(
+            "  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: \"Retain\"\n    whenScaled: \"Retain\"\n",
+            "",
+        );
+        assert!(!silent.contains("persistentVolumeClaimRetentionPolicy"));
+        let rendered = render_with(&[("statefulset.yaml.j2", silent)]).unwrap();
+        let sts = rendered.objects.iter().find_map(|o| match o {
+            ManagedObject::StatefulSet(s) => Some(s.clone()),
+            _ => None,
+        });
+        let policy = sts.unwrap().spec.unwrap().persistent_volume_claim_retention_policy.unwrap();
+        assert_eq!((policy.when_deleted.as_deref(), policy.when_scaled.as_deref()), (Some("Retain"), Some("Retain")));
+    }
+
+    #[test]
+    fn a_template_set_without_the_workload_or_its_config_is_refused() {
+        let err = render_with(&[("statefulset.yaml.j2", String::new())]).unwrap_err().to_string();
+        assert!(err.contains("StatefulSet/demo is not rendered"), "{err}");
+        let err = render_with(&[("configmap.yaml.j2", String::new())]).unwrap_err().to_string();
+        assert!(err.contains("ConfigMap/demo-config is not rendered"), "{err}");
+    }
+
+    #[test]
+    fn generated_credentials_stay_create_only_whatever_a_template_says() {
+        let plain = shipped("secret-jwt.yaml.j2").replace(", {\"dittofs.dittofs.com/lifecycle\": \"create-only\"}", "");
+        assert!(!plain.contains("create-only"), "the override drops the annotation");
+        let rendered = render_with(&[("secret-jwt.yaml.j2", plain)]).unwrap();
+        let jwt = rendered.objects.iter().find(|o| o.reference() == "Secret/demo-jwt-secret").unwrap();
+        assert_eq!(jwt.meta().annotations.as_ref().unwrap()[LIFECYCLE_ANNOTATION], LIFECYCLE_CREATE_ONLY);
     }
 }
