@@ -56,6 +56,12 @@ pub enum DiscoverError {
     Missing { field: String, message: String },
 }
 
+/// The admin credentials Secret the operator generates for this CR, unless it references its own.
+pub fn generated_admin_secret(spec: &crate::crd::DittoServerSpec, cr_name: &str) -> Option<String> {
+    let referenced = spec.identity.as_ref().and_then(|i| i.admin.as_ref()).and_then(|a| a.password_secret_ref.as_ref());
+    referenced.is_none().then(|| crate::names::Names::for_cr(cr_name).admin_secret)
+}
+
 /// Names of the Secrets a CR reads, for fetching before [`resolve`].
 pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str) -> Vec<String> {
     let names = crate::names::Names::for_cr(cr_name);

@@ -6,13 +6,15 @@
 //! optional kind, someone else's object in the way) are not inputs to rendering: the controller's
 //! sync step makes them after rendering.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::crd::DittoServer;
 use crate::discover::{self, DiscoverError, Discovered, PostgresConnection, SecretsByName};
 use crate::input::RenderInput;
+use crate::names::Names;
 use crate::overrides::{self, Blocked, Effective};
 use crate::percona::{self, NotReady, Target};
 use crate::settings::Settings;
@@ -51,6 +53,10 @@ pub struct Gathered {
     pub secrets: SecretsByName,
     /// The Percona cluster, when the DittoServer uses one.
     pub percona: Option<PerconaFound>,
+    /// This DittoServer's DittoFS has started before (its status, StatefulSet or metadata claim
+    /// exists). Only looked at when the admin Secret the operator generates is missing: then a
+    /// new password would not match the one DittoFS keeps.
+    pub has_run: bool,
 }
 
 /// What the database lets this pass do.
@@ -71,7 +77,7 @@ impl Gathered {
         let overrides =
             overrides::resolve(client, settings, server).await.map_err(read_error("template override ConfigMaps"))?;
         if overrides.is_err() {
-            return Ok(Self { overrides, secrets: SecretsByName::new(), percona: None });
+            return Ok(Self { overrides, secrets: SecretsByName::new(), percona: None, has_run: false });
         }
         let secrets = fetch_secrets(client, server, &namespace).await?;
         let percona = match percona::target(&server.spec, &server.name_any()) {
@@ -83,7 +89,10 @@ impl Gathered {
             }
             None => None,
         };
-        Ok(Self { overrides, secrets, percona })
+        let admin_missing = discover::generated_admin_secret(&server.spec, &server.name_any())
+            .is_some_and(|name| !secrets.contains_key(&name));
+        let has_run = admin_missing && has_run(client, server, &namespace).await?;
+        Ok(Self { overrides, secrets, percona, has_run })
     }
 
     /// `render`'s input file stands in for the cluster: its Secrets and PerconaPGClusters.
@@ -95,7 +104,7 @@ impl Gathered {
             let found = percona::evaluate(&target, &namespace, true, cluster, &input.secrets);
             PerconaFound { target, found }
         });
-        Self { overrides: Ok(effective), secrets: input.secrets.clone(), percona }
+        Self { overrides: Ok(effective), secrets: input.secrets.clone(), percona, has_run: false }
     }
 
     /// The discovered data rendering needs, with the database's connection once it is ready.
@@ -123,6 +132,23 @@ impl Gathered {
             }
         }
     }
+}
+
+/// Whether DittoFS has started for this DittoServer before: the status says it was rendered, or
+/// its StatefulSet or its metadata claim exists (a DittoServer re-created with the same name
+/// finds its kept claims).
+async fn has_run(client: &Client, server: &DittoServer, namespace: &str) -> Result<bool, ReadError> {
+    if server.status.as_ref().is_some_and(|s| s.config_hash.is_some()) {
+        return Ok(true);
+    }
+    let names = Names::for_cr(&server.name_any());
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), namespace);
+    if sts.get_metadata_opt(&names.stateful_set).await.map_err(read_error("StatefulSet"))?.is_some() {
+        return Ok(true);
+    }
+    let claim = format!("metadata-{}-0", names.stateful_set);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    Ok(claims.get_metadata_opt(&claim).await.map_err(read_error(format!("PersistentVolumeClaim/{claim}")))?.is_some())
 }
 
 /// The Secrets a DittoServer reads, as they are now (absent ones are left out).

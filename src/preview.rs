@@ -109,6 +109,11 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
         .map_err(|blocked| anyhow::anyhow!("template overrides ({}): {}", blocked.reason, blocked.message))?;
     // Existing generated credentials are read; missing ones show as created (values masked).
     let discovered = gathered.discover(&server, &effective.values, false)?;
+    // Like the reconcile: a lost admin Secret is not generated again.
+    if let Some(message) = crate::controller::decide::admin_secret_lost(&server, &gathered, &discovered) {
+        eprintln!("note: {message}");
+        return Ok(Vec::new());
+    }
     // Like the reconcile: while the database is not ready, only an operator-created cluster is applied.
     let database_only = match gathered.database_gate() {
         DatabaseGate::Open => false,

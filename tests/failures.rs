@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use dittofs_operator::crd::DittoServer;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -135,5 +135,46 @@ async fn a_refused_statefulset_is_reported_the_rest_applies_and_the_opt_in_recre
     let after = claims.list(&Default::default()).await.unwrap();
     let after: BTreeMap<_, _> = after.items.iter().map(|c| (c.name_any(), c.uid())).collect();
     assert_eq!(after, claim_uids);
+    operator.shutdown().await;
+}
+
+/// The generated admin Secret deleted after the server has run: a new password would not work
+/// (DittoFS keeps the first one), so the operator says what to do instead of generating one, and
+/// picks up the Secret once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_admin_secret_is_reported_not_generated_again() {
+    let client = client_of(cluster_tier("full")).await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "lost-admin", &[]).await;
+    let operator = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    servers.create(&PostParams::default(), &server(&ns, MINIMAL)).await.unwrap();
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    eventually("StatefulSet", DEADLINE, || async { sts_api.get_opt("demo").await.ok().flatten() }).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let original = secrets.get("demo-admin-bootstrap-credentials").await.unwrap();
+    secrets.delete("demo-admin-bootstrap-credentials", &Default::default()).await.unwrap();
+
+    let missing = eventually("ConfigReady=False SecretMissing", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "ConfigReady" && c.reason == "SecretMissing")
+    })
+    .await;
+    assert!(missing.message.contains("Secret demo-admin-bootstrap-credentials is missing"), "{}", missing.message);
+    assert!(missing.message.contains("Re-create the Secret"), "{}", missing.message);
+    assert!(secrets.get_opt("demo-admin-bootstrap-credentials").await.unwrap().is_none(), "not generated again");
+
+    // Put back with the password DittoFS started with: the server is in order again.
+    let mut restored = Secret::default();
+    restored.metadata.name = Some("demo-admin-bootstrap-credentials".into());
+    restored.data = original.data.clone();
+    secrets.create(&PostParams::default(), &restored).await.unwrap();
+    eventually("ConfigReady=True", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "ConfigReady" && c.status == "True")
+    })
+    .await;
+    let kept = secrets.get("demo-admin-bootstrap-credentials").await.unwrap();
+    assert_eq!(kept.data, original.data, "the operator does not rewrite it");
     operator.shutdown().await;
 }

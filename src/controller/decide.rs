@@ -124,6 +124,10 @@ pub fn decide<'a>(server: &DittoServer, gathered: &'a Gathered, mode: Mode) -> D
             return Decision::Hold(Hold { decided, reason, message, next: Next::Wait });
         }
     };
+    if let Some(message) = admin_secret_lost(server, gathered, &discovered) {
+        let decided = vec![templates_ready, Decided::new(CONFIG_READY, false, "SecretMissing", message.clone())];
+        return Decision::Hold(Hold { decided, reason: "SecretMissing", message, next: Next::Wait });
+    }
     match gathered.database_gate() {
         DatabaseGate::Open => Decision::Apply { effective, discovered, templates_ready },
         DatabaseGate::DatabaseOnly(not_ready) if mode.writes() => {
@@ -133,6 +137,20 @@ pub fn decide<'a>(server: &DittoServer, gathered: &'a Gathered, mode: Mode) -> D
             Decision::Hold(database_hold(templates_ready, not_ready, None))
         }
     }
+}
+
+/// The admin Secret the operator generated is gone after DittoFS has started: a new password
+/// would not work (DittoFS sets the admin password on first boot only and ignores it after), so
+/// say what to do instead of generating one. A lost JWT key is generated again on purpose: it
+/// only signs tokens, so a new one signs clients out and rolls the pod once, and loses nothing.
+pub fn admin_secret_lost(server: &DittoServer, gathered: &Gathered, discovered: &Discovered) -> Option<String> {
+    if !gathered.has_run || discovered.generated.admin_password.is_none() {
+        return None;
+    }
+    let secret = crate::names::Names::for_cr(&server.name_any()).admin_secret;
+    Some(format!(
+        "Secret {secret} is missing although this DittoServer has run before, so it is not generated again: DittoFS keeps the admin password it first started with and ignores a new one. Re-create the Secret with keys password (that password) and username (admin), or set spec.identity.admin.passwordSecretRef; nothing is applied until then"
+    ))
 }
 
 /// The database is not ready: never roll the server to a config that cannot start. `blocked`:
@@ -406,6 +424,24 @@ mod tests {
         assert_ne!(discovered.generated.jwt_secret.as_deref(), Some(crate::names::OFFLINE_GENERATED));
         let Decision::Apply { discovered, .. } = decide(&server, &gathered, Mode::Paused) else { panic!() };
         assert_eq!(discovered.generated.jwt_secret.as_deref(), Some(crate::names::OFFLINE_GENERATED));
+    }
+
+    #[test]
+    fn a_generated_admin_password_lost_after_a_run_is_not_generated_again() {
+        let (server, mut gathered) = from_yaml(SERVER);
+        gathered.has_run = true;
+        let held = hold(decide(&server, &gathered, Mode::Apply));
+        assert_eq!((held.reason, held.next), ("SecretMissing", Next::Wait));
+        assert!(held.message.starts_with("Secret files-admin-bootstrap-credentials is missing"), "{}", held.message);
+        assert!(!condition(&held, CONFIG_READY).status);
+        // A user-referenced admin Secret is the user's to keep; a lost JWT key is generated again.
+        let yaml = format!("{SERVER}  identity: {{admin: {{passwordSecretRef: {{name: mine}}}}}}\n");
+        let (server, mut gathered) = from_yaml(&yaml);
+        gathered.has_run = true;
+        assert!(matches!(decide(&server, &gathered, Mode::Apply), Decision::Apply { .. }));
+        // Never run: generated as usual.
+        let (server, gathered) = from_yaml(SERVER);
+        assert!(matches!(decide(&server, &gathered, Mode::Apply), Decision::Apply { .. }));
     }
 
     #[test]
