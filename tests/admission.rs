@@ -77,6 +77,33 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"percona": {"enabled": true, "storageSize": "big"}}), "spec.percona.storageSize"),
         (json!({"imagePullPolicy": "Sometimes"}), "spec.imagePullPolicy"),
         (json!({"terminationGracePeriodSeconds": 0}), "spec.terminationGracePeriodSeconds"),
+        (json!({"terminationGracePeriodSeconds": 86400}), "spec.terminationGracePeriodSeconds"),
+        (json!({"shutdownTimeout": "2h"}), "spec.shutdownTimeout"),
+        // Hardening: no privilege, no root, no unconfined seccomp, no capability but NET_BIND_SERVICE.
+        (json!({"securityContext": {"privileged": true}}), "spec.securityContext.privileged"),
+        (
+            json!({"securityContext": {"allowPrivilegeEscalation": true}}),
+            "spec.securityContext.allowPrivilegeEscalation",
+        ),
+        (json!({"securityContext": {"runAsUser": 0}}), "spec.securityContext.runAsUser"),
+        (json!({"securityContext": {"runAsNonRoot": false}}), "spec.securityContext.runAsNonRoot"),
+        (
+            json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+            "spec.securityContext.seccompProfile.type",
+        ),
+        (json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}), "spec.securityContext.capabilities.add"),
+        (json!({"podSecurityContext": {"runAsUser": 0}}), "spec.podSecurityContext.runAsUser"),
+        (json!({"podSecurityContext": {"runAsNonRoot": false}}), "spec.podSecurityContext.runAsNonRoot"),
+        (
+            json!({"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+            "spec.podSecurityContext.seccompProfile.type",
+        ),
+        // What the StatefulSet would be refused for later.
+        (json!({"podLabels": {"bad key!": "x"}}), "spec.podLabels"),
+        (json!({"podLabels": {"team": "not a valid value"}}), "spec.podLabels"),
+        (json!({"podAnnotations": {"-leading-dash": "x"}}), "spec.podAnnotations"),
+        (json!({"resources": {"limits": {"cpu": "banana"}}}), "spec.resources.limits"),
+        (json!({"resources": {"requests": {"memory": "1 Gi"}}}), "spec.resources.requests"),
         // Fields of the earlier operator that this one does not implement yet: refused, never dropped.
         (json!({"s3": {"bucket": "x"}}), "spec.s3"),
         (json!({"smb": {"maxConnections": 10}}), "spec.smb.maxConnections"),
@@ -106,6 +133,23 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         other => failures.push(format!("bad name: {other:?}")),
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_hardening_labels_and_quantities_are_accepted() {
+    let (client, ns) = setup("admission-ok").await;
+    let api: Api<DittoServer> = Api::namespaced(client, &ns);
+    let spec = json!({
+        "storage": {"metadataSize": "10Gi"},
+        "securityContext": {"runAsUser": 65532, "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}},
+        "podSecurityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "podLabels": {"team": "storage", "example.com/tier": "gold_1.0"},
+        "podAnnotations": {"example.com/note": "any text at all: yes"},
+        "resources": {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "500m", "memory": 1073741824}},
+        "shutdownTimeout": "10m",
+        "terminationGracePeriodSeconds": 3600
+    });
+    apply(&api, &cr("hardened", spec)).await.expect("a valid spec is accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

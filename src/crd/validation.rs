@@ -70,6 +70,18 @@ macro_rules! positive_duration {
         "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')"
     };
 }
+/// A Kubernetes qualified name (label and annotation keys): `[prefix/]name`, the name at most 63
+/// characters, the prefix a DNS subdomain.
+macro_rules! qualified_name {
+    ($k:literal) => {
+        concat!(
+            $k,
+            ".matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && ",
+            $k,
+            ".size() <= 317"
+        )
+    };
+}
 macro_rules! same_optional {
     ($f:literal) => {
         concat!(
@@ -221,7 +233,12 @@ const RULES: &[Rule] = &[
         "spec.storage.storageClassName is immutable: it cannot be added, removed or changed once the server exists",
     ),
     // Durations parse the way DittoFS parses them (Go durations).
-    rule("shutdownTimeout", positive_duration!(), "spec.shutdownTimeout must be a positive Go duration such as 30s"),
+    // DittoFS may take 3 × shutdownTimeout + 5 s to stop; the pod's grace period follows it.
+    rule(
+        "shutdownTimeout",
+        concat!(positive_duration!(), " && duration(self) <= duration('10m')"),
+        "spec.shutdownTimeout must be a positive Go duration of at most 10m such as 30s",
+    ),
     rule(
         "identity.jwt.accessTokenDuration",
         positive_duration!(),
@@ -231,6 +248,87 @@ const RULES: &[Rule] = &[
         "identity.jwt.refreshTokenDuration",
         positive_duration!(),
         "spec.identity.jwt.refreshTokenDuration must be a positive Go duration such as 168h",
+    ),
+    // The container and pod run unprivileged, as non-root, with a confined seccomp profile; the only
+    // capability that may be added is NET_BIND_SERVICE (pod ports below 1024).
+    rule_at(
+        "securityContext",
+        ".privileged",
+        "!has(self.privileged) || !self.privileged",
+        "spec.securityContext.privileged must not be true: DittoFS needs no privilege",
+    ),
+    rule_at(
+        "securityContext",
+        ".allowPrivilegeEscalation",
+        "!has(self.allowPrivilegeEscalation) || !self.allowPrivilegeEscalation",
+        "spec.securityContext.allowPrivilegeEscalation must not be true",
+    ),
+    rule_at(
+        "securityContext",
+        ".runAsUser",
+        "!has(self.runAsUser) || self.runAsUser != 0",
+        "spec.securityContext.runAsUser must not be 0 (root): DittoFS runs as uid 65532",
+    ),
+    rule_at(
+        "securityContext",
+        ".runAsNonRoot",
+        "!has(self.runAsNonRoot) || self.runAsNonRoot",
+        "spec.securityContext.runAsNonRoot must not be false",
+    ),
+    rule_at(
+        "securityContext",
+        ".seccompProfile.type",
+        "!has(self.seccompProfile) || !has(self.seccompProfile.type) || self.seccompProfile.type != 'Unconfined'",
+        "spec.securityContext.seccompProfile.type must not be Unconfined",
+    ),
+    rule_at(
+        "securityContext",
+        ".capabilities.add",
+        "!has(self.capabilities) || !has(self.capabilities.add) || self.capabilities.add.all(c, c == 'NET_BIND_SERVICE')",
+        "spec.securityContext.capabilities.add may only hold NET_BIND_SERVICE (to listen on a pod port below 1024); DittoFS needs no other capability, and drop: [ALL] is always kept",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".runAsUser",
+        "!has(self.runAsUser) || self.runAsUser != 0",
+        "spec.podSecurityContext.runAsUser must not be 0 (root): DittoFS runs as uid 65532",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".runAsNonRoot",
+        "!has(self.runAsNonRoot) || self.runAsNonRoot",
+        "spec.podSecurityContext.runAsNonRoot must not be false",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".seccompProfile.type",
+        "!has(self.seccompProfile) || !has(self.seccompProfile.type) || self.seccompProfile.type != 'Unconfined'",
+        "spec.podSecurityContext.seccompProfile.type must not be Unconfined",
+    ),
+    // Labels, annotations and quantities the API server would refuse later, on the StatefulSet.
+    rule(
+        "podLabels",
+        concat!(
+            "self.all(k, ",
+            qualified_name!("k"),
+            " && self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'))"
+        ),
+        "spec.podLabels: keys must be qualified names ([prefix/]name, name at most 63 characters) and values at most 63 characters of letters, digits, '-', '_' and '.', starting and ending alphanumeric",
+    ),
+    rule(
+        "podAnnotations",
+        concat!("self.all(k, ", qualified_name!("k"), ")"),
+        "spec.podAnnotations: keys must be qualified names ([prefix/]name, name at most 63 characters)",
+    ),
+    rule(
+        "resources.limits",
+        "self.all(k, isQuantity(string(self[k])))",
+        "spec.resources.limits: every value must be a quantity such as 500m or 1Gi",
+    ),
+    rule(
+        "resources.requests",
+        "self.all(k, isQuantity(string(self[k])))",
+        "spec.resources.requests: every value must be a quantity such as 500m or 1Gi",
     ),
     rule("logging.output", "self == 'stdout'", "spec.logging.output: only stdout is supported in a pod"),
     rule("image", "self.size() > 0 && !self.contains(' ')", "spec.image must be a non-empty image reference"),
@@ -251,6 +349,20 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("image", 512),
 ];
 
+/// Bounds that keep CEL cost estimates within budget and refuse absurd values: (path, keyword,
+/// value). Paths as in [`RULES`], `[]` for list items, `*` for map values.
+const BOUNDS: &[(&str, &str, u64)] = &[
+    ("securityContext.capabilities.add", "maxItems", 16),
+    ("securityContext.capabilities.add.[]", "maxLength", 64),
+    ("podLabels", "maxProperties", 64),
+    ("podLabels.*", "maxLength", 63),
+    ("podAnnotations", "maxProperties", 64),
+    ("podAnnotations.*", "maxLength", 65536),
+    ("resources.limits", "maxProperties", 8),
+    ("resources.requests", "maxProperties", 8),
+    ("terminationGracePeriodSeconds", "maximum", 3600),
+];
+
 /// The CRD as installed: generated schema plus the admission rules above.
 pub fn crd() -> CustomResourceDefinition {
     let mut value = serde_json::to_value(DittoServer::crd()).expect("CRD serializes");
@@ -260,6 +372,9 @@ pub fn crd() -> CustomResourceDefinition {
         json!(["DEBUG", "INFO", "WARN", "ERROR", "debug", "info", "warn", "error"]);
     for (path, max) in MAX_LENGTHS {
         schema_at(root, path).insert("maxLength".into(), json!(max));
+    }
+    for (path, keyword, bound) in BOUNDS {
+        schema_at(root, path).insert((*keyword).into(), json!(bound));
     }
     for r in RULES {
         let mut entry = json!({ "rule": r.rule, "message": r.message });
@@ -286,10 +401,12 @@ pub fn crd_yaml() -> String {
 fn schema_at<'a>(root: &'a mut Value, path: &str) -> &'a mut serde_json::Map<String, Value> {
     let mut node = &mut root["properties"]["spec"];
     for part in path.split('.').filter(|p| !p.is_empty()) {
-        node = node
-            .get_mut("properties")
-            .and_then(|p| p.get_mut(part))
-            .unwrap_or_else(|| panic!("CRD schema has no field spec.{path}"));
+        let next = match part {
+            "[]" => node.get_mut("items"),
+            "*" => node.get_mut("additionalProperties"),
+            _ => node.get_mut("properties").and_then(|p| p.get_mut(part)),
+        };
+        node = next.unwrap_or_else(|| panic!("CRD schema has no field spec.{path}"));
     }
     node.as_object_mut().unwrap_or_else(|| panic!("spec.{path} is not an object schema"))
 }

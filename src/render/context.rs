@@ -414,6 +414,12 @@ fn harden(user: Option<SecurityContext>, defaults: &SecurityContext) -> Security
     sc.run_as_non_root = sc.run_as_non_root.or(defaults.run_as_non_root);
     sc.read_only_root_filesystem = sc.read_only_root_filesystem.or(defaults.read_only_root_filesystem);
     sc.capabilities = sc.capabilities.or_else(|| defaults.capabilities.clone());
+    // Whatever is added (admission allows NET_BIND_SERVICE only), everything else stays dropped.
+    let capabilities = sc.capabilities.get_or_insert_default();
+    let drop = capabilities.drop.get_or_insert_default();
+    if !drop.iter().any(|c| c == "ALL") {
+        drop.insert(0, "ALL".into());
+    }
     sc.seccomp_profile = sc.seccomp_profile.or_else(|| defaults.seccomp_profile.clone());
     sc
 }
@@ -495,5 +501,18 @@ mod tests {
         assert_eq!(sc.run_as_user, Some(1000));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL".to_string()]);
+    }
+
+    #[test]
+    fn added_capabilities_never_lose_drop_all() {
+        let defaults = crate::values::ValuesBuilder::new().build().unwrap().security_context;
+        let capabilities = k8s_openapi::api::core::v1::Capabilities {
+            add: Some(vec!["NET_BIND_SERVICE".into()]),
+            drop: Some(vec!["NET_RAW".into()]),
+        };
+        let user = SecurityContext { capabilities: Some(capabilities), ..Default::default() };
+        let caps = harden(Some(user), &defaults).capabilities.unwrap();
+        assert_eq!(caps.add.unwrap(), ["NET_BIND_SERVICE"]);
+        assert_eq!(caps.drop.unwrap(), ["ALL", "NET_RAW"]);
     }
 }
