@@ -37,6 +37,12 @@ pub fn parse(file: &str, text: &str) -> Result<RenderInput, InputError> {
                 }
                 let cr: DittoServer =
                     serde_path_to_error::deserialize(&doc).map_err(|e| fail(format!("{}: {}", e.path(), e.inner())))?;
+                // The types accept unknown fields (a newer CR must not wedge the watcher after a
+                // rollback); a file is checked as strictly as `kubectl apply` would.
+                let known = serde_json::to_value(&cr).expect("DittoServer serializes");
+                if let Some(path) = crate::kinds::first_unknown_field(&doc, &known, String::new()) {
+                    return Err(fail(format!("{path}: unknown field")));
+                }
                 server = Some(cr);
             }
             "Secret" => {

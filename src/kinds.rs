@@ -179,7 +179,8 @@ fn typed<K: DeserializeOwned + Serialize>(value: &Value) -> Result<K, String> {
     Ok(object)
 }
 
-fn first_unknown_field(original: &Value, known: &Value, path: String) -> Option<String> {
+/// The first field of `original` that its typed round trip `known` lost: a field the type does not know.
+pub(crate) fn first_unknown_field(original: &Value, known: &Value, path: String) -> Option<String> {
     match (original, known) {
         (Value::Object(o), Value::Object(k)) => o.iter().find_map(|(key, value)| {
             let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };

@@ -193,14 +193,15 @@ pub fn render_failed(templates_ready: Decided, error: &RenderError) -> Hold {
     Hold { decided, reason, message, next: Next::Change }
 }
 
-/// A template renders a kind whose CRD this cluster lacks: apply nothing.
+/// A template renders a kind whose CRD this cluster lacks: apply nothing. Installing the CRD is
+/// not a change of anything watched, so look again after a while.
 pub fn kind_not_installed(reference: &str, crd: &str) -> Hold {
     let message = format!("{reference} is rendered but its CRD {crd} is not installed");
     Hold {
         decided: vec![Decided::new(TEMPLATES_READY, false, "KindNotInstalled", message.clone())],
         reason: "KindNotInstalled",
         message,
-        next: Next::Change,
+        next: Next::Wait,
     }
 }
 
@@ -548,7 +549,12 @@ mod tests {
         let hold = render_failed(templates_ready, &spec);
         assert_eq!(hold.reason, "InvalidSpec");
         assert!(condition(&hold, TEMPLATES_READY).status);
-        assert_eq!(kind_not_installed("ServiceMonitor/a", "crd").reason, "KindNotInstalled");
+        let missing = kind_not_installed("ServiceMonitor/a", "crd");
+        assert_eq!(
+            (missing.reason, missing.next),
+            ("KindNotInstalled", Next::Wait),
+            "retried: a CRD install is not watched"
+        );
         assert_eq!(not_owned(Decided::new(TEMPLATES_READY, true, "Embedded", ""), "x".into()).next, Next::Wait);
     }
 

@@ -13,3 +13,22 @@ pub use validation::{crd, crd_yaml};
 pub const FIELD_MANAGER: &str = "dittofs-operator";
 /// The API group, also the prefix of the operator's own annotations and finalizer.
 pub const GROUP: &str = "dittofs.dittofs.com";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CR stored by a newer operator (after a rollback, say) carries fields this build does not
+    /// know: it still decodes, so one such CR cannot make every list and watch fail.
+    #[test]
+    fn a_cr_with_fields_from_a_newer_operator_still_decodes() {
+        let stored = serde_json::json!({
+            "apiVersion": "dittofs.dittofs.com/v1alpha1", "kind": "DittoServer",
+            "metadata": {"name": "files", "namespace": "storage"},
+            "spec": {"storage": {"metadataSize": "1Gi", "tier": "future"}, "someNewFeature": {"enabled": true}},
+            "status": {"phase": "Running", "newCounter": 3}
+        });
+        let server: DittoServer = serde_json::from_value(stored).expect("decodes");
+        assert_eq!(server.spec.storage.metadata_size, "1Gi");
+    }
+}

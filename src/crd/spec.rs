@@ -31,7 +31,7 @@ use super::status::DittoServerStatus;
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoints.file","description":"NFS/SMB Service address"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DittoServerSpec {
     /// DittoFS container image. Default: the release pinned in the operator's values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,7 +113,7 @@ pub enum PullPolicy {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// PVC `metadata` at /data/store/metadata. Immutable.
     pub metadata_size: String,
@@ -145,7 +145,7 @@ pub enum DatabaseType {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
     /// `sqlite` (default) or `postgres`; derived when a PostgreSQL source is given.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -162,7 +162,7 @@ pub struct DatabaseSpec {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SqliteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -170,7 +170,7 @@ pub struct SqliteSpec {
 
 /// A Secret in the CR's namespace; `key` picks one entry where one is needed.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,7 +180,7 @@ pub struct SecretRef {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PerconaRef {
     pub cluster_name: String,
     /// Default: the cluster's default user.
@@ -191,7 +191,7 @@ pub struct PerconaRef {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PerconaSpec {
     #[serde(default)]
     pub enabled: bool,
@@ -210,7 +210,7 @@ pub struct PerconaSpec {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ControlPlaneSpec {
     /// REST API port. Default 8080.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,7 +219,7 @@ pub struct ControlPlaneSpec {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SmbSpec {
     /// Default true (DittoFS starts SMB itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -238,7 +238,7 @@ pub enum ServiceType {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ApiServiceSpec {
     /// Default ClusterIP.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -254,7 +254,7 @@ pub enum TrafficPolicy {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FileServiceSpec {
     /// Default LoadBalancer.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -278,7 +278,7 @@ pub struct FileServiceSpec {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct IdentitySpec {
     /// Earlier Go operator only (`memory`); no effect.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -290,7 +290,7 @@ pub struct IdentitySpec {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct JwtSpec {
     /// Secret key holding the JWT signing key (>= 32 characters). Generated when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -302,7 +302,7 @@ pub struct JwtSpec {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct AdminSpec {
     /// Earlier Go operator only: DittoFS always bootstraps the user `admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,7 +313,7 @@ pub struct AdminSpec {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct MetricsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -348,7 +348,7 @@ pub enum LogFormat {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct LoggingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<LogLevel>,
@@ -360,14 +360,14 @@ pub struct LoggingSpec {
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TemplatesSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<LocalObjectReference>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct LegacyCacheSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
