@@ -35,10 +35,22 @@ pub struct GeneratedCredentials {
     pub admin_password: Option<String>,
 }
 
+/// The PostgreSQL major version and image an existing operator-created cluster keeps.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedPostgres {
+    pub version: i32,
+    pub image: String,
+}
+
 #[derive(Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Discovered {
     pub postgres: Option<PostgresConnection>,
+    /// Set when the operator-created PerconaPGCluster exists with another major version than the
+    /// values': it keeps its own.
+    #[serde(skip)]
+    pub pinned_postgres: Option<PinnedPostgres>,
     pub generated: GeneratedCredentials,
     /// Data of the Secret keys DittoFS consumes, by Secret name then key. Feeds the checksum;
     /// never serialized into the template context.

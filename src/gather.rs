@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
+use serde_json::Value;
 
 use crate::crd::DittoServer;
 use crate::discover::{self, DiscoverError, Discovered, PostgresConnection, SecretsByName};
@@ -41,6 +42,8 @@ pub struct PerconaFound {
     pub target: Target,
     /// The connection and the password (for the checksum), or why the database is not ready.
     pub found: Result<(PostgresConnection, Vec<u8>), NotReady>,
+    /// The cluster as found, for an operator-created one (its PostgreSQL version is kept).
+    pub cluster: Option<Value>,
 }
 
 /// What one pass read, before any decision.
@@ -82,10 +85,11 @@ impl Gathered {
         let secrets = fetch_secrets(client, server, &namespace).await?;
         let percona = match percona::target(&server.spec, &server.name_any()) {
             Some(target) => {
-                let found = percona::resolve(client, &namespace, &target)
+                let (cluster, found) = percona::resolve(client, &namespace, &target)
                     .await
                     .map_err(read_error(format!("PerconaPGCluster/{}", target.cluster)))?;
-                Some(PerconaFound { target, found })
+                let cluster = cluster.filter(|_| target.owned);
+                Some(PerconaFound { target, found, cluster })
             }
             None => None,
         };
@@ -102,7 +106,8 @@ impl Gathered {
         let percona = percona::target(&server.spec, &server.name_any()).map(|target| {
             let cluster = input.percona.get(&target.cluster);
             let found = percona::evaluate(&target, &namespace, true, cluster, &input.secrets);
-            PerconaFound { target, found }
+            let cluster = cluster.filter(|_| target.owned).cloned();
+            PerconaFound { target, found, cluster }
         });
         Self { overrides: Ok(effective), secrets: input.secrets.clone(), percona, has_run: false }
     }
@@ -115,6 +120,9 @@ impl Gathered {
         if let Some(PerconaFound { found: Ok((connection, password)), .. }) = &self.percona {
             percona::attach(&mut discovered, connection.clone(), password.clone());
         }
+        if let Some(PerconaFound { cluster: Some(cluster), .. }) = &self.percona {
+            discovered.pinned_postgres = percona::pinned_postgres(cluster, values.percona.postgres_version);
+        }
         Ok(discovered)
     }
 
@@ -123,7 +131,7 @@ impl Gathered {
     pub fn database_gate(&self) -> DatabaseGate<'_> {
         match &self.percona {
             None | Some(PerconaFound { found: Ok(_), .. }) => DatabaseGate::Open,
-            Some(PerconaFound { target, found: Err(not_ready) }) => {
+            Some(PerconaFound { target, found: Err(not_ready), .. }) => {
                 if target.owned && not_ready.reason != "PerconaNotInstalled" {
                     DatabaseGate::DatabaseOnly(not_ready)
                 } else {

@@ -9,7 +9,7 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use crate::crd::DittoServerSpec;
-use crate::discover::{Discovered, PostgresConnection, SecretKeyRef, SecretsByName};
+use crate::discover::{Discovered, PinnedPostgres, PostgresConnection, SecretKeyRef, SecretsByName};
 use crate::kinds::Kind;
 
 pub const CRD_NAME: &str = match Kind::PerconaPGCluster.optional_crd() {
@@ -155,12 +155,22 @@ pub fn evaluate(
     Ok((connection, password))
 }
 
-/// Reads the cluster and its user Secret from the API server, then [`evaluate`]s.
+/// The PostgreSQL major version and image a live cluster runs, when its major version differs
+/// from `default_version`: an operator upgrade with a newer default must not start a major
+/// upgrade of an existing cluster (Percona does that only through its own procedure).
+pub fn pinned_postgres(cluster: &Value, default_version: i32) -> Option<PinnedPostgres> {
+    let version = cluster.pointer("/spec/postgresVersion").and_then(Value::as_i64)? as i32;
+    let image = cluster.pointer("/spec/image").and_then(Value::as_str)?.to_string();
+    (version != default_version).then_some(PinnedPostgres { version, image })
+}
+
+/// Reads the cluster and its user Secret from the API server, then [`evaluate`]s. Also returns
+/// the cluster as found.
 pub async fn resolve(
     client: &Client,
     namespace: &str,
     target: &Target,
-) -> Result<Result<(PostgresConnection, Vec<u8>), NotReady>, kube::Error> {
+) -> Result<(Option<Value>, Result<(PostgresConnection, Vec<u8>), NotReady>), kube::Error> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let installed = crds.get_metadata_opt(CRD_NAME).await?.is_some();
     let cluster = if installed {
@@ -178,7 +188,8 @@ pub async fn resolve(
             secrets.insert(secret.name_any(), secret);
         }
     }
-    Ok(evaluate(target, namespace, installed, cluster.as_ref(), &secrets))
+    let found = evaluate(target, namespace, installed, cluster.as_ref(), &secrets);
+    Ok((cluster, found))
 }
 
 /// Puts a resolved connection into the discovered data (the password only feeds the checksum).

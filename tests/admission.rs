@@ -77,6 +77,8 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"percona": {"enabled": true, "storageSize": "big"}}), "spec.percona.storageSize"),
         (json!({"imagePullPolicy": "Sometimes"}), "spec.imagePullPolicy"),
         (json!({"terminationGracePeriodSeconds": 0}), "spec.terminationGracePeriodSeconds"),
+        (json!({"database": {"sqlite": {"path": "/tmp/cp.db"}}}), "spec.database.sqlite.path"),
+        (json!({"database": {"sqlite": {"path": "/data/controlplane/../x.db"}}}), "spec.database.sqlite.path"),
         (json!({"terminationGracePeriodSeconds": 86400}), "spec.terminationGracePeriodSeconds"),
         (json!({"shutdownTimeout": "2h"}), "spec.shutdownTimeout"),
         // Hardening: no privilege, no root, no unconfined seccomp, no capability but NET_BIND_SERVICE.
@@ -170,6 +172,23 @@ async fn storage_is_immutable_once_set() {
     }
     // Other edits still go through.
     apply(&api, &with(original.clone(), json!({"spec": {"replicas": 0}}))).await.expect("replicas edit");
+
+    // Where the data lives is fixed too.
+    let located = cr(
+        "located",
+        json!({"storage": {"metadataSize": "10Gi"}, "database": {"sqlite": {"path": "/data/controlplane/cp.db"}}}),
+    );
+    apply(&api, &located).await.expect("create");
+    let moved =
+        with(located.clone(), json!({"spec": {"database": {"sqlite": {"path": "/data/controlplane/other.db"}}}}));
+    let err = apply(&api, &moved).await.expect_err("sqlite path edited");
+    assert!(err.contains("spec.database.sqlite.path") && err.contains("immutable"), "{err}");
+    let percona =
+        cr("pg", json!({"storage": {"metadataSize": "10Gi"}, "percona": {"enabled": true, "databaseName": "files"}}));
+    apply(&api, &percona).await.expect("create");
+    let renamed = with(percona.clone(), json!({"spec": {"percona": {"databaseName": "other"}}}));
+    let err = apply(&api, &renamed).await.expect_err("databaseName edited");
+    assert!(err.contains("spec.percona.databaseName") && err.contains("immutable"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

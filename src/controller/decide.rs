@@ -501,6 +501,24 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_operator_created_cluster_keeps_its_postgres_major_version() {
+        let cluster = "---\napiVersion: pgv2.percona.com/v2\nkind: PerconaPGCluster\nmetadata: {name: files-postgres}\nspec: {postgresVersion: 16, image: 'percona/percona-distribution-postgresql:16.4-1'}\n";
+        let (server, gathered) = from_yaml(&format!("{SERVER}{OWNED_PERCONA}{cluster}"));
+        let Decision::DatabaseOnly { effective, discovered, .. } = decide(&server, &gathered, Mode::Apply) else {
+            panic!("expected database only")
+        };
+        let rendered =
+            crate::render::Renderer::new(&effective.templates).render(&server, &effective.values, &discovered).unwrap();
+        let cluster = rendered.objects.iter().find(|o| o.kind() == "PerconaPGCluster").unwrap().to_json();
+        assert_eq!(cluster["spec"]["postgresVersion"], 16, "not moved to the default 18");
+        assert_eq!(cluster["spec"]["image"], "percona/percona-distribution-postgresql:16.4-1");
+        // A new cluster gets the values' version.
+        let (server, gathered) = from_yaml(&format!("{SERVER}{OWNED_PERCONA}"));
+        let Decision::DatabaseOnly { discovered, .. } = decide(&server, &gathered, Mode::Apply) else { panic!() };
+        assert!(discovered.pinned_postgres.is_none());
+    }
+
+    #[test]
     fn a_blocked_database_apply_is_the_news() {
         let not_ready = NotReady { reason: "PerconaNotReady", message: "initializing".into() };
         let templates_ready = Decided::new(TEMPLATES_READY, true, "Embedded", "x");

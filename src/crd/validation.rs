@@ -232,6 +232,24 @@ const RULES: &[Rule] = &[
         same_optional!("storageClassName"),
         "spec.storage.storageClassName is immutable: it cannot be added, removed or changed once the server exists",
     ),
+    // Fields that say where data lives: on the claims, and fixed once the server exists.
+    rule(
+        "database.sqlite.path",
+        "self.startsWith('/data/controlplane/') && !self.contains('..') && self.size() > 19",
+        "spec.database.sqlite.path must be a file under /data/controlplane/ (the controlplane claim); elsewhere the database would be lost with the pod",
+    ),
+    immutable(
+        "database.sqlite",
+        ".path",
+        same_optional!("path"),
+        "spec.database.sqlite.path is immutable: the control-plane database already lives there",
+    ),
+    immutable(
+        "percona",
+        ".databaseName",
+        same_optional!("databaseName"),
+        "spec.percona.databaseName is immutable: DittoFS's data already lives in that database",
+    ),
     // Durations parse the way DittoFS parses them (Go durations).
     // DittoFS may take 3 × shutdownTimeout + 5 s to stop; the pod's grace period follows it.
     rule(
@@ -346,6 +364,8 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("identity.jwt.accessTokenDuration", 32),
     ("identity.jwt.refreshTokenDuration", 32),
     ("logging.output", 64),
+    ("database.sqlite.path", 256),
+    ("percona.databaseName", 63),
     ("image", 512),
 ];
 

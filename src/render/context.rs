@@ -313,8 +313,15 @@ fn compute(
         percona: spec.percona.as_ref().filter(|p| p.enabled).map(|p| PerconaCluster {
             name: percona_cluster,
             cr_version: values.percona.cr_version.clone(),
-            image: values.percona.image.clone(),
-            postgres_version: values.percona.postgres_version,
+            // An existing cluster keeps its major version (and the image that goes with it).
+            image: discovered
+                .pinned_postgres
+                .as_ref()
+                .map_or_else(|| values.percona.image.clone(), |p| p.image.clone()),
+            postgres_version: discovered
+                .pinned_postgres
+                .as_ref()
+                .map_or(values.percona.postgres_version, |p| p.version),
             replicas: p.replicas.unwrap_or(values.percona.replicas),
             storage_size: p.storage_size.clone().unwrap_or_else(|| values.percona.storage_size.clone()),
             storage_class_name: p.storage_class_name.clone(),
