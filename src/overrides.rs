@@ -16,6 +16,9 @@ use crate::settings::Settings;
 use crate::values::{Values, ValuesError};
 
 pub const VALUES_KEY: &str = "values.yaml";
+/// The most an override set may hold, templates and values together: generous for templates
+/// (the shipped ones total about 20 KiB), small enough that parsing them stays cheap.
+pub const MAX_OVERRIDE_BYTES: usize = 256 * 1024;
 
 /// One set of overrides and where it came from (`ConfigMap ns/name` or a directory).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -29,12 +32,18 @@ pub struct Overrides {
 pub enum OverrideError {
     #[error("{origin}: key {key:?} is neither a template name (ending in .j2) nor {VALUES_KEY}")]
     UnknownKey { origin: String, key: String },
+    #[error("{origin}: {bytes} bytes of overrides are over the limit of {MAX_OVERRIDE_BYTES} bytes")]
+    TooLarge { origin: String, bytes: usize },
     #[error(transparent)]
     Values(#[from] ValuesError),
 }
 
 impl Overrides {
     pub fn from_entries(origin: &str, entries: BTreeMap<String, String>) -> Result<Self, OverrideError> {
+        let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > MAX_OVERRIDE_BYTES {
+            return Err(OverrideError::TooLarge { origin: origin.to_string(), bytes });
+        }
         let mut overrides = Self { origin: origin.to_string(), ..Default::default() };
         for (key, text) in entries {
             if key == VALUES_KEY {
@@ -183,6 +192,13 @@ mod tests {
             Overrides::from_entries("t", entries(&[("README", "x")])),
             Err(OverrideError::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn an_oversized_set_is_refused_naming_its_origin() {
+        let big = "#".repeat(MAX_OVERRIDE_BYTES);
+        let err = Overrides::from_entries("ConfigMap ops/t", entries(&[("a.yaml.j2", &big)])).unwrap_err().to_string();
+        assert!(err.starts_with("ConfigMap ops/t:") && err.contains("over the limit"), "{err}");
     }
 
     #[test]

@@ -40,29 +40,54 @@ fn quote(value: Value) -> Result<String, Error> {
     serde_json::to_string(&text).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
 }
 
-/// Indents every non-empty line after the first by `width` spaces (Helm's `indent`, minus the first line).
-fn indent(text: String, width: usize) -> String {
+/// The widest indentation a template may ask for: deeper YAML than this is not a manifest.
+pub const MAX_INDENT: usize = 64;
+
+fn too_large(filter: &str, bytes: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{filter}: a result of {bytes} bytes is over the limit of {} bytes", super::MAX_TEMPLATE_OUTPUT),
+    )
+}
+
+/// Indents every non-empty line by `width` spaces, the first one too when `first` is set.
+/// The width and the result are bounded, so no template can make the operator allocate without end.
+fn indent_lines(filter: &str, text: &str, width: usize, first: bool) -> Result<String, Error> {
+    if width > MAX_INDENT {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{filter}: width {width} is over the limit of {MAX_INDENT}"),
+        ));
+    }
+    let bytes = text.len() + text.lines().count() * width;
+    if bytes > super::MAX_TEMPLATE_OUTPUT {
+        return Err(too_large(filter, bytes));
+    }
     let pad = " ".repeat(width);
-    text.lines()
+    Ok(text
+        .lines()
         .enumerate()
-        .map(|(i, line)| if i == 0 || line.is_empty() { line.to_string() } else { format!("{pad}{line}") })
+        .map(|(i, line)| if (i == 0 && !first) || line.is_empty() { line.to_string() } else { format!("{pad}{line}") })
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n"))
+}
+
+/// Indents every non-empty line after the first by `width` spaces (Helm's `indent`, minus the first line).
+fn indent(text: String, width: usize) -> Result<String, Error> {
+    indent_lines("indent", &text, width, false)
 }
 
 /// A newline, then every line indented by `width` (Helm's `nindent`).
-fn nindent(text: String, width: usize) -> String {
-    let pad = " ".repeat(width);
-    let body = text
-        .lines()
-        .map(|line| if line.is_empty() { String::new() } else { format!("{pad}{line}") })
-        .collect::<Vec<_>>()
-        .join("\n");
-    format!("\n{body}")
+fn nindent(text: String, width: usize) -> Result<String, Error> {
+    Ok(format!("\n{}", indent_lines("nindent", &text, width, true)?))
 }
 
-fn b64encode(text: String) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+fn b64encode(text: String) -> Result<String, Error> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    if encoded.len() > super::MAX_TEMPLATE_OUTPUT {
+        return Err(too_large("b64encode", encoded.len()));
+    }
+    Ok(encoded)
 }
 
 fn sha256(text: String) -> String {

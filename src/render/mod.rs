@@ -23,6 +23,12 @@ use crate::values::Values;
 
 /// Bounds the work one template may do, so an override with an endless loop fails instead of hanging.
 pub const FUEL_LIMIT: u64 = 2_000_000;
+/// The most one template (or one filter call) may produce: far above any manifest (the API server
+/// stores at most about 1.5 MiB per object), far below what could exhaust the operator's memory.
+pub const MAX_TEMPLATE_OUTPUT: usize = 1024 * 1024;
+/// Nesting of macros, includes and blocks: the shipped templates need a few levels; a template
+/// recursing into itself to grow a value fails early.
+const RECURSION_LIMIT: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -151,6 +157,9 @@ impl<'a> Renderer<'a> {
                 .expect("default delimiters"),
         );
         env.set_fuel(Some(FUEL_LIMIT));
+        env.set_recursion_limit(RECURSION_LIMIT);
+        // A mutable namespace lets a loop grow a string without bound; the templates need none.
+        env.remove_global("namespace");
         let source = self.source.clone();
         env.set_loader(move |name| Ok(source.get(name)));
         filters::register(&mut env);
@@ -164,7 +173,32 @@ impl<'a> Renderer<'a> {
         context: &RenderContext,
     ) -> Result<String, RenderError> {
         let template = env.get_template(name).map_err(|e| template_error(name, &e))?;
-        template.render(minijinja::Value::from(minijinja::value::Serde(context))).map_err(|e| template_error(name, &e))
+        let mut output = BoundedOutput(Vec::new());
+        template
+            .render_captured_to(minijinja::Value::from(minijinja::value::Serde(context)), &mut output)
+            .map_err(|e| template_error(name, &e))?;
+        String::from_utf8(output.0).map_err(|e| RenderError::Template {
+            template: name.to_string(),
+            line: 0,
+            message: format!("output is not UTF-8: {e}"),
+        })
+    }
+}
+
+/// A template's output, refused past [`MAX_TEMPLATE_OUTPUT`].
+struct BoundedOutput(Vec<u8>);
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > MAX_TEMPLATE_OUTPUT {
+            return Err(std::io::Error::other(format!("output is over the limit of {MAX_TEMPLATE_OUTPUT} bytes")));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -240,6 +274,9 @@ fn template_error(name: &str, error: &minijinja::Error) -> RenderError {
     if let Some(detail) = error.detail() {
         message = format!("{message}: {detail}");
     }
+    if let Some(source) = std::error::Error::source(error) {
+        message = format!("{message}: {source}");
+    }
     RenderError::Template {
         template: error.name().unwrap_or(name).to_string(),
         line: error.line().unwrap_or(0),
@@ -248,7 +285,7 @@ fn template_error(name: &str, error: &minijinja::Error) -> RenderError {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -256,7 +293,8 @@ mod tests {
 
     const CR: &str = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo, namespace: ns}\nspec:\n  storage: {metadataSize: 1Gi}\n";
 
-    fn render_with(overrides: &[(&str, String)]) -> Result<Rendered, RenderError> {
+    /// Renders the CR `demo` with the embedded templates and these overrides.
+    pub fn render_source(overrides: &[(&str, String)]) -> Result<Rendered, RenderError> {
         let server: DittoServer = serde_saphyr::from_str(CR).unwrap();
         let values = ValuesBuilder::new().build().unwrap();
         let discovered = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), false).unwrap();
@@ -264,6 +302,12 @@ mod tests {
         let source = TemplateSource::with_overrides(map);
         Renderer::new(&source).render(&server, &values, &discovered)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::render_source as render_with;
+    use super::*;
 
     fn shipped(name: &str) -> String {
         TemplateSource::embedded().get(name).unwrap()
@@ -305,5 +349,37 @@ mod tests {
         let rendered = render_with(&[("secret-jwt.yaml.j2", plain)]).unwrap();
         let jwt = rendered.objects.iter().find(|o| o.reference() == "Secret/demo-jwt-secret").unwrap();
         assert_eq!(jwt.meta().annotations.as_ref().unwrap()[LIFECYCLE_ANNOTATION], LIFECYCLE_CREATE_ONLY);
+    }
+}
+
+/// Templates that would make the operator allocate without end fail with a message instead.
+#[cfg(test)]
+mod bounds {
+    use super::tests_support::render_source;
+
+    fn fails(template: &str, expect: &str) {
+        let text = format!("{template}\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: demo-extra}}\n");
+        let err = render_source(&[("extra.yaml.j2", text)]).unwrap_err().to_string();
+        assert!(err.contains("extra.yaml.j2") && err.contains(expect), "{err}");
+    }
+
+    #[test]
+    fn huge_indentation_is_refused() {
+        fails("{{ 'x\\ny' | indent(10000000000) }}", "width 10000000000 is over the limit of 64");
+        fails("{{ 'x' | nindent(65) }}", "over the limit of 64");
+    }
+
+    #[test]
+    fn output_past_the_limit_is_refused() {
+        fails("{% for i in range(20000) %}{{ 'x' * 100 }}{% endfor %}", "over the limit");
+    }
+
+    #[test]
+    fn doubling_through_recursion_or_a_namespace_is_refused() {
+        fails(
+            "{% macro grow(s, n) %}{% if n %}{{ grow(s ~ s, n - 1) }}{% else %}{{ s | length }}{% endif %}{% endmacro %}{{ grow('x', 60) }}",
+            "recursion",
+        );
+        fails("{% set ns = namespace(s='x') %}", "namespace");
     }
 }
