@@ -49,6 +49,30 @@ pub struct Observed {
     pub degraded: Decided,
     /// A claim is Pending but still within its grace: it counts once the grace is over.
     pub recheck_after: Option<Duration>,
+    /// A pod stuck on a revision the StatefulSet no longer wants: the StatefulSet controller
+    /// waits for it to become Ready, which it never will, so it must be deleted to roll forward
+    /// (the StatefulSet documentation's "forced rollback").
+    pub stuck_on_old_revision: Option<StalePod>,
+}
+
+/// A pod to delete so the StatefulSet can replace it at its current revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StalePod {
+    pub name: String,
+    pub uid: Option<String>,
+    pub revision: String,
+    pub wanted: String,
+}
+
+/// The pod's revision when it differs from `update_revision` and the pod will not come up by
+/// itself (a stuck container) and is not already going away.
+fn stale_pod(pod: &Pod, update_revision: Option<&str>) -> Option<StalePod> {
+    let wanted = update_revision.filter(|r| !r.is_empty())?;
+    let revision = pod.labels().get("controller-revision-hash")?;
+    if revision == wanted || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    Some(StalePod { name: pod.name_any(), uid: pod.uid(), revision: revision.clone(), wanted: wanted.to_string() })
 }
 
 /// Degraded from the pod `<name>-0` and the CR's claims (`now` in Unix seconds).
@@ -58,10 +82,14 @@ pub async fn observe(
     name: &str,
     now: i64,
     claim_grace: Duration,
+    update_revision: Option<&str>,
 ) -> Result<Observed, kube::Error> {
     let pod = Api::<Pod>::namespaced(client.clone(), namespace).get_opt(&format!("{name}-0")).await?;
-    if let Some(found) = pod.as_ref().and_then(stuck_container) {
-        return Ok(Observed { degraded: found, recheck_after: None });
+    if let Some(pod) = &pod
+        && let Some(found) = stuck_container(pod)
+    {
+        let stuck_on_old_revision = stale_pod(pod, update_revision);
+        return Ok(Observed { degraded: found, recheck_after: None, stuck_on_old_revision });
     }
     let selector = crate::names::instance_selector(name);
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
@@ -99,10 +127,10 @@ fn pending_claims(claims: &[PersistentVolumeClaim], now: i64, grace: Duration) -
                 overdue.join(", ")
             ),
         );
-        return Observed { degraded, recheck_after: None };
+        return Observed { degraded, recheck_after: None, stuck_on_old_revision: None };
     }
     let degraded = Decided::new(DEGRADED, false, "AsExpected", "No crash loop, image or volume problem observed");
-    Observed { degraded, recheck_after }
+    Observed { degraded, recheck_after, stuck_on_old_revision: None }
 }
 
 fn stuck_container(pod: &Pod) -> Option<Decided> {
@@ -133,6 +161,22 @@ fn stuck_container(pod: &Pod) -> Option<Decided> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_stuck_pod_on_an_old_revision_is_stale_and_only_then() {
+        let pod = |revision: &str, deleting: bool| -> Pod {
+            let mut meta = json!({"name": "demo-0", "uid": "u1", "labels": {"controller-revision-hash": revision}});
+            if deleting {
+                meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            serde_json::from_value(json!({"metadata": meta})).unwrap()
+        };
+        let stale = stale_pod(&pod("demo-bad", false), Some("demo-good")).expect("stale");
+        assert_eq!((stale.revision.as_str(), stale.wanted.as_str()), ("demo-bad", "demo-good"));
+        assert!(stale_pod(&pod("demo-good", false), Some("demo-good")).is_none(), "current revision");
+        assert!(stale_pod(&pod("demo-bad", true), Some("demo-good")).is_none(), "already going");
+        assert!(stale_pod(&pod("demo-bad", false), None).is_none(), "no revision known");
+    }
 
     #[test]
     fn crash_loop_is_named() {

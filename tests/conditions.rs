@@ -141,3 +141,70 @@ async fn a_claim_pending_beyond_its_grace_degrades_the_server_until_it_binds() {
     condition(&servers, "Degraded", "False", "AsExpected").await;
     operator.shutdown().await;
 }
+
+/// A pod crash-looping on a revision the StatefulSet no longer wants (the CR was reverted) is
+/// never replaced by the StatefulSet controller: the operator deletes it so the StatefulSet
+/// re-creates it at the wanted revision; paused, it only says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_stuck_on_an_old_revision_is_rolled_forward() {
+    let (client, ns) = setup("rollforward").await;
+    let operator = Operator::start(&client, &ns);
+    let (servers, sts) = demo_with_stateful_set(&client, &ns).await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    // Tier api has no StatefulSet controller or kubelet: play both.
+    let revisions = json!({"status": {"replicas": 1, "currentRevision": "demo-bad", "updateRevision": "demo-good",
+        "observedGeneration": sts.metadata.generation}});
+    sts_api.patch_status("demo", &PatchParams::default(), &Patch::Merge(revisions)).await.unwrap();
+    servers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"dittofs.dittofs.com/reconcile": "paused"}}})),
+        )
+        .await
+        .unwrap();
+    let template = sts.spec.unwrap().template;
+    let mut pod = Pod { metadata: template.metadata.unwrap(), spec: template.spec, ..Default::default() };
+    pod.metadata.name = Some("demo-0".into());
+    pod.metadata.labels.get_or_insert_default().insert("controller-revision-hash".into(), "demo-bad".into());
+    pod.spec.as_mut().unwrap().volumes.get_or_insert_with(Vec::new).retain(|v| v.name == "config" || v.name == "tmp");
+    for c in pod.spec.as_mut().unwrap().containers.iter_mut() {
+        c.volume_mounts.get_or_insert_with(Vec::new).retain(|m| m.name == "config" || m.name == "tmp");
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let crash = json!({"status": {"containerStatuses": [{"name": "dittofs", "image": "marmos91c/dittofs:v0.29.0", "imageID": "",
+        "ready": false, "restartCount": 7, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]}});
+    pods.patch_status("demo-0", &PatchParams::default(), &Patch::Merge(crash)).await.unwrap();
+
+    // Paused: the operator says what to do and deletes nothing.
+    let degraded = eventually("Degraded names the stale pod", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "Degraded" && c.message.contains("stuck on revision demo-bad"))
+    })
+    .await;
+    assert!(degraded.message.contains("delete the pod to roll forward"), "{}", degraded.message);
+    assert_eq!(pods.get("demo-0").await.unwrap().metadata.uid, created.metadata.uid);
+
+    // Unpaused: deleted, so the StatefulSet can bring it back at demo-good.
+    servers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"dittofs.dittofs.com/reconcile": null}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the stale pod is deleted", DEADLINE, || async {
+        pods.get_opt("demo-0").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    let rolled = eventually("RolledForward Event", DEADLINE, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find(|e| e.reason.as_deref() == Some("RolledForward"))
+    })
+    .await;
+    assert!(rolled.note.unwrap_or_default().contains("re-creates it at demo-good"));
+    operator.shutdown().await;
+}

@@ -3,16 +3,19 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::decide::WAIT;
+use super::decide::{Mode, WAIT};
 use super::sync::Synced;
-use super::{Context, Error};
+use super::{Context, Error, events};
+use crate::apply;
 use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints};
 use crate::gather::read_error;
 use crate::health;
@@ -25,22 +28,79 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// Observes the pod and claims, writes the status, and says when to look again.
 pub async fn report(ctx: &Context, server: &DittoServer, rendered: &Rendered, synced: Synced) -> Result<Action, Error> {
-    let Synced { mut decided, stateful_set, file_service, missing_class } = synced;
+    let Synced { mut decided, stateful_set, file_service, missing_class, mode } = synced;
     let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let namespace = server.namespace().unwrap_or_else(|| "default".into());
-    let observed = match &missing_class {
-        Some(missing) => health::Observed { degraded: health::storage_class_condition(missing), recheck_after: None },
-        None => health::observe(&ctx.client, &namespace, &server.name_any(), now, ctx.settings.claim_pending_grace)
-            .await
-            .map_err(read_error("pod and claims"))?,
+    let update_revision =
+        stateful_set.as_ref().and_then(|s| s.status.as_ref()).and_then(|s| s.update_revision.as_deref());
+    let mut observed = match &missing_class {
+        Some(missing) => health::Observed {
+            degraded: health::storage_class_condition(missing),
+            recheck_after: None,
+            stuck_on_old_revision: None,
+        },
+        None => health::observe(
+            &ctx.client,
+            &namespace,
+            &server.name_any(),
+            now,
+            ctx.settings.claim_pending_grace,
+            update_revision,
+        )
+        .await
+        .map_err(read_error("pod and claims"))?,
     };
+    if let Some(stale) = &observed.stuck_on_old_revision {
+        roll_forward(ctx, server, &namespace, stale, mode, &mut observed.degraded).await?;
+    }
     decided.push(observed.degraded);
     // Until the pod is up, look again sooner: claim binding and crash loops show up over time.
     let settled = workload.as_ref().is_some_and(|w| w.ready >= w.desired && w.rolled_out) && missing_class.is_none();
     write(ctx, server, decided, workload, Some(rendered), file_service.as_ref()).await?;
     let next = if settled { RESYNC } else { WAIT };
     Ok(Action::requeue(observed.recheck_after.map_or(next, |grace_over| grace_over.min(next))))
+}
+
+/// A pod stuck on a revision the StatefulSet no longer wants is never replaced by the
+/// StatefulSet controller (it waits for the pod to become Ready): delete it, as the StatefulSet
+/// documentation prescribes after a revert, so it comes back at the wanted revision. Its claims
+/// stay. Held back like every write while paused or with `--dry-run`; the message says so.
+async fn roll_forward(
+    ctx: &Context,
+    server: &DittoServer,
+    namespace: &str,
+    stale: &health::StalePod,
+    mode: Mode,
+    degraded: &mut Decided,
+) -> Result<(), Error> {
+    let what = format!(
+        "pod {} is stuck on revision {} while the StatefulSet wants {}",
+        stale.name, stale.revision, stale.wanted
+    );
+    if !mode.writes() {
+        degraded.message.push_str(&format!(
+            ". The {what}: delete the pod to roll forward (the operator does so once it may write)"
+        ));
+        return Ok(());
+    }
+    let only_this = DeleteParams {
+        preconditions: Some(Preconditions { uid: stale.uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
+    match Api::<Pod>::namespaced(ctx.client.clone(), namespace).delete(&stale.name, &only_this).await {
+        Ok(_) => {}
+        // Gone or replaced meanwhile: nothing left to do.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => return Ok(()),
+        Err(source) => {
+            let object = format!("Pod/{}", stale.name);
+            return Err(apply::ApplyError::Api { action: "deleting (roll forward)", object, source }.into());
+        }
+    }
+    let note = format!("Deleted the {what}; the StatefulSet re-creates it at {} (its claims stay)", stale.wanted);
+    events::publish(ctx, server, EventType::Normal, "RolledForward", &note).await;
+    degraded.message.push_str(&format!(". {note}"));
+    Ok(())
 }
 
 pub(super) async fn write(

@@ -33,6 +33,7 @@ pub struct Synced {
     pub file_service: Option<Service>,
     /// The StorageClass the spec names, when it does not exist.
     pub missing_class: Option<String>,
+    pub mode: Mode,
 }
 
 /// Plans `rendered` against the cluster and writes what differs, where `mode` allows.
@@ -112,7 +113,7 @@ pub async fn sync(
             outcome.stateful_set
         }
     };
-    Ok(Ok(Synced { decided, stateful_set, file_service, missing_class }))
+    Ok(Ok(Synced { decided, stateful_set, file_service, missing_class, mode }))
 }
 
 /// Deletes the StatefulSet with orphan propagation, so its pod and every claim stay; the watch
