@@ -56,6 +56,10 @@ pub struct Discovered {
     /// never serialized into the template context.
     #[serde(skip)]
     pub secret_data: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// The operator's key for the checksum (an HMAC), so the checksum cannot be used to test
+    /// guesses of a Secret's value. Empty offline (`render`).
+    #[serde(skip)]
+    pub checksum_key: Vec<u8>,
 }
 
 /// Secrets by name, as found in the cluster or in `render`'s input file.

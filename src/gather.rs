@@ -56,8 +56,9 @@ pub struct Gathered {
     pub secrets: SecretsByName,
     /// The Percona cluster, when the DittoServer uses one.
     pub percona: Option<PerconaFound>,
-    /// This DittoServer's DittoFS has started before (its status, StatefulSet or metadata claim
-    /// exists). Only looked at when the admin Secret the operator generates is missing: then a
+    /// The operator's checksum key (empty offline).
+    pub checksum_key: Vec<u8>,
+    /// This DittoServer's DittoFS has started before (its StatefulSet or metadata claim exists). Only looked at when the admin Secret the operator generates is missing: then a
     /// new password would not match the one DittoFS keeps.
     pub has_run: bool,
 }
@@ -75,12 +76,17 @@ pub enum DatabaseGate<'a> {
 
 impl Gathered {
     /// Reads the override ConfigMaps, the referenced Secrets and the Percona cluster.
-    pub async fn from_cluster(client: &Client, settings: &Settings, server: &DittoServer) -> Result<Self, ReadError> {
+    pub async fn from_cluster(
+        client: &Client,
+        settings: &Settings,
+        server: &DittoServer,
+        checksum_key: Vec<u8>,
+    ) -> Result<Self, ReadError> {
         let namespace = server.namespace().unwrap_or_else(|| "default".into());
         let overrides =
             overrides::resolve(client, settings, server).await.map_err(read_error("template override ConfigMaps"))?;
         if overrides.is_err() {
-            return Ok(Self { overrides, secrets: SecretsByName::new(), percona: None, has_run: false });
+            return Ok(Self { overrides, secrets: SecretsByName::new(), percona: None, checksum_key, has_run: false });
         }
         let secrets = fetch_secrets(client, server, &namespace).await?;
         let percona = match percona::target(&server.spec, &server.name_any()) {
@@ -96,7 +102,7 @@ impl Gathered {
         let admin_missing = discover::generated_admin_secret(&server.spec, &server.name_any())
             .is_some_and(|name| !secrets.contains_key(&name));
         let has_run = admin_missing && has_run(client, server, &namespace).await?;
-        Ok(Self { overrides, secrets, percona, has_run })
+        Ok(Self { overrides, secrets, percona, checksum_key, has_run })
     }
 
     /// `render`'s input file stands in for the cluster: its Secrets and PerconaPGClusters.
@@ -109,7 +115,13 @@ impl Gathered {
             let cluster = cluster.filter(|_| target.owned).cloned();
             PerconaFound { target, found, cluster }
         });
-        Self { overrides: Ok(effective), secrets: input.secrets.clone(), percona, has_run: false }
+        Self {
+            overrides: Ok(effective),
+            secrets: input.secrets.clone(),
+            percona,
+            checksum_key: Vec::new(),
+            has_run: false,
+        }
     }
 
     /// The discovered data rendering needs, with the database's connection once it is ready.
@@ -117,6 +129,7 @@ impl Gathered {
     /// will be created now: a held-back pass must stay deterministic).
     pub fn discover(&self, server: &DittoServer, values: &Values, generate: bool) -> Result<Discovered, DiscoverError> {
         let mut discovered = discover::resolve(&server.spec, &server.name_any(), values, &self.secrets, generate)?;
+        discovered.checksum_key = self.checksum_key.clone();
         if let Some(PerconaFound { found: Ok((connection, password)), .. }) = &self.percona {
             percona::attach(&mut discovered, connection.clone(), password.clone());
         }
@@ -142,13 +155,10 @@ impl Gathered {
     }
 }
 
-/// Whether DittoFS has started for this DittoServer before: the status says it was rendered, or
-/// its StatefulSet or its metadata claim exists (a DittoServer re-created with the same name
-/// finds its kept claims).
+/// Whether DittoFS has started for this DittoServer before: its StatefulSet or its metadata
+/// claim exists (a DittoServer re-created with the same name finds its kept claims). Not the
+/// status: a paused or `--dry-run` pass reports a checksum without anything having run.
 async fn has_run(client: &Client, server: &DittoServer, namespace: &str) -> Result<bool, ReadError> {
-    if server.status.as_ref().is_some_and(|s| s.config_hash.is_some()) {
-        return Ok(true);
-    }
     let names = Names::for_cr(&server.name_any());
     let sts = Api::<StatefulSet>::namespaced(client.clone(), namespace);
     if sts.get_metadata_opt(&names.stateful_set).await.map_err(read_error("StatefulSet"))?.is_some() {
@@ -157,6 +167,45 @@ async fn has_run(client: &Client, server: &DittoServer, namespace: &str) -> Resu
     let claim = format!("metadata-{}-0", names.stateful_set);
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
     Ok(claims.get_metadata_opt(&claim).await.map_err(read_error(format!("PersistentVolumeClaim/{claim}")))?.is_some())
+}
+
+/// The Secret holding the operator's checksum key, one in each namespace with DittoServers:
+/// whoever may read it may read the Secrets the checksum covers anyway.
+pub const CHECKSUM_KEY_SECRET: &str = "dittofs-operator-checksum-key";
+const CHECKSUM_KEY: &str = "key";
+
+/// The checksum key of `namespace`: read, or created once (32 random bytes) when there is none.
+/// Every replica and every restart reads the same key, so checksums stay stable and no pod rolls.
+pub async fn ensure_checksum_key(client: &Client, namespace: &str) -> Result<Vec<u8>, ReadError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let what = format!("Secret {namespace}/{CHECKSUM_KEY_SECRET}");
+    if let Some(key) = read_checksum_key(client, namespace).await? {
+        return Ok(key);
+    }
+    let key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(CHECKSUM_KEY_SECRET.into());
+    secret.metadata.labels =
+        Some([(crate::names::LABEL_MANAGED_BY.to_string(), crate::names::MANAGED_BY.to_string())].into());
+    secret.data = Some([(CHECKSUM_KEY.to_string(), k8s_openapi::ByteString(key.clone()))].into());
+    match api.create(&Default::default(), &secret).await {
+        Ok(_) => Ok(key),
+        // Another replica made it first: use theirs.
+        Err(kube::Error::Api(status)) if status.code == 409 => read_checksum_key(client, namespace)
+            .await?
+            .ok_or_else(|| ReadError { what, source: kube::Error::Api(status) }),
+        Err(source) => Err(ReadError { what, source }),
+    }
+}
+
+/// The operator's checksum key, if it exists (`diff` only reads it).
+pub async fn read_checksum_key(client: &Client, namespace: &str) -> Result<Option<Vec<u8>>, ReadError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(CHECKSUM_KEY_SECRET)
+        .await
+        .map_err(read_error(format!("Secret {namespace}/{CHECKSUM_KEY_SECRET}")))?;
+    Ok(secret.and_then(|s| s.data?.remove(CHECKSUM_KEY)).map(|b| b.0).filter(|k| !k.is_empty()))
 }
 
 /// The Secrets a DittoServer reads, as they are now (absent ones are left out).

@@ -102,7 +102,19 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
         (None, None) => anyhow::bail!("give a DittoServer name or -f FILE"),
     };
     let name = server.name_any();
-    let gathered = Gathered::from_cluster(&client, &settings, &server).await?;
+    // The operator's key, so checksums come out as the operator computes them; without it (not
+    // created yet, or not readable) the pod template's checksum shows as a change.
+    let checksum_key = match crate::gather::read_checksum_key(&client, &namespace).await {
+        Ok(Some(key)) => key,
+        Ok(None) | Err(_) => {
+            eprintln!(
+                "note: the operator's checksum key (Secret {namespace}/{}) cannot be read: the pod template's checksum may show as changed",
+                crate::gather::CHECKSUM_KEY_SECRET
+            );
+            Vec::new()
+        }
+    };
+    let gathered = Gathered::from_cluster(&client, &settings, &server, checksum_key).await?;
     let effective = gathered
         .overrides
         .as_ref()

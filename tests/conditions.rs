@@ -155,14 +155,11 @@ async fn a_pod_stuck_on_an_old_revision_is_rolled_forward() {
     let revisions = json!({"status": {"replicas": 1, "currentRevision": "demo-bad", "updateRevision": "demo-good",
         "observedGeneration": sts.metadata.generation}});
     sts_api.patch_status("demo", &PatchParams::default(), &Patch::Merge(revisions)).await.unwrap();
-    servers
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"dittofs.dittofs.com/reconcile": "paused"}}})),
-        )
-        .await
-        .unwrap();
+    // Paused with a pending change, so the status shows when the operator has seen the pause.
+    let paused = json!({"metadata": {"annotations": {"dittofs.dittofs.com/reconcile": "paused"}},
+        "spec": {"logging": {"level": "DEBUG"}}});
+    servers.patch("demo", &PatchParams::default(), &Patch::Merge(paused)).await.unwrap();
+    condition(&servers, "InSync", "False", "Paused").await;
     let template = sts.spec.unwrap().template;
     let mut pod = Pod { metadata: template.metadata.unwrap(), spec: template.spec, ..Default::default() };
     pod.metadata.name = Some("demo-0".into());

@@ -444,3 +444,36 @@ async fn percona_without_its_crd_is_reported_and_the_rest_keeps_working() {
     wait_for_sts(&client, &ns, "other").await;
     operator.shutdown().await;
 }
+
+/// The checksum is an HMAC keyed by a Secret the operator creates once per namespace: a
+/// restarted operator (a new process, a new replica) finds the same key, so no pod rolls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checksum_key_is_created_once_and_survives_a_restart() {
+    let (client, ns) = setup("checksumkey").await;
+    let operator = Operator::start(&client, &ns);
+    create(&client, &ns, MINIMAL).await;
+    let first = checksum(&wait_for_sts(&client, &ns, "demo").await);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let key =
+        secrets.get("dittofs-operator-checksum-key").await.expect("key Secret created in the DittoServer's namespace");
+    assert_eq!(key.data.unwrap()["key"].0.len(), 32);
+    operator.shutdown().await;
+
+    let restarted = Operator::start(&client, &ns);
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    servers
+        .patch("demo", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})))
+        .await
+        .unwrap();
+    eventually("reconciled by the restarted operator", DEADLINE, || async {
+        let status = servers.get("demo").await.ok()?.status?;
+        let generation = servers.get("demo").await.ok()?.metadata.generation;
+        (status.conditions.iter().any(|c| c.type_ == "InSync" && c.status == "True")
+            && status.observed_generation == generation)
+            .then_some(())
+    })
+    .await;
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(checksum(&sts.get("demo").await.unwrap()), first, "same key, same checksum: no roll");
+    restarted.shutdown().await;
+}

@@ -42,6 +42,8 @@ pub struct Context {
     pub ready: Arc<AtomicBool>,
     /// Consecutive failures per CR, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
+    /// The checksum key of each namespace, read (or created) once.
+    checksum_keys: tokio::sync::Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Context {
@@ -54,7 +56,23 @@ impl Context {
             metrics: Arc::new(Metrics::new()),
             ready: Arc::default(),
             failures: Mutex::default(),
+            checksum_keys: tokio::sync::Mutex::default(),
         }
+    }
+
+    async fn checksum_key(&self, namespace: &str) -> Result<Vec<u8>, Error> {
+        let mut keys = self.checksum_keys.lock().await;
+        if let Some(key) = keys.get(namespace) {
+            return Ok(key.clone());
+        }
+        // With --dry-run nothing is written, not even the key: without one, checksums are unkeyed.
+        let key = if self.settings.dry_run {
+            crate::gather::read_checksum_key(&self.client, namespace).await?.unwrap_or_default()
+        } else {
+            crate::gather::ensure_checksum_key(&self.client, namespace).await?
+        };
+        keys.insert(namespace.to_string(), key.clone());
+        Ok(key)
     }
 }
 
@@ -129,7 +147,8 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
 /// One pass over a DittoServer that exists: the pipeline.
 async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
     let mode = Mode::of(server, ctx.settings.dry_run);
-    let gathered = Gathered::from_cluster(&ctx.client, &ctx.settings, server).await?;
+    let key = ctx.checksum_key(&server.namespace().unwrap_or_default()).await?;
+    let gathered = Gathered::from_cluster(&ctx.client, &ctx.settings, server, key).await?;
     let (effective, discovered, templates_ready) = match decide::decide(server, &gathered, mode) {
         Decision::Hold(hold) => return sync::hold(ctx, server, hold).await,
         Decision::DatabaseOnly { effective, discovered, templates_ready, not_ready } => {

@@ -1,6 +1,7 @@
 //! The pod-template checksum: what DittoFS reads at start. A real change to any of it rolls the
 //! pod; nothing else does (not the CR's generation, not an unrelated key of a user Secret).
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::context::Computed;
@@ -8,9 +9,11 @@ use super::filters::hex;
 use crate::discover::Discovered;
 use crate::discover::SecretKeyRef;
 
-/// SHA-256 over the rendered config and the data of every Secret key DittoFS consumes.
+/// HMAC-SHA-256, keyed with the operator's checksum key, over the rendered config and the data
+/// of every Secret key DittoFS consumes. Keyed, because the checksum is readable (status, pod
+/// template) by users who may not read the Secrets: a plain hash would let them test guesses.
 pub fn checksum(config_yaml: &str, computed: &Computed, discovered: &Discovered) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = Hmac::<Sha256>::new_from_slice(&discovered.checksum_key).expect("HMAC takes a key of any length");
     hasher.update(b"config.yaml\0");
     hasher.update(config_yaml.as_bytes());
     for reference in consumed_secret_keys(computed) {
@@ -27,7 +30,7 @@ pub fn checksum(config_yaml: &str, computed: &Computed, discovered: &Discovered)
             None => hasher.update(b"absent"),
         }
     }
-    hex(&hasher.finalize())
+    hex(&hasher.finalize().into_bytes())
 }
 
 /// First 12 hex digits of SHA-256: a stable short identifier for a text.

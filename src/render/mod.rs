@@ -314,6 +314,24 @@ mod tests {
     }
 
     #[test]
+    fn the_checksum_is_keyed() {
+        let server: DittoServer = serde_saphyr::from_str(
+            "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo, namespace: ns}\nspec:\n  storage: {metadataSize: 1Gi}\n",
+        )
+        .unwrap();
+        let values = crate::values::ValuesBuilder::new().build().unwrap();
+        let source = TemplateSource::embedded();
+        let with_key = |key: &[u8]| {
+            let mut discovered =
+                crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), false).unwrap();
+            discovered.checksum_key = key.to_vec();
+            Renderer::new(&source).render(&server, &values, &discovered).unwrap().checksum
+        };
+        assert_eq!(with_key(b"one"), with_key(b"one"), "stable for one key");
+        assert_ne!(with_key(b"one"), with_key(b"two"), "without the key, no guess can be checked");
+    }
+
+    #[test]
     fn claims_are_retained_whatever_a_template_says() {
         let deleting = shipped("statefulset.yaml.j2").replace("whenScaled: \"Retain\"", "whenScaled: \"Delete\"");
         let err = render_with(&[("statefulset.yaml.j2", deleting)]).unwrap_err().to_string();
