@@ -171,11 +171,9 @@ pub struct ApplyOutcome {
     pub stateful_set: Option<StatefulSet>,
 }
 
-/// Generated credentials: created once, then never updated, owned or pruned. Only Secrets can be.
+/// Created once, then never updated, owned or pruned: every object of a create-only kind (Secrets).
 pub fn is_create_only(object: &ManagedObject) -> bool {
-    object.kind() == "Secret"
-        && object.meta().annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
-            == Some(LIFECYCLE_CREATE_ONLY)
+    object.managed_kind().create_only()
 }
 
 fn api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {

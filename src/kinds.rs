@@ -113,7 +113,8 @@ macro_rules! managed_kinds {
 
 managed_kinds! {
     (ConfigMap, ConfigMap, "v1", "configmaps", rank 1, crd None, prune true, ByOwner),
-    (Secret, Secret, "v1", "secrets", rank 2, crd None, prune true, Elsewhere),
+    // Created once, never updated or pruned (credentials: see `create_only`).
+    (Secret, Secret, "v1", "secrets", rank 2, crd None, prune false, Elsewhere),
     (Service, Service, "v1", "services", rank 3, crd None, prune true, ByOwner),
     (NetworkPolicy, NetworkPolicy, "networking.k8s.io/v1", "networkpolicies", rank 3, crd None, prune true, ByOwner),
     (PodDisruptionBudget, PodDisruptionBudget, "policy/v1", "poddisruptionbudgets", rank 3, crd None, prune true, ByOwner),
@@ -128,6 +129,13 @@ managed_kinds! {
 }
 
 impl Kind {
+    /// Objects of this kind are created once and then left alone: never updated, never pruned.
+    /// Secrets: a credential DittoFS has started with must not change under it, and the operator
+    /// needs no right to rewrite or delete any Secret.
+    pub const fn create_only(self) -> bool {
+        matches!(self, Kind::Secret)
+    }
+
     /// The API group ("" for the core group).
     pub fn group(self) -> &'static str {
         self.api_version().rsplit_once('/').map_or("", |(group, _)| group)
@@ -237,7 +245,10 @@ mod tests {
             })
         };
         for kind in Kind::ALL {
-            let mut verbs = vec!["get", "create", "patch"];
+            let mut verbs = vec!["get", "create"];
+            if !kind.create_only() {
+                verbs.push("patch");
+            }
             if kind.prunable() || kind.watch() == Watch::ByOwner {
                 verbs.extend(["list", "watch"]);
             }
@@ -246,6 +257,15 @@ mod tests {
             }
             for verb in verbs {
                 assert!(granted(kind.group(), kind.plural(), verb), "deploy/rbac.yaml: {verb} on {}", kind.name());
+            }
+            if kind.create_only() {
+                for verb in ["patch", "update", "delete"] {
+                    assert!(
+                        !granted(kind.group(), kind.plural(), verb),
+                        "deploy/rbac.yaml grants {verb} on {}: more than the code needs",
+                        kind.name()
+                    );
+                }
             }
             if let Some(crd) = kind.optional_crd() {
                 let reads_crd = rules.iter().any(|r| {

@@ -11,43 +11,60 @@ use dittofs_operator::crd::DittoServer;
 use dittofs_operator::leader::{self, LeaseSettings};
 use dittofs_operator::settings::Settings;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use support::*;
 
-const SERVICE_ACCOUNT: &str = "system:serviceaccount:dittofs-system:dittofs-operator";
-
-async fn as_operator() -> Client {
+/// A client with exactly the RBAC of the operator's ServiceAccount in `namespace`.
+async fn as_operator_in(namespace: &str) -> Client {
     let kubeconfig = Kubeconfig::read_from(&cluster().kubeconfig).unwrap();
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.auth_info.impersonate = Some(SERVICE_ACCOUNT.into());
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:dittofs-operator"));
     config.auth_info.impersonate_groups = Some(vec![
         "system:serviceaccounts".into(),
-        "system:serviceaccounts:dittofs-system".into(),
+        format!("system:serviceaccounts:{namespace}"),
         "system:authenticated".into(),
     ]);
     Client::try_from(config).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kustomization_installs_and_its_rbac_is_enough_and_no_more() {
-    let admin = client().await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+async fn as_operator() -> Client {
+    as_operator_in("dittofs-system").await
+}
+
+/// `kubectl apply --server-side -k deploy/<dir>`; the objects it reports.
+async fn kubectl_apply(dir: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(dir);
     let kubectl = testbin().join("kubectl");
     let apply = tokio::task::spawn_blocking(move || {
         std::process::Command::new(kubectl)
             .args(["apply", "--server-side", "-k"])
-            .arg(root.join("deploy"))
+            .arg(root)
             .env("KUBECONFIG", &cluster().kubeconfig)
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    assert!(apply.status.success(), "kubectl apply -k deploy/: {}", String::from_utf8_lossy(&apply.stderr));
-    let applied = String::from_utf8_lossy(&apply.stdout);
+    assert!(apply.status.success(), "kubectl apply -k deploy/{dir}: {}", String::from_utf8_lossy(&apply.stderr));
+    String::from_utf8_lossy(&apply.stdout).to_string()
+}
+
+/// Whether `client` is refused `what`.
+fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what}: expected forbidden, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kustomization_installs_and_its_rbac_is_enough_and_no_more() {
+    let admin = client().await;
+    let applied = kubectl_apply("").await;
     for object in [
         "namespace/dittofs-system",
         "customresourcedefinition.apiextensions.k8s.io/dittoservers.dittofs.dittofs.com",
@@ -107,8 +124,68 @@ async fn kustomization_installs_and_its_rbac_is_enough_and_no_more() {
     );
 
     // Least privilege: what it was not granted is refused.
-    let denied = Api::<Node>::all(client.clone()).list(&Default::default()).await.unwrap_err();
-    assert!(denied.to_string().contains("forbidden"), "{denied}");
+    forbidden("list nodes", Api::<Node>::all(client.clone()).list(&Default::default()).await);
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+    forbidden("delete a Secret", secrets.delete("demo-jwt-secret", &Default::default()).await);
+    let leases = Api::<Lease>::namespaced(client.clone(), "kube-system");
+    forbidden("read a Lease in kube-system", leases.get_opt("kube-scheduler").await);
+    let other = Api::<Lease>::namespaced(client.clone(), "dittofs-system");
+    forbidden("read another Lease of its namespace", other.get_opt("someone-else").await);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+/// `deploy/namespaced/`: the operator watches only its own namespace with a Role, and does its
+/// whole job there (leader election included) as that ServiceAccount; other namespaces are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaced_install_works_in_its_namespace_and_no_further() {
+    let admin = client().await;
+    let applied = kubectl_apply("namespaced").await;
+    for object in
+        ["namespace/dittofs", "role.rbac.authorization.k8s.io/dittofs-operator", "deployment.apps/dittofs-operator"]
+    {
+        assert!(applied.contains(object), "{object} not applied:\n{applied}");
+    }
+    assert!(
+        !applied.contains("clusterrole.rbac.authorization.k8s.io/dittofs-operator "),
+        "no cluster-wide role:\n{applied}"
+    );
+
+    let client = as_operator_in("dittofs").await;
+    let ctx = Arc::new(Context::new(client.clone(), Settings::for_tests(Some("dittofs".into()))));
+    let lease = LeaseSettings {
+        name: "dittofs-operator".into(),
+        namespace: "dittofs".into(),
+        identity: "namespaced-test".into(),
+        duration_seconds: 15,
+        grace_seconds: 5,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(leader::run(ctx.clone(), lease, async move {
+        let _ = stopped.await;
+    }));
+    let servers: Api<DittoServer> = Api::namespaced(admin.clone(), "dittofs");
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: scoped}\nspec:\n  storage: {metadataSize: 10Gi}\n";
+    servers.create(&PostParams::default(), &server("dittofs", cr)).await.unwrap();
+    eventually("in sync as the namespaced ServiceAccount", DEADLINE, || async {
+        let status = servers.get("scoped").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "InSync" && c.status == "True").then_some(())
+    })
+    .await;
+    assert!(Api::<StatefulSet>::namespaced(admin.clone(), "dittofs").get_opt("scoped").await.unwrap().is_some());
+    assert_eq!(
+        ctx.metrics.reconciles_with("ReadFailed") + ctx.metrics.reconciles_with("ApplyFailed"),
+        0,
+        "no permission errors"
+    );
+    forbidden(
+        "list DittoServers in another namespace",
+        Api::<DittoServer>::namespaced(client.clone(), "default").list(&Default::default()).await,
+    );
+    forbidden(
+        "list DittoServers cluster-wide",
+        Api::<DittoServer>::all(client.clone()).list(&Default::default()).await,
+    );
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }

@@ -18,7 +18,7 @@ pub use source::{CONFIG_TEMPLATE, TemplateSource};
 
 use crate::crd::DittoServer;
 use crate::discover::Discovered;
-use crate::names::{CHECKSUM_ANNOTATION, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, Names};
+use crate::names::{CHECKSUM_ANNOTATION, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY};
 use crate::values::Values;
 
 /// Bounds the work one template may do, so an override with an endless loop fails instead of hanging.
@@ -116,7 +116,7 @@ impl<'a> Renderer<'a> {
             let text = self.render_template(&env, &name, &context)?;
             for mut object in objects::parse_documents(&name, &text)? {
                 contain(&name, &mut object, &context.cr)?;
-                protect_data(&name, &mut object, &context.computed.names)?;
+                protect_data(&name, &mut object)?;
                 objects.push(object);
             }
         }
@@ -231,9 +231,9 @@ fn contain(template: &str, object: &mut ManagedObject, cr: &CrInfo) -> Result<()
 }
 
 /// What no template may change, because data depends on it: claims are retained when the
-/// StatefulSet is deleted or scaled down, and the generated credentials are created once and
-/// never updated or pruned (a new admin password would not work, a new JWT key would roll the pod).
-fn protect_data(template: &str, object: &mut ManagedObject, names: &Names) -> Result<(), RenderError> {
+/// StatefulSet is deleted or scaled down, and Secrets are created once and never updated or
+/// pruned (a new admin password would not work, a new JWT key would roll the pod).
+fn protect_data(template: &str, object: &mut ManagedObject) -> Result<(), RenderError> {
     let reference = object.reference();
     match object {
         ManagedObject::StatefulSet(sts) => {
@@ -254,15 +254,13 @@ fn protect_data(template: &str, object: &mut ManagedObject, names: &Names) -> Re
                 }
             }
         }
+        // Every Secret is created once and left alone (the kinds table: `create_only`).
         ManagedObject::Secret(secret) => {
-            let name = secret.metadata.name.as_deref().unwrap_or_default();
-            if name == names.jwt_secret || name == names.admin_secret {
-                secret
-                    .metadata
-                    .annotations
-                    .get_or_insert_default()
-                    .insert(LIFECYCLE_ANNOTATION.into(), LIFECYCLE_CREATE_ONLY.into());
-            }
+            secret
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(LIFECYCLE_ANNOTATION.into(), LIFECYCLE_CREATE_ONLY.into());
         }
         _ => {}
     }
