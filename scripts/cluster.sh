@@ -11,6 +11,10 @@
 #       SIGTERM the recorded processes in reverse order, SIGKILL after 10 s, remove DIR. Idempotent.
 #   scripts/cluster.sh run --tier api|full [--dir DIR]
 #       start, print the kubeconfig, wait in the foreground; Ctrl-C / SIGTERM stops everything.
+#   scripts/cluster.sh restart NAME --dir DIR [--down SECONDS]
+#       stop component NAME (etcd, kube-apiserver, …) with SIGTERM, keep it down SECONDS (default
+#       0), start it again with the same command line (same ports, same etcd data), wait until
+#       it is ready. For the fault tests.
 #
 # Binaries: $DITTOFS_TESTBIN if set, else scripts/testbin.sh (builds once, then a no-op).
 set -euo pipefail
@@ -104,6 +108,20 @@ launch() {
   done
   echo "$name $pid $start" >>"$DIR/pids"
   log "started $name (pid $pid)"
+}
+
+# launch_into PIDS NAME CMD...: like launch, recording into PIDS and appending to the log.
+launch_into() {
+  local pids=$1 name=$2; shift 2
+  setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 3>&- &
+  local pid=$! start=""
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    start=$(proc_start "$pid")
+    [[ -n "$start" ]] && break
+    sleep 0.01
+  done
+  echo "$name $pid $start" >>"$pids"
+  log "started $name again (pid $pid)"
 }
 
 # Fail if any recorded process has exited.
@@ -347,12 +365,47 @@ do_start() {
   exit 1
 }
 
+# Restart one recorded component with its own command line; globals: DIR, DOWN.
+do_restart() {
+  local want=$1 lines=() i name pid start found=""
+  mapfile -t lines <"$DIR/pids"
+  for i in "${!lines[@]}"; do
+    read -r name pid start <<<"${lines[i]}"
+    [[ "$name" == "$want" ]] && { found=$i; break; }
+  done
+  [[ -n "$found" ]] || { echo "cluster: no component $want in $DIR/pids" >&2; exit 2; }
+  alive "$pid" "$start" || { echo "cluster: $want (pid $pid) is not running" >&2; exit 1; }
+  local -a cmdline
+  mapfile -d '' -t cmdline <"/proc/$pid/cmdline"
+  kill -TERM "$pid"
+  local deadline=$((SECONDS + STOP_TIMEOUT))
+  while alive "$pid" "$start" && ((SECONDS < deadline)); do sleep 0.05; done
+  alive "$pid" "$start" && kill -KILL "$pid"
+  while alive "$pid" "$start"; do sleep 0.05; done
+  log "$want (pid $pid) stopped"
+  sleep "${DOWN:-0}"
+  # Relaunch, then put its line back where it was (stop order stays etcd last).
+  local before=("${lines[@]:0:found}") after=("${lines[@]:found+1}")
+  : >"$DIR/pids.new"
+  launch_into "$DIR/pids.new" "$want" "${cmdline[@]}"
+  { printf '%s\n' "${before[@]}"; cat "$DIR/pids.new"; printf '%s\n' "${after[@]}"; } | grep -v '^$' >"$DIR/pids.tmp"
+  mv "$DIR/pids.tmp" "$DIR/pids"; rm -f "$DIR/pids.new"
+  # shellcheck disable=SC1091
+  . "$DIR/env"
+  case "$want" in
+    etcd) wait_for "etcd /health" sh -c "curl -sf --max-time 2 $DITTOFS_ETCD_URL/health | grep -q '\"health\":\"true\"'" ;;
+    kube-apiserver) wait_for "kube-apiserver /readyz" api "$DITTOFS_APISERVER_URL/readyz" ;;
+  esac
+}
+
 # ---------------------------------------------------------------- main
 
 cmd=${1:-}; [[ -n "$cmd" ]] || usage; shift
-TIER="" DIR="" OWNER_PID=""
+TIER="" DIR="" OWNER_PID="" DOWN=0 COMPONENT=""
+if [[ "$cmd" == restart ]]; then COMPONENT=${1:?restart needs a component name}; shift; fi
 while (($#)); do
   case "$1" in
+    --down) DOWN=${2:?}; shift 2 ;;
     --tier) TIER=${2:?}; shift 2 ;;
     --tier=*) TIER=${1#*=}; shift ;;
     --dir) DIR=${2:?}; shift 2 ;;
@@ -370,6 +423,12 @@ case "$cmd" in
   stop)
     [[ -n "$DIR" ]] || { echo "cluster: --dir required" >&2; exit 2; }
     do_stop "$(realpath -m "$DIR")"
+    ;;
+  restart)
+    [[ -n "$DIR" ]] || { echo "cluster: --dir required" >&2; exit 2; }
+    DIR=$(realpath -m "$DIR")
+    exec 3>&2
+    do_restart "$COMPONENT"
     ;;
   run)
     [[ -n "$DIR" ]] || { DIR=$(mktemp -d "${TMPDIR:-/tmp}/dittofs-cluster.XXXXXX"); }

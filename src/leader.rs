@@ -4,8 +4,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
@@ -59,11 +62,17 @@ pub async fn run(
             let _ = stopped.await;
         });
         tokio::pin!(controller);
+        let mut unconfirmed_lease = false;
         let shutting_down = tokio::select! {
             _ = &mut controller => false,
             _ = &mut shutdown => true,
             _ = lost(&mut leading) => {
                 warn!(identity = %lease.identity, "lost leadership: stopping the controller");
+                false
+            }
+            _ = unconfirmed(&ctx.client, &lease) => {
+                warn!(identity = %lease.identity, "cannot confirm the Lease: stepping down, another replica may lead");
+                unconfirmed_lease = true;
                 false
             }
         };
@@ -76,6 +85,61 @@ pub async fn run(
         ctx.metrics.leader.set(0);
         if shutting_down {
             return release(leading, task).await;
+        }
+        if unconfirmed_lease {
+            // The lease manager may still say "leading": lead again only once the Lease is seen
+            // renewed by this replica, or after the manager has changed its mind.
+            tokio::select! {
+                _ = &mut shutdown => return release(leading, task).await,
+                _ = reconfirmed(&ctx.client, &lease) => {}
+                changed = leading.changed() => if changed.is_err() { anyhow::bail!("lease manager stopped") },
+            }
+        }
+    }
+}
+
+/// How often a leader confirms that it still holds the Lease.
+fn confirm_period(lease: &LeaseSettings) -> Duration {
+    Duration::from_secs(lease.grace_seconds.max(1))
+}
+
+/// Whether the Lease, as read now, is held by this replica and was renewed within its duration.
+async fn held_by_us(client: &Client, lease: &LeaseSettings) -> Option<bool> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
+    let read = tokio::time::timeout(confirm_period(lease), api.get(&lease.name)).await.ok()?.ok()?;
+    let spec = read.spec?;
+    let ours = spec.holder_identity.as_deref() == Some(lease.identity.as_str());
+    let renewed = spec.renew_time.map(|t| t.0.as_second()).unwrap_or(0);
+    let fresh = k8s_openapi::jiff::Timestamp::now().as_second() - renewed <= lease.duration_seconds as i64;
+    Some(ours && fresh)
+}
+
+/// Resolves when this leader cannot confirm, for a lease duration less one renewal margin, that
+/// it still holds the Lease (cut off from the API server, say), or sees another holder. Like
+/// client-go's renew deadline: kube-lease-manager keeps saying "leading" while it cannot reach
+/// the API server, and a standby takes over once the Lease expires; stepping down first means
+/// two replicas never reconcile at once when the partition heals.
+async fn unconfirmed(client: &Client, lease: &LeaseSettings) {
+    let deadline = Duration::from_secs(lease.duration_seconds.saturating_sub(lease.grace_seconds).max(1));
+    let mut confirmed = Instant::now();
+    loop {
+        tokio::time::sleep(confirm_period(lease)).await;
+        match held_by_us(client, lease).await {
+            Some(true) => confirmed = Instant::now(),
+            Some(false) => return,
+            None if confirmed.elapsed() >= deadline => return,
+            None => {}
+        }
+    }
+}
+
+/// Resolves once the Lease is seen held and freshly renewed by this replica again.
+async fn reconfirmed(client: &Client, lease: &LeaseSettings) {
+    loop {
+        tokio::time::sleep(confirm_period(lease)).await;
+        if held_by_us(client, lease).await == Some(true) {
+            info!(identity = %lease.identity, "the Lease is ours again");
+            return;
         }
     }
 }

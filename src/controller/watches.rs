@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -17,6 +17,7 @@ use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::{Context, error_policy, reconcile};
@@ -63,6 +64,51 @@ where
     }
 }
 
+/// A watch that survives the API server. Errors are logged and retried with this watch's own
+/// backoff, never handed to the controller: its one backoff covers every watch together, so one
+/// failing watch would stall all of them. A 410 Gone (the resourceVersion expired, as after an
+/// API server restart or an etcd compaction) starts the watch over with a fresh list: kube's
+/// watcher retries a watch refused with 410 with the same resourceVersion forever.
+fn resilient<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    let kind = api.resource_url().to_string();
+    let start = move || watcher(api.clone(), config.clone()).default_backoff().boxed();
+    futures::stream::unfold((start(), start), move |(mut inner, start)| {
+        let kind = kind.clone();
+        async move {
+            loop {
+                match inner.next().await? {
+                    Ok(event) => return Some((Ok(event), (inner, start))),
+                    Err(error) => {
+                        warn!(watch = %kind, %error, "watch failed; retrying");
+                        if expired(&error) {
+                            inner = start();
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The API server answered 410 Gone: the watch's resourceVersion is too old to resume from.
+fn expired(error: &watcher::Error) -> bool {
+    let gone = |e: &kube::Error| matches!(e, kube::Error::Api(status) if status.code == 410);
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) | watcher::Error::InitialListFailed(e) => {
+            gone(e)
+        }
+        watcher::Error::NoResourceVersion => false,
+    }
+}
+
 /// The DittoServer controlling `object` (its controller owner reference): what `owns` maps to.
 fn controller_owner<K: Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
     let meta = object.meta();
@@ -103,7 +149,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     // Ready once the first list is in (kube's Store::wait_until_ready wakes only one waiter,
     // and the controller itself is already waiting on it).
     let ready = context.ready.clone();
-    let events = watcher(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic()).inspect_ok(
+    let events = resilient(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic()).inspect_ok(
         move |event| {
             if matches!(event, watcher::Event::InitDone) {
                 ready.store(true, Ordering::SeqCst);
@@ -126,16 +172,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
         };
         controller = controller.watches_stream_with(
-            watcher(api, managed.clone()).touched_objects(),
+            resilient(api, managed.clone()).touched_objects(),
             queued(metrics.clone(), controller_owner),
             resource,
         );
     }
     controller = controller
         // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
-        .watches(
-            scoped::<PartialObjectMeta<Secret>>(&client, &ns),
-            watcher::Config::default(),
+        .watches_stream(
+            resilient(scoped::<PartialObjectMeta<Secret>>(&client, &ns), watcher::Config::default()).touched_objects(),
             queued(metrics.clone(), move |secret: PartialObjectMeta<Secret>| {
                 let namespace = secret.namespace();
                 let name = secret.name_any();
@@ -149,20 +194,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }),
         )
         // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
-        .watches(
-            scoped::<PartialObjectMeta<Pod>>(&client, &ns),
-            managed.clone(),
+        .watches_stream(
+            resilient(scoped::<PartialObjectMeta<Pod>>(&client, &ns), managed.clone()).touched_objects(),
             queued(metrics.clone(), by_instance::<PartialObjectMeta<Pod>>),
         )
-        .watches(
-            scoped::<PartialObjectMeta<PersistentVolumeClaim>>(&client, &ns),
-            managed,
+        .watches_stream(
+            resilient(scoped::<PartialObjectMeta<PersistentVolumeClaim>>(&client, &ns), managed).touched_objects(),
             queued(metrics.clone(), by_instance::<PartialObjectMeta<PersistentVolumeClaim>>),
         )
         // A StorageClass that appears (or goes) changes what the DittoServers naming it can do.
-        .watches(
-            Api::<PartialObjectMeta<StorageClass>>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            resilient(Api::<PartialObjectMeta<StorageClass>>::all(client.clone()), watcher::Config::default())
+                .touched_objects(),
             queued(metrics.clone(), move |class: PartialObjectMeta<StorageClass>| {
                 let name = class.name_any();
                 class_store
@@ -174,9 +217,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }),
         )
         // An edit of the operator-wide overrides re-renders every DittoServer.
-        .watches(
-            operator_templates,
-            watcher::Config::default().fields(&format!("metadata.name={op_name}")),
+        .watches_stream(
+            resilient(operator_templates, watcher::Config::default().fields(&format!("metadata.name={op_name}")))
+                .touched_objects(),
             queued(metrics.clone(), move |_: PartialObjectMeta<ConfigMap>| {
                 template_store.state().into_iter().map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
             }),
@@ -192,10 +235,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             Some(ns) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(client.clone(), ns, &resource),
             None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
         };
-        controller = controller.watches_with(
-            api,
-            resource,
-            watcher::Config::default(),
+        controller = controller.watches_stream_with(
+            resilient(api, watcher::Config::default()).touched_objects(),
             queued(metrics.clone(), move |cluster: PartialObjectMeta<DynamicObject>| {
                 let namespace = cluster.namespace();
                 let name = cluster.name_any();
@@ -203,14 +244,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                     percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| t.cluster == name)
                 })
             }),
+            resource,
         );
     } else {
         info!("PerconaPGCluster CRD not installed: DittoServers that use Percona will report it");
     }
     if allow_namespace_templates {
-        controller = controller.watches(
-            scoped::<PartialObjectMeta<ConfigMap>>(&client, &ns),
-            watcher::Config::default(),
+        controller = controller.watches_stream(
+            resilient(scoped::<PartialObjectMeta<ConfigMap>>(&client, &ns), watcher::Config::default())
+                .touched_objects(),
             queued(metrics.clone(), move |cm: PartialObjectMeta<ConfigMap>| {
                 let namespace = cm.namespace();
                 let name = cm.name_any();
