@@ -61,6 +61,9 @@ impl Dfs {
 fn start_dfs(dir: &Path, container: &Container, config_yaml: &str, env: &BTreeMap<String, String>) -> Dfs {
     let config_dir = dir.join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
+    // The claims' mount points, here directories under `dir` (as the pod mounts /data/...).
+    std::fs::create_dir_all(dir.join("data/controlplane")).unwrap();
+    let config_yaml = config_yaml.replace("/data/", &format!("{}/data/", dir.display()));
     std::fs::write(config_dir.join("config.yaml"), config_yaml).unwrap();
     assert_eq!(container.command.as_deref(), Some(&["/app/dfs".to_string()][..]));
     let args: Vec<String> = container
@@ -143,15 +146,17 @@ async fn dfs_runs_with_the_rendered_sqlite_config() {
     let api_port = free_port();
     let operator = Operator::start(&client, &ns);
     let cr = format!(
-        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  database:\n    sqlite: {{path: {}/controlplane.db}}\n  shutdownTimeout: 5s\n",
-        dir.path().display()
+        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  database:\n    sqlite: {{path: /data/controlplane/controlplane.db}}\n  shutdownTimeout: 5s\n"
     );
     Api::<DittoServer>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &server(&ns, &cr))
         .await
         .unwrap();
     let dfs = run_rendered_server(&client, &ns, dir.path(), api_port).await;
-    assert!(dir.path().join("controlplane.db").exists(), "the control plane lives at the rendered path");
+    assert!(
+        dir.path().join("data/controlplane/controlplane.db").exists(),
+        "the control plane lives at the rendered path, on the controlplane claim"
+    );
     operator.shutdown().await;
     // Grace period rendered for shutdownTimeout 5s: 5 + 3 × 5 + 10 = 30 s.
     stop_within_grace(dfs, 30);

@@ -23,6 +23,10 @@ use serde_json::json;
 use support::*;
 
 const DEMO: &str = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n";
+/// The tests of this file share one control plane: the one that restarts it runs alone, the
+/// others (whose faults stay inside their namespace) together.
+static CONTROL_PLANE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Bound on recovering from a fault (a restarted etcd or apiserver, the backoff after it).
 const RECOVERY: Duration = Duration::from_secs(90);
 
@@ -96,6 +100,7 @@ async fn a_change_still_lands(client: &Client, ns: &str, servers: &Api<DittoServ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_of_the_control_plane_are_recovered_from() {
+    let _alone = CONTROL_PLANE.write().await;
     // kube-apiserver restarted during a pass: a DittoServer created just before.
     let (client, ns) = setup("fault-apiserver").await;
     let operator = Operator::start(&client, &ns);
@@ -158,6 +163,7 @@ async fn http_json(url: &str, body: &str) -> serde_json::Value {
 /// it back once, and its own write does not start a loop (the next pass finds nothing to do).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_competing_field_manager_is_overruled_once_without_a_loop() {
+    let _shared = CONTROL_PLANE.read().await;
     let (client, ns, operator, _servers) = settled("fault-fight").await;
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let applies = || operator.ctx.metrics.encode();
@@ -222,6 +228,7 @@ fn operator_process(ns: &str) -> Running {
 /// the StatefulSet not yet): a new process finishes the job; what was written is kept as is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_killed_during_apply_is_finished_by_the_next_one() {
+    let _shared = CONTROL_PLANE.read().await;
     let (client, ns) = setup("fault-kill").await;
     let mut first = operator_process(&ns);
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
@@ -307,6 +314,7 @@ async fn client_through(proxy: std::net::SocketAddr) -> Client {
 /// over and does the work, and the old leader, healed, stays a standby and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_leader_is_replaced_and_stays_out_when_healed() {
+    let _shared = CONTROL_PLANE.read().await;
     let (client, ns) = setup("fault-partition").await;
     let api_url = std::fs::read_to_string(cluster().dir.join("env")).unwrap();
     let api_url = api_url.lines().find_map(|l| l.strip_prefix("DITTOFS_APISERVER_URL=https://")).unwrap().to_string();
