@@ -95,22 +95,8 @@ free_port() {
   return 1
 }
 
-# launch NAME CMD...: start detached (own session), stdout+stderr to logs/NAME.log, record PID.
-launch() {
-  local name=$1; shift
-  setsid "$@" </dev/null >"$DIR/logs/$name.log" 2>&1 3>&- &
-  local pid=$!
-  local start=""
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    start=$(proc_start "$pid")
-    [[ -n "$start" ]] && break
-    sleep 0.01
-  done
-  echo "$name $pid $start" >>"$DIR/pids"
-  log "started $name (pid $pid)"
-}
-
-# launch_into PIDS NAME CMD...: like launch, recording into PIDS and appending to the log.
+# launch_into PIDS NAME CMD...: start detached (own session), stdout+stderr appended to
+# logs/NAME.log, record "NAME PID START" in PIDS.
 launch_into() {
   local pids=$1 name=$2; shift 2
   setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 3>&- &
@@ -121,8 +107,11 @@ launch_into() {
     sleep 0.01
   done
   echo "$name $pid $start" >>"$pids"
-  log "started $name again (pid $pid)"
+  log "started $name (pid $pid)"
 }
+
+# launch NAME CMD...: launch_into DIR/pids.
+launch() { launch_into "$DIR/pids" "$@"; }
 
 # Fail if any recorded process has exited.
 check_alive() {

@@ -8,31 +8,11 @@ use std::collections::BTreeMap;
 
 use dittofs_operator::crd::{DittoServer, Phase};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::*;
-
-/// kwok has no provisioner: one pre-bound PV per claim the StatefulSet will make.
-async fn volumes_for(client: &Client, ns: &str, claims: &[&str]) {
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    for claim in claims {
-        let pv: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": format!("{ns}-{claim}")},
-            "spec": {
-                "capacity": {"storage": "100Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": "/nonexistent"},
-                "claimRef": {"namespace": ns, "name": claim}
-            }
-        }))
-        .unwrap();
-        pvs.create(&PostParams::default(), &pv).await.unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_runs_ready_and_deletion_keeps_the_data() {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use dittofs_operator::crd::DittoServer;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -37,26 +37,6 @@ async fn event(client: &Client, ns: &str, reason: &str) -> Event {
 fn access_modes(sts: &StatefulSet) -> Vec<String> {
     let claims = sts.spec.as_ref().unwrap().volume_claim_templates.clone().unwrap_or_default();
     claims[0].spec.as_ref().unwrap().access_modes.clone().unwrap_or_default()
-}
-
-/// kwok has no provisioner: one pre-bound PV per claim the StatefulSet will make.
-async fn volumes_for(client: &Client, ns: &str, claims: &[&str]) {
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    for claim in claims {
-        let pv: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": format!("{ns}-{claim}")},
-            "spec": {
-                "capacity": {"storage": "100Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": "/nonexistent"},
-                "claimRef": {"namespace": ns, "name": claim}
-            }
-        }))
-        .unwrap();
-        pvs.create(&PostParams::default(), &pv).await.unwrap();
-    }
 }
 
 /// An operator-values change that reaches the StatefulSet's claim templates (immutable): the

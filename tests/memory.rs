@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use dittofs_operator::crd::DittoServer;
 use futures::StreamExt;
@@ -19,15 +19,6 @@ const SECRETS: usize = 500;
 const SECRET_BYTES: usize = 512 * 1024;
 /// The bound the issue sets for this cluster; the debug build runs here.
 const RSS_BOUND_KIB: u64 = 64 * 1024;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

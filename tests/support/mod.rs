@@ -240,3 +240,34 @@ where
         self.inner.call(request)
     }
 }
+
+/// kwok has no provisioner: one pre-bound PV per claim the StatefulSet will make.
+pub async fn volumes_for(client: &Client, ns: &str, claims: &[&str]) {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let pvs: kube::api::Api<PersistentVolume> = kube::api::Api::all(client.clone());
+    for claim in claims {
+        let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{ns}-{claim}")},
+            "spec": {
+                "capacity": {"storage": "100Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": "/nonexistent"},
+                "claimRef": {"namespace": ns, "name": claim}
+            }
+        }))
+        .unwrap();
+        pvs.create(&Default::default(), &pv).await.unwrap();
+    }
+}
+
+/// A child process killed (and reaped) if the test fails before it has stopped it.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
