@@ -268,6 +268,7 @@ async fn plan_prunes(
     keep: &BTreeSet<String>,
 ) -> Result<Vec<PlannedPrune>, ApplyError> {
     let selector = crate::names::instance_selector(cr_name);
+    let core_objects = crate::names::Names::for_cr(cr_name).core_objects();
     let mut prunes = Vec::new();
     // Never PersistentVolumeClaims (not a managed kind), never a PerconaPGCluster (not prunable).
     for resource in Kind::ALL.iter().filter(|k| k.prunable()).map(|k| k.resource()) {
@@ -285,9 +286,7 @@ async fn plan_prunes(
                 item.annotations().get(LIFECYCLE_ANNOTATION).map(String::as_str) == Some(LIFECYCLE_CREATE_ONLY);
             // The workload and its config are never pruned while the DittoServer exists, whatever
             // was rendered (the renderer refuses a set without them; this holds if that ever slips).
-            let names = crate::names::Names::for_cr(cr_name);
-            let core = reference == format!("StatefulSet/{}", names.stateful_set)
-                || reference == format!("ConfigMap/{}", names.config_map);
+            let core = core_objects.contains(&reference);
             if keep.contains(&reference) || !controlled || create_only || core {
                 continue;
             }

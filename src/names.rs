@@ -55,6 +55,12 @@ pub struct Names {
 }
 
 impl Names {
+    /// `Kind/name` of the objects no template may leave out and pruning never deletes: the
+    /// workload and its config.
+    pub fn core_objects(&self) -> [String; 2] {
+        [format!("StatefulSet/{}", self.stateful_set), format!("ConfigMap/{}", self.config_map)]
+    }
+
     pub fn for_cr(name: &str) -> Self {
         Self {
             config_map: format!("{name}-config"),

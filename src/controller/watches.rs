@@ -132,6 +132,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             None => Api::all(client.clone()),
         }
     }
+    /// The same, metadata only, for a kind known by its API resource.
+    fn scoped_dynamic(
+        client: &Client,
+        namespace: &Option<String>,
+        resource: &kube::api::ApiResource,
+    ) -> Api<PartialObjectMeta<DynamicObject>> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+            None => Api::all_with(client.clone(), resource),
+        }
+    }
     let ns = settings.namespace.clone();
     // Objects the operator manages (owned kinds, and the pod and claims by their labels).
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
@@ -167,10 +178,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     // Metadata-only watches of the kinds we own, mapped to their controlling DittoServer.
     for kind in Kind::ALL.iter().filter(|k| k.watch() == Watch::ByOwner) {
         let resource = kind.resource();
-        let api = match &ns {
-            Some(ns) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(client.clone(), ns, &resource),
-            None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
-        };
+        let api = scoped_dynamic(&client, &ns, &resource);
         controller = controller.watches_stream_with(
             resilient(api, managed.clone()).touched_objects(),
             queued(metrics.clone(), controller_owner),
@@ -231,10 +239,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .is_ok_and(|crd| crd.is_some());
     if percona_installed {
         let resource = percona::api_resource();
-        let api = match &ns {
-            Some(ns) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(client.clone(), ns, &resource),
-            None => Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource),
-        };
+        let api = scoped_dynamic(&client, &ns, &resource);
         controller = controller.watches_stream_with(
             resilient(api, watcher::Config::default()).touched_objects(),
             queued(metrics.clone(), move |cluster: PartialObjectMeta<DynamicObject>| {

@@ -122,10 +122,7 @@ impl<'a> Renderer<'a> {
         }
         // Pruning deletes what is no longer rendered: a template set without the workload or its
         // config would delete them.
-        for core in [
-            format!("StatefulSet/{}", context.computed.names.stateful_set),
-            format!("ConfigMap/{}", context.computed.names.config_map),
-        ] {
+        for core in context.computed.names.core_objects() {
             if !objects.iter().any(|o| o.reference() == core) {
                 return Err(RenderError::Forbidden {
                     template: "(all templates)".into(),
