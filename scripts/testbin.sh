@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build and cache the binaries of the local test control plane (and dfs):
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok (+ kwok-stages.yaml), dfs
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok (+ kwok-stages.yaml), dfs,
+#   weed (SeaweedFS: the S3 server of the remote-store tests)
 # into ${DITTOFS_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dittofs-operator/testbin}/<key>/.
 # Versions come from scripts/versions.env. Idempotent: present binaries are skipped, so a second
 # run takes seconds. Progress goes to stderr; the last stdout line is the directory.
@@ -52,7 +53,7 @@ KEY="k8s-v${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_dfs-${DFS_VER
 ROOT=${DITTOFS_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dittofs-operator/testbin}
 OUT=$ROOT/$KEY
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_FILES=("${K8S_BINS[@]}" etcd kwok kwok-stages.yaml dfs VERSIONS)
+ALL_FILES=("${K8S_BINS[@]}" etcd kwok kwok-stages.yaml dfs weed VERSIONS)
 
 complete() {
   local f
@@ -183,6 +184,20 @@ build_dfs() {
     github.com/marmos91/dittofs/cmd/dfs
 }
 
+# SeaweedFS's go.mod has a replace, so `go install` refuses it; a wrapper module repeats it.
+# weed is not in the cache key: adding it to an existing cache builds only weed.
+build_weed() {
+  local w=$WORK/weed
+  mkdir -p "$w"
+  cd "$w"
+  go mod init testbin.local/weed >/dev/null 2>&1
+  go mod edit -require="github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION" \
+    -replace=github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0 \
+    -tool=github.com/seaweedfs/seaweedfs/weed
+  go mod tidy
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$STAGE/weed" github.com/seaweedfs/seaweedfs/weed
+}
+
 # Cheapest first, so the tools needed by tier A exist early.
 step etcd build_etcd
 step kube-apiserver build_k8s kube-apiserver
@@ -192,12 +207,14 @@ step kubectl build_k8s kubectl
 step kwok build_kwok
 step kwok-stages.yaml build_kwok_stages
 step dfs build_dfs
+step weed build_weed
 
 {
   echo "kubernetes v$K8S_VERSION (staging $STAGING_VERSION)"
   echo "etcd $ETCD_VERSION"
   echo "kwok $KWOK_VERSION"
   echo "dfs $DFS_VERSION"
+  echo "seaweedfs $SEAWEEDFS_VERSION"
   echo "go $(go env GOVERSION)"
   echo "built $(date -u +%FT%TZ)"
 } >"$STAGE/VERSIONS"

@@ -33,6 +33,8 @@ pub struct PostgresConnection {
 pub struct GeneratedCredentials {
     pub jwt_secret: Option<String>,
     pub admin_password: Option<String>,
+    /// The password of the operator's DittoFS account (never in the checksum: DittoFS does not read it).
+    pub operator_password: Option<String>,
 }
 
 /// The PostgreSQL major version and image an existing operator-created cluster keeps.
@@ -89,6 +91,7 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
     if let Some(r) = spec.database.as_ref().and_then(|d| d.postgres_secret_ref.as_ref()) {
         out.push(r.name.clone());
     }
+    out.push(names.operator_secret);
     out.sort();
     out.dedup();
     out
@@ -155,6 +158,9 @@ pub fn resolve(
             discovered.secret_data.insert(names.admin_secret.clone(), data);
         }
         discovered.generated.admin_password = Some(value);
+    }
+    if !secrets.contains_key(&names.operator_secret) {
+        discovered.generated.operator_password = Some(fresh(32));
     }
     if generate {
         // A user-referenced JWT Secret must exist: DittoFS cannot start without the key.

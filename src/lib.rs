@@ -29,6 +29,7 @@ pub mod overrides;
 pub mod percona;
 pub mod preview;
 pub mod render;
+pub mod runtime;
 pub mod serve;
 pub mod settings;
 pub mod status;

@@ -48,6 +48,8 @@ pub struct Names {
     pub metrics_service: String,
     pub jwt_secret: String,
     pub admin_secret: String,
+    /// The operator's own DittoFS account (`username`, `password`); created once, kept.
+    pub operator_secret: String,
     /// The PerconaPGCluster the operator creates for `spec.percona.enabled` (templates see it
     /// as `computed.percona.name`).
     #[serde(skip)]
@@ -71,6 +73,7 @@ impl Names {
             metrics_service: format!("{name}-metrics"),
             jwt_secret: format!("{name}-jwt-secret"),
             admin_secret: format!("{name}-admin-bootstrap-credentials"),
+            operator_secret: format!("{name}-operator-credentials"),
             percona_cluster: format!("{name}-postgres"),
         }
     }

@@ -37,6 +37,8 @@ pub struct DiffArgs {
     pub values: crate::settings::ValuesArgs,
     #[command(flatten)]
     pub templates: crate::settings::TemplateArgs,
+    #[command(flatten)]
+    pub dittofs_api: crate::settings::DittoApiArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,19 +54,36 @@ struct JsonChange<'a> {
     paths: &'a [String],
 }
 
+/// What `diff` found: object changes, then the DittoFS runtime changes (adapters, stores,
+/// shares) when its API was reached.
+pub struct Preview {
+    pub objects: Vec<ObjectDiff>,
+    pub runtime: Vec<String>,
+}
+
 /// Prints the diff; returns whether anything differs.
 pub async fn diff(args: DiffArgs) -> Result<bool> {
     let client = client(args.kubeconfig.as_ref()).await?;
-    let changes = changes(&client, &args).await?;
+    let Preview { objects, runtime } = preview(&client, &args).await?;
     match args.output {
         OutputFormat::Text => {
-            for change in &changes {
+            for change in &objects {
                 print!("{}", change.text);
             }
+            if !runtime.is_empty() {
+                println!("# DittoFS (REST API):");
+                for line in &runtime {
+                    println!("~ {line}");
+                }
+            }
         }
-        OutputFormat::Json => println!("{}", to_json(&changes)),
+        OutputFormat::Json => {
+            let mut items: Vec<serde_json::Value> = serde_json::from_str(&to_json(&objects))?;
+            items.extend(runtime.iter().map(|line| serde_json::json!({"runtime": line})));
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
     }
-    Ok(!changes.is_empty())
+    Ok(!objects.is_empty() || !runtime.is_empty())
 }
 
 /// `--output json`: object references, actions and changed paths.
@@ -76,6 +95,11 @@ pub fn to_json(changes: &[ObjectDiff]) -> String {
 
 /// What the operator would change, in apply order (prunes last).
 pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>> {
+    Ok(preview(client, args).await?.objects)
+}
+
+/// Object changes and DittoFS runtime changes.
+pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     let client = client.clone();
     let settings = Settings::read_only(&args.values, &args.templates)?;
     let (server, namespace) = match (&args.file, &args.name) {
@@ -124,7 +148,7 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
     // Like the reconcile: a lost admin Secret is not generated again.
     if let Some(message) = crate::controller::decide::admin_secret_lost(&server, &gathered, &discovered) {
         eprintln!("note: {message}");
-        return Ok(Vec::new());
+        return Ok(Preview { objects: Vec::new(), runtime: Vec::new() });
     }
     // Like the reconcile: while the database is not ready, only an operator-created cluster is applied.
     let database_only = match gathered.database_gate() {
@@ -141,13 +165,58 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
                 "note: database not ready ({}): {}; nothing would be applied",
                 not_ready.reason, not_ready.message
             );
-            return Ok(Vec::new());
+            return Ok(Preview { objects: Vec::new(), runtime: Vec::new() });
         }
     };
     let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
     let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
     let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects, !database_only).await?;
-    Ok(plan.changes().into_iter().cloned().collect())
+    let objects = plan.changes().into_iter().cloned().collect();
+    let runtime = match args.dittofs_api.template() {
+        Some(template) if !database_only => {
+            runtime_changes(&client, &template, &rendered, checksum_key_for(&client, &namespace).await).await
+        }
+        _ => Vec::new(),
+    };
+    Ok(Preview { objects, runtime })
+}
+
+async fn checksum_key_for(client: &Client, namespace: &str) -> Vec<u8> {
+    crate::gather::read_checksum_key(client, namespace).await.ok().flatten().unwrap_or_default()
+}
+
+/// The runtime plan against the live server, read only (as the operator's account, or the
+/// bootstrap admin before that account exists). Unreachable: a note, no lines.
+async fn runtime_changes(
+    client: &Client,
+    template: &str,
+    rendered: &crate::render::Rendered,
+    key: Vec<u8>,
+) -> Vec<String> {
+    use crate::runtime::{api, plan, session};
+    let Some(desired) = &rendered.runtime else { return Vec::new() };
+    let c = &rendered.context.computed;
+    if c.replicas == 0 {
+        return Vec::new();
+    }
+    let base = session::api_url(template, &rendered.context.cr.name, &rendered.context.cr.namespace, c.ports.api);
+    let mut api = api::Api::new(api::HttpClient::default(), base);
+    let read = async {
+        session::ready(&api).await?;
+        let (live, _) = session::login_and_read(client, &mut api, rendered, session::AccountSetup::ReadOnly).await?;
+        let (stores, _) = session::resolve_stores(client, &rendered.context.cr.namespace, desired, &key).await?;
+        let planned = plan::plan(desired, &stores, &live);
+        let mut lines = planned.descriptions();
+        lines.extend(planned.refused.iter().map(|r| format!("refused: {r}")));
+        Ok::<_, session::Problem>(lines)
+    };
+    match read.await {
+        Ok(lines) => lines,
+        Err(problem) => {
+            eprintln!("note: DittoFS runtime not compared ({}): {}", problem.reason, problem.message);
+            Vec::new()
+        }
+    }
 }
 
 pub async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client> {

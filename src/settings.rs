@@ -49,6 +49,32 @@ pub struct TemplateArgs {
     pub allow_namespace_templates: bool,
 }
 
+/// Where each DittoServer's REST API is, for the runtime step (shares, stores, adapters).
+pub const DEFAULT_DITTOFS_API: &str = "http://{name}-api.{namespace}.svc:{port}";
+
+/// How the operator reaches each server's DittoFS API.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DittoApiArgs {
+    /// URL template of each DittoServer's REST API: `{name}`, `{namespace}` and `{port}` (the
+    /// API port) are filled in. The default is the `<name>-api` Service, for an operator in the
+    /// cluster; from outside (tests, a laptop with a port-forward) use e.g.
+    /// `http://127.0.0.1:{port}`. `off` manages Kubernetes objects only: no share is set up.
+    #[arg(long = "dittofs-api", default_value = DEFAULT_DITTOFS_API)]
+    pub dittofs_api: String,
+}
+
+impl Default for DittoApiArgs {
+    fn default() -> Self {
+        Self { dittofs_api: DEFAULT_DITTOFS_API.into() }
+    }
+}
+
+impl DittoApiArgs {
+    pub fn template(&self) -> Option<String> {
+        (self.dittofs_api != "off").then(|| self.dittofs_api.clone())
+    }
+}
+
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
@@ -58,6 +84,8 @@ pub struct RunArgs {
     pub values: ValuesArgs,
     #[command(flatten)]
     pub templates: TemplateArgs,
+    #[command(flatten)]
+    pub dittofs_api: DittoApiArgs,
     /// Reconciles that may run at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
@@ -94,6 +122,8 @@ pub struct Settings {
     pub dry_run: bool,
     /// Pending claims younger than this are not reported as Degraded yet.
     pub claim_pending_grace: std::time::Duration,
+    /// URL template of each server's REST API (`--dittofs-api`); `None` = no runtime step.
+    pub dittofs_api: Option<String>,
 }
 
 impl Settings {
@@ -103,6 +133,7 @@ impl Settings {
         settings.concurrency = args.concurrency;
         settings.dry_run = args.dry_run;
         settings.claim_pending_grace = std::time::Duration::from_secs(args.claim_pending_grace_seconds);
+        settings.dittofs_api = args.dittofs_api.template();
         Ok(settings)
     }
 
@@ -128,6 +159,7 @@ impl Settings {
     }
 
     /// Test clusters: watch `namespace` only and look for the operator-wide overrides there too.
+    /// No DittoFS runs behind their pods, so the runtime step is off unless a test turns it on.
     pub fn for_tests(namespace: Option<String>) -> Self {
         let defaults = Self::default();
         Self {
@@ -136,6 +168,7 @@ impl Settings {
                 DEFAULT_TEMPLATES_CONFIGMAP.into(),
             ),
             namespace,
+            dittofs_api: None,
             ..defaults
         }
     }
@@ -156,6 +189,7 @@ impl Default for Settings {
             concurrency: 4,
             dry_run: false,
             claim_pending_grace: crate::health::DEFAULT_CLAIM_PENDING_GRACE,
+            dittofs_api: Some(DEFAULT_DITTOFS_API.into()),
         }
     }
 }

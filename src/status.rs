@@ -13,6 +13,8 @@ pub const DATABASE_READY: &str = "DatabaseReady";
 pub const IN_SYNC: &str = "InSync";
 pub const TEMPLATES_READY: &str = "TemplatesReady";
 pub const DEGRADED: &str = "Degraded";
+/// DittoFS exports the spec's shares on the spec's ports (the runtime step).
+pub const SERVING: &str = "Serving";
 
 /// One condition as decided this reconcile; the transition time is filled in by [`merge`].
 #[derive(Clone, Debug, PartialEq)]

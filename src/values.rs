@@ -49,8 +49,35 @@ pub struct Values {
     pub tmp_volume: TmpVolumeValues,
     pub percona: PerconaValues,
     pub wait_for_postgres: WaitForPostgresValues,
+    pub runtime: RuntimeValues,
     pub common_labels: BTreeMap<String, String>,
     pub common_annotations: BTreeMap<String, String>,
+}
+
+/// Defaults of what the operator sets up through DittoFS's REST API.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeValues {
+    pub operator_user: String,
+    pub default_share: String,
+    pub default_permission: String,
+    pub metadata_store: String,
+    pub metadata_store_type: String,
+    pub local_store: String,
+    pub local_store_type: String,
+    pub remote_store: String,
+    pub postgres_metadata_database: String,
+    pub s3: S3Values,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Values {
+    pub region: String,
+    pub endpoint: String,
+    pub access_key_id_key: String,
+    pub secret_access_key_key: String,
+    pub endpoint_key: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]

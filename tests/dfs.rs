@@ -6,137 +6,28 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use dittofs_operator::crd::DittoServer;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
+use support::dfs::{Dfs, secret_value};
 use support::*;
-
-/// The container's environment with every secretKeyRef resolved from the cluster.
-async fn resolve_env(client: &Client, ns: &str, container: &Container) -> BTreeMap<String, String> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let mut env = BTreeMap::new();
-    for var in container.env.clone().unwrap_or_default() {
-        let value = match (var.value, var.value_from.and_then(|v| v.secret_key_ref)) {
-            (Some(value), _) => Some(value),
-            (None, Some(r)) => match secrets.get_opt(&r.name).await.unwrap() {
-                Some(s) => s.data.unwrap_or_default().get(&r.key).map(|b| String::from_utf8(b.0.clone()).unwrap()),
-                None if r.optional == Some(true) => None,
-                None => panic!("{}: Secret {} missing", var.name, r.name),
-            },
-            (None, None) => None,
-        };
-        if let Some(value) = value {
-            env.insert(var.name, value);
-        }
-    }
-    env
-}
-
-struct Dfs {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Dfs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Dfs {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Starts dfs the way the pod would: the container's command and args, its config mounted at
-/// /config (here: a directory with the ConfigMap's `config.yaml`), its resolved environment.
-fn start_dfs(dir: &Path, container: &Container, config_yaml: &str, env: &BTreeMap<String, String>) -> Dfs {
-    let config_dir = dir.join("config");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    // The claims' mount points, here directories under `dir` (as the pod mounts /data/...).
-    std::fs::create_dir_all(dir.join("data/controlplane")).unwrap();
-    let config_yaml = config_yaml.replace("/data/", &format!("{}/data/", dir.display()));
-    std::fs::write(config_dir.join("config.yaml"), config_yaml).unwrap();
-    assert_eq!(container.command.as_deref(), Some(&["/app/dfs".to_string()][..]));
-    let args: Vec<String> = container
-        .args
-        .clone()
-        .unwrap()
-        .into_iter()
-        .map(|a| a.replace("/config/config.yaml", config_dir.join("config.yaml").to_str().unwrap()))
-        .collect();
-    let log = dir.join("dfs.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(testbin().join("dfs"))
-        .args(&args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(env)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("dfs starts");
-    Dfs { child, log }
-}
 
 /// Renders through the operator, runs dfs, and checks it is ready and accepts the admin login.
 async fn run_rendered_server(client: &Client, ns: &str, dir: &Path, api_port: u16) -> Dfs {
-    let sts = eventually("StatefulSet", DEADLINE, || async {
-        Api::<StatefulSet>::namespaced(client.clone(), ns).get_opt("demo").await.ok().flatten()
-    })
-    .await;
-    let config =
-        Api::<ConfigMap>::namespaced(client.clone(), ns).get("demo-config").await.unwrap().data.unwrap()["config.yaml"]
-            .clone();
-    let pod = sts.spec.unwrap().template.spec.unwrap();
-    let container = pod.containers.iter().find(|c| c.name == "dittofs").unwrap().clone();
-    let env = resolve_env(client, ns, &container).await;
-    let dfs = start_dfs(dir, &container, &config, &env);
+    let dfs = support::dfs::run_rendered_server(client, ns, "demo", dir, api_port).await;
     let addr = format!("127.0.0.1:{api_port}");
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if let Ok((200, _)) = http(&addr, "GET", "/health/ready", None).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(ready.is_ok(), "dfs never became ready; its log:\n{}", dfs.log());
-
     // The generated admin password reached DittoFS (DITTOFS_ADMIN_INITIAL_PASSWORD), and the JWT key signs tokens.
-    let admin = Api::<Secret>::namespaced(client.clone(), ns).get("demo-admin-bootstrap-credentials").await.unwrap();
-    let password = String::from_utf8(admin.data.unwrap()["password"].0.clone()).unwrap();
+    let password = secret_value(client, ns, "demo-admin-bootstrap-credentials", "password").await;
     let login = json!({"username": "admin", "password": password}).to_string();
     let (status, body) = http(&addr, "POST", "/api/v1/auth/login", Some(&login)).await.unwrap();
     assert_eq!(status, 200, "admin login failed: {body}\n{}", dfs.log());
     assert!(body.contains("access_token"), "{body}");
     dfs
-}
-
-/// SIGTERM, as the kubelet sends it: dfs must stop cleanly well within the rendered grace period.
-fn stop_within_grace(mut dfs: Dfs, grace_seconds: u64) {
-    let pid = dfs.child.id();
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(status) = dfs.child.try_wait().unwrap() {
-            assert!(status.success(), "dfs exited with {status}:\n{}", dfs.log());
-            assert!(started.elapsed() < Duration::from_secs(grace_seconds), "stopped after {:?}", started.elapsed());
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(grace_seconds), "dfs still running after the grace period");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +50,7 @@ async fn dfs_runs_with_the_rendered_sqlite_config() {
     );
     operator.shutdown().await;
     // Grace period rendered for shutdownTimeout 5s: 5 + 3 × 5 + 10 = 30 s.
-    stop_within_grace(dfs, 30);
+    dfs.stop_within_grace(30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +94,7 @@ async fn dfs_connects_migrates_and_serves_on_tls_postgres() {
     .await;
     let init = sts.spec.unwrap().template.spec.unwrap().init_containers.unwrap().remove(0);
     assert_eq!(init.name, "wait-for-postgres");
-    let init_env = resolve_env(&client, &ns, &init).await;
+    let init_env = support::dfs::resolve_env(&client, &ns, &init).await;
     let mut script = init.command.unwrap();
     script.extend(init.args.unwrap());
     let status = Command::new(&script[0])
@@ -236,5 +127,5 @@ async fn dfs_connects_migrates_and_serves_on_tls_postgres() {
     let count: u32 = String::from_utf8_lossy(&tables.stdout).trim().parse().unwrap_or(0);
     assert!(count > 0, "no tables migrated: {}", String::from_utf8_lossy(&tables.stderr));
     operator.shutdown().await;
-    stop_within_grace(dfs, 30);
+    dfs.stop_within_grace(30);
 }

@@ -29,6 +29,7 @@ fn args(ns: &str) -> DiffArgs {
         output: OutputFormat::Text,
         values: Default::default(),
         templates: Default::default(),
+        dittofs_api: dittofs_operator::settings::DittoApiArgs { dittofs_api: "off".into() },
     }
 }
 

@@ -347,6 +347,23 @@ pub fn in_sync(server: &DittoServer, sync: Sync, plan: &Plan, mode: Mode, held_b
     }
 }
 
+/// Runtime changes held by the mode join the InSync message (and make it False when the
+/// objects alone were in sync): `diff` habits for what lives in DittoFS, not in Kubernetes.
+pub fn with_runtime_pending(decided: &mut [Decided], mode: Mode, pending: &[String]) {
+    let Some(in_sync) = decided.iter_mut().find(|d| d.type_ == IN_SYNC) else { return };
+    let list = pending.join("; ");
+    if in_sync.status {
+        *in_sync = Decided::new(
+            IN_SYNC,
+            false,
+            if mode == Mode::Paused { "Paused" } else { "DryRun" },
+            format!("Not applied because {}. Pending in DittoFS: {list}", mode.why_held()),
+        );
+    } else {
+        in_sync.message.push_str(&format!(". Pending in DittoFS: {list}"));
+    }
+}
+
 /// `Kind/name (update: spec.x, spec.y)` for each pending change, for the InSync message.
 fn pending_summary(plan: &Plan) -> String {
     plan.changes()

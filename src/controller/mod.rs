@@ -6,6 +6,7 @@
 mod cleanup;
 pub mod decide;
 mod events;
+mod runtime;
 mod status;
 mod sync;
 mod watches;
@@ -44,6 +45,12 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
     /// The checksum key of each namespace, read (or created) once.
     checksum_keys: tokio::sync::Mutex<HashMap<String, Vec<u8>>>,
+    /// The DittoFS REST client, shared by every server (it counts its requests).
+    pub http: crate::runtime::api::HttpClient,
+    /// Each server's access token, in memory only (refreshed by logging in again when refused).
+    runtime_sessions: Mutex<HashMap<ObjectRef<DittoServer>, String>>,
+    /// Consecutive runtime-step failures per CR, for its backoff.
+    runtime_failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
 }
 
 impl Context {
@@ -57,6 +64,9 @@ impl Context {
             ready: Arc::default(),
             failures: Mutex::default(),
             checksum_keys: tokio::sync::Mutex::default(),
+            http: crate::runtime::api::HttpClient::default(),
+            runtime_sessions: Mutex::default(),
+            runtime_failures: Mutex::default(),
         }
     }
 
@@ -165,5 +175,6 @@ async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error
         Ok(synced) => synced,
         Err(hold) => return sync::hold(ctx, server, hold).await,
     };
-    status::report(ctx, server, &rendered, synced).await
+    let outcome = runtime::runtime(ctx, server, &rendered, synced.mode).await;
+    status::report(ctx, server, &rendered, synced, outcome).await
 }

@@ -12,11 +12,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::decide::{Mode, WAIT};
+use super::decide::{self, Mode, WAIT};
+use super::runtime::RuntimeOutcome;
 use super::sync::Synced;
 use super::{Context, Error, events};
 use crate::apply;
-use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints};
+use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, RuntimeStatus};
 use crate::gather::read_error;
 use crate::health;
 use crate::percona;
@@ -27,7 +28,13 @@ use crate::status::{self, Decided, Workload};
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// Observes the pod and claims, writes the status, and says when to look again.
-pub async fn report(ctx: &Context, server: &DittoServer, rendered: &Rendered, synced: Synced) -> Result<Action, Error> {
+pub async fn report(
+    ctx: &Context,
+    server: &DittoServer,
+    rendered: &Rendered,
+    synced: Synced,
+    runtime: RuntimeOutcome,
+) -> Result<Action, Error> {
     let Synced { mut decided, stateful_set, file_service, missing_class, mode } = synced;
     let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
@@ -55,10 +62,16 @@ pub async fn report(ctx: &Context, server: &DittoServer, rendered: &Rendered, sy
         roll_forward(ctx, server, &namespace, stale, mode, &mut observed.degraded).await?;
     }
     decided.push(observed.degraded);
+    if !runtime.held.is_empty() {
+        decide::with_runtime_pending(&mut decided, mode, &runtime.held);
+    }
+    decided.extend(runtime.condition);
     // Until the pod is up, look again sooner: claim binding and crash loops show up over time.
     let settled = workload.as_ref().is_some_and(|w| w.ready >= w.desired && w.rolled_out) && missing_class.is_none();
-    write(ctx, server, decided, workload, Some(rendered), file_service.as_ref()).await?;
+    let live = Live { file_service: file_service.as_ref(), runtime: runtime.status };
+    write(ctx, server, decided, workload, Some(rendered), live).await?;
     let next = if settled { RESYNC } else { WAIT };
+    let next = runtime.retry.map_or(next, |retry| retry.min(next));
     Ok(Action::requeue(observed.recheck_after.map_or(next, |grace_over| grace_over.min(next))))
 }
 
@@ -103,13 +116,21 @@ async fn roll_forward(
     Ok(())
 }
 
+/// What the status reports beyond conditions, as observed this pass.
+#[derive(Default)]
+pub(super) struct Live<'a> {
+    pub file_service: Option<&'a Service>,
+    /// From the runtime step; `None` keeps what the status said (the API was not reached).
+    pub runtime: Option<RuntimeStatus>,
+}
+
 pub(super) async fn write(
     ctx: &Context,
     server: &DittoServer,
     mut decided: Vec<Decided>,
     workload: Option<Workload>,
     rendered: Option<&Rendered>,
-    file_service: Option<&Service>,
+    live: Live<'_>,
 ) -> Result<(), Error> {
     if let Some(w) = &workload {
         decided.extend(status::workload_conditions(w));
@@ -124,8 +145,9 @@ pub(super) async fn write(
         replicas: workload.as_ref().map(|w| w.desired),
         ready_replicas: workload.as_ref().map(|w| w.ready),
         config_hash: rendered.map(|r| r.checksum.clone()).or(previous.config_hash.clone()),
-        endpoints: rendered.map(|r| endpoints(r, file_service)).or(previous.endpoints.clone()),
+        endpoints: rendered.map(|r| endpoints(r, live.file_service)).or(previous.endpoints.clone()),
         database: rendered.map(database_status).or(previous.database.clone()),
+        runtime: live.runtime.or(previous.runtime.clone()),
         conditions: status::merge(&previous.conditions, &decided, generation, &now),
     };
     if !status::differs(server.status.as_ref(), &new) {
@@ -147,13 +169,13 @@ fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
         .and_then(|lb| lb.ingress.as_ref())
         .and_then(|i| i.first())
         .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()));
+    let host = lb.unwrap_or_else(|| format!("{}.{ns}.svc", c.names.file_service));
+    let first_share = rendered.runtime.as_ref().and_then(|r| r.shares.first()).map(|s| s.name.clone());
     Endpoints {
-        file: Some(format!(
-            "{}:{}",
-            lb.unwrap_or_else(|| format!("{}.{ns}.svc", c.names.file_service)),
-            c.file_service.nfs_port
-        )),
+        file: Some(format!("{host}:{}", c.file_service.nfs_port)),
         api: Some(format!("{}.{ns}.svc:{}", c.names.api_service, c.ports.api)),
+        nfs: first_share.as_ref().map(|share| format!("{host}:{share}")),
+        smb: first_share.as_ref().filter(|_| c.smb_enabled).map(|share| format!("//{host}{share}")),
     }
 }
 

@@ -195,7 +195,7 @@ pub async fn hold(ctx: &Context, server: &DittoServer, hold: Hold) -> Result<Act
             .map_err(read_error(format!("StatefulSet/{name}")))?;
     let workload =
         existing.map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
-    status::write(ctx, server, hold.decided, workload, None, None).await?;
+    status::write(ctx, server, hold.decided, workload, None, status::Live::default()).await?;
     Ok(match hold.next {
         Next::Change => Action::await_change(),
         Next::Wait => Action::requeue(WAIT),

@@ -28,7 +28,8 @@ use super::status::DittoServerStatus;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Ready replicas"}"#,
-    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoints.file","description":"NFS/SMB Service address"}"#,
+    printcolumn = r#"{"name":"NFS","type":"string","jsonPath":".status.endpoints.nfs","description":"mount source of the first share (NFS)"}"#,
+    printcolumn = r#"{"name":"SMB","type":"string","jsonPath":".status.endpoints.smb","priority":1,"description":"UNC path of the first share (SMB)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -103,6 +104,162 @@ pub struct DittoServerSpec {
     /// Earlier Go operator only; no effect on DittoFS v0.29 (reported on the CR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<LegacyCacheSpec>,
+    /// The shares DittoFS exports over NFS and SMB, set up through its REST API.
+    /// Default: one read-write share `/export`. Only these shares are managed: removing one
+    /// from the list leaves it (and its files) on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "shares_schema")]
+    pub shares: Option<Vec<ShareSpec>>,
+    /// The stores the shares use. Default: a `badger` metadata store on the metadata claim and
+    /// an `fs` local block store on the content claim (or the cache claim, else the metadata claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stores: Option<StoresSpec>,
+    /// A remote S3 block store (Cubbit DS3 by default) that every share uses unless it says
+    /// `remote: false`; the local block store becomes its cache tier. Keys come only from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareSpec {
+    /// The export path, one segment: `/export`, `/projects`.
+    #[schemars(regex(pattern = r"^/[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
+    pub name: String,
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// What any authenticated client may do; default `read-write` (DittoFS itself defaults to `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_permission: Option<SharePermission>,
+    /// Use the `spec.s3` remote store. Default: true when `spec.s3` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<bool>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharePermission {
+    None,
+    Read,
+    ReadWrite,
+    Admin,
+}
+
+fn shares_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<ShareSpec>>();
+    let obj = schema.ensure_object();
+    obj.insert("x-kubernetes-list-type".into(), "map".into());
+    obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["name"]));
+    obj.insert("maxItems".into(), 64.into());
+    schema
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoresSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataStoreSpec>,
+    /// The local block store (with a remote store: its cache tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalStoreSpec>,
+    /// Stores to delete, with the data they hold, once no share uses them. The only way the
+    /// operator ever deletes a store: removing one from the spec leaves it on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub delete: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataStoreType {
+    Badger,
+    Memory,
+    Postgres,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataStoreSpec {
+    /// Store name in DittoFS. Default `meta`. A new name makes a new store; the old one is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub name: Option<String>,
+    /// `badger` (default, on the metadata claim), `memory` (lost on restart) or `postgres`
+    /// (on the DittoServer's PostgreSQL, `spec.database`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub store_type: Option<MetadataStoreType>,
+    /// `postgres` only: the database for file metadata, on the same server and with the same
+    /// user as the control plane. It must exist, and differ from the control-plane database
+    /// (both have a `shares` table). Default `dittofs_metadata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalStoreType {
+    Fs,
+    Memory,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalStoreSpec {
+    /// Store name in DittoFS. Default `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub name: Option<String>,
+    /// `fs` (default, on a claim) or `memory` (lost on restart).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub store_type: Option<LocalStoreType>,
+}
+
+/// The earlier operator's shape, plus what an S3 store needs.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// Store name in DittoFS. Default `s3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub name: Option<String>,
+    /// The bucket; it must exist (DittoFS does not create it).
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Default eu-west-1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Default: the Secret's `endpointKey` when present, else the operator's default
+    /// (Cubbit DS3, https://s3.cubbit.eu).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+    /// Key prefix inside the bucket, such as `dittofs/`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Path-style URLs (MinIO, SeaweedFS). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+    /// Allow an endpoint on a private or loopback address (an in-cluster S3). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_private_endpoint: Option<bool>,
+    pub credentials_secret_ref: S3CredentialsRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3CredentialsRef {
+    /// A Secret in the DittoServer's namespace.
+    pub secret_name: String,
+    /// Default `accessKeyId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_key: Option<String>,
+    /// Default `secretAccessKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_key: Option<String>,
+    /// Default `endpoint`; optional in the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_key: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

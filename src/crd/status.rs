@@ -22,6 +22,9 @@ pub struct DittoServerStatus {
     pub endpoints: Option<Endpoints>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseStatus>,
+    /// What DittoFS itself reports: the managed shares it exports and its adapters' live ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -44,6 +47,33 @@ pub struct Endpoints {
     pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
+    /// Mount source of the first share over NFS, such as `demo-file.default.svc:/export`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<String>,
+    /// UNC path of the first share over SMB, such as `//demo-file.default.svc/export`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smb: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeStatus {
+    /// The spec's shares that DittoFS exports now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<String>,
+    /// From `GET /api/v1/adapters/ports`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<AdapterStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterStatus {
+    #[serde(rename = "type")]
+    pub adapter_type: String,
+    pub port: i32,
+    pub enabled: bool,
+    pub running: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

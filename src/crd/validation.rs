@@ -179,6 +179,35 @@ const RULES: &[Rule] = &[
         "!(has(self.database) && has(self.database.type) && self.database.type == 'postgres') || has(self.database.postgresSecretRef) || has(self.database.percona) || (has(self.percona) && has(self.percona.enabled) && self.percona.enabled)",
         "spec.database.type postgres needs spec.database.postgresSecretRef, spec.database.percona or spec.percona.enabled",
     ),
+    // The runtime: shares, stores, S3.
+    rule_at(
+        "",
+        ".shares",
+        "!has(self.shares) || has(self.s3) || !self.shares.exists(s, has(s.remote) && s.remote)",
+        "spec.shares[].remote needs spec.s3 (the remote store)",
+    ),
+    rule_at(
+        "",
+        ".stores.metadata.type",
+        "!(has(self.stores) && has(self.stores.metadata) && has(self.stores.metadata.type) && self.stores.metadata.type == 'postgres') || (has(self.database) && (has(self.database.postgresSecretRef) || has(self.database.percona))) || (has(self.percona) && has(self.percona.enabled) && self.percona.enabled)",
+        "spec.stores.metadata.type postgres keeps file metadata on the DittoServer's PostgreSQL: set spec.database.postgresSecretRef, spec.database.percona or spec.percona.enabled",
+    ),
+    rule_at(
+        "stores.metadata",
+        ".database",
+        "!has(self.database) || (has(self.type) && self.type == 'postgres')",
+        "spec.stores.metadata.database is for type postgres only",
+    ),
+    rule(
+        "stores.delete",
+        "self.all(n, n.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))",
+        "spec.stores.delete lists store names (lower-case letters, digits and '-')",
+    ),
+    rule(
+        "s3.credentialsSecretRef.secretName",
+        "self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')",
+        "spec.s3.credentialsSecretRef.secretName must be a Secret name",
+    ),
     // Sizes.
     rule(
         "storage.metadataSize",
@@ -367,6 +396,15 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("database.sqlite.path", 256),
     ("percona.databaseName", 63),
     ("image", 512),
+    ("s3.credentialsSecretRef.secretName", 253),
+    ("s3.credentialsSecretRef.accessKeyIdKey", 253),
+    ("s3.credentialsSecretRef.secretAccessKeyKey", 253),
+    ("s3.credentialsSecretRef.endpointKey", 253),
+    ("s3.region", 64),
+    ("s3.endpoint", 512),
+    ("s3.prefix", 512),
+    ("stores.metadata.database", 63),
+    ("stores.delete.[]", 63),
 ];
 
 /// Bounds that keep CEL cost estimates within budget and refuse absurd values: (path, keyword,

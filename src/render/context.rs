@@ -155,10 +155,61 @@ pub struct Computed {
     pub wait_for_postgres: WaitForPostgresValues,
     /// The PerconaPGCluster to create (`spec.percona.enabled`).
     pub percona: Option<PerconaCluster>,
+    /// What the runtime template lays out: stores and shares set up over DittoFS's REST API.
+    pub runtime: RuntimeSettings,
     /// Filled by the second render pass: the rendered DittoFS config file.
     pub config_yaml: String,
     /// Filled by the second render pass: SHA-256 of the config and the referenced Secrets' data.
     pub checksum: String,
+}
+
+/// Stores and shares with every default applied (from the spec, else `values.runtime`).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeSettings {
+    pub operator_user: String,
+    pub metadata_store: StoreSettings,
+    pub local_store: StoreSettings,
+    pub remote_store: Option<RemoteStoreSettings>,
+    pub shares: Vec<ShareSettings>,
+    pub delete_stores: Vec<String>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSettings {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub store_type: String,
+    /// Directory on a claim (`badger`, `fs`).
+    pub path: Option<String>,
+    /// `postgres` metadata: the database on the DittoServer's PostgreSQL.
+    pub database: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteStoreSettings {
+    pub name: String,
+    pub bucket: String,
+    pub region: String,
+    /// From the spec or the values; the Secret's endpoint key, when present, wins.
+    pub endpoint: String,
+    pub prefix: Option<String>,
+    pub force_path_style: bool,
+    pub allow_private_endpoint: bool,
+    pub access_key_id: SecretKeyRef,
+    pub secret_access_key: SecretKeyRef,
+    pub endpoint_from_secret: SecretKeyRef,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareSettings {
+    pub name: String,
+    pub read_only: bool,
+    pub default_permission: String,
+    pub remote: bool,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -238,6 +289,7 @@ fn compute(
 
     let storage = storage(spec, values);
     let database = database(spec, values, discovered)?;
+    let runtime = runtime(spec, values, &storage, &database)?;
     let credentials = credentials(spec, &names, discovered);
 
     let logging = spec.logging.clone().unwrap_or_default();
@@ -328,9 +380,133 @@ fn compute(
             database_name: p.database_name.clone().unwrap_or_else(|| values.percona.database_name.clone()),
             user: "dittofs".into(),
         }),
+        runtime,
         config_yaml: String::new(),
         checksum: String::new(),
     })
+}
+
+fn runtime(
+    spec: &DittoServerSpec,
+    values: &Values,
+    storage: &Storage,
+    database: &Database,
+) -> Result<RuntimeSettings, ContextError> {
+    let v = &values.runtime;
+    let stores = spec.stores.clone().unwrap_or_default();
+    let claim = |name: &str| storage.claims.iter().find(|c| c.name == name).map(|c| c.mount_path.clone());
+
+    let metadata = stores.metadata.unwrap_or_default();
+    let metadata_name = metadata.name.unwrap_or_else(|| v.metadata_store.clone());
+    let metadata_type = metadata.store_type.map_or_else(|| v.metadata_store_type.clone(), |t| wire_name(&t));
+    if metadata_type == "postgres" && database.postgres.is_none() {
+        return Err(invalid(
+            "spec.stores.metadata.type",
+            "postgres keeps file metadata on the DittoServer's PostgreSQL: set spec.database.postgresSecretRef, spec.database.percona or spec.percona",
+        ));
+    }
+    let metadata_store = StoreSettings {
+        path: (metadata_type == "badger").then(|| format!("{}/{metadata_name}", claim("metadata").unwrap_or_default())),
+        database: (metadata_type == "postgres")
+            .then(|| metadata.database.clone().unwrap_or_else(|| v.postgres_metadata_database.clone())),
+        name: metadata_name,
+        store_type: metadata_type,
+    };
+    if let (Some(db), Some(pg)) = (&metadata_store.database, &database.postgres)
+        && *db == pg.database
+    {
+        return Err(invalid(
+            "spec.stores.metadata.database",
+            format!("{db:?} is the control-plane database; file metadata needs another (both have a `shares` table)"),
+        ));
+    }
+
+    let local = stores.local.unwrap_or_default();
+    let local_name = local.name.unwrap_or_else(|| v.local_store.clone());
+    let local_type = local.store_type.map_or_else(|| v.local_store_type.clone(), |t| wire_name(&t));
+    // With a remote store the local store is a cache tier: the cache claim first. Without one
+    // it holds the files: the content claim first. The metadata claim always exists.
+    let candidates: &[&str] =
+        if spec.s3.is_some() { &["cache", "content", "metadata"] } else { &["content", "cache", "metadata"] };
+    let block_root = candidates.iter().find_map(|c| claim(c)).unwrap_or_default();
+    let local_store = StoreSettings {
+        path: (local_type == "fs").then(|| format!("{block_root}/{local_name}")),
+        name: local_name,
+        store_type: local_type,
+        database: None,
+    };
+
+    let remote_store = spec.s3.as_ref().map(|s3| {
+        let r = &s3.credentials_secret_ref;
+        let key = |k: &Option<String>, default: &str| SecretKeyRef {
+            name: r.secret_name.clone(),
+            key: k.clone().unwrap_or_else(|| default.to_string()),
+        };
+        RemoteStoreSettings {
+            name: s3.name.clone().unwrap_or_else(|| v.remote_store.clone()),
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone().unwrap_or_else(|| v.s3.region.clone()),
+            endpoint: s3.endpoint.clone().unwrap_or_else(|| v.s3.endpoint.clone()),
+            prefix: s3.prefix.clone(),
+            force_path_style: s3.force_path_style.unwrap_or(false),
+            allow_private_endpoint: s3.allow_private_endpoint.unwrap_or(false),
+            access_key_id: key(&r.access_key_id_key, &v.s3.access_key_id_key),
+            secret_access_key: key(&r.secret_access_key_key, &v.s3.secret_access_key_key),
+            endpoint_from_secret: key(&r.endpoint_key, &v.s3.endpoint_key),
+        }
+    });
+    let names = [&metadata_store.name, &local_store.name];
+    if let Some(remote) = &remote_store
+        && names.contains(&&remote.name)
+    {
+        return Err(invalid("spec.s3.name", format!("{:?} is already the name of another store", remote.name)));
+    }
+
+    let shares = match &spec.shares {
+        Some(shares) => shares
+            .iter()
+            .enumerate()
+            .map(|(i, share)| {
+                let remote = share.remote.unwrap_or(remote_store.is_some());
+                if remote && remote_store.is_none() {
+                    return Err(invalid(&format!("spec.shares[{i}].remote"), "needs spec.s3"));
+                }
+                Ok(ShareSettings {
+                    name: share.name.clone(),
+                    read_only: share.read_only.unwrap_or(false),
+                    default_permission: share
+                        .default_permission
+                        .map_or_else(|| v.default_permission.clone(), |p| wire_name(&p)),
+                    remote,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![ShareSettings {
+            name: v.default_share.clone(),
+            read_only: false,
+            default_permission: v.default_permission.clone(),
+            remote: remote_store.is_some(),
+        }],
+    };
+    let mut managed: Vec<&String> = vec![&metadata_store.name, &local_store.name];
+    managed.extend(remote_store.as_ref().map(|r| &r.name));
+    let delete_stores = stores.delete.unwrap_or_default();
+    if let Some((i, name)) = delete_stores.iter().enumerate().find(|(_, n)| managed.contains(n)) {
+        return Err(invalid(&format!("spec.stores.delete[{i}]"), format!("{name:?} is a store this spec uses")));
+    }
+    Ok(RuntimeSettings {
+        operator_user: v.operator_user.clone(),
+        metadata_store,
+        local_store,
+        remote_store,
+        shares,
+        delete_stores,
+    })
+}
+
+/// An enum's spelling in the CR (`read-write`, `badger`).
+fn wire_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 /// The operator-level defaults may move ports the CRD's CEL rules assume, so check again here.

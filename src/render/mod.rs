@@ -14,7 +14,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 pub use checksum::{checksum, short_digest};
 pub use context::*;
 pub use objects::ManagedObject;
-pub use source::{CONFIG_TEMPLATE, TemplateSource};
+pub use source::{CONFIG_TEMPLATE, RUNTIME_TEMPLATE, TemplateSource};
 
 use crate::crd::DittoServer;
 use crate::discover::Discovered;
@@ -58,13 +58,24 @@ pub struct Rendered {
     pub objects: Vec<ManagedObject>,
     pub config_yaml: String,
     pub checksum: String,
+    /// Adapters, stores and shares for the REST API; `None` while only the database renders.
+    pub runtime: Option<crate::runtime::DesiredRuntime>,
     pub context: RenderContext,
 }
 
 impl Rendered {
     /// Multi-document YAML, as `dittofs-operator render` prints it.
+    /// The runtime state follows as a comment, so the output stays applyable with kubectl.
     pub fn to_yaml(&self) -> String {
-        self.objects.iter().map(|o| format!("---\n{}", o.to_yaml())).collect()
+        let mut out: String = self.objects.iter().map(|o| format!("---\n{}", o.to_yaml())).collect();
+        if let Some(runtime) = &self.runtime {
+            out.push_str("# DittoFS runtime state, set up through its REST API (not a Kubernetes object):\n");
+            let yaml = serde_saphyr::to_string(runtime).unwrap_or_default();
+            for line in yaml.lines() {
+                out.push_str(&format!("#   {line}\n"));
+            }
+        }
+        out
     }
 }
 
@@ -95,7 +106,13 @@ impl<'a> Renderer<'a> {
                     }
                 }
             }
-            return Ok(Rendered { objects, config_yaml: String::new(), checksum: String::new(), context });
+            return Ok(Rendered {
+                objects,
+                config_yaml: String::new(),
+                checksum: String::new(),
+                runtime: None,
+                context,
+            });
         }
         let config_yaml = self.render_template(&env, CONFIG_TEMPLATE, &context)?;
         let parsed: Result<serde_json::Value, _> = serde_saphyr::from_str(&config_yaml);
@@ -106,6 +123,7 @@ impl<'a> Renderer<'a> {
                 message: "the DittoFS config must be a YAML mapping".into(),
             });
         }
+        let runtime = self.render_runtime(&env, &context)?;
         let sum = checksum(&config_yaml, &context.computed, discovered);
         context.computed.config_yaml = config_yaml.clone();
         context.computed.checksum = sum.clone();
@@ -138,7 +156,32 @@ impl<'a> Renderer<'a> {
                 return Err(RenderError::Conflict(format!("{} is rendered twice", pair[0].reference())));
             }
         }
-        Ok(Rendered { objects, config_yaml, checksum: sum, context })
+        Ok(Rendered { objects, config_yaml, checksum: sum, runtime: Some(runtime), context })
+    }
+
+    /// The runtime template, parsed strictly and checked for dangling references.
+    fn render_runtime(
+        &self,
+        env: &Environment<'_>,
+        context: &RenderContext,
+    ) -> Result<crate::runtime::DesiredRuntime, RenderError> {
+        let text = self.render_template(env, RUNTIME_TEMPLATE, context)?;
+        let runtime: crate::runtime::DesiredRuntime = serde_saphyr::from_str(&text).map_err(|e| {
+            let message = e.to_string();
+            let line = message
+                .split("line ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            RenderError::Object { template: RUNTIME_TEMPLATE.into(), line, message }
+        })?;
+        runtime.check().map_err(|message| RenderError::Object {
+            template: RUNTIME_TEMPLATE.into(),
+            line: 0,
+            message,
+        })?;
+        Ok(runtime)
     }
 
     fn environment(&self) -> Environment<'static> {

@@ -11,6 +11,9 @@ struct Embedded;
 /// Rendered first, into a string: the DittoFS config file (not an object).
 pub const CONFIG_TEMPLATE: &str = "dittofs-config.yaml.j2";
 
+/// Rendered after the config, into the runtime state set up over DittoFS's REST API (not an object).
+pub const RUNTIME_TEMPLATE: &str = "dittofs-runtime.yaml.j2";
+
 /// The embedded templates plus overrides that replace them by name (or add new ones).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TemplateSource {
@@ -54,7 +57,10 @@ impl TemplateSource {
 
     /// Templates that each render Kubernetes objects (helpers start with `_`).
     pub fn object_templates(&self) -> Vec<String> {
-        self.names().into_iter().filter(|n| !n.starts_with('_') && n != CONFIG_TEMPLATE).collect()
+        self.names()
+            .into_iter()
+            .filter(|n| !n.starts_with('_') && n != CONFIG_TEMPLATE && n != RUNTIME_TEMPLATE)
+            .collect()
     }
 
     pub fn is_overridden(&self, name: &str) -> bool {

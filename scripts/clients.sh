@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The real NFS and SMB clients of the data-path tests and the demo: Debian's libnfs-utils
+# (nfs-cp, nfs-ls: NFS in userspace, no kernel mount, no root) and smbclient.
+# Installs what is missing (apt-get, as root); prints nothing on success.
+set -euo pipefail
+
+missing=()
+command -v nfs-cp >/dev/null || missing+=(libnfs-utils)
+command -v smbclient >/dev/null || missing+=(smbclient)
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+echo "installing Debian's ${missing[*]}" >&2
+[[ $(id -u) == 0 ]] || { echo "need root to apt-get install ${missing[*]}" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

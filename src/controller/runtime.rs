@@ -1,0 +1,223 @@
+//! The runtime step, after the objects are applied: once the server's API answers, make its
+//! adapters, stores and shares match the runtime template, with the same rules as objects
+//! (plan, then write only when allowed; paused and `--dry-run` list instead). Failures become
+//! the `Serving` condition, never a crashed reconcile; secrets stay in request bodies.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{debug, info};
+
+use super::decide::Mode;
+use super::{Context, events};
+use crate::crd::{AdapterStatus, DittoServer, RuntimeStatus};
+use crate::render::Rendered;
+use crate::runtime::api::{Api, LiveAdapter};
+use crate::runtime::plan::{self, Area, Live};
+use crate::runtime::session::{self, AccountSetup, Problem};
+use crate::status::{Decided, SERVING};
+
+/// What the step found and did, for the status step.
+#[derive(Debug, Default)]
+pub struct RuntimeOutcome {
+    /// `Serving`; `None` when there is no runtime step (stopped server, `--dittofs-api off`).
+    pub condition: Option<Decided>,
+    pub status: Option<RuntimeStatus>,
+    /// Changes not made because the mode holds writes, for InSync.
+    pub held: Vec<String>,
+    /// When to look again, sooner than the resync.
+    pub retry: Option<Duration>,
+}
+
+/// The first retry after a failure; doubled per consecutive failure up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+/// After a write, look again soon: an adapter restarts on its new port in the background.
+const VERIFY_AFTER_WRITE: Duration = Duration::from_secs(5);
+
+pub async fn runtime(ctx: &Context, server: &DittoServer, rendered: &Rendered, mode: Mode) -> RuntimeOutcome {
+    let (Some(desired), Some(template)) = (&rendered.runtime, &ctx.settings.dittofs_api) else {
+        return RuntimeOutcome::default();
+    };
+    let c = &rendered.context.computed;
+    if c.replicas == 0 {
+        return RuntimeOutcome::default();
+    }
+    let namespace = rendered.context.cr.namespace.clone();
+    let key = ObjectRef::from_obj(server);
+    let base = session::api_url(template, &server.name_any(), &namespace, c.ports.api);
+    let token = ctx.runtime_sessions.lock().expect("sessions lock").get(&key).cloned();
+    let mut api = Api::new(ctx.http.clone(), base).with_token(token);
+
+    let result = pass(ctx, server, rendered, desired, &mut api, mode).await;
+    {
+        let mut sessions = ctx.runtime_sessions.lock().expect("sessions lock");
+        match api.token() {
+            Some(token) => sessions.insert(key.clone(), token.to_string()),
+            None => sessions.remove(&key),
+        };
+    }
+    let mut failures = ctx.runtime_failures.lock().expect("failures lock");
+    match result {
+        Ok(mut outcome) => {
+            failures.remove(&key);
+            if outcome.condition.as_ref().is_some_and(|c| !c.status) && outcome.held.is_empty() {
+                outcome.retry = outcome.retry.or(Some(FIRST_RETRY));
+            }
+            outcome
+        }
+        Err(problem) => {
+            let attempt = failures.entry(key).or_insert(0);
+            *attempt += 1;
+            let retry = FIRST_RETRY.saturating_mul(1 << (*attempt - 1).min(6)).min(MAX_RETRY);
+            debug!(reason = problem.reason, attempt = *attempt, ?retry, "runtime step failed");
+            RuntimeOutcome {
+                condition: Some(Decided::new(SERVING, false, problem.reason, problem.message)),
+                status: None,
+                held: Vec::new(),
+                retry: Some(retry),
+            }
+        }
+    }
+}
+
+async fn pass(
+    ctx: &Context,
+    server: &DittoServer,
+    rendered: &Rendered,
+    desired: &crate::runtime::DesiredRuntime,
+    api: &mut Api,
+    mode: Mode,
+) -> Result<RuntimeOutcome, Problem> {
+    let namespace = &rendered.context.cr.namespace;
+    if api.token().is_none() {
+        session::ready(api).await?;
+    }
+    let setup = if mode.writes() { AccountSetup::Allowed } else { AccountSetup::ReadOnly };
+    let (mut live, logged_in) = session::login_and_read(&ctx.client, api, rendered, setup).await?;
+    if let Some(user) = logged_in.created_account {
+        let note = format!(
+            "Created DittoFS account {user} (role admin) with the bootstrap admin; its password is in Secret {}",
+            rendered.context.computed.names.operator_secret
+        );
+        events::publish(ctx, server, EventType::Normal, "OperatorAccountCreated", &note).await;
+    }
+    let digest_key = ctx.checksum_key(namespace).await.map_err(|e| Problem::new("SecretUnreadable", e.to_string()))?;
+    let (stores, secrets) = session::resolve_stores(&ctx.client, namespace, desired, &digest_key).await?;
+    let planned = plan::plan(desired, &stores, &live);
+
+    if !planned.changes.is_empty() && !mode.writes() {
+        let held = planned.descriptions();
+        let why = if mode == Mode::Paused { "Paused" } else { "DryRun" };
+        let message = format!("DittoFS changes not made ({why}): {}", held.join("; "));
+        return Ok(RuntimeOutcome {
+            condition: Some(Decided::new(SERVING, false, "ChangesHeld", message)),
+            status: Some(status(desired, &live)),
+            held,
+            retry: None,
+        });
+    }
+
+    let mut applied = Vec::new();
+    for change in &planned.changes {
+        let result = match &change.body {
+            Some(body) => api.send(change.method, &change.path, body).await.map(|_| ()),
+            None => api.send(change.method, &change.path, &serde_json::Value::Null).await.map(|_| ()),
+        };
+        if let Err(error) = result {
+            let reason = match (&error, change.area) {
+                (crate::runtime::api::ApiError::Unreachable(_), _) => "ApiUnreachable",
+                (_, Area::Adapter) => "AdapterRejected",
+                (_, Area::Store) => "StoreRejected",
+                (_, Area::Share) => "ShareRejected",
+            };
+            let detail = session::scrub(&error.to_string(), &secrets);
+            let message = format!(
+                "{}: DittoFS refused \"{}\": {detail}{}",
+                change.subject,
+                change.description,
+                if applied.is_empty() { String::new() } else { format!(". Done before it: {}", applied.join("; ")) }
+            );
+            events::publish(ctx, server, EventType::Warning, reason, &message).await;
+            return Err(Problem::new(reason, message));
+        }
+        applied.push(change.description.clone());
+    }
+    if !applied.is_empty() {
+        info!(changes = ?applied, "DittoFS runtime updated");
+        events::publish(ctx, server, EventType::Normal, "RuntimeUpdated", &format!("DittoFS: {}", applied.join("; ")))
+            .await;
+        live = session::read_live(api)
+            .await
+            .map_err(|e| Problem::new("ApiError", format!("reading DittoFS's state: {e}")))?;
+    }
+
+    let condition = serving(desired, &live, &planned.refused, &secrets);
+    Ok(RuntimeOutcome {
+        retry: (!applied.is_empty()).then_some(VERIFY_AFTER_WRITE),
+        condition: Some(condition),
+        status: Some(status(desired, &live)),
+        held: Vec::new(),
+    })
+}
+
+/// `Serving` from what the server reports after this pass.
+fn serving(desired: &crate::runtime::DesiredRuntime, live: &Live, refused: &[String], secrets: &[String]) -> Decided {
+    if !refused.is_empty() {
+        return Decided::new(SERVING, false, "ChangeRefused", refused.join("; "));
+    }
+    for kind in crate::runtime::StoreKind::ALL {
+        for store in desired.stores(kind) {
+            let unhealthy = live
+                .stores
+                .get(&kind)
+                .and_then(|rows| rows.iter().find(|s| s.name == store.name))
+                .and_then(|s| s.unhealthy());
+            if let Some(why) = unhealthy {
+                let message = format!(
+                    "{} {} is {}: check its settings and credentials (shares on it are not served)",
+                    kind.label(),
+                    store.name,
+                    session::scrub(&why, secrets)
+                );
+                return Decided::new(SERVING, false, "StoreUnhealthy", message);
+            }
+        }
+    }
+    for adapter in desired.adapters.iter().filter(|a| a.enabled) {
+        let running = live.adapters.iter().any(|l| l.adapter_type == adapter.adapter_type && l.running);
+        if !running {
+            let message = format!(
+                "adapter {} is enabled on port {} but not running: another process may hold the port (see the DittoFS log)",
+                adapter.adapter_type, adapter.port
+            );
+            return Decided::new(SERVING, false, "AdapterNotRunning", message);
+        }
+    }
+    let missing: Vec<&str> =
+        desired.shares.iter().filter(|s| live.share(&s.name).is_none()).map(|s| s.name.as_str()).collect();
+    if !missing.is_empty() {
+        return Decided::new(SERVING, false, "ShareMissing", format!("not exported yet: {}", missing.join(", ")));
+    }
+    let shares: Vec<&str> = desired.shares.iter().map(|s| s.name.as_str()).collect();
+    let ports: Vec<String> = live
+        .adapters
+        .iter()
+        .filter(|a| a.enabled && a.running)
+        .map(|a| format!("{} on port {}", a.adapter_type.to_uppercase(), a.port))
+        .collect();
+    Decided::new(SERVING, true, "Serving", format!("Exports {} over {}", shares.join(", "), ports.join(" and ")))
+}
+
+fn status(desired: &crate::runtime::DesiredRuntime, live: &Live) -> RuntimeStatus {
+    RuntimeStatus {
+        shares: desired.shares.iter().filter(|s| live.share(&s.name).is_some()).map(|s| s.name.clone()).collect(),
+        adapters: live.adapters.iter().map(adapter_status).collect(),
+    }
+}
+
+fn adapter_status(a: &LiveAdapter) -> AdapterStatus {
+    AdapterStatus { adapter_type: a.adapter_type.clone(), port: a.port, enabled: a.enabled, running: a.running }
+}

@@ -1,0 +1,257 @@
+//! A small client of DittoFS's REST API (`/api/v1`, JSON, Bearer tokens, RFC 7807 errors).
+//! Plain HTTP/1.1 over hyper: the API is inside the cluster behind `<name>-api`. Request and
+//! response bodies can hold passwords and keys, so they are never logged; errors carry only
+//! the status and the server's `detail`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A connection that cannot be made in this long means the server is not up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Store creation probes the backend (an S3 bucket): allow it time, but not forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Answers are small lists; anything larger is not DittoFS.
+const MAX_RESPONSE: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No answer: not listening, not resolvable, or timed out.
+    #[error("{0}")]
+    Unreachable(String),
+    /// An HTTP answer other than 2xx, with the server's own words (never a request body).
+    #[error("HTTP {status}: {detail}")]
+    Status { status: u16, detail: String },
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Requests made to DittoFS servers, by kind: a quiet pass makes reads only.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+impl RequestCounts {
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.reads.load(Ordering::Relaxed), self.writes.load(Ordering::Relaxed))
+    }
+}
+
+/// One HTTP client for every server (connections are pooled per address).
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+    pub counts: Arc<RequestCounts>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let inner = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        Self { inner, counts: Arc::default() }
+    }
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+/// The API of one server: its base URL and, once logged in, a token.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub base: String,
+    http: HttpClient,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Problem {
+    #[serde(default)]
+    detail: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+pub struct Login {
+    pub access_token: String,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    pub user: LoginUser,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+pub struct LoginUser {
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub must_change_password: bool,
+}
+
+impl Api {
+    pub fn new(http: HttpClient, base: impl Into<String>) -> Self {
+        Self { base: base.into().trim_end_matches('/').to_string(), http, token: None }
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let body = self.call("GET", path, None).await?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(format!("GET {path}: {e}")))
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: &Value) -> Result<Bytes, ApiError> {
+        self.call(method, path, Some(body)).await
+    }
+
+    /// `POST /api/v1/auth/login`; keeps the token on success.
+    pub async fn login(&mut self, username: &str, password: &str) -> Result<Login, ApiError> {
+        let body = serde_json::json!({"username": username, "password": password});
+        let answer = self.call("POST", "/api/v1/auth/login", Some(&body)).await?;
+        let login: Login = serde_json::from_slice(&answer).map_err(|e| ApiError::Decode(format!("login: {e}")))?;
+        self.token = Some(login.access_token.clone());
+        Ok(login)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Bytes, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = hyper::Request::builder().method(method).uri(&url).header("accept", "application/json");
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let payload = match body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?)
+            }
+            None => Bytes::new(),
+        };
+        let request = request.body(Full::new(payload)).map_err(|e| ApiError::Unreachable(format!("{url}: {e}")))?;
+        let counter = if method == "GET" || path.ends_with("/auth/login") {
+            &self.http.counts.reads
+        } else {
+            &self.http.counts.writes
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.inner.request(request))
+            .await
+            .map_err(|_| ApiError::Unreachable(format!("{method} {url}: no answer in {}s", REQUEST_TIMEOUT.as_secs())))?
+            .map_err(|e| ApiError::Unreachable(format!("{method} {url}: {}", error_chain(&e))))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| ApiError::Unreachable(format!("{method} {url}: reading the answer: {e}")))?
+            .to_bytes();
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let detail = serde_json::from_slice::<Problem>(&body)
+            .ok()
+            .and_then(|p| p.detail.or(p.title))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string());
+        Err(ApiError::Status { status, detail })
+    }
+}
+
+/// "connection refused" rather than hyper's outermost "client error (Connect)".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// `GET /api/v1/adapters/ports`.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct LiveAdapter {
+    #[serde(rename = "type")]
+    pub adapter_type: String,
+    pub port: i32,
+    pub enabled: bool,
+    pub running: bool,
+}
+
+/// A row of `GET /api/v1/store/...`; secrets in `config` come back as `********`.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct LiveStore {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub store_type: String,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub status: Value,
+}
+
+impl LiveStore {
+    /// `status.status` other than healthy, with the server's message.
+    pub fn unhealthy(&self) -> Option<String> {
+        let state = self.status.get("status").and_then(Value::as_str)?;
+        if state == "healthy" || state.is_empty() {
+            return None;
+        }
+        let message = ["message", "error", "detail"]
+            .iter()
+            .find_map(|k| self.status.get(*k).and_then(Value::as_str))
+            .unwrap_or(state);
+        Some(format!("{state}: {message}"))
+    }
+}
+
+/// A row of `GET /api/v1/shares`.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct LiveShare {
+    pub id: String,
+    pub name: String,
+    pub metadata_store_id: String,
+    pub local_block_store_id: String,
+    #[serde(default)]
+    pub remote_block_store_id: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub default_permission: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,250 @@
+//! The runtime state a DittoServer asks for, as the runtime template renders it: adapters,
+//! stores and shares that live in DittoFS's control-plane database, not in Kubernetes.
+//! Parsed strictly (an unknown key in an override is an error) and checked for references
+//! before anything reaches the server.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredRuntime {
+    #[serde(default)]
+    pub adapters: Vec<DesiredAdapter>,
+    #[serde(default)]
+    pub metadata_stores: Vec<DesiredStore>,
+    #[serde(default)]
+    pub local_block_stores: Vec<DesiredStore>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_block_stores: Vec<DesiredStore>,
+    #[serde(default)]
+    pub shares: Vec<DesiredShare>,
+    /// Stores to delete once no share uses them: the only deletion the operator makes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete_stores: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredAdapter {
+    #[serde(rename = "type")]
+    pub adapter_type: String,
+    pub enabled: bool,
+    pub port: i32,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredStore {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub store_type: String,
+    /// Sent as the store's config JSON.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub config: Map<String, Value>,
+    /// Config keys whose values come from Secrets, added at apply time (never rendered); a value
+    /// found replaces the same key of `config`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_config: BTreeMap<String, SecretValueRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretValueRef {
+    pub name: String,
+    pub key: String,
+    /// A missing Secret or key leaves the config key at its rendered value (or out) instead of failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredShare {
+    pub name: String,
+    pub metadata_store: String,
+    pub local_block_store: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_block_store: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    pub default_permission: String,
+}
+
+/// The three store tables of DittoFS, each with its own routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StoreKind {
+    Metadata,
+    Local,
+    Remote,
+}
+
+impl StoreKind {
+    pub const ALL: [StoreKind; 3] = [StoreKind::Metadata, StoreKind::Local, StoreKind::Remote];
+
+    /// The collection route under `/api/v1`.
+    pub fn route(self) -> &'static str {
+        match self {
+            Self::Metadata => "store/metadata",
+            Self::Local => "store/block/local",
+            Self::Remote => "store/block/remote",
+        }
+    }
+
+    /// As a user reads it in a condition: "metadata store meta".
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Metadata => "metadata store",
+            Self::Local => "local block store",
+            Self::Remote => "remote block store",
+        }
+    }
+
+    fn types(self) -> &'static [&'static str] {
+        match self {
+            Self::Metadata => &["badger", "memory", "postgres", "sqlite"],
+            Self::Local => &["fs", "memory"],
+            Self::Remote => &["s3", "memory"],
+        }
+    }
+}
+
+impl DesiredRuntime {
+    pub fn stores(&self, kind: StoreKind) -> &[DesiredStore] {
+        match kind {
+            StoreKind::Metadata => &self.metadata_stores,
+            StoreKind::Local => &self.local_block_stores,
+            StoreKind::Remote => &self.remote_block_stores,
+        }
+    }
+
+    /// Every Secret the stores read, for fetching before planning.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = StoreKind::ALL
+            .iter()
+            .flat_map(|k| self.stores(*k))
+            .flat_map(|s| s.secret_config.values().map(|r| r.name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Names, types and references that DittoFS would refuse, reported before any call.
+    pub fn check(&self) -> Result<(), String> {
+        let mut adapters: Vec<&str> = Vec::new();
+        for adapter in &self.adapters {
+            if !["nfs", "smb"].contains(&adapter.adapter_type.as_str()) {
+                return Err(format!("adapters: unknown type {:?} (nfs or smb)", adapter.adapter_type));
+            }
+            if !(1..=65535).contains(&adapter.port) {
+                return Err(format!("adapter {}: port {} is out of range", adapter.adapter_type, adapter.port));
+            }
+            if adapters.contains(&adapter.adapter_type.as_str()) {
+                return Err(format!("adapter {} is listed twice", adapter.adapter_type));
+            }
+            adapters.push(&adapter.adapter_type);
+        }
+        for kind in StoreKind::ALL {
+            let mut seen: Vec<&str> = Vec::new();
+            for store in self.stores(kind) {
+                if store.name.is_empty() || store.name.contains('/') {
+                    return Err(format!("{} {:?}: not a valid name", kind.label(), store.name));
+                }
+                if !kind.types().contains(&store.store_type.as_str()) {
+                    return Err(format!(
+                        "{} {}: type {:?} is not one of {}",
+                        kind.label(),
+                        store.name,
+                        store.store_type,
+                        kind.types().join(", ")
+                    ));
+                }
+                if seen.contains(&store.name.as_str()) {
+                    return Err(format!("{} {} is listed twice", kind.label(), store.name));
+                }
+                seen.push(&store.name);
+            }
+        }
+        let has = |kind: StoreKind, name: &str| self.stores(kind).iter().any(|s| s.name == name);
+        let mut shares: Vec<&str> = Vec::new();
+        for share in &self.shares {
+            let valid = share.name.len() > 1
+                && share.name.starts_with('/')
+                && !share.name[1..].contains('/')
+                && share.name[1..].chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !valid {
+                return Err(format!("share {:?}: a share is one path segment such as /export", share.name));
+            }
+            if shares.contains(&share.name.as_str()) {
+                return Err(format!("share {} is listed twice", share.name));
+            }
+            shares.push(&share.name);
+            if !has(StoreKind::Metadata, &share.metadata_store) {
+                return Err(format!("share {}: no metadata store {:?}", share.name, share.metadata_store));
+            }
+            if !has(StoreKind::Local, &share.local_block_store) {
+                return Err(format!("share {}: no local block store {:?}", share.name, share.local_block_store));
+            }
+            if let Some(remote) = &share.remote_block_store
+                && !has(StoreKind::Remote, remote)
+            {
+                return Err(format!("share {}: no remote block store {remote:?}", share.name));
+            }
+            if !["none", "read", "read-write", "admin"].contains(&share.default_permission.as_str()) {
+                return Err(format!(
+                    "share {}: defaultPermission {:?} is not none, read, read-write or admin",
+                    share.name, share.default_permission
+                ));
+            }
+        }
+        for name in &self.delete_stores {
+            if StoreKind::ALL.iter().any(|k| has(*k, name)) {
+                return Err(format!("deleteStores: {name:?} is also declared"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> DesiredRuntime {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    const BASE: &str = "adapters: [{type: nfs, enabled: true, port: 12049}]\nmetadataStores: [{name: meta, type: badger, config: {path: /m}}]\nlocalBlockStores: [{name: local, type: fs, config: {path: /b}}]\n";
+
+    #[test]
+    fn a_share_must_name_declared_stores() {
+        let ok = parse(&format!(
+            "{BASE}shares: [{{name: /export, metadataStore: meta, localBlockStore: local, defaultPermission: read-write}}]\n"
+        ));
+        assert_eq!(ok.check(), Ok(()));
+        let bad = parse(&format!(
+            "{BASE}shares: [{{name: /export, metadataStore: nope, localBlockStore: local, defaultPermission: read-write}}]\n"
+        ));
+        assert_eq!(bad.check().unwrap_err(), "share /export: no metadata store \"nope\"");
+    }
+
+    #[test]
+    fn unknown_keys_and_types_are_refused() {
+        assert!(serde_saphyr::from_str::<DesiredRuntime>("shares: []\nextra: 1\n").is_err());
+        let bad = parse("localBlockStores: [{name: x, type: s3}]\n");
+        assert!(bad.check().unwrap_err().contains("type \"s3\" is not one of fs, memory"));
+        let nested = parse(&format!(
+            "{BASE}shares: [{{name: /a/b, metadataStore: meta, localBlockStore: local, defaultPermission: read}}]\n"
+        ));
+        assert!(nested.check().unwrap_err().contains("one path segment"));
+    }
+
+    #[test]
+    fn a_declared_store_cannot_be_deleted() {
+        let bad = parse(&format!("{BASE}deleteStores: [meta]\n"));
+        assert_eq!(bad.check().unwrap_err(), "deleteStores: \"meta\" is also declared");
+    }
+}

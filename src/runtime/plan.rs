@@ -1,0 +1,533 @@
+//! Live DittoFS state + the desired state → the calls that make them match. Pure, so every
+//! rule is unit-tested without a server. Secret values reach request bodies only; what a user
+//! reads (descriptions, problems) names secret-derived keys, never their values.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::api::{LiveAdapter, LiveShare, LiveStore};
+use super::desired::{DesiredRuntime, DesiredStore, StoreKind};
+
+/// Config key under which the operator records a keyed digest of the store's Secret values:
+/// DittoFS masks secrets on reads, so this is how a rotated Secret is noticed.
+pub const CREDENTIALS_DIGEST_KEY: &str = "operator_credentials_digest";
+
+/// What one server reports.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub adapters: Vec<LiveAdapter>,
+    pub stores: BTreeMap<StoreKind, Vec<LiveStore>>,
+    pub shares: Vec<LiveShare>,
+}
+
+impl Live {
+    fn store(&self, kind: StoreKind, name: &str) -> Option<&LiveStore> {
+        self.stores.get(&kind).and_then(|s| s.iter().find(|s| s.name == name))
+    }
+
+    fn store_name(&self, kind: StoreKind, id: &str) -> Option<&str> {
+        self.stores.get(&kind).and_then(|s| s.iter().find(|s| s.id == id || s.name == id)).map(|s| s.name.as_str())
+    }
+
+    pub fn share(&self, name: &str) -> Option<&LiveShare> {
+        self.shares.iter().find(|s| s.name == name)
+    }
+}
+
+/// A desired store with its Secret values filled in.
+#[derive(Clone, Debug)]
+pub struct ResolvedStore {
+    pub kind: StoreKind,
+    pub desired: DesiredStore,
+    /// `config` plus the Secret values and, when there are any, their digest.
+    pub config: Map<String, Value>,
+    /// Keys whose values came from Secrets: compared through the digest, never shown.
+    pub secret_keys: Vec<String>,
+}
+
+impl ResolvedStore {
+    /// `secrets` maps (Secret, key) to the value found; `digest` keys the fingerprint.
+    pub fn resolve(
+        kind: StoreKind,
+        desired: &DesiredStore,
+        secrets: &BTreeMap<(String, String), String>,
+        digest: impl Fn(&[u8]) -> String,
+    ) -> Result<Self, String> {
+        let mut config = desired.config.clone();
+        let mut secret_keys = Vec::new();
+        let mut material = Vec::new();
+        for (key, reference) in &desired.secret_config {
+            match secrets.get(&(reference.name.clone(), reference.key.clone())) {
+                Some(value) => {
+                    config.insert(key.clone(), Value::String(value.clone()));
+                    secret_keys.push(key.clone());
+                    material.extend_from_slice(key.as_bytes());
+                    material.push(0);
+                    material.extend_from_slice(value.as_bytes());
+                    material.push(0);
+                }
+                None if reference.optional => {}
+                None => {
+                    return Err(format!(
+                        "{} {}: Secret {:?} has no key {:?} (for {key})",
+                        kind.label(),
+                        desired.name,
+                        reference.name,
+                        reference.key
+                    ));
+                }
+            }
+        }
+        if !secret_keys.is_empty() {
+            config.insert(CREDENTIALS_DIGEST_KEY.into(), Value::String(digest(&material)));
+        }
+        Ok(Self { kind, desired: desired.clone(), config, secret_keys })
+    }
+
+    fn config_string(&self) -> String {
+        Value::Object(self.config.clone()).to_string()
+    }
+}
+
+/// One call to make, with a line a user reads in `diff`, the InSync condition and Events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub description: String,
+    pub method: &'static str,
+    pub path: String,
+    /// May hold secrets: sent, never shown.
+    pub body: Option<Value>,
+    /// What a failure is about, for the condition: "remote block store s3".
+    pub subject: String,
+    pub area: Area,
+}
+
+/// What a change touches, for the condition's reason when it fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    Adapter,
+    Store,
+    Share,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// What the operator will not do on its own, each with what the user can do.
+    pub refused: Vec<String>,
+}
+
+impl Plan {
+    pub fn descriptions(&self) -> Vec<String> {
+        self.changes.iter().map(|c| c.description.clone()).collect()
+    }
+}
+
+pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> Plan {
+    let mut out = Plan::default();
+    for adapter in &desired.adapters {
+        let t = &adapter.adapter_type;
+        match live.adapters.iter().find(|a| &a.adapter_type == t) {
+            None => out.changes.push(Change {
+                description: format!(
+                    "adapter {t}: create on port {}{}",
+                    adapter.port,
+                    if adapter.enabled { "" } else { " (disabled)" }
+                ),
+                method: "POST",
+                path: "/api/v1/adapters".into(),
+                body: Some(json!({"type": t, "enabled": adapter.enabled, "port": adapter.port})),
+                subject: format!("adapter {t}"),
+                area: Area::Adapter,
+            }),
+            Some(l) => {
+                let mut what = Vec::new();
+                let mut body = Map::new();
+                if l.port != adapter.port {
+                    what.push(format!("port {} → {}", l.port, adapter.port));
+                    body.insert("port".into(), json!(adapter.port));
+                }
+                if l.enabled != adapter.enabled {
+                    what.push(if adapter.enabled { "enable" } else { "disable" }.to_string());
+                    body.insert("enabled".into(), json!(adapter.enabled));
+                }
+                if !what.is_empty() {
+                    out.changes.push(Change {
+                        description: format!("adapter {t}: {}", what.join(", ")),
+                        method: "PUT",
+                        path: format!("/api/v1/adapters/{t}"),
+                        body: Some(Value::Object(body)),
+                        subject: format!("adapter {t}"),
+                        area: Area::Adapter,
+                    });
+                }
+            }
+        }
+    }
+
+    for store in stores {
+        let label = format!("{} {}", store.kind.label(), store.desired.name);
+        let route = store.kind.route();
+        match live.store(store.kind, &store.desired.name) {
+            None => out.changes.push(Change {
+                description: format!("{label}: create ({})", store.desired.store_type),
+                method: "POST",
+                path: format!("/api/v1/{route}"),
+                body: Some(json!({"name": store.desired.name, "type": store.desired.store_type, "config": store.config_string()})),
+                subject: label,
+                area: Area::Store,
+            }),
+            Some(l) if l.store_type != store.desired.store_type => out.refused.push(format!(
+                "{label} is {} on the server but the spec asks for {}: DittoFS cannot change a store's type in place. \
+                 Give the new store another name (the old one and its data stay), or delete the old one yourself",
+                l.store_type, store.desired.store_type
+            )),
+            Some(l) => {
+                let what = config_differences(store, &l.config);
+                if !what.is_empty() {
+                    out.changes.push(Change {
+                        description: format!("{label}: {}", what.join(", ")),
+                        method: "PUT",
+                        path: format!("/api/v1/{route}/{}", store.desired.name),
+                        body: Some(json!({"config": store.config_string()})),
+                        subject: label,
+                        area: Area::Store,
+                    });
+                }
+            }
+        }
+    }
+
+    for share in &desired.shares {
+        let subject = format!("share {}", share.name);
+        let path = format!("/api/v1/shares/{}", share.name.trim_start_matches('/'));
+        let Some(l) = live.share(&share.name) else {
+            let mut body = json!({
+                "name": share.name,
+                "metadata_store_id": share.metadata_store,
+                "local_block_store": share.local_block_store,
+                "read_only": share.read_only,
+                "default_permission": share.default_permission,
+            });
+            if let Some(remote) = &share.remote_block_store {
+                body["remote_block_store"] = json!(remote);
+            }
+            out.changes.push(Change {
+                description: format!("{subject}: create"),
+                method: "POST",
+                path: "/api/v1/shares".into(),
+                body: Some(body),
+                subject,
+                area: Area::Share,
+            });
+            continue;
+        };
+        let mut what = Vec::new();
+        let mut body = Map::new();
+        let mut compare = |field: &str, key: &str, live_value: Option<&str>, wanted: Option<&str>| {
+            if live_value != wanted {
+                what.push(format!("{field} {} → {}", live_value.unwrap_or("none"), wanted.unwrap_or("none")));
+                body.insert(key.into(), json!(wanted.unwrap_or("")));
+            }
+        };
+        compare(
+            "metadata store",
+            "metadata_store_id",
+            live.store_name(StoreKind::Metadata, &l.metadata_store_id),
+            Some(&share.metadata_store),
+        );
+        compare(
+            "local block store",
+            "local_block_store_id",
+            live.store_name(StoreKind::Local, &l.local_block_store_id),
+            Some(&share.local_block_store),
+        );
+        let live_remote = l.remote_block_store_id.as_deref().filter(|id| !id.is_empty());
+        compare(
+            "remote block store",
+            "remote_block_store_id",
+            live_remote.map(|id| live.store_name(StoreKind::Remote, id).unwrap_or(id)),
+            share.remote_block_store.as_deref(),
+        );
+        if l.read_only != share.read_only {
+            what.push(format!("read-only {} → {}", l.read_only, share.read_only));
+            body.insert("read_only".into(), json!(share.read_only));
+        }
+        if l.default_permission != share.default_permission {
+            what.push(format!("default permission {} → {}", l.default_permission, share.default_permission));
+            body.insert("default_permission".into(), json!(share.default_permission));
+        }
+        if !what.is_empty() {
+            out.changes.push(Change {
+                description: format!("{subject}: {}", what.join(", ")),
+                method: "PUT",
+                path,
+                body: Some(Value::Object(body)),
+                subject,
+                area: Area::Share,
+            });
+        }
+    }
+
+    for name in &desired.delete_stores {
+        for kind in StoreKind::ALL {
+            let Some(l) = live.store(kind, name) else { continue };
+            // Shares that will still use it once this plan has run.
+            let users: Vec<&str> = live
+                .shares
+                .iter()
+                .filter(|s| {
+                    let wanted = desired.shares.iter().find(|d| d.name == s.name);
+                    let live_ref = match kind {
+                        StoreKind::Metadata => s.metadata_store_id == l.id,
+                        StoreKind::Local => s.local_block_store_id == l.id,
+                        StoreKind::Remote => s.remote_block_store_id.as_deref() == Some(l.id.as_str()),
+                    };
+                    let wanted_ref = wanted.is_some_and(|d| match kind {
+                        StoreKind::Metadata => d.metadata_store == *name,
+                        StoreKind::Local => d.local_block_store == *name,
+                        StoreKind::Remote => d.remote_block_store.as_deref() == Some(name.as_str()),
+                    });
+                    if wanted.is_some() { wanted_ref } else { live_ref }
+                })
+                .map(|s| s.name.as_str())
+                .collect();
+            let label = format!("{} {name}", kind.label());
+            if users.is_empty() {
+                out.changes.push(Change {
+                    description: format!("{label}: delete with its data (spec.stores.delete)"),
+                    method: "DELETE",
+                    path: format!("/api/v1/{}/{name}", kind.route()),
+                    body: None,
+                    subject: label,
+                    area: Area::Store,
+                });
+            } else {
+                out.refused.push(format!(
+                    "{label} is listed in spec.stores.delete but share {} still uses it: not deleted",
+                    users.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Keys of the desired config that the server holds differently; secret keys compare through
+/// the digest and are reported as "credentials".
+fn config_differences(store: &ResolvedStore, live: &Value) -> Vec<String> {
+    let mut what = Vec::new();
+    for (key, wanted) in &store.config {
+        if store.secret_keys.contains(key) {
+            continue;
+        }
+        let current = live.get(key);
+        if current == Some(wanted) {
+            continue;
+        }
+        if key == CREDENTIALS_DIGEST_KEY {
+            what.push(format!("credentials ({}) changed", store.secret_keys.join(", ")));
+        } else {
+            let shown = |v: Option<&Value>| v.map_or("unset".to_string(), |v| v.to_string());
+            what.push(format!("{key} {} → {}", shown(current), shown(Some(wanted))));
+        }
+    }
+    what
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(yaml: &str) -> DesiredRuntime {
+        let d: DesiredRuntime = serde_saphyr::from_str(yaml).unwrap();
+        d.check().unwrap();
+        d
+    }
+
+    fn resolve_all(d: &DesiredRuntime, secrets: &[(&str, &str, &str)]) -> Vec<ResolvedStore> {
+        let secrets: BTreeMap<(String, String), String> =
+            secrets.iter().map(|(s, k, v)| ((s.to_string(), k.to_string()), v.to_string())).collect();
+        StoreKind::ALL
+            .iter()
+            .flat_map(|k| d.stores(*k).iter().map(move |s| (*k, s)))
+            .map(|(k, s)| ResolvedStore::resolve(k, s, &secrets, |m| format!("{:x}", m.len())).unwrap())
+            .collect()
+    }
+
+    const WANTED: &str = r#"
+adapters:
+  - {type: nfs, enabled: true, port: 12049}
+  - {type: smb, enabled: true, port: 12445}
+metadataStores: [{name: meta, type: badger, config: {path: /data/store/metadata/meta}}]
+localBlockStores: [{name: local, type: fs, config: {path: /data/cache/local}}]
+remoteBlockStores:
+  - name: s3
+    type: s3
+    config: {bucket: b, region: eu-west-1, endpoint: "https://s3.cubbit.eu"}
+    secretConfig:
+      access_key_id: {name: s3, key: accessKeyId}
+      secret_access_key: {name: s3, key: secretAccessKey}
+shares:
+  - {name: /export, metadataStore: meta, localBlockStore: local, remoteBlockStore: s3, readOnly: false, defaultPermission: read-write}
+"#;
+
+    fn first_boot() -> Live {
+        Live {
+            adapters: vec![
+                LiveAdapter { adapter_type: "nfs".into(), port: 12049, enabled: true, running: true },
+                LiveAdapter { adapter_type: "smb".into(), port: 1445, enabled: true, running: true },
+            ],
+            ..Live::default()
+        }
+    }
+
+    fn store(id: &str, name: &str, t: &str, config: Value) -> LiveStore {
+        LiveStore {
+            id: id.into(),
+            name: name.into(),
+            store_type: t.into(),
+            config,
+            status: json!({"status": "healthy"}),
+        }
+    }
+
+    /// The state after the plan of a first boot has run, as DittoFS reports it (secrets masked).
+    fn configured(digest: &str) -> Live {
+        let mut live = first_boot();
+        live.adapters[1].port = 12445;
+        live.stores.insert(
+            StoreKind::Metadata,
+            vec![store("m1", "meta", "badger", json!({"path": "/data/store/metadata/meta"}))],
+        );
+        live.stores.insert(StoreKind::Local, vec![store("l1", "local", "fs", json!({"path": "/data/cache/local"}))]);
+        live.stores.insert(
+            StoreKind::Remote,
+            vec![store(
+                "r1",
+                "s3",
+                "s3",
+                json!({"bucket": "b", "region": "eu-west-1", "endpoint": "https://s3.cubbit.eu", "access_key_id": "AK",
+                       "secret_access_key": "********", CREDENTIALS_DIGEST_KEY: digest}),
+            )],
+        );
+        live.shares = vec![LiveShare {
+            id: "s1".into(),
+            name: "/export".into(),
+            metadata_store_id: "m1".into(),
+            local_block_store_id: "l1".into(),
+            remote_block_store_id: Some("r1".into()),
+            read_only: false,
+            default_permission: "read-write".into(),
+            enabled: true,
+        }];
+        live
+    }
+
+    #[test]
+    fn a_first_boot_gets_stores_a_share_and_the_smb_port() {
+        let d = desired(WANTED);
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let plan = plan(&d, &stores, &first_boot());
+        assert_eq!(
+            plan.descriptions(),
+            [
+                "adapter smb: port 1445 → 12445",
+                "metadata store meta: create (badger)",
+                "local block store local: create (fs)",
+                "remote block store s3: create (s3)",
+                "share /export: create",
+            ]
+        );
+        assert!(plan.refused.is_empty());
+        // The key reaches the request body (a JSON string, as DittoFS wants it) and nothing a user reads.
+        let remote = &plan.changes[3];
+        let config = remote.body.as_ref().unwrap()["config"].as_str().unwrap();
+        assert!(config.contains("\"secret_access_key\":\"SECRET\""), "{config}");
+        assert!(plan.descriptions().iter().all(|d| !d.contains("SECRET")));
+    }
+
+    #[test]
+    fn a_configured_server_needs_nothing() {
+        let d = desired(WANTED);
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        assert_eq!(plan(&d, &stores, &configured(&digest)), Plan::default());
+    }
+
+    #[test]
+    fn a_rotated_secret_updates_the_store_without_showing_it() {
+        let d = desired(WANTED);
+        let old = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = old[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let new = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "ROTATED-LONGER")]);
+        let plan = plan(&d, &new, &configured(&digest));
+        assert_eq!(
+            plan.descriptions(),
+            ["remote block store s3: credentials (access_key_id, secret_access_key) changed"]
+        );
+        assert_eq!(plan.changes[0].method, "PUT");
+        assert!(plan.changes[0].body.as_ref().unwrap()["config"].as_str().unwrap().contains("ROTATED-LONGER"));
+    }
+
+    #[test]
+    fn share_changes_name_the_field() {
+        let d = desired(&WANTED.replace("readOnly: false", "readOnly: true"));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let plan = plan(&d, &stores, &configured(&digest));
+        assert_eq!(plan.descriptions(), ["share /export: read-only false → true"]);
+        assert_eq!(plan.changes[0].path, "/api/v1/shares/export");
+        assert_eq!(plan.changes[0].body, Some(json!({"read_only": true})));
+    }
+
+    #[test]
+    fn a_type_change_is_refused_and_nothing_is_deleted() {
+        let d = desired(&WANTED.replace(
+            "{name: meta, type: badger, config: {path: /data/store/metadata/meta}}",
+            "{name: meta, type: memory}",
+        ));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let plan = plan(&d, &stores, &configured(&digest));
+        assert!(plan.changes.is_empty(), "{:?}", plan.descriptions());
+        assert!(
+            plan.refused[0].starts_with("metadata store meta is badger on the server but the spec asks for memory")
+        );
+    }
+
+    #[test]
+    fn stores_are_deleted_only_when_listed_and_unused() {
+        let mut d = desired(WANTED);
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let mut live = configured(&digest);
+        live.stores.get_mut(&StoreKind::Local).unwrap().push(store("l2", "old", "fs", json!({"path": "/x"})));
+        assert_eq!(plan(&d, &stores, &live), Plan::default(), "an unlisted store is left alone");
+
+        d.delete_stores = vec!["old".into()];
+        let p = plan(&d, &stores, &live);
+        assert_eq!(p.descriptions(), ["local block store old: delete with its data (spec.stores.delete)"]);
+        assert_eq!(p.changes[0].path, "/api/v1/store/block/local/old");
+
+        live.shares[0].local_block_store_id = "l2".into();
+        let p = plan(&d, &stores, &live);
+        assert_eq!(
+            p.descriptions(),
+            [
+                "share /export: local block store old → local",
+                "local block store old: delete with its data (spec.stores.delete)"
+            ],
+            "moving the share away frees the store in the same pass"
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_key_names_the_store_and_key() {
+        let d = desired(WANTED);
+        let remote = &d.remote_block_stores[0];
+        let err = ResolvedStore::resolve(StoreKind::Remote, remote, &BTreeMap::new(), |_| String::new()).unwrap_err();
+        assert_eq!(err, "remote block store s3: Secret \"s3\" has no key \"accessKeyId\" (for access_key_id)");
+    }
+}

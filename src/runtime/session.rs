@@ -1,0 +1,275 @@
+//! Reaching one server's API as the operator: the URL, the operator's own account (created once
+//! with the bootstrap admin), the live state, and the Secret values the stores need.
+
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::api::{Api, ApiError, LiveAdapter, LiveShare, LiveStore};
+use super::desired::{DesiredRuntime, StoreKind};
+use super::plan::{Live, ResolvedStore};
+use crate::render::Rendered;
+
+/// Why the runtime cannot be read or set up, as a condition reason and message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+
+    fn unreachable(base: &str, error: &ApiError) -> Self {
+        Self::new(
+            "ApiUnreachable",
+            format!(
+                "The DittoFS API at {base} does not answer ({error}). It comes up with the pod; the operator retries. \
+                 Out of the cluster, --dittofs-api says how to reach it"
+            ),
+        )
+    }
+}
+
+/// `--dittofs-api` with `{name}`, `{namespace}` and `{port}` filled in.
+pub fn api_url(template: &str, name: &str, namespace: &str, port: i32) -> String {
+    template.replace("{name}", name).replace("{namespace}", namespace).replace("{port}", &port.to_string())
+}
+
+/// May the operator create its own account now (it may not while paused, with `--dry-run`, or in `diff`)?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountSetup {
+    Allowed,
+    /// Read only: fall back to the bootstrap admin when the operator's account does not exist yet.
+    ReadOnly,
+}
+
+/// What a login did, for an Event.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoggedIn {
+    pub created_account: Option<String>,
+}
+
+/// One value of a Secret key, `None` when the Secret or the key is missing.
+async fn secret_value(client: &Client, namespace: &str, name: &str, key: &str) -> Result<Option<String>, Problem> {
+    let secret = kube::Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| Problem::new("SecretUnreadable", format!("reading Secret {name}: {e}")))?;
+    Ok(secret.and_then(|s| s.data).and_then(|d| d.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())))
+}
+
+/// Logs `api` in as the operator's account, creating the account first when it is missing and
+/// `setup` allows it. Tokens stay in memory; nothing here is logged.
+pub async fn login(
+    client: &Client,
+    api: &mut Api,
+    rendered: &Rendered,
+    setup: AccountSetup,
+) -> Result<LoggedIn, Problem> {
+    let c = &rendered.context.computed;
+    let namespace = &rendered.context.cr.namespace;
+    let secret = &c.names.operator_secret;
+    let user =
+        secret_value(client, namespace, secret, "username").await?.unwrap_or_else(|| c.runtime.operator_user.clone());
+    let password = secret_value(client, namespace, secret, "password").await?;
+    let refused = |e: &ApiError| matches!(e.status(), Some(401 | 403 | 404));
+    if let Some(password) = &password {
+        match api.login(&user, password).await {
+            Ok(login) if login.user.must_change_password => {
+                if setup == AccountSetup::ReadOnly {
+                    return admin_login(client, api, rendered).await.map(|_| LoggedIn::default());
+                }
+                clear_password_change(api, password).await?;
+                return Ok(LoggedIn::default());
+            }
+            Ok(login) if login.user.role != "admin" => {
+                return Err(Problem::new(
+                    "LoginRefused",
+                    format!(
+                        "DittoFS user {user} (Secret {secret}) has role {:?}; the operator needs role admin: \
+                         `dfsctl user edit {user} --role admin`, or delete the Secret so the operator creates its own account",
+                        login.user.role
+                    ),
+                ));
+            }
+            Ok(_) => return Ok(LoggedIn::default()),
+            Err(e) if refused(&e) => {}
+            Err(e @ ApiError::Unreachable(_)) => return Err(Problem::unreachable(&api.base, &e)),
+            Err(e) => return Err(Problem::new("LoginFailed", format!("logging in as {user}: {e}"))),
+        }
+    }
+    let admin = admin_login(client, api, rendered).await?;
+    let Some(password) = password.filter(|_| setup == AccountSetup::Allowed) else {
+        // Read only, or the Secret is not created yet: read as the bootstrap admin.
+        *api = admin;
+        return Ok(LoggedIn::default());
+    };
+    let body = json!({"username": user, "password": password, "role": "admin", "enabled": true,
+                      "display_name": "dittofs-operator (Kubernetes)"});
+    match admin.send("POST", "/api/v1/users", &body).await {
+        Ok(_) => {}
+        // It exists with another password (its Secret was re-created): reset it.
+        Err(e) if e.status() == Some(409) => {
+            admin
+                .send("POST", &format!("/api/v1/users/{user}/password"), &json!({"new_password": password}))
+                .await
+                .map_err(|e| {
+                    Problem::new("LoginFailed", format!("resetting the password of DittoFS user {user}: {e}"))
+                })?;
+        }
+        Err(e) => return Err(Problem::new("LoginFailed", format!("creating DittoFS user {user}: {e}"))),
+    }
+    let login = api
+        .login(&user, &password)
+        .await
+        .map_err(|e| Problem::new("LoginFailed", format!("logging in as the new DittoFS user {user}: {e}")))?;
+    if login.user.must_change_password {
+        clear_password_change(api, &password).await?;
+    }
+    Ok(LoggedIn { created_account: Some(user) })
+}
+
+/// DittoFS makes every new admin-role account change its password first; the operator's
+/// password is already a random secret, so it "changes" to the same one.
+async fn clear_password_change(api: &mut Api, password: &str) -> Result<(), Problem> {
+    let body = json!({"current_password": password, "new_password": password});
+    let answer = api
+        .send("POST", "/api/v1/users/me/password", &body)
+        .await
+        .map_err(|e| Problem::new("LoginFailed", format!("clearing the first-login password change: {e}")))?;
+    let token = serde_json::from_slice::<Value>(&answer)
+        .ok()
+        .and_then(|v| v.get("access_token").and_then(Value::as_str).map(String::from));
+    *api = api.clone().with_token(token);
+    Ok(())
+}
+
+/// The bootstrap admin, with the password DittoFS was started with.
+async fn admin_login(client: &Client, api: &Api, rendered: &Rendered) -> Result<Api, Problem> {
+    let c = &rendered.context.computed;
+    let reference = &c.credentials.admin_password;
+    let namespace = &rendered.context.cr.namespace;
+    let password = secret_value(client, namespace, &reference.name, &reference.key).await?.ok_or_else(|| {
+        Problem::new(
+            "LoginRefused",
+            format!(
+                "the operator's DittoFS account is not set up and Secret {} has no key {}",
+                reference.name, reference.key
+            ),
+        )
+    })?;
+    let mut admin = api.clone().with_token(None);
+    match admin.login("admin", &password).await {
+        Ok(login) if login.user.must_change_password => Err(Problem::new(
+            "LoginRefused",
+            "the bootstrap admin must change its password before DittoFS accepts its calls: log in once with dfsctl and set the one in the admin Secret",
+        )),
+        Ok(_) => Ok(admin),
+        Err(e @ ApiError::Unreachable(_)) => Err(Problem::unreachable(&api.base, &e)),
+        Err(e) => Err(Problem::new(
+            "LoginRefused",
+            format!(
+                "DittoFS refused the operator's account ({}) and the bootstrap admin (Secret {} key {}): {e}. \
+                 If the admin password was changed in DittoFS, put the current one in that Secret",
+                c.names.operator_secret, reference.name, reference.key
+            ),
+        )),
+    }
+}
+
+/// Everything the plan compares: adapters and their live ports, the three store tables, shares.
+pub async fn read_live(api: &Api) -> Result<Live, ApiError> {
+    let adapters: Vec<LiveAdapter> = api.get("/api/v1/adapters/ports").await?;
+    let mut stores = BTreeMap::new();
+    for kind in StoreKind::ALL {
+        let rows: Vec<LiveStore> = api.get(&format!("/api/v1/{}", kind.route())).await?;
+        stores.insert(kind, rows);
+    }
+    let shares: Vec<LiveShare> = api.get("/api/v1/shares").await?;
+    Ok(Live { adapters, stores, shares })
+}
+
+/// Is the server answering? `GET /health/ready` (no login).
+pub async fn ready(api: &Api) -> Result<(), Problem> {
+    match api.get::<Value>("/health/ready").await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Problem::unreachable(&api.base, &e)),
+    }
+}
+
+/// Logs in when there is no token, and reads; a refused token (expired) logs in again once.
+pub async fn login_and_read(
+    client: &Client,
+    api: &mut Api,
+    rendered: &Rendered,
+    setup: AccountSetup,
+) -> Result<(Live, LoggedIn), Problem> {
+    let mut logged_in = LoggedIn::default();
+    if api.token().is_none() {
+        logged_in = login(client, api, rendered, setup).await?;
+    }
+    match read_live(api).await {
+        Ok(live) => Ok((live, logged_in)),
+        Err(e) if matches!(e.status(), Some(401 | 403)) => {
+            *api = api.clone().with_token(None);
+            let logged_in = login(client, api, rendered, setup).await?;
+            let live = read_live(api).await.map_err(|e| read_problem(&api.base, &e))?;
+            Ok((live, logged_in))
+        }
+        Err(e) => Err(read_problem(&api.base, &e)),
+    }
+}
+
+fn read_problem(base: &str, error: &ApiError) -> Problem {
+    match error {
+        ApiError::Unreachable(_) => Problem::unreachable(base, error),
+        other => Problem::new("ApiError", format!("reading DittoFS's state: {other}")),
+    }
+}
+
+/// The desired stores with their Secret values; also returns those values, so messages can be
+/// scrubbed of them.
+pub async fn resolve_stores(
+    client: &Client,
+    namespace: &str,
+    desired: &DesiredRuntime,
+    digest_key: &[u8],
+) -> Result<(Vec<ResolvedStore>, Vec<String>), Problem> {
+    let mut values = BTreeMap::new();
+    for name in desired.secret_names() {
+        let secret = kube::Api::<Secret>::namespaced(client.clone(), namespace)
+            .get_opt(&name)
+            .await
+            .map_err(|e| Problem::new("SecretUnreadable", format!("reading Secret {name}: {e}")))?;
+        for (key, value) in secret.and_then(|s| s.data).unwrap_or_default() {
+            values.insert((name.clone(), key), String::from_utf8_lossy(&value.0).into_owned());
+        }
+    }
+    let digest = |material: &[u8]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(digest_key).expect("HMAC takes a key of any length");
+        mac.update(material);
+        mac.finalize().into_bytes().iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let mut stores = Vec::new();
+    for kind in StoreKind::ALL {
+        for store in desired.stores(kind) {
+            stores.push(
+                ResolvedStore::resolve(kind, store, &values, digest).map_err(|m| Problem::new("SecretMissing", m))?,
+            );
+        }
+    }
+    let secrets = values.into_values().filter(|v| v.len() >= 4).collect();
+    Ok((stores, secrets))
+}
+
+/// A server's words with any Secret value it may echo replaced.
+pub fn scrub(message: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(message.to_string(), |m, s| m.replace(s.as_str(), "<redacted>"))
+}

@@ -1,0 +1,251 @@
+//! The data path, end to end: the real `dfs` runs with what the operator renders, the operator
+//! sets up its adapters, stores and shares through the REST API, and real clients use them —
+//! Debian's libnfs-utils (NFS in userspace) and smbclient, and SeaweedFS as the S3 server of
+//! a remote store. Installed or built by scripts/clients.sh and scripts/testbin.sh.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use dittofs_operator::crd::DittoServer;
+use dittofs_operator::preview::{self, DiffArgs, OutputFormat};
+use dittofs_operator::settings::{DittoApiArgs, Settings};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::dfs::{run_rendered_server, secret_value};
+use support::*;
+
+const LOCAL_API: &str = "http://127.0.0.1:{port}";
+/// First contact includes dfs's own start-up and an adapter restart.
+const SERVE_DEADLINE: Duration = Duration::from_secs(90);
+
+fn clients_installed() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clients.sh");
+    let out = Command::new("bash").arg(script).output().unwrap();
+    assert!(out.status.success(), "scripts/clients.sh: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn start_operator(client: &Client, ns: &str) -> Operator {
+    let mut settings = Settings::for_tests(Some(ns.to_string()));
+    settings.dittofs_api = Some(LOCAL_API.into());
+    Operator::start_with(client, settings)
+}
+
+async fn condition(client: &Client, ns: &str, name: &str, type_: &str) -> Option<Condition> {
+    let server = Api::<DittoServer>::namespaced(client.clone(), ns).get(name).await.ok()?;
+    server.status?.conditions.into_iter().find(|c| c.type_ == type_)
+}
+
+/// Waits until condition `type_` has `status` and `reason`; returns it.
+async fn wait_condition(client: &Client, ns: &str, type_: &str, status: &str, reason: &str) -> Condition {
+    let what = format!("{type_}={status} ({reason})");
+    let deadline = tokio::time::Instant::now() + SERVE_DEADLINE;
+    loop {
+        let current = condition(client, ns, "demo", type_).await;
+        if let Some(c) = &current
+            && c.status == status
+            && c.reason == reason
+        {
+            return c.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; last: {current:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `Serving` is True and its message starts with `prefix` (a change shows in the message).
+async fn wait_serving(client: &Client, ns: &str, prefix: &str) -> Condition {
+    let deadline = tokio::time::Instant::now() + SERVE_DEADLINE;
+    loop {
+        let current = condition(client, ns, "demo", "Serving").await;
+        if let Some(c) = &current
+            && c.status == "True"
+            && c.message.starts_with(prefix)
+        {
+            return c.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for Serving: {prefix}; last: {current:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Any change to the CR triggers a pass now, instead of at the next retry.
+async fn poke(client: &Client, ns: &str) {
+    let patch =
+        json!({"metadata": {"annotations": {"test.dittofs.com/poke": format!("{:?}", std::time::Instant::now())}}});
+    Api::<DittoServer>::namespaced(client.clone(), ns)
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+fn nfs_url(port: u16, path: &str) -> String {
+    format!("nfs://127.0.0.1{path}?nfsport={port}&mountport={port}&version=3")
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `content` into the share over NFS, lists it, reads it back.
+fn nfs_write_and_read(dir: &Path, port: u16, share: &str, file: &str, content: &[u8]) {
+    let local = dir.join(file);
+    std::fs::write(&local, content).unwrap();
+    run("nfs-cp", &[local.to_str().unwrap(), &nfs_url(port, &format!("{share}/{file}"))]);
+    let listing = run("nfs-ls", &[&nfs_url(port, share)]);
+    assert!(listing.contains(file), "nfs-ls does not show {file}:\n{listing}");
+    let back = dir.join(format!("{file}.back"));
+    run("nfs-cp", &[&nfs_url(port, &format!("{share}/{file}")), back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), content, "read back over NFS");
+}
+
+fn nfs_read(dir: &Path, port: u16, share: &str, file: &str) -> Vec<u8> {
+    let back = dir.join(format!("{file}.again"));
+    let _ = std::fs::remove_file(&back);
+    run("nfs-cp", &[&nfs_url(port, &format!("{share}/{file}")), back.to_str().unwrap()]);
+    std::fs::read(&back).unwrap()
+}
+
+fn smb_read(dir: &Path, port: u16, share: &str, password: &str, file: &str) -> Vec<u8> {
+    let out = dir.join(format!("{file}.smb"));
+    let command = format!("get {file} {}", out.display());
+    run(
+        "smbclient",
+        &[&format!("//127.0.0.1{share}"), "-p", &port.to_string(), "-U", &format!("admin%{password}"), "-c", &command],
+    );
+    std::fs::read(&out).unwrap()
+}
+
+fn cr(api_port: u16, nfs_port: u16, smb_port: u16, extra: &str) -> String {
+    format!(
+        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi, contentSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  nfsPort: {nfs_port}\n  smb: {{port: {smb_port}}}\n  shutdownTimeout: 5s\n{extra}"
+    )
+}
+
+fn diff_args(ns: &str) -> DiffArgs {
+    DiffArgs {
+        name: Some("demo".into()),
+        file: None,
+        namespace: Some(ns.to_string()),
+        kubeconfig: Some(cluster().kubeconfig.clone()),
+        output: OutputFormat::Text,
+        values: Default::default(),
+        templates: Default::default(),
+        dittofs_api: DittoApiArgs { dittofs_api: LOCAL_API.into() },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
+    clients_installed();
+    let (client, ns) = setup("serve").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (api_port, nfs_port, smb_port) = (free_port(), free_port(), free_port());
+    let operator = start_operator(&client, &ns);
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &server(&ns, &cr(api_port, nfs_port, smb_port, "")))
+        .await
+        .unwrap();
+
+    // No server yet: the condition says so, and nothing crashes.
+    let waiting = wait_condition(&client, &ns, "Serving", "False", "ApiUnreachable").await;
+    assert!(waiting.message.contains(&format!("127.0.0.1:{api_port}")), "{}", waiting.message);
+    operator.shutdown().await;
+
+    // dfs starts with what was rendered; before the operator's first runtime pass, diff lists
+    // what it would do to DittoFS (read only: nothing is created by looking).
+    let dfs = run_rendered_server(&client, &ns, "demo", dir.path(), api_port).await;
+    let preview = preview::preview(&client, &diff_args(&ns)).await.unwrap();
+    assert_eq!(
+        preview.runtime,
+        [
+            format!("adapter nfs: port 12049 → {nfs_port}"),
+            format!("adapter smb: port 1445 → {smb_port}"),
+            "metadata store meta: create (badger)".to_string(),
+            "local block store local: create (fs)".to_string(),
+            "share /export: create".to_string(),
+        ],
+        "{}",
+        dfs.log()
+    );
+
+    let operator = start_operator(&client, &ns);
+    poke(&client, &ns).await;
+    let serving = wait_condition(&client, &ns, "Serving", "True", "Serving").await;
+    assert_eq!(
+        serving.message,
+        format!("Exports /export over NFS on port {nfs_port} and SMB on port {smb_port}"),
+        "{}",
+        dfs.log()
+    );
+    let status = Api::<DittoServer>::namespaced(client.clone(), &ns).get("demo").await.unwrap().status.unwrap();
+    let runtime = status.runtime.clone().unwrap();
+    assert_eq!(runtime.shares, ["/export"]);
+    let ports: BTreeMap<String, (i32, bool)> =
+        runtime.adapters.iter().map(|a| (a.adapter_type.clone(), (a.port, a.running))).collect();
+    assert_eq!(ports["nfs"], (i32::from(nfs_port), true));
+    assert_eq!(ports["smb"], (i32::from(smb_port), true));
+    assert_eq!(status.endpoints.unwrap().nfs.unwrap(), format!("demo-file.{ns}.svc:/export"));
+    assert!(preview::preview(&client, &diff_args(&ns)).await.unwrap().runtime.is_empty(), "diff: nothing left");
+
+    // A quiet pass reads DittoFS and writes nothing to it.
+    let before = (operator.ctx.http.counts.snapshot(), operator.ctx.metrics.reconciles_with("ok"));
+    poke(&client, &ns).await;
+    eventually("a pass after the poke", DEADLINE, || async {
+        (operator.ctx.metrics.reconciles_with("ok") > before.1).then_some(())
+    })
+    .await;
+    let (reads, writes) = operator.ctx.http.counts.snapshot();
+    assert_eq!(writes, before.0.1, "a steady pass wrote to the DittoFS API");
+    assert_eq!(reads - before.0.0, 5, "adapters, three store tables, shares");
+
+    // Real clients: write and read over NFS, read the same file over SMB as the admin.
+    let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    nfs_write_and_read(dir.path(), nfs_port, "/export", "hello.bin", &content);
+    let password = secret_value(&client, &ns, "demo-admin-bootstrap-credentials", "password").await;
+    assert_eq!(smb_read(dir.path(), smb_port, "/export", &password, "hello.bin"), content, "SMB reads the NFS file");
+
+    // A restart keeps the share, the ports and the file (fs stores on the claims' directories).
+    let dfs = dfs.restart(dir.path()).await;
+    assert_eq!(nfs_read(dir.path(), nfs_port, "/export", "hello.bin"), content, "{}", dfs.log());
+    poke(&client, &ns).await;
+    wait_condition(&client, &ns, "Serving", "True", "Serving").await;
+
+    // Paused: a spec change is listed, not made.
+    let api = Api::<DittoServer>::namespaced(client.clone(), &ns);
+    let patch = json!({"metadata": {"annotations": {"dittofs.dittofs.com/reconcile": "paused"}},
+                       "spec": {"shares": [{"name": "/export"}, {"name": "/projects", "readOnly": true}]}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let held = wait_condition(&client, &ns, "Serving", "False", "ChangesHeld").await;
+    assert!(held.message.contains("share /projects: create"), "{}", held.message);
+    let in_sync = condition(&client, &ns, "demo", "InSync").await.unwrap();
+    assert!(in_sync.message.contains("Pending in DittoFS: share /projects: create"), "{}", in_sync.message);
+
+    // Resumed: made, and the second share serves too.
+    let patch = json!({"metadata": {"annotations": {"dittofs.dittofs.com/reconcile": null}}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_serving(&client, &ns, "Exports /export, /projects over").await;
+    let listing = run("nfs-ls", &[&nfs_url(nfs_port, "/projects")]);
+    assert!(!listing.contains("hello.bin"), "{listing}");
+
+    // Removing a share from the spec leaves it (and its files) on the server.
+    let patch = json!({"spec": {"shares": [{"name": "/projects", "readOnly": true}]}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_serving(&client, &ns, "Exports /projects over").await;
+    assert_eq!(nfs_read(dir.path(), nfs_port, "/export", "hello.bin"), content, "the removed share still serves");
+
+    operator.shutdown().await;
+    dfs.stop_within_grace(30);
+}

@@ -1,0 +1,187 @@
+//! The real DittoFS server (`dfs`) run the way the pod would run it: the rendered container's
+//! command, args and environment (Secret references resolved from the cluster), its config
+//! file, and the claims: a test directory bind-mounted on `/data` in a private mount namespace
+//! (`unshare -m`, as root), so every path the operator renders or sends over the REST API means
+//! what it means in the pod, and concurrent servers do not share files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
+use kube::Client;
+use kube::api::Api;
+
+use super::{DEADLINE, eventually, http, testbin};
+
+/// The container's environment with every secretKeyRef resolved from the cluster.
+pub async fn resolve_env(client: &Client, ns: &str, container: &Container) -> BTreeMap<String, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut env = BTreeMap::new();
+    for var in container.env.clone().unwrap_or_default() {
+        let value = match (var.value, var.value_from.and_then(|v| v.secret_key_ref)) {
+            (Some(value), _) => Some(value),
+            (None, Some(r)) => match secrets.get_opt(&r.name).await.unwrap() {
+                Some(s) => s.data.unwrap_or_default().get(&r.key).map(|b| String::from_utf8(b.0.clone()).unwrap()),
+                None if r.optional == Some(true) => None,
+                None => panic!("{}: Secret {} missing", var.name, r.name),
+            },
+            (None, None) => None,
+        };
+        if let Some(value) = value {
+            env.insert(var.name, value);
+        }
+    }
+    env
+}
+
+/// A running dfs, killed when dropped.
+pub struct Dfs {
+    pub child: Child,
+    pub log: PathBuf,
+    /// Kept to start the same server again.
+    launch: Launch,
+}
+
+#[derive(Clone)]
+struct Launch {
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    api_port: u16,
+}
+
+impl Drop for Dfs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dfs {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts dfs the way the pod would: the container's command and args, its config mounted at
+    /// /config (here: a directory with the ConfigMap's `config.yaml`), its resolved environment.
+    pub fn start(
+        dir: &Path,
+        container: &Container,
+        config_yaml: &str,
+        env: &BTreeMap<String, String>,
+        api_port: u16,
+    ) -> Dfs {
+        let config_dir = dir.join("config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        // The claims' mount points exist in the pod before dfs starts.
+        for claim in ["controlplane", "store/metadata", "store/block", "cache"] {
+            std::fs::create_dir_all(dir.join("data").join(claim)).unwrap();
+        }
+        std::fs::write(config_dir.join("config.yaml"), config_yaml).unwrap();
+        assert_eq!(container.command.as_deref(), Some(&["/app/dfs".to_string()][..]));
+        let args: Vec<String> = container
+            .args
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.replace("/config/config.yaml", config_dir.join("config.yaml").to_str().unwrap()))
+            .collect();
+        let launch = Launch { args, env: env.clone(), api_port };
+        Self::spawn(dir, launch)
+    }
+
+    fn spawn(dir: &Path, launch: Launch) -> Dfs {
+        let log = dir.join("dfs.log");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        // `/data` must exist as a mount point; in the namespace it is the test's directory.
+        let script = r#"mkdir -p /data && mount --bind "$0" /data && exec "$@""#;
+        let child = Command::new("unshare")
+            .args(["-m", "sh", "-c", script])
+            .arg(dir.join("data"))
+            .arg(testbin().join("dfs"))
+            .args(&launch.args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", dir)
+            .envs(&launch.env)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("dfs starts");
+        Dfs { child, log, launch }
+    }
+
+    /// Polls `/health/ready` until 200.
+    pub async fn wait_ready(&self) {
+        let addr = format!("127.0.0.1:{}", self.launch.api_port);
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Ok((200, _)) = http(&addr, "GET", "/health/ready", None).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        assert!(ready.is_ok(), "dfs never became ready; its log:\n{}", self.log());
+    }
+
+    /// SIGTERM, as the kubelet sends it: dfs must stop cleanly well within `grace_seconds`.
+    pub fn stop_within_grace(mut self, grace_seconds: u64) {
+        let pid = self.child.id();
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "dfs exited with {status}:\n{}", self.log());
+                assert!(
+                    started.elapsed() < Duration::from_secs(grace_seconds),
+                    "stopped after {:?}",
+                    started.elapsed()
+                );
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(grace_seconds), "dfs still running after the grace period");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops cleanly and starts the same server again, on the same directories.
+    pub async fn restart(self, dir: &Path) -> Dfs {
+        let launch = self.launch.clone();
+        self.stop_within_grace(60);
+        let dfs = Self::spawn(dir, launch);
+        dfs.wait_ready().await;
+        dfs
+    }
+}
+
+/// Renders through the operator and runs dfs with exactly what the pod would get; waits until ready.
+pub async fn run_rendered_server(client: &Client, ns: &str, name: &str, dir: &Path, api_port: u16) -> Dfs {
+    let sts = eventually("StatefulSet", DEADLINE, || async {
+        Api::<StatefulSet>::namespaced(client.clone(), ns).get_opt(name).await.ok().flatten()
+    })
+    .await;
+    let config = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(&format!("{name}-config"))
+        .await
+        .unwrap()
+        .data
+        .unwrap()["config.yaml"]
+        .clone();
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let container = pod.containers.iter().find(|c| c.name == "dittofs").unwrap().clone();
+    let env = resolve_env(client, ns, &container).await;
+    let dfs = Dfs::start(dir, &container, &config, &env, api_port);
+    dfs.wait_ready().await;
+    dfs
+}
+
+/// A key of a Secret in the cluster, as text.
+pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> String {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(name).await.unwrap();
+    String::from_utf8(secret.data.unwrap()[key].0.clone()).unwrap()
+}
