@@ -4,7 +4,8 @@
 # One identity with generated keys; one bucket created.
 #
 #   scripts/s3.sh start --dir DIR [--bucket NAME] [--owner-pid PID]   prints KEY=VALUE lines (also in DIR/env):
-#       S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET, S3_FILER (HTTP listing of the buckets)
+#       S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, S3_ACCESS_KEY_2, S3_SECRET_KEY_2 (a second pair of
+#       the same identity, for rotations), S3_BUCKET, S3_FILER (HTTP listing of the buckets)
 #   scripts/s3.sh stop --dir DIR
 set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,9 +30,9 @@ case $cmd in
     WEED=${DITTOFS_TESTBIN:-$("$SCRIPT_DIR/testbin.sh" | tail -n 1)}/weed
     [[ -x "$WEED" ]] || { echo "no weed at $WEED (run scripts/testbin.sh)" >&2; exit 1; }
     mkdir -p "$DIR/data"
-    access=$(random 20) secret=$(random 40)
+    access=$(random 20) secret=$(random 40) access2=$(random 20) secret2=$(random 40)
     cat >"$DIR/s3.json" <<JSON
-{"identities":[{"name":"dittofs","credentials":[{"accessKey":"$access","secretKey":"$secret"}],"actions":["Admin","Read","Write","List"]}]}
+{"identities":[{"name":"dittofs","credentials":[{"accessKey":"$access","secretKey":"$secret"},{"accessKey":"$access2","secretKey":"$secret2"}],"actions":["Admin","Read","Write","List"]}]}
 JSON
     master=$(free_port) master_grpc=$(free_port) volume=$(free_port) volume_grpc=$(free_port)
     filer=$(free_port) filer_grpc=$(free_port) s3=$(free_port) s3_grpc=$(free_port)
@@ -62,6 +63,8 @@ JSON
 S3_ENDPOINT=http://127.0.0.1:$s3
 S3_ACCESS_KEY=$access
 S3_SECRET_KEY=$secret
+S3_ACCESS_KEY_2=$access2
+S3_SECRET_KEY_2=$secret2
 S3_BUCKET=$BUCKET
 S3_FILER=http://127.0.0.1:$filer
 ENV

@@ -92,6 +92,9 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
         out.push(r.name.clone());
     }
     out.push(names.operator_secret);
+    if let Some(s3) = &spec.s3 {
+        out.push(s3.credentials_secret_ref.secret_name.clone());
+    }
     out.sort();
     out.dedup();
     out

@@ -174,15 +174,11 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     let objects = plan.changes().into_iter().cloned().collect();
     let runtime = match args.dittofs_api.template() {
         Some(template) if !database_only => {
-            runtime_changes(&client, &template, &rendered, checksum_key_for(&client, &namespace).await).await
+            runtime_changes(&client, &template, &rendered, &gathered.secrets, gathered.checksum_key.clone()).await
         }
         _ => Vec::new(),
     };
     Ok(Preview { objects, runtime })
-}
-
-async fn checksum_key_for(client: &Client, namespace: &str) -> Vec<u8> {
-    crate::gather::read_checksum_key(client, namespace).await.ok().flatten().unwrap_or_default()
 }
 
 /// The runtime plan against the live server, read only (as the operator's account, or the
@@ -191,6 +187,7 @@ async fn runtime_changes(
     client: &Client,
     template: &str,
     rendered: &crate::render::Rendered,
+    gathered: &crate::discover::SecretsByName,
     key: Vec<u8>,
 ) -> Vec<String> {
     use crate::runtime::{api, plan, session};
@@ -201,10 +198,11 @@ async fn runtime_changes(
     }
     let base = session::api_url(template, &rendered.context.cr.name, &rendered.context.cr.namespace, c.ports.api);
     let mut api = api::Api::new(api::HttpClient::default(), base);
+    let secrets = session::Secrets::new(client, &rendered.context.cr.namespace, gathered);
     let read = async {
         session::ready(&api).await?;
-        let (live, _) = session::login_and_read(client, &mut api, rendered, session::AccountSetup::ReadOnly).await?;
-        let (stores, _) = session::resolve_stores(client, &rendered.context.cr.namespace, desired, &key).await?;
+        let (live, _) = session::login_and_read(&secrets, &mut api, rendered, session::AccountSetup::ReadOnly).await?;
+        let (stores, _) = session::resolve_stores(&secrets, desired, &key).await?;
         let planned = plan::plan(desired, &stores, &live);
         let mut lines = planned.descriptions();
         lines.extend(planned.refused.iter().map(|r| format!("refused: {r}")));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use dittofs_operator::crd::DittoServer;
 use dittofs_operator::preview::{self, DiffArgs, OutputFormat};
 use dittofs_operator::settings::{DittoApiArgs, Settings};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -246,6 +247,167 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     wait_serving(&client, &ns, "Exports /projects over").await;
     assert_eq!(nfs_read(dir.path(), nfs_port, "/export", "hello.bin"), content, "the removed share still serves");
 
+    operator.shutdown().await;
+    dfs.stop_within_grace(30);
+}
+
+/// `scripts/s3.sh start`: SeaweedFS with one bucket; its KEY=VALUE lines.
+fn start_s3(dir: &Path) -> BTreeMap<String, String> {
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.sh"))
+        .args(["start", "--dir", dir.to_str().unwrap(), "--owner-pid", &std::process::id().to_string()])
+        .env("DITTOFS_TESTBIN", testbin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/s3.sh: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+/// Bytes of every object under `path` of the filer (the bucket's directory tree), walked over
+/// its HTTP listing API.
+async fn bytes_under(filer: &str, path: &str) -> u64 {
+    let addr = filer.trim_start_matches("http://");
+    let mut total = 0;
+    let mut dirs = vec![path.to_string()];
+    while let Some(dir) = dirs.pop() {
+        let url = format!("{}/?limit=10000", dir.trim_end_matches('/'));
+        let Ok((200, body)) = http_accept_json(addr, &url).await else { continue };
+        let listing: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        for entry in listing["Entries"].as_array().cloned().unwrap_or_default() {
+            let full = entry["FullPath"].as_str().unwrap_or_default().to_string();
+            // os.ModeDir is the top bit of Go's FileMode.
+            if entry["Mode"].as_u64().unwrap_or(0) & (1 << 31) != 0 {
+                dirs.push(full);
+            } else {
+                total += entry["FileSize"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+async fn http_accept_json(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
+}
+
+/// The `s3` remote store's config as DittoFS reports it (secrets masked), read as the admin.
+async fn remote_store_config(api_port: u16, admin_password: &str) -> serde_json::Value {
+    let addr = format!("127.0.0.1:{api_port}");
+    let login = json!({"username": "admin", "password": admin_password}).to_string();
+    let (_, body) = http(&addr, "POST", "/api/v1/auth/login", Some(&login)).await.unwrap();
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["access_token"].as_str().unwrap().to_string();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /api/v1/store/block/remote/s3 HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(body).map(|v| v["config"].clone()).unwrap_or_default()
+}
+
+/// Every Event of the namespace, as JSON text.
+async fn events_text(client: &Client, ns: &str) -> String {
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    serde_json::to_string(&events.items).unwrap()
+}
+
+async fn put_keys(client: &Client, ns: &str, access: &str, secret: &str, endpoint: &str) {
+    let keys: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3-keys"},
+        "stringData": {"accessKeyId": access, "secretAccessKey": secret, "endpoint": endpoint},
+    }))
+    .unwrap();
+    let params = PatchParams::apply("serving-test").force();
+    Api::<Secret>::namespaced(client.clone(), ns).patch("s3-keys", &params, &Patch::Apply(&keys)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_remote_store_holds_the_blocks_with_keys_from_a_secret() {
+    clients_installed();
+    let (client, ns) = setup("serve-s3").await;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = start_s3(&dir.path().join("s3"));
+    let (api_port, nfs_port, smb_port) = (free_port(), free_port(), free_port());
+
+    // Wrong keys first: the condition names the store, with the server's words and no key.
+    let wrong_secret = "wrong-secret-key-not-in-any-message";
+    put_keys(&client, &ns, "WRONGACCESSKEY", wrong_secret, &s3["S3_ENDPOINT"]).await;
+    let spec = format!(
+        "  storage: {{metadataSize: 10Gi, cacheSize: 10Gi}}\n  s3:\n    bucket: {}\n    prefix: ditto/\n    forcePathStyle: true\n    allowPrivateEndpoint: true\n    credentialsSecretRef: {{secretName: s3-keys}}\n",
+        s3["S3_BUCKET"]
+    );
+    let yaml =
+        cr(api_port, nfs_port, smb_port, "").replace("  storage: {metadataSize: 10Gi, contentSize: 10Gi}\n", &spec);
+    let operator = start_operator(&client, &ns);
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &server(&ns, &yaml))
+        .await
+        .unwrap();
+    let dfs = run_rendered_server(&client, &ns, "demo", dir.path(), api_port).await;
+    poke(&client, &ns).await;
+    // DittoFS keeps a store whose keys it cannot use, and reports it unhealthy.
+    let unhealthy = wait_condition(&client, &ns, "Serving", "False", "StoreUnhealthy").await;
+    assert!(unhealthy.message.starts_with("remote block store s3 is unhealthy: "), "{}", unhealthy.message);
+    assert!(!unhealthy.message.contains(wrong_secret), "{}", unhealthy.message);
+    assert!(!events_text(&client, &ns).await.contains(wrong_secret), "a key in an Event");
+
+    // The right keys (the Secret changes; the operator watches it): the store's row is updated
+    // and the pod restarted (DittoFS loads keys at start), which the test plays by restarting dfs.
+    put_keys(&client, &ns, &s3["S3_ACCESS_KEY"], &s3["S3_SECRET_KEY"], &s3["S3_ENDPOINT"]).await;
+    let admin = secret_value(&client, &ns, "demo-admin-bootstrap-credentials", "password").await;
+    eventually("the store to hold the right access key", SERVE_DEADLINE, || async {
+        let config = remote_store_config(api_port, &admin).await;
+        (config["access_key_id"] == s3["S3_ACCESS_KEY"].as_str()).then_some(())
+    })
+    .await;
+    let dfs = dfs.restart(dir.path()).await;
+    poke(&client, &ns).await;
+    wait_serving(&client, &ns, "Exports /export over").await;
+
+    // A file written over NFS ends up as objects in the bucket.
+    let content: Vec<u8> =
+        (0..(6u32 << 20) / 4).map(|i| i.wrapping_mul(2_654_435_761)).flat_map(|i| i.to_le_bytes()).collect();
+    nfs_write_and_read(dir.path(), nfs_port, "/export", "big.bin", &content);
+    let bucket_dir = format!("/buckets/{}/ditto", s3["S3_BUCKET"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let stored = bytes_under(&s3["S3_FILER"], &bucket_dir).await;
+        if stored >= content.len() as u64 / 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {stored} bytes in the bucket; dfs log:\n{}", dfs.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Rotation: new keys in the Secret update the store (and restart the pod, which the test
+    // plays by restarting dfs); the file is still there.
+    put_keys(&client, &ns, &s3["S3_ACCESS_KEY_2"], &s3["S3_SECRET_KEY_2"], &s3["S3_ENDPOINT"]).await;
+    eventually("the store to hold the new access key", SERVE_DEADLINE, || async {
+        let config = remote_store_config(api_port, &admin).await;
+        (config["access_key_id"] == s3["S3_ACCESS_KEY_2"].as_str()).then_some(())
+    })
+    .await;
+    let secret = remote_store_config(api_port, &admin).await["secret_access_key"].clone();
+    assert_eq!(secret, "********", "DittoFS masks the key on reads");
+    let dfs = dfs.restart(dir.path()).await;
+    assert_eq!(nfs_read(dir.path(), nfs_port, "/export", "big.bin"), content, "{}", dfs.log());
     operator.shutdown().await;
     dfs.stop_within_grace(30);
 }

@@ -175,6 +175,6 @@ async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error
         Ok(synced) => synced,
         Err(hold) => return sync::hold(ctx, server, hold).await,
     };
-    let outcome = runtime::runtime(ctx, server, &rendered, synced.mode).await;
+    let outcome = runtime::runtime(ctx, server, &rendered, &gathered.secrets, synced.mode).await;
     status::report(ctx, server, &rendered, synced, outcome).await
 }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -13,10 +14,11 @@ use tracing::{debug, info};
 use super::decide::Mode;
 use super::{Context, events};
 use crate::crd::{AdapterStatus, DittoServer, RuntimeStatus};
+use crate::discover::SecretsByName;
 use crate::render::Rendered;
 use crate::runtime::api::{Api, LiveAdapter};
 use crate::runtime::plan::{self, Area, Live};
-use crate::runtime::session::{self, AccountSetup, Problem};
+use crate::runtime::session::{self, AccountSetup, Problem, Secrets};
 use crate::status::{Decided, SERVING};
 
 /// What the step found and did, for the status step.
@@ -37,7 +39,13 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 /// After a write, look again soon: an adapter restarts on its new port in the background.
 const VERIFY_AFTER_WRITE: Duration = Duration::from_secs(5);
 
-pub async fn runtime(ctx: &Context, server: &DittoServer, rendered: &Rendered, mode: Mode) -> RuntimeOutcome {
+pub async fn runtime(
+    ctx: &Context,
+    server: &DittoServer,
+    rendered: &Rendered,
+    secrets: &SecretsByName,
+    mode: Mode,
+) -> RuntimeOutcome {
     let (Some(desired), Some(template)) = (&rendered.runtime, &ctx.settings.dittofs_api) else {
         return RuntimeOutcome::default();
     };
@@ -51,7 +59,8 @@ pub async fn runtime(ctx: &Context, server: &DittoServer, rendered: &Rendered, m
     let token = ctx.runtime_sessions.lock().expect("sessions lock").get(&key).cloned();
     let mut api = Api::new(ctx.http.clone(), base).with_token(token);
 
-    let result = pass(ctx, server, rendered, desired, &mut api, mode).await;
+    let secrets = Secrets::new(&ctx.client, &namespace, secrets);
+    let result = pass(ctx, server, rendered, desired, &secrets, &mut api, mode).await;
     {
         let mut sessions = ctx.runtime_sessions.lock().expect("sessions lock");
         match api.token() {
@@ -88,6 +97,7 @@ async fn pass(
     server: &DittoServer,
     rendered: &Rendered,
     desired: &crate::runtime::DesiredRuntime,
+    secrets: &Secrets<'_>,
     api: &mut Api,
     mode: Mode,
 ) -> Result<RuntimeOutcome, Problem> {
@@ -96,7 +106,7 @@ async fn pass(
         session::ready(api).await?;
     }
     let setup = if mode.writes() { AccountSetup::Allowed } else { AccountSetup::ReadOnly };
-    let (mut live, logged_in) = session::login_and_read(&ctx.client, api, rendered, setup).await?;
+    let (mut live, logged_in) = session::login_and_read(secrets, api, rendered, setup).await?;
     if let Some(user) = logged_in.created_account {
         let note = format!(
             "Created DittoFS account {user} (role admin) with the bootstrap admin; its password is in Secret {}",
@@ -105,7 +115,7 @@ async fn pass(
         events::publish(ctx, server, EventType::Normal, "OperatorAccountCreated", &note).await;
     }
     let digest_key = ctx.checksum_key(namespace).await.map_err(|e| Problem::new("SecretUnreadable", e.to_string()))?;
-    let (stores, secrets) = session::resolve_stores(&ctx.client, namespace, desired, &digest_key).await?;
+    let (stores, secret_values) = session::resolve_stores(secrets, desired, &digest_key).await?;
     let planned = plan::plan(desired, &stores, &live);
 
     if !planned.changes.is_empty() && !mode.writes() {
@@ -133,7 +143,7 @@ async fn pass(
                 (_, Area::Store) => "StoreRejected",
                 (_, Area::Share) => "ShareRejected",
             };
-            let detail = session::scrub(&error.to_string(), &secrets);
+            let detail = session::scrub(&error.to_string(), &secret_values);
             let message = format!(
                 "{}: DittoFS refused \"{}\": {detail}{}",
                 change.subject,
@@ -145,6 +155,9 @@ async fn pass(
         }
         applied.push(change.description.clone());
     }
+    if planned.changes.iter().any(|c| c.needs_restart) {
+        restart(ctx, server, rendered).await?;
+    }
     if !applied.is_empty() {
         info!(changes = ?applied, "DittoFS runtime updated");
         events::publish(ctx, server, EventType::Normal, "RuntimeUpdated", &format!("DittoFS: {}", applied.join("; ")))
@@ -154,13 +167,33 @@ async fn pass(
             .map_err(|e| Problem::new("ApiError", format!("reading DittoFS's state: {e}")))?;
     }
 
-    let condition = serving(desired, &live, &planned.refused, &secrets);
+    let condition = serving(desired, &live, &planned.refused, &secret_values);
     Ok(RuntimeOutcome {
         retry: (!applied.is_empty()).then_some(VERIFY_AFTER_WRITE),
         condition: Some(condition),
         status: Some(status(desired, &live)),
         held: Vec::new(),
     })
+}
+
+/// DittoFS loads a store's credentials with the shares at start: after new ones are saved,
+/// the pod is deleted so the StatefulSet starts it again (its claims stay).
+async fn restart(ctx: &Context, server: &DittoServer, rendered: &Rendered) -> Result<(), Problem> {
+    let pod = format!("{}-0", rendered.context.computed.names.stateful_set);
+    let pods: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), &rendered.context.cr.namespace);
+    match pods.delete(&pod, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(e) => {
+            return Err(Problem::new(
+                "RestartFailed",
+                format!("deleting pod {pod} to load new store credentials: {e}"),
+            ));
+        }
+    }
+    let note = format!("Restarted pod {pod}: DittoFS loads store credentials at start, and they changed");
+    events::publish(ctx, server, EventType::Normal, "Restarted", &note).await;
+    Ok(())
 }
 
 /// `Serving` from what the server reports after this pass.

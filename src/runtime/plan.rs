@@ -101,6 +101,9 @@ pub struct Change {
     /// What a failure is about, for the condition: "remote block store s3".
     pub subject: String,
     pub area: Area,
+    /// DittoFS reads a store's credentials when it loads a share: a share in use only sees new
+    /// ones after a restart.
+    pub needs_restart: bool,
 }
 
 /// What a change touches, for the condition's reason when it fails.
@@ -140,6 +143,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                 body: Some(json!({"type": t, "enabled": adapter.enabled, "port": adapter.port})),
                 subject: format!("adapter {t}"),
                 area: Area::Adapter,
+                needs_restart: false,
             }),
             Some(l) => {
                 let mut what = Vec::new();
@@ -160,6 +164,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                         body: Some(Value::Object(body)),
                         subject: format!("adapter {t}"),
                         area: Area::Adapter,
+                        needs_restart: false,
                     });
                 }
             }
@@ -177,6 +182,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                 body: Some(json!({"name": store.desired.name, "type": store.desired.store_type, "config": store.config_string()})),
                 subject: label,
                 area: Area::Store,
+                needs_restart: false,
             }),
             Some(l) if l.store_type != store.desired.store_type => out.refused.push(format!(
                 "{label} is {} on the server but the spec asks for {}: DittoFS cannot change a store's type in place. \
@@ -186,6 +192,10 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
             Some(l) => {
                 let what = config_differences(store, &l.config);
                 if !what.is_empty() {
+                    let in_use = live.shares.iter().any(|s| {
+                        [Some(&s.metadata_store_id), Some(&s.local_block_store_id), s.remote_block_store_id.as_ref()]
+                            .contains(&Some(&l.id))
+                    });
                     out.changes.push(Change {
                         description: format!("{label}: {}", what.join(", ")),
                         method: "PUT",
@@ -193,6 +203,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                         body: Some(json!({"config": store.config_string()})),
                         subject: label,
                         area: Area::Store,
+                        needs_restart: in_use,
                     });
                 }
             }
@@ -220,6 +231,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                 body: Some(body),
                 subject,
                 area: Area::Share,
+                needs_restart: false,
             });
             continue;
         };
@@ -266,6 +278,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                 body: Some(Value::Object(body)),
                 subject,
                 area: Area::Share,
+                needs_restart: false,
             });
         }
     }
@@ -302,6 +315,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                     body: None,
                     subject: label,
                     area: Area::Store,
+                    needs_restart: false,
                 });
             } else {
                 out.refused.push(format!(
@@ -468,6 +482,7 @@ shares:
             ["remote block store s3: credentials (access_key_id, secret_access_key) changed"]
         );
         assert_eq!(plan.changes[0].method, "PUT");
+        assert!(plan.changes[0].needs_restart, "share /export uses it: DittoFS loads keys at start");
         assert!(plan.changes[0].body.as_ref().unwrap()["config"].as_str().unwrap().contains("ROTATED-LONGER"));
     }
 

@@ -12,6 +12,7 @@ use sha2::Sha256;
 use super::api::{Api, ApiError, LiveAdapter, LiveShare, LiveStore};
 use super::desired::{DesiredRuntime, StoreKind};
 use super::plan::{Live, ResolvedStore};
+use crate::discover::SecretsByName;
 use crate::render::Rendered;
 
 /// Why the runtime cannot be read or set up, as a condition reason and message.
@@ -56,35 +57,56 @@ pub struct LoggedIn {
     pub created_account: Option<String>,
 }
 
-/// One value of a Secret key, `None` when the Secret or the key is missing.
-async fn secret_value(client: &Client, namespace: &str, name: &str, key: &str) -> Result<Option<String>, Problem> {
-    let secret = kube::Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|e| Problem::new("SecretUnreadable", format!("reading Secret {name}: {e}")))?;
-    Ok(secret.and_then(|s| s.data).and_then(|d| d.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())))
+/// The Secrets of one pass: those the gather step read, and those read since (created this pass).
+pub struct Secrets<'a> {
+    client: &'a Client,
+    namespace: &'a str,
+    gathered: &'a SecretsByName,
+}
+
+impl<'a> Secrets<'a> {
+    pub fn new(client: &'a Client, namespace: &'a str, gathered: &'a SecretsByName) -> Self {
+        Self { client, namespace, gathered }
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Secret>, Problem> {
+        if let Some(secret) = self.gathered.get(name) {
+            return Ok(Some(secret.clone()));
+        }
+        kube::Api::<Secret>::namespaced(self.client.clone(), self.namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| Problem::new("SecretUnreadable", format!("reading Secret {name}: {e}")))
+    }
+
+    /// One value, `None` when the Secret or the key is missing.
+    async fn value(&self, name: &str, key: &str) -> Result<Option<String>, Problem> {
+        Ok(self
+            .get(name)
+            .await?
+            .and_then(|s| s.data)
+            .and_then(|d| d.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())))
+    }
 }
 
 /// Logs `api` in as the operator's account, creating the account first when it is missing and
 /// `setup` allows it. Tokens stay in memory; nothing here is logged.
 pub async fn login(
-    client: &Client,
+    secrets: &Secrets<'_>,
     api: &mut Api,
     rendered: &Rendered,
     setup: AccountSetup,
 ) -> Result<LoggedIn, Problem> {
     let c = &rendered.context.computed;
-    let namespace = &rendered.context.cr.namespace;
     let secret = &c.names.operator_secret;
-    let user =
-        secret_value(client, namespace, secret, "username").await?.unwrap_or_else(|| c.runtime.operator_user.clone());
-    let password = secret_value(client, namespace, secret, "password").await?;
+    let user = secrets.value(secret, "username").await?.unwrap_or_else(|| c.runtime.operator_user.clone());
+    let password = secrets.value(secret, "password").await?;
     let refused = |e: &ApiError| matches!(e.status(), Some(401 | 403 | 404));
     if let Some(password) = &password {
         match api.login(&user, password).await {
             Ok(login) if login.user.must_change_password => {
                 if setup == AccountSetup::ReadOnly {
-                    return admin_login(client, api, rendered).await.map(|_| LoggedIn::default());
+                    return admin_login(secrets, api, rendered).await.map(|_| LoggedIn::default());
                 }
                 clear_password_change(api, password).await?;
                 return Ok(LoggedIn::default());
@@ -105,7 +127,7 @@ pub async fn login(
             Err(e) => return Err(Problem::new("LoginFailed", format!("logging in as {user}: {e}"))),
         }
     }
-    let admin = admin_login(client, api, rendered).await?;
+    let admin = admin_login(secrets, api, rendered).await?;
     let Some(password) = password.filter(|_| setup == AccountSetup::Allowed) else {
         // Read only, or the Secret is not created yet: read as the bootstrap admin.
         *api = admin;
@@ -152,11 +174,10 @@ async fn clear_password_change(api: &mut Api, password: &str) -> Result<(), Prob
 }
 
 /// The bootstrap admin, with the password DittoFS was started with.
-async fn admin_login(client: &Client, api: &Api, rendered: &Rendered) -> Result<Api, Problem> {
+async fn admin_login(secrets: &Secrets<'_>, api: &Api, rendered: &Rendered) -> Result<Api, Problem> {
     let c = &rendered.context.computed;
     let reference = &c.credentials.admin_password;
-    let namespace = &rendered.context.cr.namespace;
-    let password = secret_value(client, namespace, &reference.name, &reference.key).await?.ok_or_else(|| {
+    let password = secrets.value(&reference.name, &reference.key).await?.ok_or_else(|| {
         Problem::new(
             "LoginRefused",
             format!(
@@ -206,20 +227,20 @@ pub async fn ready(api: &Api) -> Result<(), Problem> {
 
 /// Logs in when there is no token, and reads; a refused token (expired) logs in again once.
 pub async fn login_and_read(
-    client: &Client,
+    secrets: &Secrets<'_>,
     api: &mut Api,
     rendered: &Rendered,
     setup: AccountSetup,
 ) -> Result<(Live, LoggedIn), Problem> {
     let mut logged_in = LoggedIn::default();
     if api.token().is_none() {
-        logged_in = login(client, api, rendered, setup).await?;
+        logged_in = login(secrets, api, rendered, setup).await?;
     }
     match read_live(api).await {
         Ok(live) => Ok((live, logged_in)),
         Err(e) if matches!(e.status(), Some(401 | 403)) => {
             *api = api.clone().with_token(None);
-            let logged_in = login(client, api, rendered, setup).await?;
+            let logged_in = login(secrets, api, rendered, setup).await?;
             let live = read_live(api).await.map_err(|e| read_problem(&api.base, &e))?;
             Ok((live, logged_in))
         }
@@ -237,17 +258,13 @@ fn read_problem(base: &str, error: &ApiError) -> Problem {
 /// The desired stores with their Secret values; also returns those values, so messages can be
 /// scrubbed of them.
 pub async fn resolve_stores(
-    client: &Client,
-    namespace: &str,
+    secrets: &Secrets<'_>,
     desired: &DesiredRuntime,
     digest_key: &[u8],
 ) -> Result<(Vec<ResolvedStore>, Vec<String>), Problem> {
     let mut values = BTreeMap::new();
     for name in desired.secret_names() {
-        let secret = kube::Api::<Secret>::namespaced(client.clone(), namespace)
-            .get_opt(&name)
-            .await
-            .map_err(|e| Problem::new("SecretUnreadable", format!("reading Secret {name}: {e}")))?;
+        let secret = secrets.get(&name).await?;
         for (key, value) in secret.and_then(|s| s.data).unwrap_or_default() {
             values.insert((name.clone(), key), String::from_utf8_lossy(&value.0).into_owned());
         }
