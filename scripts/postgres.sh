@@ -5,7 +5,9 @@
 #   scripts/postgres.sh start --dir DIR [--owner-pid PID]   prints KEY=VALUE lines (also in DIR/env)
 #   scripts/postgres.sh stop --dir DIR
 #
-# The database `dittofs` is owned by role `dittofs` (password in DIR/env), so DittoFS can migrate.
+# The databases `dittofs` (control plane) and `dittofs_metadata` (file metadata: a separate
+# database, both schemas have a `shares` table) are owned by role `dittofs` (password in
+# DIR/env), so DittoFS can migrate.
 set -euo pipefail
 
 cmd=${1:-}; shift || true
@@ -60,6 +62,7 @@ HBA
     as_pg "$BIN/psql" -h "$DIR" -p "$PORT" -U postgres -q -v ON_ERROR_STOP=1 <<SQL
 CREATE ROLE dittofs LOGIN PASSWORD '$PASSWORD';
 CREATE DATABASE dittofs OWNER dittofs;
+CREATE DATABASE dittofs_metadata OWNER dittofs;
 SQL
     {
       echo "PGHOST=127.0.0.1"

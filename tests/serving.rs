@@ -411,3 +411,124 @@ async fn an_s3_remote_store_holds_the_blocks_with_keys_from_a_secret() {
     operator.shutdown().await;
     dfs.stop_within_grace(30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_metadata_on_the_tls_postgresql_survives_a_restart() {
+    clients_installed();
+    let (client, ns) = setup("serve-pg").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh"))
+        .args([
+            "start",
+            "--dir",
+            dir.path().join("pg").to_str().unwrap(),
+            "--owner-pid",
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pg: BTreeMap<String, String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let db: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "stringData": {"host": pg["PGHOST"], "port": pg["PGPORT"], "dbname": "dittofs", "user": "dittofs", "password": pg["PGPASSWORD"]},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &db).await.unwrap();
+
+    let (api_port, nfs_port, smb_port) = (free_port(), free_port(), free_port());
+    let extra = "  database:\n    postgresSecretRef: {name: db}\n  stores:\n    metadata: {type: postgres}\n";
+    let operator = start_operator(&client, &ns);
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &server(&ns, &cr(api_port, nfs_port, smb_port, extra)))
+        .await
+        .unwrap();
+    let dfs = run_rendered_server(&client, &ns, "demo", dir.path(), api_port).await;
+    poke(&client, &ns).await;
+    wait_serving(&client, &ns, "Exports /export over").await;
+    nfs_write_and_read(dir.path(), nfs_port, "/export", "notes.txt", b"metadata lives in PostgreSQL\n");
+
+    // The file's metadata is in the second database (over TLS), and the password never left its Secret.
+    let tables = Command::new(format!("{}/psql", pg["PG_BIN"]))
+        .args(["-tAc", "select count(*) from information_schema.tables where table_schema = 'public'"])
+        .env("PGHOST", &pg["PGHOST"])
+        .env("PGPORT", &pg["PGPORT"])
+        .env("PGDATABASE", "dittofs_metadata")
+        .env("PGUSER", "dittofs")
+        .env("PGPASSWORD", &pg["PGPASSWORD"])
+        .env("PGSSLMODE", "require")
+        .output()
+        .unwrap();
+    let count: u32 = String::from_utf8_lossy(&tables.stdout).trim().parse().unwrap_or(0);
+    assert!(count > 0, "no metadata tables: {}", String::from_utf8_lossy(&tables.stderr));
+    let status =
+        serde_json::to_string(&Api::<DittoServer>::namespaced(client.clone(), &ns).get("demo").await.unwrap()).unwrap();
+    assert!(!status.contains(&pg["PGPASSWORD"]));
+    assert!(!events_text(&client, &ns).await.contains(&pg["PGPASSWORD"]));
+
+    let dfs = dfs.restart(dir.path()).await;
+    assert_eq!(
+        nfs_read(dir.path(), nfs_port, "/export", "notes.txt"),
+        b"metadata lives in PostgreSQL\n",
+        "{}",
+        dfs.log()
+    );
+    operator.shutdown().await;
+    dfs.stop_within_grace(30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_and_a_refused_login_are_named_without_a_crash() {
+    let (client, ns) = setup("serve-fail").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (api_port, nfs_port) = (free_port(), free_port());
+    // Another process holds the SMB port the spec asks for.
+    let squatter = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let smb_port = squatter.local_addr().unwrap().port();
+    let operator = start_operator(&client, &ns);
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &server(&ns, &cr(api_port, nfs_port, smb_port, "")))
+        .await
+        .unwrap();
+    let dfs = run_rendered_server(&client, &ns, "demo", dir.path(), api_port).await;
+    poke(&client, &ns).await;
+    let busy = eventually("Serving names the SMB adapter", SERVE_DEADLINE, || async {
+        let c = condition(&client, &ns, "demo", "Serving").await?;
+        (c.status == "False" && c.message.contains("adapter smb")).then_some(c)
+    })
+    .await;
+    assert!(
+        ["AdapterNotRunning", "AdapterRejected"].contains(&busy.reason.as_str()),
+        "{}: {}\n{}",
+        busy.reason,
+        busy.message,
+        dfs.log()
+    );
+    assert!(busy.message.contains(&smb_port.to_string()), "{}", busy.message);
+    // The port frees up: the next pass (the operator retries on its own) brings SMB up.
+    drop(squatter);
+    let serving = wait_condition(&client, &ns, "Serving", "True", "Serving").await;
+    assert!(serving.message.contains(&format!("SMB on port {smb_port}")), "{}", serving.message);
+
+    // Credentials the server no longer accepts: both the operator's own and the bootstrap admin's.
+    operator.shutdown().await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let wrong = json!({"stringData": {"password": "not-the-password-anymore"}});
+    for name in ["demo-operator-credentials", "demo-admin-bootstrap-credentials"] {
+        secrets.patch(name, &PatchParams::default(), &Patch::Merge(&wrong)).await.unwrap();
+    }
+    let operator = start_operator(&client, &ns);
+    poke(&client, &ns).await;
+    let refused = wait_condition(&client, &ns, "Serving", "False", "LoginRefused").await;
+    assert!(refused.message.contains("demo-admin-bootstrap-credentials"), "{}", refused.message);
+    assert!(!refused.message.contains("not-the-password-anymore"), "{}", refused.message);
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+    assert!(pods.list(&Default::default()).await.unwrap().items.is_empty(), "nothing restarted or created");
+    operator.shutdown().await;
+    dfs.stop_within_grace(30);
+}

@@ -68,28 +68,22 @@ pub async fn runtime(
             None => sessions.remove(&key),
         };
     }
+    let mut outcome = result.unwrap_or_else(|problem| RuntimeOutcome {
+        condition: Some(Decided::new(SERVING, false, problem.reason, problem.message)),
+        ..RuntimeOutcome::default()
+    });
+    // Not serving (and not held on purpose): look again with backoff, 5 s doubling to 5 min.
     let mut failures = ctx.runtime_failures.lock().expect("failures lock");
-    match result {
-        Ok(mut outcome) => {
-            failures.remove(&key);
-            if outcome.condition.as_ref().is_some_and(|c| !c.status) && outcome.held.is_empty() {
-                outcome.retry = outcome.retry.or(Some(FIRST_RETRY));
-            }
-            outcome
-        }
-        Err(problem) => {
-            let attempt = failures.entry(key).or_insert(0);
-            *attempt += 1;
-            let retry = FIRST_RETRY.saturating_mul(1 << (*attempt - 1).min(6)).min(MAX_RETRY);
-            debug!(reason = problem.reason, attempt = *attempt, ?retry, "runtime step failed");
-            RuntimeOutcome {
-                condition: Some(Decided::new(SERVING, false, problem.reason, problem.message)),
-                status: None,
-                held: Vec::new(),
-                retry: Some(retry),
-            }
-        }
+    if outcome.condition.as_ref().is_some_and(|c| !c.status) && outcome.held.is_empty() {
+        let attempt = failures.entry(key).or_insert(0);
+        *attempt += 1;
+        let retry = FIRST_RETRY.saturating_mul(1 << (*attempt - 1).min(6)).min(MAX_RETRY);
+        debug!(attempt = *attempt, ?retry, "DittoFS not serving yet; retrying");
+        outcome.retry = Some(retry);
+    } else {
+        failures.remove(&key);
     }
+    outcome
 }
 
 async fn pass(
@@ -220,11 +214,13 @@ fn serving(desired: &crate::runtime::DesiredRuntime, live: &Live, refused: &[Str
         }
     }
     for adapter in desired.adapters.iter().filter(|a| a.enabled) {
-        let running = live.adapters.iter().any(|l| l.adapter_type == adapter.adapter_type && l.running);
-        if !running {
+        let found = live.adapters.iter().find(|l| l.adapter_type == adapter.adapter_type);
+        if let Some(l) = found.filter(|l| !l.healthy()) {
             let message = format!(
-                "adapter {} is enabled on port {} but not running: another process may hold the port (see the DittoFS log)",
-                adapter.adapter_type, adapter.port
+                "adapter {} on port {} is not serving (DittoFS reports {}). If this lasts, another process holds the port (see the DittoFS log); the operator restarts the adapter with backoff",
+                adapter.adapter_type,
+                adapter.port,
+                l.health()
             );
             return Decided::new(SERVING, false, "AdapterNotRunning", message);
         }
@@ -238,7 +234,7 @@ fn serving(desired: &crate::runtime::DesiredRuntime, live: &Live, refused: &[Str
     let ports: Vec<String> = live
         .adapters
         .iter()
-        .filter(|a| a.enabled && a.running)
+        .filter(|a| a.healthy())
         .map(|a| format!("{} on port {}", a.adapter_type.to_uppercase(), a.port))
         .collect();
     Decided::new(SERVING, true, "Serving", format!("Exports {} over {}", shares.join(", "), ports.join(" and ")))
@@ -252,5 +248,5 @@ fn status(desired: &crate::runtime::DesiredRuntime, live: &Live) -> RuntimeStatu
 }
 
 fn adapter_status(a: &LiveAdapter) -> AdapterStatus {
-    AdapterStatus { adapter_type: a.adapter_type.clone(), port: a.port, enabled: a.enabled, running: a.running }
+    AdapterStatus { adapter_type: a.adapter_type.clone(), port: a.port, enabled: a.enabled, running: a.healthy() }
 }

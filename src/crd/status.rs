@@ -61,7 +61,7 @@ pub struct RuntimeStatus {
     /// The spec's shares that DittoFS exports now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<String>,
-    /// From `GET /api/v1/adapters/ports`.
+    /// From `GET /api/v1/adapters` (`running`: listening and reported healthy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adapters: Vec<AdapterStatus>,
 }

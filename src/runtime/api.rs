@@ -197,14 +197,41 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// `GET /api/v1/adapters/ports`.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
+/// A row of `GET /api/v1/adapters`. Not `/adapters/ports`: that one says `running` even when
+/// the listener failed to bind; only the health report (`status`) tells.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct LiveAdapter {
     #[serde(rename = "type")]
     pub adapter_type: String,
     pub port: i32,
     pub enabled: bool,
     pub running: bool,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    #[serde(default)]
+    pub status: Value,
+}
+
+impl LiveAdapter {
+    /// Serving connections: enabled, running and reported healthy.
+    pub fn healthy(&self) -> bool {
+        self.enabled && self.running && self.status.get("status").and_then(Value::as_str) == Some("healthy")
+    }
+
+    /// The health report in a few words, such as `unknown: SMB adapter has not started yet`.
+    pub fn health(&self) -> String {
+        let state = self.status.get("status").and_then(Value::as_str).unwrap_or("unknown");
+        match self.status.get("message").and_then(Value::as_str) {
+            Some(message) => format!("{state}: {message}"),
+            None => state.to_string(),
+        }
+    }
+
+    /// Seconds since the adapter was last changed (restarted), if DittoFS says.
+    pub fn seconds_since_change(&self, now: k8s_openapi::jiff::Timestamp) -> Option<i64> {
+        let at: k8s_openapi::jiff::Timestamp = self.updated_at.as_deref()?.parse().ok()?;
+        Some(now.as_second() - at.as_second())
+    }
 }
 
 /// A row of `GET /api/v1/store/...`; secrets in `config` come back as `********`.

@@ -13,12 +13,18 @@ use super::desired::{DesiredRuntime, DesiredStore, StoreKind};
 /// DittoFS masks secrets on reads, so this is how a rotated Secret is noticed.
 pub const CREDENTIALS_DIGEST_KEY: &str = "operator_credentials_digest";
 
+/// An enabled adapter that is not healthy this long after its last restart is restarted again
+/// (DittoFS never retries a listener that failed to bind, e.g. on a busy port).
+pub const ADAPTER_RESTART_AFTER_SECONDS: i64 = 15;
+
 /// What one server reports.
 #[derive(Clone, Debug, Default)]
 pub struct Live {
     pub adapters: Vec<LiveAdapter>,
     pub stores: BTreeMap<StoreKind, Vec<LiveStore>>,
     pub shares: Vec<LiveShare>,
+    /// When it was read (for the adapter restart rule).
+    pub read_at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 impl Live {
@@ -155,6 +161,22 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                 if l.enabled != adapter.enabled {
                     what.push(if adapter.enabled { "enable" } else { "disable" }.to_string());
                     body.insert("enabled".into(), json!(adapter.enabled));
+                }
+                let stuck = live.read_at.and_then(|now| l.seconds_since_change(now)).unwrap_or(0)
+                    >= ADAPTER_RESTART_AFTER_SECONDS;
+                if what.is_empty() && adapter.enabled && !l.healthy() && stuck {
+                    // DittoFS keeps a listener whose address did not change: stop, then start.
+                    for (step, enabled) in [("stop", false), ("start", true)] {
+                        out.changes.push(Change {
+                            description: format!("adapter {t}: restart, {step} (it reports {})", l.health()),
+                            method: "PUT",
+                            path: format!("/api/v1/adapters/{t}"),
+                            body: Some(json!({"enabled": enabled})),
+                            subject: format!("adapter {t}"),
+                            area: Area::Adapter,
+                            needs_restart: false,
+                        });
+                    }
                 }
                 if !what.is_empty() {
                     out.changes.push(Change {
@@ -388,11 +410,17 @@ shares:
 "#;
 
     fn first_boot() -> Live {
+        let adapter = |t: &str, port| LiveAdapter {
+            adapter_type: t.into(),
+            port,
+            enabled: true,
+            running: true,
+            updated_at: Some("2026-01-01T00:00:00Z".into()),
+            status: json!({"status": "healthy"}),
+        };
         Live {
-            adapters: vec![
-                LiveAdapter { adapter_type: "nfs".into(), port: 12049, enabled: true, running: true },
-                LiveAdapter { adapter_type: "smb".into(), port: 1445, enabled: true, running: true },
-            ],
+            adapters: vec![adapter("nfs", 12049), adapter("smb", 1445)],
+            read_at: Some("2026-01-01T00:01:00Z".parse().unwrap()),
             ..Live::default()
         }
     }
@@ -536,6 +564,28 @@ shares:
             ],
             "moving the share away frees the store in the same pass"
         );
+    }
+
+    #[test]
+    fn an_adapter_that_never_started_is_restarted_but_not_at_once() {
+        let d = desired(WANTED);
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let mut live = configured(&digest);
+        live.adapters[1].status = json!({"status": "unknown", "message": "SMB adapter has not started yet"});
+        live.adapters[1].updated_at = Some("2026-01-01T00:00:50Z".into());
+        assert_eq!(plan(&d, &stores, &live), Plan::default(), "10 s after a restart: still starting");
+        live.adapters[1].updated_at = Some("2026-01-01T00:00:30Z".into());
+        let p = plan(&d, &stores, &live);
+        assert_eq!(
+            p.descriptions(),
+            [
+                "adapter smb: restart, stop (it reports unknown: SMB adapter has not started yet)",
+                "adapter smb: restart, start (it reports unknown: SMB adapter has not started yet)"
+            ]
+        );
+        assert_eq!(p.changes[0].body, Some(json!({"enabled": false})));
+        assert_eq!(p.changes[1].body, Some(json!({"enabled": true})));
     }
 
     #[test]

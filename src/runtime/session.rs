@@ -207,14 +207,14 @@ async fn admin_login(secrets: &Secrets<'_>, api: &Api, rendered: &Rendered) -> R
 
 /// Everything the plan compares: adapters and their live ports, the three store tables, shares.
 pub async fn read_live(api: &Api) -> Result<Live, ApiError> {
-    let adapters: Vec<LiveAdapter> = api.get("/api/v1/adapters/ports").await?;
+    let adapters: Vec<LiveAdapter> = api.get("/api/v1/adapters").await?;
     let mut stores = BTreeMap::new();
     for kind in StoreKind::ALL {
         let rows: Vec<LiveStore> = api.get(&format!("/api/v1/{}", kind.route())).await?;
         stores.insert(kind, rows);
     }
     let shares: Vec<LiveShare> = api.get("/api/v1/shares").await?;
-    Ok(Live { adapters, stores, shares })
+    Ok(Live { adapters, stores, shares, read_at: Some(k8s_openapi::jiff::Timestamp::now()) })
 }
 
 /// Is the server answering? `GET /health/ready` (no login).
