@@ -80,7 +80,7 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"database": {"sqlite": {"path": "/tmp/cp.db"}}}), "spec.database.sqlite.path"),
         (json!({"shares": [{"name": "export"}]}), "spec.shares[0].name"),
         (json!({"shares": [{"name": "/a/b"}]}), "spec.shares[0].name"),
-        (json!({"shares": [{"name": "/a"}, {"name": "/a"}]}), "spec.shares[1]"),
+        (json!({"shares": [{"name": "/a"}, {"name": "/a"}]}), "spec.shares: duplicate entries"),
         (json!({"shares": [{"name": "/a", "defaultPermission": "write"}]}), "spec.shares[0].defaultPermission"),
         (json!({"shares": [{"name": "/a", "remote": true}]}), "spec.shares"),
         (json!({"stores": {"metadata": {"type": "postgres"}}}), "spec.stores.metadata.type"),
