@@ -4,6 +4,9 @@
 # Installs what is missing (apt-get, as root); prints nothing on success.
 set -euo pipefail
 
+# Test binaries may call this at once: one apt-get at a time, then everyone sees the result.
+exec 9>"${TMPDIR:-/tmp}/dittofs-operator-clients.lock"
+flock 9
 missing=()
 command -v nfs-cp >/dev/null || missing+=(libnfs-utils)
 command -v smbclient >/dev/null || missing+=(smbclient)

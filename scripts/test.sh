@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DITTOFS_TESTBIN=$(scripts/testbin.sh | tail -n 1)
+scripts/clients.sh       # the NFS and SMB clients of tests/serving.rs (apt-get when missing)
 export DITTOFS_TESTBIN
 echo "control plane binaries: $DITTOFS_TESTBIN" >&2
 cargo test --all-targets "$@"
