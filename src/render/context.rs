@@ -399,7 +399,7 @@ fn runtime(
     let metadata = stores.metadata.unwrap_or_default();
     let metadata_name = metadata.name.unwrap_or_else(|| v.metadata_store.clone());
     let metadata_type = metadata.store_type.map_or_else(|| v.metadata_store_type.clone(), |t| wire_name(&t));
-    if metadata_type == "postgres" && database.postgres.is_none() {
+    if metadata_type == "postgres" && database.db_type != DatabaseType::Postgres {
         return Err(invalid(
             "spec.stores.metadata.type",
             "postgres keeps file metadata on the DittoServer's PostgreSQL: set spec.database.postgresSecretRef, spec.database.percona or spec.percona",
