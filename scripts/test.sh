@@ -6,6 +6,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DITTOFS_TESTBIN=$(scripts/testbin.sh | tail -n 1)
 scripts/clients.sh       # the NFS and SMB clients of tests/serving.rs (apt-get when missing)
+# The operator's image (static release binary in an OCI archive), run in-cluster by tests/image.rs.
+DITTOFS_IMAGE_ARCHIVE=$PWD/$(scripts/image.sh | tail -n 1)
+export DITTOFS_IMAGE_ARCHIVE
 export DITTOFS_TESTBIN
 echo "control plane binaries: $DITTOFS_TESTBIN" >&2
 cargo test --all-targets "$@"
