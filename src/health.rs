@@ -53,6 +53,30 @@ pub struct Observed {
     /// waits for it to become Ready, which it never will, so it must be deleted to roll forward
     /// (the StatefulSet documentation's "forced rollback").
     pub stuck_on_old_revision: Option<StalePod>,
+    /// The pod `<name>-0` does not carry the StatefulSet's selector labels: it was left by an
+    /// earlier StatefulSet of that name (one re-created with another selector, such as the
+    /// earlier Go operator's), and the StatefulSet cannot create its own pod while it exists.
+    pub foreign_pod: Option<ForeignPod>,
+}
+
+/// A pod named like the StatefulSet's, that the StatefulSet cannot adopt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForeignPod {
+    pub name: String,
+    pub uid: Option<String>,
+    /// The selector labels it lacks or has with other values, as `key=value`.
+    pub missing: Vec<String>,
+}
+
+/// `Some` when `pod` lacks any of the StatefulSet's selector labels.
+pub fn foreign_pod(pod: &Pod, selector: &std::collections::BTreeMap<String, String>) -> Option<ForeignPod> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let labels = pod.labels();
+    let missing: Vec<String> =
+        selector.iter().filter(|(k, v)| labels.get(*k) != Some(*v)).map(|(k, v)| format!("{k}={v}")).collect();
+    (!missing.is_empty()).then(|| ForeignPod { name: pod.name_any(), uid: pod.uid(), missing })
 }
 
 /// A pod to delete so the StatefulSet can replace it at its current revision.
@@ -83,19 +107,21 @@ pub async fn observe(
     now: i64,
     claim_grace: Duration,
     update_revision: Option<&str>,
+    selector: Option<&std::collections::BTreeMap<String, String>>,
 ) -> Result<Observed, kube::Error> {
     let pod = Api::<Pod>::namespaced(client.clone(), namespace).get_opt(&format!("{name}-0")).await?;
+    let foreign = pod.as_ref().zip(selector).and_then(|(pod, selector)| foreign_pod(pod, selector));
     if let Some(pod) = &pod
         && let Some(found) = stuck_container(pod)
     {
         let stuck_on_old_revision = stale_pod(pod, update_revision);
-        return Ok(Observed { degraded: found, recheck_after: None, stuck_on_old_revision });
+        return Ok(Observed { degraded: found, recheck_after: None, stuck_on_old_revision, foreign_pod: foreign });
     }
     let selector = crate::names::instance_selector(name);
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    Ok(pending_claims(&claims.items, now, claim_grace))
+    Ok(Observed { foreign_pod: foreign, ..pending_claims(&claims.items, now, claim_grace) })
 }
 
 /// Degraded from the claims alone: Pending beyond `grace` is reported; Pending within it is
@@ -127,10 +153,10 @@ fn pending_claims(claims: &[PersistentVolumeClaim], now: i64, grace: Duration) -
                 overdue.join(", ")
             ),
         );
-        return Observed { degraded, recheck_after: None, stuck_on_old_revision: None };
+        return Observed { degraded, recheck_after: None, stuck_on_old_revision: None, foreign_pod: None };
     }
     let degraded = Decided::new(DEGRADED, false, "AsExpected", "No crash loop, image or volume problem observed");
-    Observed { degraded, recheck_after, stuck_on_old_revision: None }
+    Observed { degraded, recheck_after, stuck_on_old_revision: None, foreign_pod: None }
 }
 
 fn stuck_container(pod: &Pod) -> Option<Decided> {
@@ -176,6 +202,22 @@ mod tests {
         assert!(stale_pod(&pod("demo-good", false), Some("demo-good")).is_none(), "current revision");
         assert!(stale_pod(&pod("demo-bad", true), Some("demo-good")).is_none(), "already going");
         assert!(stale_pod(&pod("demo-bad", false), None).is_none(), "no revision known");
+    }
+
+    #[test]
+    fn a_pod_without_the_selector_labels_is_foreign() {
+        let selector: std::collections::BTreeMap<String, String> =
+            [("app.kubernetes.io/instance", "files"), ("app.kubernetes.io/name", "dittofs")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
+        let pod = |labels: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "files-0", "uid": "u1", "labels": labels}})).unwrap()
+        };
+        let earlier = foreign_pod(&pod(json!({"app": "dittofs-server", "instance": "files"})), &selector).unwrap();
+        assert_eq!(earlier.missing, ["app.kubernetes.io/instance=files", "app.kubernetes.io/name=dittofs"]);
+        let ours =
+            pod(json!({"app.kubernetes.io/instance": "files", "app.kubernetes.io/name": "dittofs", "extra": "x"}));
+        assert!(foreign_pod(&ours, &selector).is_none());
     }
 
     #[test]

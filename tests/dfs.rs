@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -58,18 +57,7 @@ async fn dfs_connects_migrates_and_serves_on_tls_postgres() {
     let (client, ns) = setup("dfs-postgres").await;
     let dir = tempfile::tempdir().unwrap();
     // A TLS-only PostgreSQL (plain connections are refused), stopped when this test binary exits.
-    let pg_dir = dir.path().join("pg");
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh"))
-        .args(["start", "--dir", pg_dir.to_str().unwrap(), "--owner-pid", &std::process::id().to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pg: BTreeMap<String, String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect();
+    let pg = start_script_server("postgres.sh", &dir.path().join("pg"));
 
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "db"},

@@ -251,22 +251,6 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     dfs.stop_within_grace(30);
 }
 
-/// `scripts/s3.sh start`: SeaweedFS with one bucket; its KEY=VALUE lines.
-fn start_s3(dir: &Path) -> BTreeMap<String, String> {
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.sh"))
-        .args(["start", "--dir", dir.to_str().unwrap(), "--owner-pid", &std::process::id().to_string()])
-        .env("DITTOFS_TESTBIN", testbin())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scripts/s3.sh: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
-}
-
 /// Bytes of every object under `path` of the filer (the bucket's directory tree), walked over
 /// its HTTP listing API.
 async fn bytes_under(filer: &str, path: &str) -> u64 {
@@ -343,7 +327,7 @@ async fn an_s3_remote_store_holds_the_blocks_with_keys_from_a_secret() {
     clients_installed();
     let (client, ns) = setup("serve-s3").await;
     let dir = tempfile::tempdir().unwrap();
-    let s3 = start_s3(&dir.path().join("s3"));
+    let s3 = start_script_server("s3.sh", &dir.path().join("s3"));
     let (api_port, nfs_port, smb_port) = (free_port(), free_port(), free_port());
 
     // Wrong keys first: the condition names the store, with the server's words and no key.
@@ -417,23 +401,7 @@ async fn file_metadata_on_the_tls_postgresql_survives_a_restart() {
     clients_installed();
     let (client, ns) = setup("serve-pg").await;
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh"))
-        .args([
-            "start",
-            "--dir",
-            dir.path().join("pg").to_str().unwrap(),
-            "--owner-pid",
-            &std::process::id().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pg: BTreeMap<String, String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect();
+    let pg = start_script_server("postgres.sh", &dir.path().join("pg"));
     let db: Secret = serde_json::from_value(json!({
         "metadata": {"name": "db"},
         "stringData": {"host": pg["PGHOST"], "port": pg["PGPORT"], "dbname": "dittofs", "user": "dittofs", "password": pg["PGPASSWORD"]},

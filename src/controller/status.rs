@@ -46,6 +46,7 @@ pub async fn report(
             degraded: health::storage_class_condition(missing),
             recheck_after: None,
             stuck_on_old_revision: None,
+            foreign_pod: None,
         },
         None => health::observe(
             &ctx.client,
@@ -54,12 +55,16 @@ pub async fn report(
             now,
             ctx.settings.claim_pending_grace,
             update_revision,
+            stateful_set.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.selector.match_labels.as_ref()),
         )
         .await
         .map_err(read_error("pod and claims"))?,
     };
     if let Some(stale) = &observed.stuck_on_old_revision {
         roll_forward(ctx, server, &namespace, stale, mode, &mut observed.degraded).await?;
+    }
+    if let Some(foreign) = &observed.foreign_pod {
+        replace_foreign_pod(ctx, server, &namespace, foreign, mode, &mut observed.degraded).await?;
     }
     decided.push(observed.degraded);
     if !runtime.held.is_empty() {
@@ -97,18 +102,8 @@ async fn roll_forward(
         ));
         return Ok(());
     }
-    let only_this = DeleteParams {
-        preconditions: Some(Preconditions { uid: stale.uid.clone(), resource_version: None }),
-        ..Default::default()
-    };
-    match Api::<Pod>::namespaced(ctx.client.clone(), namespace).delete(&stale.name, &only_this).await {
-        Ok(_) => {}
-        // Gone or replaced meanwhile: nothing left to do.
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => return Ok(()),
-        Err(source) => {
-            let object = format!("Pod/{}", stale.name);
-            return Err(apply::ApplyError::Api { action: "deleting (roll forward)", object, source }.into());
-        }
+    if !delete_pod(ctx, namespace, &stale.name, stale.uid.clone(), "deleting (roll forward)").await? {
+        return Ok(());
     }
     let note = format!("Deleted the {what}; the StatefulSet re-creates it at {} (its claims stay)", stale.wanted);
     events::publish(ctx, server, EventType::Normal, "RolledForward", &note).await;
@@ -122,6 +117,54 @@ pub(super) struct Live<'a> {
     pub file_service: Option<&'a Service>,
     /// From the runtime step; `None` keeps what the status said (the API was not reached).
     pub runtime: Option<RuntimeStatus>,
+}
+
+/// Deletes exactly the pod observed (uid precondition); `false` when it is gone or replaced
+/// meanwhile, so there is nothing left to do.
+async fn delete_pod(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+    action: &'static str,
+) -> Result<bool, Error> {
+    let only_this =
+        DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
+    match Api::<Pod>::namespaced(ctx.client.clone(), namespace).delete(name, &only_this).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(false),
+        Err(source) => Err(apply::ApplyError::Api { action, object: format!("Pod/{name}"), source }.into()),
+    }
+}
+
+/// A pod `<name>-0` left by an earlier StatefulSet with another selector (after a re-create,
+/// such as taking over the earlier Go operator's `app=dittofs-server` StatefulSet) blocks the
+/// new StatefulSet, which can neither adopt it nor create its own: delete it. Its claims have
+/// the names the new StatefulSet uses, so the new pod mounts the same data. Held back while
+/// paused or with `--dry-run`.
+async fn replace_foreign_pod(
+    ctx: &Context,
+    server: &DittoServer,
+    namespace: &str,
+    foreign: &health::ForeignPod,
+    mode: Mode,
+    degraded: &mut Decided,
+) -> Result<(), Error> {
+    let what = format!(
+        "pod {} lacks the StatefulSet's labels ({}): it was left by an earlier StatefulSet and blocks the new pod",
+        foreign.name,
+        foreign.missing.join(", ")
+    );
+    if !mode.writes() {
+        degraded.message.push_str(&format!(". The {what}: delete it (the operator does so once it may write)"));
+        return Ok(());
+    }
+    if !delete_pod(ctx, namespace, &foreign.name, foreign.uid.clone(), "deleting (foreign pod)").await? {
+        return Ok(());
+    }
+    let note = format!("Deleted the {what}; the StatefulSet creates its own with the same claims");
+    events::publish(ctx, server, EventType::Normal, "ReplacedForeignPod", &note).await;
+    Ok(())
 }
 
 pub(super) async fn write(

@@ -183,6 +183,23 @@ pub async fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> s
     Ok((status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
 }
 
+/// Runs `scripts/<script> start --dir DIR --owner-pid <this process>` (a throw-away server that
+/// stops with this test binary) and returns the `KEY=VALUE` lines it prints.
+pub fn start_script_server(script: &str, dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script))
+        .args(["start", "--dir", dir.to_str().unwrap(), "--owner-pid", &std::process::id().to_string()])
+        .env("DITTOFS_TESTBIN", testbin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/{script}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
 /// The cached control-plane binaries directory (`scripts/testbin.sh`).
 pub fn testbin() -> PathBuf {
     match std::env::var_os("DITTOFS_TESTBIN") {
