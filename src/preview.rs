@@ -201,7 +201,8 @@ async fn runtime_changes(
     let secrets = session::Secrets::new(client, &rendered.context.cr.namespace, gathered);
     let read = async {
         session::ready(&api).await?;
-        let (live, _) = session::login_and_read(&secrets, &mut api, rendered, session::AccountSetup::ReadOnly).await?;
+        let (live, _) =
+            session::login_and_read(&secrets, &mut api, rendered, desired, session::AccountSetup::ReadOnly).await?;
         let (stores, _) = session::resolve_stores(&secrets, desired, &key).await?;
         let planned = plan::plan(desired, &stores, &live);
         let mut lines = planned.descriptions();

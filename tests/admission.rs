@@ -89,6 +89,16 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"stores": {"local": {"type": "s3"}}}), "spec.stores.local.type"),
         (json!({"stores": {"delete": ["Old Store"]}}), "spec.stores.delete"),
         (json!({"s3": {"bucket": "b"}}), "spec.s3.credentialsSecretRef"),
+        (json!({"snapshotPolicies": [{"share": "/nope", "interval": "1h"}]}), "spec.snapshotPolicies"),
+        (json!({"snapshotPolicies": [{"share": "/export", "interval": "daily"}]}), "spec.snapshotPolicies[0].interval"),
+        (
+            json!({"snapshotPolicies": [{"share": "/export", "interval": "1h", "ttl": "30d"}]}),
+            "spec.snapshotPolicies[0].ttl",
+        ),
+        (
+            json!({"snapshotPolicies": [{"share": "/export", "interval": "1h", "namePrefix": "a b"}]}),
+            "spec.snapshotPolicies[0].namePrefix",
+        ),
         (
             json!({"s3": {"bucket": "bucket", "endpoint": "s3.cubbit.eu", "credentialsSecretRef": {"secretName": "s3"}}}),
             "spec.s3.endpoint",
@@ -121,11 +131,11 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"podAnnotations": {"-leading-dash": "x"}}), "spec.podAnnotations"),
         (json!({"resources": {"limits": {"cpu": "banana"}}}), "spec.resources.limits"),
         (json!({"resources": {"requests": {"memory": "1 Gi"}}}), "spec.resources.requests"),
-        // Fields of the earlier operator that this one does not implement yet: refused, never dropped.
+        // An S3 store without its credentials Secret.
         (json!({"s3": {"bucket": "x"}}), "spec.s3"),
+        // Fields of the earlier operator that this one does not implement yet: refused, never dropped.
         (json!({"smb": {"maxConnections": 10}}), "spec.smb.maxConnections"),
         (json!({"identity": {"ldap": {"enabled": true}}}), "spec.identity.ldap"),
-        (json!({"snapshotPolicies": []}), "spec.snapshotPolicies"),
     ];
     assert!(cases.len() >= 20);
     let mut failures = Vec::new();

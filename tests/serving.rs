@@ -224,8 +224,27 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     poke(&client, &ns).await;
     wait_condition(&client, &ns, "Serving", "True", "Serving").await;
 
-    // Paused: a spec change is listed, not made.
+    // A snapshot policy reaches DittoFS, and drift made behind the operator's back is corrected.
     let api = Api::<DittoServer>::namespaced(client.clone(), &ns);
+    let policy = json!({"spec": {"snapshotPolicies": [{"share": "/export", "interval": "@daily", "keepLast": 7, "ttl": "720h"}]}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&policy)).await.unwrap();
+    let path = "/api/v1/shares/export/snapshot-policy";
+    let stored = eventually("the snapshot policy in DittoFS", SERVE_DEADLINE, || async {
+        let (status, body) = as_admin(api_port, &password, "GET", path, None).await;
+        (status == 200 && body["keep_last"] == 7).then_some(body)
+    })
+    .await;
+    assert_eq!((stored["interval"].as_str(), stored["ttl"].as_str()), (Some("24h0m0s"), Some("720h0m0s")), "{stored}");
+    let (status, _) = as_admin(api_port, &password, "PUT", path, Some(r#"{"interval":"1h","keep_last":1}"#)).await;
+    assert_eq!(status, 200);
+    poke(&client, &ns).await;
+    eventually("the policy corrected back", SERVE_DEADLINE, || async {
+        let (_, body) = as_admin(api_port, &password, "GET", path, None).await;
+        (body["keep_last"] == 7 && body["interval"] == "24h0m0s").then_some(())
+    })
+    .await;
+
+    // Paused: a spec change is listed, not made.
     let patch = json!({"metadata": {"annotations": {"dittofs.dittofs.com/reconcile": "paused"}},
                        "spec": {"shares": [{"name": "/export"}, {"name": "/projects", "readOnly": true}]}});
     api.patch("demo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
@@ -242,7 +261,7 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     assert!(!listing.contains("hello.bin"), "{listing}");
 
     // Removing a share from the spec leaves it (and its files) on the server.
-    let patch = json!({"spec": {"shares": [{"name": "/projects", "readOnly": true}]}});
+    let patch = json!({"spec": {"shares": [{"name": "/projects", "readOnly": true}], "snapshotPolicies": null}});
     api.patch("demo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     wait_serving(&client, &ns, "Exports /projects over").await;
     assert_eq!(nfs_read(dir.path(), nfs_port, "/export", "hello.bin"), content, "the removed share still serves");
@@ -285,22 +304,37 @@ async fn http_accept_json(addr: &str, path: &str) -> std::io::Result<(u16, Strin
     Ok((status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
 }
 
-/// The `s3` remote store's config as DittoFS reports it (secrets masked), read as the admin.
-async fn remote_store_config(api_port: u16, admin_password: &str) -> serde_json::Value {
+/// One call to the DittoFS API as the bootstrap admin: status and JSON body.
+async fn as_admin(
+    api_port: u16,
+    admin_password: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = format!("127.0.0.1:{api_port}");
     let login = json!({"username": "admin", "password": admin_password}).to_string();
-    let (_, body) = http(&addr, "POST", "/api/v1/auth/login", Some(&login)).await.unwrap();
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["access_token"].as_str().unwrap().to_string();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_, answer) = http(&addr, "POST", "/api/v1/auth/login", Some(&login)).await.unwrap();
+    let token =
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()["access_token"].as_str().unwrap().to_string();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = body.unwrap_or_default();
     let request = format!(
-        "GET /api/v1/store/block/remote/s3 HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str::<serde_json::Value>(body).map(|v| v["config"].clone()).unwrap_or_default()
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// The `s3` remote store's config as DittoFS reports it (secrets masked), read as the admin.
+async fn remote_store_config(api_port: u16, admin_password: &str) -> serde_json::Value {
+    as_admin(api_port, admin_password, "GET", "/api/v1/store/block/remote/s3", None).await.1["config"].clone()
 }
 
 /// Every Event of the namespace, as JSON text.

@@ -239,6 +239,9 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
         if identity.admin.as_ref().is_some_and(|a| a.username.is_some()) {
             ignored.push("spec.identity.admin.username");
         }
+        if identity.jwt.as_ref().is_some_and(|j| j.issuer.is_some()) {
+            ignored.push("spec.identity.jwt.issuer (DittoFS's issuer is fixed)");
+        }
         let optional_set = |r: Option<&crate::crd::SecretRef>| r.is_some_and(|r| r.optional.is_some());
         if optional_set(identity.jwt.as_ref().and_then(|j| j.secret_ref.as_ref())) {
             ignored.push("spec.identity.jwt.secretRef.optional (the key is required)");
@@ -251,6 +254,9 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
         && db.postgres_secret_ref.as_ref().is_some_and(|r| r.key.is_some() || r.optional.is_some())
     {
         ignored.push("spec.database.postgresSecretRef.key/optional (fixed keys are read)");
+    }
+    if spec.adapter_discovery.is_some() {
+        ignored.push("spec.adapterDiscovery (the operator reads the adapters on every pass)");
     }
     let short = &rendered.checksum[..12];
     let mut message = format!("Rendered {} objects; config checksum {short}", rendered.objects.len());

@@ -100,7 +100,7 @@ async fn pass(
         session::ready(api).await?;
     }
     let setup = if mode.writes() { AccountSetup::Allowed } else { AccountSetup::ReadOnly };
-    let (mut live, logged_in) = session::login_and_read(secrets, api, rendered, setup).await?;
+    let (mut live, logged_in) = session::login_and_read(secrets, api, rendered, desired, setup).await?;
     if let Some(user) = logged_in.created_account {
         let note = format!(
             "Created DittoFS account {user} (role admin) with the bootstrap admin; its password is in Secret {}",
@@ -156,7 +156,7 @@ async fn pass(
         info!(changes = ?applied, "DittoFS runtime updated");
         events::publish(ctx, server, EventType::Normal, "RuntimeUpdated", &format!("DittoFS: {}", applied.join("; ")))
             .await;
-        live = session::read_live(api)
+        live = session::read_live(api, desired)
             .await
             .map_err(|e| Problem::new("ApiError", format!("reading DittoFS's state: {e}")))?;
     }

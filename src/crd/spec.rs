@@ -118,6 +118,54 @@ pub struct DittoServerSpec {
     /// `remote: false`; the local block store becomes its cache tier. Keys come only from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Spec>,
+    /// Scheduled snapshots of a share (one policy per share), set through DittoFS's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "snapshot_policies_schema")]
+    pub snapshot_policies: Option<Vec<SnapshotPolicySpec>>,
+    /// Earlier Go operator only (it polled the adapters' ports): the runtime step reads them on
+    /// every pass, so this has no effect (reported on the CR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_discovery: Option<AdapterDiscoverySpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterDiscoverySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling_interval: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotPolicySpec {
+    /// A share of `spec.shares` (`/export` or `export`).
+    #[schemars(regex(pattern = r"^/?[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
+    pub share: String,
+    /// How often: a Go duration (`6h`) or `@hourly`, `@daily`, `@weekly`.
+    pub interval: String,
+    /// Snapshots kept by count; 0 or unset = no count bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub keep_last: Option<i32>,
+    /// Snapshots kept by age (a Go duration); unset = no age bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Prefix of the snapshots' names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{0,64}$"))]
+    pub name_prefix: Option<String>,
+}
+
+fn snapshot_policies_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<SnapshotPolicySpec>>();
+    let obj = schema.ensure_object();
+    obj.insert("x-kubernetes-list-type".into(), "map".into());
+    obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["share"]));
+    obj.insert("maxItems".into(), 64.into());
+    schema
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -452,6 +500,9 @@ pub struct JwtSpec {
     /// Secret key holding the JWT signing key (>= 32 characters). Generated when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
+    /// Earlier Go operator (v0.4.1 schema default `dittofs`) only: DittoFS's issuer is fixed; no effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token_duration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -208,6 +208,22 @@ const RULES: &[Rule] = &[
         "self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')",
         "spec.s3.credentialsSecretRef.secretName must be a Secret name",
     ),
+    rule_at(
+        "",
+        ".snapshotPolicies",
+        "!has(self.snapshotPolicies) || self.snapshotPolicies.all(p, has(self.shares) ? self.shares.exists(s, s.name == p.share || s.name == '/' + p.share) : (p.share == '/export' || p.share == 'export'))",
+        "spec.snapshotPolicies[].share must name a share of spec.shares (default /export)",
+    ),
+    rule(
+        "snapshotPolicies.[].interval",
+        concat!("self in ['@hourly', '@daily', '@weekly'] || (", positive_duration!(), ")"),
+        "spec.snapshotPolicies[].interval must be a positive Go duration such as 6h, or @hourly, @daily, @weekly",
+    ),
+    rule(
+        "snapshotPolicies.[].ttl",
+        positive_duration!(),
+        "spec.snapshotPolicies[].ttl must be a positive Go duration such as 720h",
+    ),
     // Sizes.
     rule(
         "storage.metadataSize",
@@ -405,6 +421,11 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("s3.prefix", 512),
     ("stores.metadata.database", 63),
     ("stores.delete.[]", 63),
+    ("snapshotPolicies.[].share", 64),
+    ("snapshotPolicies.[].interval", 32),
+    ("snapshotPolicies.[].ttl", 32),
+    ("adapterDiscovery.pollingInterval", 32),
+    ("identity.jwt.issuer", 253),
 ];
 
 /// Bounds that keep CEL cost estimates within budget and refuse absurd values: (path, keyword,

@@ -173,6 +173,19 @@ pub struct RuntimeSettings {
     pub remote_store: Option<RemoteStoreSettings>,
     pub shares: Vec<ShareSettings>,
     pub delete_stores: Vec<String>,
+    pub snapshot_policies: Vec<SnapshotPolicySettings>,
+}
+
+/// `spec.snapshotPolicies[]` with the share name normalized (`/export`).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotPolicySettings {
+    pub share: String,
+    pub interval: String,
+    pub keep_last: i32,
+    pub ttl: Option<String>,
+    pub enabled: bool,
+    pub name_prefix: Option<String>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -494,6 +507,24 @@ fn runtime(
     if let Some((i, name)) = delete_stores.iter().enumerate().find(|(_, n)| managed.contains(n)) {
         return Err(invalid(&format!("spec.stores.delete[{i}]"), format!("{name:?} is a store this spec uses")));
     }
+    let mut snapshot_policies = Vec::new();
+    for (i, p) in spec.snapshot_policies.iter().flatten().enumerate() {
+        let share = if p.share.starts_with('/') { p.share.clone() } else { format!("/{}", p.share) };
+        if !shares.iter().any(|s| s.name == share) {
+            return Err(invalid(
+                &format!("spec.snapshotPolicies[{i}].share"),
+                format!("{share} is not a share of spec.shares"),
+            ));
+        }
+        snapshot_policies.push(SnapshotPolicySettings {
+            share,
+            interval: p.interval.clone(),
+            keep_last: p.keep_last.unwrap_or(0),
+            ttl: p.ttl.clone(),
+            enabled: p.enabled.unwrap_or(true),
+            name_prefix: p.name_prefix.clone(),
+        });
+    }
     Ok(RuntimeSettings {
         operator_user: v.operator_user.clone(),
         metadata_store,
@@ -501,6 +532,7 @@ fn runtime(
         remote_store,
         shares,
         delete_stores,
+        snapshot_policies,
     })
 }
 

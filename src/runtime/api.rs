@@ -282,3 +282,17 @@ pub struct LiveShare {
 fn yes() -> bool {
     true
 }
+
+/// A row of `GET /api/v1/snapshot-policies`; durations as Go prints them (`1h0m0s`).
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct LiveSnapshotPolicy {
+    pub share: String,
+    pub enabled: bool,
+    pub interval: String,
+    #[serde(default)]
+    pub keep_last: i32,
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+}

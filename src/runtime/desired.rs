@@ -21,6 +21,9 @@ pub struct DesiredRuntime {
     pub remote_block_stores: Vec<DesiredStore>,
     #[serde(default)]
     pub shares: Vec<DesiredShare>,
+    /// At most one per share, set with `PUT /api/v1/shares/{name}/snapshot-policy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_policies: Vec<DesiredSnapshotPolicy>,
     /// Stores to delete once no share uses them: the only deletion the operator makes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delete_stores: Vec<String>,
@@ -71,6 +74,36 @@ pub struct DesiredShare {
     #[serde(default)]
     pub read_only: bool,
     pub default_permission: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredSnapshotPolicy {
+    pub share: String,
+    /// A Go duration or `@hourly`, `@daily`, `@weekly`.
+    pub interval: String,
+    #[serde(default)]
+    pub keep_last: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// Seconds of a snapshot interval as DittoFS reads it: a Go duration or a shorthand.
+pub fn interval_seconds(text: &str) -> Option<f64> {
+    match text.trim().to_lowercase().as_str() {
+        "@hourly" => Some(3600.0),
+        "@daily" => Some(86_400.0),
+        "@weekly" => Some(604_800.0),
+        other => crate::render::parse_go_duration_seconds(other),
+    }
 }
 
 /// The three store tables of DittoFS, each with its own routes.
@@ -198,6 +231,25 @@ impl DesiredRuntime {
                     "share {}: defaultPermission {:?} is not none, read, read-write or admin",
                     share.name, share.default_permission
                 ));
+            }
+        }
+        let mut policies: Vec<&str> = Vec::new();
+        for policy in &self.snapshot_policies {
+            if !shares.contains(&policy.share.as_str()) {
+                return Err(format!("snapshot policy: no share {:?}", policy.share));
+            }
+            if policies.contains(&policy.share.as_str()) {
+                return Err(format!("snapshot policy of {} is listed twice", policy.share));
+            }
+            policies.push(&policy.share);
+            if interval_seconds(&policy.interval).is_none() {
+                return Err(format!(
+                    "snapshot policy of {}: interval {:?} is not a duration",
+                    policy.share, policy.interval
+                ));
+            }
+            if policy.ttl.as_deref().is_some_and(|t| crate::render::parse_go_duration_seconds(t).is_none()) {
+                return Err(format!("snapshot policy of {}: ttl is not a duration", policy.share));
             }
         }
         for name in &self.delete_stores {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::api::{LiveAdapter, LiveShare, LiveStore};
-use super::desired::{DesiredRuntime, DesiredStore, StoreKind};
+use super::api::{LiveAdapter, LiveShare, LiveSnapshotPolicy, LiveStore};
+use super::desired::{DesiredRuntime, DesiredStore, StoreKind, interval_seconds};
 
 /// Config key under which the operator records a keyed digest of the store's Secret values:
 /// DittoFS masks secrets on reads, so this is how a rotated Secret is noticed.
@@ -23,6 +23,8 @@ pub struct Live {
     pub adapters: Vec<LiveAdapter>,
     pub stores: BTreeMap<StoreKind, Vec<LiveStore>>,
     pub shares: Vec<LiveShare>,
+    /// Read only when the spec declares policies.
+    pub snapshot_policies: Vec<LiveSnapshotPolicy>,
     /// When it was read (for the adapter restart rule).
     pub read_at: Option<k8s_openapi::jiff::Timestamp>,
 }
@@ -303,6 +305,52 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                 needs_restart: false,
             });
         }
+    }
+
+    for policy in &desired.snapshot_policies {
+        let live_policy = live.snapshot_policies.iter().find(|p| p.share == policy.share);
+        let mut what = Vec::new();
+        match live_policy {
+            None => what.push("create".to_string()),
+            Some(l) => {
+                let seconds = |d: Option<&str>| d.filter(|d| !d.is_empty()).and_then(interval_seconds).unwrap_or(0.0);
+                if seconds(Some(&l.interval)) != seconds(Some(&policy.interval)) {
+                    what.push(format!("interval {} → {}", l.interval, policy.interval));
+                }
+                if l.keep_last != policy.keep_last {
+                    what.push(format!("keep last {} → {}", l.keep_last, policy.keep_last));
+                }
+                if seconds(l.ttl.as_deref()) != seconds(policy.ttl.as_deref()) {
+                    let shown = |t: Option<&str>| t.filter(|t| !t.is_empty()).unwrap_or("none").to_string();
+                    what.push(format!("ttl {} → {}", shown(l.ttl.as_deref()), shown(policy.ttl.as_deref())));
+                }
+                if l.enabled != policy.enabled {
+                    what.push(if policy.enabled { "enable" } else { "disable" }.to_string());
+                }
+                if l.name_prefix.as_deref().unwrap_or("") != policy.name_prefix.as_deref().unwrap_or("") {
+                    what.push("name prefix".to_string());
+                }
+            }
+        }
+        if what.is_empty() {
+            continue;
+        }
+        let mut body = json!({"interval": policy.interval, "keep_last": policy.keep_last, "enabled": policy.enabled});
+        if let Some(ttl) = &policy.ttl {
+            body["ttl"] = json!(ttl);
+        }
+        if let Some(prefix) = &policy.name_prefix {
+            body["name_prefix"] = json!(prefix);
+        }
+        out.changes.push(Change {
+            description: format!("snapshot policy of {}: {}", policy.share, what.join(", ")),
+            method: "PUT",
+            path: format!("/api/v1/shares/{}/snapshot-policy", policy.share.trim_start_matches('/')),
+            body: Some(body),
+            subject: format!("snapshot policy of {}", policy.share),
+            area: Area::Share,
+            needs_restart: false,
+        });
     }
 
     for name in &desired.delete_stores {
@@ -586,6 +634,36 @@ shares:
         );
         assert_eq!(p.changes[0].body, Some(json!({"enabled": false})));
         assert_eq!(p.changes[1].body, Some(json!({"enabled": true})));
+    }
+
+    #[test]
+    fn snapshot_policies_are_created_then_kept_and_drift_is_corrected() {
+        let d = desired(&format!(
+            "{WANTED}snapshotPolicies:\n  - {{share: /export, interval: \"@hourly\", keepLast: 24, ttl: 168h, enabled: true}}\n"
+        ));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let mut live = configured(&digest);
+        let p = plan(&d, &stores, &live);
+        assert_eq!(p.descriptions(), ["snapshot policy of /export: create"]);
+        assert_eq!(p.changes[0].path, "/api/v1/shares/export/snapshot-policy");
+        assert_eq!(
+            p.changes[0].body,
+            Some(json!({"interval": "@hourly", "keep_last": 24, "ttl": "168h", "enabled": true}))
+        );
+        // As DittoFS reports it back: Go's duration spelling compares equal.
+        live.snapshot_policies = vec![LiveSnapshotPolicy {
+            share: "/export".into(),
+            enabled: true,
+            interval: "1h0m0s".into(),
+            keep_last: 24,
+            ttl: Some("168h0m0s".into()),
+            name_prefix: None,
+        }];
+        assert_eq!(plan(&d, &stores, &live), Plan::default());
+        live.snapshot_policies[0].keep_last = 3;
+        live.snapshot_policies[0].enabled = false;
+        assert_eq!(plan(&d, &stores, &live).descriptions(), ["snapshot policy of /export: keep last 3 → 24, enable"]);
     }
 
     #[test]

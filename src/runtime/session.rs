@@ -205,8 +205,9 @@ async fn admin_login(secrets: &Secrets<'_>, api: &Api, rendered: &Rendered) -> R
     }
 }
 
-/// Everything the plan compares: adapters and their live ports, the three store tables, shares.
-pub async fn read_live(api: &Api) -> Result<Live, ApiError> {
+/// Everything the plan compares: adapters and their live ports, the three store tables, shares,
+/// and the snapshot policies when the spec has any (a quiet pass without them stays at 5 reads).
+pub async fn read_live(api: &Api, desired: &DesiredRuntime) -> Result<Live, ApiError> {
     let adapters: Vec<LiveAdapter> = api.get("/api/v1/adapters").await?;
     let mut stores = BTreeMap::new();
     for kind in StoreKind::ALL {
@@ -214,7 +215,9 @@ pub async fn read_live(api: &Api) -> Result<Live, ApiError> {
         stores.insert(kind, rows);
     }
     let shares: Vec<LiveShare> = api.get("/api/v1/shares").await?;
-    Ok(Live { adapters, stores, shares, read_at: Some(k8s_openapi::jiff::Timestamp::now()) })
+    let snapshot_policies =
+        if desired.snapshot_policies.is_empty() { Vec::new() } else { api.get("/api/v1/snapshot-policies").await? };
+    Ok(Live { adapters, stores, shares, snapshot_policies, read_at: Some(k8s_openapi::jiff::Timestamp::now()) })
 }
 
 /// Is the server answering? `GET /health/ready` (no login).
@@ -230,18 +233,19 @@ pub async fn login_and_read(
     secrets: &Secrets<'_>,
     api: &mut Api,
     rendered: &Rendered,
+    desired: &DesiredRuntime,
     setup: AccountSetup,
 ) -> Result<(Live, LoggedIn), Problem> {
     let mut logged_in = LoggedIn::default();
     if api.token().is_none() {
         logged_in = login(secrets, api, rendered, setup).await?;
     }
-    match read_live(api).await {
+    match read_live(api, desired).await {
         Ok(live) => Ok((live, logged_in)),
         Err(e) if matches!(e.status(), Some(401 | 403)) => {
             *api = api.clone().with_token(None);
             let logged_in = login(secrets, api, rendered, setup).await?;
-            let live = read_live(api).await.map_err(|e| read_problem(&api.base, &e))?;
+            let live = read_live(api, desired).await.map_err(|e| read_problem(&api.base, &e))?;
             Ok((live, logged_in))
         }
         Err(e) => Err(read_problem(&api.base, &e)),
