@@ -95,6 +95,10 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
     if let Some(s3) = &spec.s3 {
         out.push(s3.credentials_secret_ref.secret_name.clone());
     }
+    // The API's certificates: the operator verifies the server and presents its client certificate.
+    if let Some(cp) = &spec.control_plane {
+        out.extend(cp.cert_secret_name.iter().chain(cp.client_ca_secret_name.iter()).cloned());
+    }
     out.sort();
     out.dedup();
     out

@@ -196,10 +196,9 @@ async fn runtime_changes(
     if c.replicas == 0 {
         return Vec::new();
     }
-    let base = session::api_url(template, &rendered.context.cr.name, &rendered.context.cr.namespace, c.ports.api);
-    let mut api = api::Api::new(api::HttpClient::default(), base);
     let secrets = session::Secrets::new(client, &rendered.context.cr.namespace, gathered);
     let read = async {
+        let mut api = session::api_for(&api::HttpClient::default(), template, rendered, &secrets).await?;
         session::ready(&api).await?;
         let (live, _) =
             session::login_and_read(&secrets, &mut api, rendered, desired, session::AccountSetup::ReadOnly).await?;

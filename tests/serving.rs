@@ -534,3 +534,133 @@ async fn a_busy_port_and_a_refused_login_are_named_without_a_crash() {
     operator.shutdown().await;
     dfs.stop_within_grace(30);
 }
+
+/// A CA, a server certificate for 127.0.0.1 and the API Service's name, and a client
+/// certificate, all PEM (openssl).
+fn certificates(dir: &Path, service_host: &str) -> BTreeMap<&'static str, String> {
+    let d = dir.join("pki");
+    std::fs::create_dir_all(&d).unwrap();
+    let ssl = |args: &[&str]| run("openssl", args);
+    let p = |f: &str| d.join(f).to_str().unwrap().to_string();
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dittofs-test-ca",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.crt"),
+    ]);
+    for (name, usage, san) in [
+        ("server", "serverAuth", format!("IP:127.0.0.1,DNS:{service_host}")),
+        ("client", "clientAuth", "DNS:dittofs-operator".to_string()),
+    ] {
+        std::fs::write(d.join(format!("{name}.ext")), format!("subjectAltName={san}\nextendedKeyUsage={usage}\n"))
+            .unwrap();
+        ssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &p(&format!("{name}.key")),
+            "-out",
+            &p(&format!("{name}.csr")),
+        ]);
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p(&format!("{name}.csr")),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p(&format!("{name}.ext")),
+            "-out",
+            &p(&format!("{name}.crt")),
+        ]);
+    }
+    ["ca.crt", "server.crt", "server.key", "client.crt", "client.key"]
+        .into_iter()
+        .map(|f| (f, std::fs::read_to_string(d.join(f)).unwrap()))
+        .collect()
+}
+
+/// curl's exit code for an HTTPS GET of `/health` with the given extra args.
+fn curl_health(api_port: u16, args: &[&str]) -> i32 {
+    let url = format!("https://127.0.0.1:{api_port}/health");
+    let mut all = vec!["-sS", "-o", "/dev/null", "--max-time", "5", "--fail"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    Command::new("curl").args(&all).status().unwrap().code().unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_over_https_with_client_certificates() {
+    clients_installed();
+    let (client, ns) = setup("serve-tls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (api_port, nfs_port, smb_port) = (free_port(), free_port(), free_port());
+    let extra = "  shares: [{name: /export}]\n";
+    let yaml = cr(api_port, nfs_port, smb_port, extra).replace(
+        &format!("  controlPlane: {{port: {api_port}}}\n"),
+        &format!("  controlPlane: {{port: {api_port}, tls: true, certSecretName: api-tls, clientCASecretName: api-clients}}\n"),
+    );
+    let operator = start_operator(&client, &ns);
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &server(&ns, &yaml))
+        .await
+        .unwrap();
+
+    // The certificate Secret does not exist yet: named on the CR, nothing attempted.
+    let missing = wait_condition(&client, &ns, "Serving", "False", "TlsSecretInvalid").await;
+    assert!(missing.message.starts_with("spec.controlPlane.certSecretName: Secret api-tls"), "{}", missing.message);
+
+    let pem = certificates(dir.path(), &format!("demo-api.{ns}.svc"));
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        ("api-tls", json!({"tls.crt": pem["server.crt"], "tls.key": pem["server.key"], "ca.crt": pem["ca.crt"]})),
+        ("api-clients", json!({"ca.crt": pem["ca.crt"], "tls.crt": pem["client.crt"], "tls.key": pem["client.key"]})),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+
+    // dfs serves its API over HTTPS from the mounted Secret, requiring client certificates; the
+    // operator's runtime step reaches it with the client certificate and sets up the share.
+    let dfs = run_rendered_server(&client, &ns, "demo", dir.path(), api_port).await;
+    poke(&client, &ns).await;
+    wait_serving(&client, &ns, "Exports /export over").await;
+    let ca = dir.path().join("pki/ca.crt");
+    let (cert, key) = (dir.path().join("pki/client.crt"), dir.path().join("pki/client.key"));
+    let ca = ca.to_str().unwrap();
+    assert_eq!(
+        curl_health(api_port, &["--cacert", ca, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]),
+        0
+    );
+    assert_ne!(curl_health(api_port, &["--cacert", ca]), 0, "no client certificate, no answer\n{}", dfs.log());
+    let plain = http(&format!("127.0.0.1:{api_port}"), "GET", "/health", None).await;
+    assert!(!matches!(plain, Ok((200, _))), "plain HTTP is not served: {plain:?}");
+
+    // The pod as rendered: HTTPS config, the Secrets mounted, TCP probes (HTTP probes cannot
+    // present a client certificate).
+    let sts =
+        Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns).get("demo").await.unwrap();
+    let container = sts.spec.unwrap().template.spec.unwrap().containers.remove(0);
+    assert!(container.readiness_probe.unwrap().tcp_socket.is_some());
+    operator.shutdown().await;
+    dfs.stop_within_grace(30);
+}

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info};
@@ -55,19 +54,21 @@ pub async fn runtime(
     }
     let namespace = rendered.context.cr.namespace.clone();
     let key = ObjectRef::from_obj(server);
-    let base = session::api_url(template, &server.name_any(), &namespace, c.ports.api);
     let token = ctx.runtime_sessions.lock().expect("sessions lock").get(&key).cloned();
-    let mut api = Api::new(ctx.http.clone(), base).with_token(token);
-
     let secrets = Secrets::new(&ctx.client, &namespace, secrets);
-    let result = pass(ctx, server, rendered, desired, &secrets, &mut api, mode).await;
-    {
-        let mut sessions = ctx.runtime_sessions.lock().expect("sessions lock");
-        match api.token() {
-            Some(token) => sessions.insert(key.clone(), token.to_string()),
-            None => sessions.remove(&key),
-        };
-    }
+    let result = match session::api_for(&ctx.http, template, rendered, &secrets).await {
+        Ok(api) => {
+            let mut api = api.with_token(token);
+            let result = pass(ctx, server, rendered, desired, &secrets, &mut api, mode).await;
+            let mut sessions = ctx.runtime_sessions.lock().expect("sessions lock");
+            match api.token() {
+                Some(token) => sessions.insert(key.clone(), token.to_string()),
+                None => sessions.remove(&key),
+            };
+            result
+        }
+        Err(problem) => Err(problem),
+    };
     let mut outcome = result.unwrap_or_else(|problem| RuntimeOutcome {
         condition: Some(Decided::new(SERVING, false, problem.reason, problem.message)),
         ..RuntimeOutcome::default()

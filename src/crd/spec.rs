@@ -421,6 +421,19 @@ pub struct ControlPlaneSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
+    /// The API is served over HTTPS (the earlier operator's flag); needs `certSecretName`,
+    /// which alone already turns HTTPS on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`; `ca.crt` to verify it) served by the
+    /// API, mounted at /tls. DittoFS reloads it when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_secret_name: Option<String>,
+    /// Require client certificates signed by this Secret's `ca.crt` (mTLS), mounted at
+    /// /tls-client-ca. The operator then presents the client certificate in the same Secret's
+    /// `tls.crt` and `tls.key`; the probes become TCP checks.
+    #[serde(default, rename = "clientCASecretName", skip_serializing_if = "Option::is_none")]
+    pub client_ca_secret_name: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

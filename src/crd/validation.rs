@@ -224,6 +224,18 @@ const RULES: &[Rule] = &[
         positive_duration!(),
         "spec.snapshotPolicies[].ttl must be a positive Go duration such as 720h",
     ),
+    rule_at(
+        "controlPlane",
+        ".certSecretName",
+        "!(has(self.tls) && self.tls) || has(self.certSecretName)",
+        "spec.controlPlane.tls needs spec.controlPlane.certSecretName (the Secret with tls.crt and tls.key)",
+    ),
+    rule_at(
+        "controlPlane",
+        ".clientCASecretName",
+        "!has(self.clientCASecretName) || has(self.certSecretName)",
+        "spec.controlPlane.clientCASecretName needs spec.controlPlane.certSecretName (client certificates need HTTPS)",
+    ),
     // Sizes.
     rule(
         "storage.metadataSize",
@@ -426,6 +438,8 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("snapshotPolicies.[].ttl", 32),
     ("adapterDiscovery.pollingInterval", 32),
     ("identity.jwt.issuer", 253),
+    ("controlPlane.certSecretName", 253),
+    ("controlPlane.clientCASecretName", 253),
 ];
 
 /// Bounds that keep CEL cost estimates within budget and refuse absurd values: (path, keyword,

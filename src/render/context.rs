@@ -157,10 +157,20 @@ pub struct Computed {
     pub percona: Option<PerconaCluster>,
     /// What the runtime template lays out: stores and shares set up over DittoFS's REST API.
     pub runtime: RuntimeSettings,
+    /// HTTPS on the API (`spec.controlPlane.certSecretName`), optionally with client certificates.
+    pub api_tls: Option<ApiTls>,
     /// Filled by the second render pass: the rendered DittoFS config file.
     pub config_yaml: String,
     /// Filled by the second render pass: SHA-256 of the config and the referenced Secrets' data.
     pub checksum: String,
+}
+
+/// The API's certificate Secrets (mounted at /tls and /tls-client-ca).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTls {
+    pub cert_secret: String,
+    pub client_ca_secret: Option<String>,
 }
 
 /// Stores and shares with every default applied (from the spec, else `values.runtime`).
@@ -394,6 +404,11 @@ fn compute(
             user: "dittofs".into(),
         }),
         runtime,
+        api_tls: spec.control_plane.as_ref().and_then(|c| {
+            c.cert_secret_name
+                .as_ref()
+                .map(|cert| ApiTls { cert_secret: cert.clone(), client_ca_secret: c.client_ca_secret_name.clone() })
+        }),
         config_yaml: String::new(),
         checksum: String::new(),
     })

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -57,20 +60,87 @@ impl RequestCounts {
     }
 }
 
-/// One HTTP client for every server (connections are pooled per address).
+/// One HTTP(S) client for every server (connections are pooled per address); servers with
+/// their own certificates get a client of their own ([`HttpClient::with_tls`]).
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     pub counts: Arc<RequestCounts>,
+}
+
+/// What a server's HTTPS needs from its Secrets (PEM): the CA that signed its certificate
+/// (else the system's roots), and a client certificate when it requires one.
+#[derive(Clone, Debug, Default)]
+pub struct TlsMaterial {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
+}
+
+fn build(tls: rustls::ClientConfig) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl Default for HttpClient {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let inner = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        Self { inner, counts: Arc::default() }
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self { inner: build(tls), counts: Arc::default() }
+    }
+}
+
+impl HttpClient {
+    /// A client that trusts `material`'s CA (else the system's roots) and presents its client
+    /// certificate; it counts into the same counters.
+    pub fn with_tls(&self, material: &TlsMaterial) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &material.ca_pem {
+            Some(pem) => {
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| format!("ca.crt: {e}"))?;
+                    roots.add(cert).map_err(|e| format!("ca.crt: {e}"))?;
+                }
+                if roots.is_empty() {
+                    return Err("ca.crt holds no certificate".into());
+                }
+            }
+            None => {
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let tls = match (&material.client_cert_pem, &material.client_key_pem) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("tls.crt: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("tls.key: {e}"))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Self { inner: build(tls), counts: self.counts.clone() })
     }
 }
 

@@ -9,7 +9,7 @@ use kube::Client;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::api::{Api, ApiError, LiveAdapter, LiveShare, LiveStore};
+use super::api::{Api, ApiError, HttpClient, LiveAdapter, LiveShare, LiveStore, TlsMaterial};
 use super::desired::{DesiredRuntime, StoreKind};
 use super::plan::{Live, ResolvedStore};
 use crate::discover::SecretsByName;
@@ -43,6 +43,51 @@ pub fn api_url(template: &str, name: &str, namespace: &str, port: i32) -> String
     template.replace("{name}", name).replace("{namespace}", namespace).replace("{port}", &port.to_string())
 }
 
+/// The API of the server `rendered` describes: its URL from `--dittofs-api` (HTTPS when the
+/// spec serves the API over TLS) and a client that trusts its certificate and presents the
+/// client certificate it requires.
+pub async fn api_for(
+    http: &HttpClient,
+    template: &str,
+    rendered: &Rendered,
+    secrets: &Secrets<'_>,
+) -> Result<Api, Problem> {
+    let c = &rendered.context.computed;
+    let mut base = api_url(template, &rendered.context.cr.name, &rendered.context.cr.namespace, c.ports.api);
+    let Some(tls) = &c.api_tls else {
+        return Ok(Api::new(http.clone(), base));
+    };
+    if let Some(rest) = base.strip_prefix("http://") {
+        base = format!("https://{rest}");
+    }
+    let invalid = |message: String| Problem::new("TlsSecretInvalid", message);
+    let cert = secrets.get(&tls.cert_secret).await?.and_then(|s| s.data).unwrap_or_default();
+    if !cert.contains_key("tls.crt") || !cert.contains_key("tls.key") {
+        return Err(invalid(format!(
+            "spec.controlPlane.certSecretName: Secret {} is missing or lacks tls.crt and tls.key; the API cannot serve HTTPS",
+            tls.cert_secret
+        )));
+    }
+    let mut material = TlsMaterial { ca_pem: cert.get("ca.crt").map(|v| v.0.clone()), ..TlsMaterial::default() };
+    if let Some(client_ca) = &tls.client_ca_secret {
+        let data = secrets.get(client_ca).await?.and_then(|s| s.data).unwrap_or_default();
+        if !data.contains_key("ca.crt") {
+            return Err(invalid(format!(
+                "spec.controlPlane.clientCASecretName: Secret {client_ca} is missing or lacks ca.crt"
+            )));
+        }
+        material.client_cert_pem = data.get("tls.crt").map(|v| v.0.clone());
+        material.client_key_pem = data.get("tls.key").map(|v| v.0.clone());
+        if material.client_cert_pem.is_none() || material.client_key_pem.is_none() {
+            return Err(invalid(format!(
+                "spec.controlPlane.clientCASecretName: the API requires client certificates, and the operator presents the one in Secret {client_ca} (keys tls.crt and tls.key), which has none"
+            )));
+        }
+    }
+    let client = http.with_tls(&material).map_err(|e| invalid(format!("the API's certificates: {e}")))?;
+    Ok(Api::new(client, base))
+}
+
 /// May the operator create its own account now (it may not while paused, with `--dry-run`, or in `diff`)?
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccountSetup {
@@ -69,7 +114,7 @@ impl<'a> Secrets<'a> {
         Self { client, namespace, gathered }
     }
 
-    async fn get(&self, name: &str) -> Result<Option<Secret>, Problem> {
+    pub async fn get(&self, name: &str) -> Result<Option<Secret>, Problem> {
         if let Some(secret) = self.gathered.get(name) {
             return Ok(Some(secret.clone()));
         }

@@ -50,6 +50,10 @@ struct Launch {
     args: Vec<String>,
     env: BTreeMap<String, String>,
     api_port: u16,
+    /// (directory with a Secret volume's files, where the container mounts it).
+    secret_mounts: Vec<(PathBuf, String)>,
+    /// The API serves HTTPS: readiness is a TCP check, as the kubelet's probe with mTLS.
+    tls: bool,
 }
 
 impl Drop for Dfs {
@@ -72,6 +76,7 @@ impl Dfs {
         config_yaml: &str,
         env: &BTreeMap<String, String>,
         api_port: u16,
+        secret_mounts: Vec<(PathBuf, String)>,
     ) -> Dfs {
         let config_dir = dir.join("config");
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -88,17 +93,23 @@ impl Dfs {
             .into_iter()
             .map(|a| a.replace("/config/config.yaml", config_dir.join("config.yaml").to_str().unwrap()))
             .collect();
-        let launch = Launch { args, env: env.clone(), api_port };
+        let tls = config_yaml.contains("cert_file:");
+        let launch = Launch { args, env: env.clone(), api_port, secret_mounts, tls };
         Self::spawn(dir, launch)
     }
 
     fn spawn(dir: &Path, launch: Launch) -> Dfs {
         let log = dir.join("dfs.log");
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        // `/data` must exist as a mount point; in the namespace it is the test's directory.
-        let script = r#"mkdir -p /data && mount --bind "$0" /data && exec "$@""#;
+        // `/data` must exist as a mount point; in the namespace it is the test's directory. The
+        // pod's Secret volumes are bind-mounted at their mount paths the same way.
+        let mut script = r#"mkdir -p /data && mount --bind "$0" /data"#.to_string();
+        for (source, target) in &launch.secret_mounts {
+            script.push_str(&format!(" && mkdir -p {target} && mount --bind {} {target}", source.display()));
+        }
+        script.push_str(r#" && exec "$@""#);
         let child = Command::new("unshare")
-            .args(["-m", "sh", "-c", script])
+            .args(["-m", "sh", "-c", &script])
             .arg(dir.join("data"))
             .arg(testbin().join("dfs"))
             .args(&launch.args)
@@ -114,12 +125,18 @@ impl Dfs {
         Dfs { child, log, launch }
     }
 
-    /// Polls `/health/ready` until 200.
+    /// Polls `/health/ready` until 200 (over HTTPS: until the API port accepts connections).
     pub async fn wait_ready(&self) {
         let addr = format!("127.0.0.1:{}", self.launch.api_port);
+        let tls = self.launch.tls;
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
-                if let Ok((200, _)) = http(&addr, "GET", "/health/ready", None).await {
+                let up = if tls {
+                    tokio::net::TcpStream::connect(&addr).await.is_ok()
+                } else {
+                    matches!(http(&addr, "GET", "/health/ready", None).await, Ok((200, _)))
+                };
+                if up {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -175,7 +192,26 @@ pub async fn run_rendered_server(client: &Client, ns: &str, name: &str, dir: &Pa
     let pod = sts.spec.unwrap().template.spec.unwrap();
     let container = pod.containers.iter().find(|c| c.name == "dittofs").unwrap().clone();
     let env = resolve_env(client, ns, &container).await;
-    let dfs = Dfs::start(dir, &container, &config, &env, api_port);
+    // Secret volumes, as the kubelet projects them: each item (or every key) a file.
+    let mut secret_mounts = Vec::new();
+    for mount in container.volume_mounts.clone().unwrap_or_default() {
+        // Claims come from the volumeClaimTemplates: they are under /data already.
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name);
+        let Some(source) = volume.and_then(|v| v.secret.as_ref()) else { continue };
+        let name = source.secret_name.clone().unwrap();
+        let data = Api::<Secret>::namespaced(client.clone(), ns).get(&name).await.unwrap().data.unwrap_or_default();
+        let target = dir.join("secret-volumes").join(&mount.name);
+        std::fs::create_dir_all(&target).unwrap();
+        let items: Vec<(String, String)> = match &source.items {
+            Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone())).collect(),
+            None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+        };
+        for (key, path) in items {
+            std::fs::write(target.join(path), &data[&key].0).unwrap();
+        }
+        secret_mounts.push((target, mount.mount_path.clone()));
+    }
+    let dfs = Dfs::start(dir, &container, &config, &env, api_port, secret_mounts);
     dfs.wait_ready().await;
     dfs
 }
