@@ -95,6 +95,7 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
     if let Some(s3) = &spec.s3 {
         out.push(s3.credentials_secret_ref.secret_name.clone());
     }
+    out.extend(crate::render::Directory::of(spec).secret_keys().into_iter().map(|r| r.name));
     // The API's certificates: the operator verifies the server and presents its client certificate.
     if let Some(cp) = &spec.control_plane {
         out.extend(cp.cert_secret_name.iter().chain(cp.client_ca_secret_name.iter()).cloned());
@@ -139,8 +140,9 @@ pub fn resolve(
             "spec.identity.admin.passwordSecretRef",
         ),
     ];
-    for (name, _) in &consumed {
-        if let Some(data) = data_of(name) {
+    let directory = crate::render::Directory::of(spec);
+    for name in consumed.iter().map(|(n, _)| n.clone()).chain(directory.secret_keys().into_iter().map(|r| r.name)) {
+        if let Some(data) = data_of(&name) {
             discovered.secret_data.insert(name.clone(), data);
         }
     }
@@ -170,6 +172,24 @@ pub fn resolve(
         discovered.generated.operator_password = Some(fresh(32));
     }
     if generate {
+        // The directory's Secrets must hold their keys: DittoFS cannot bind or accept tickets without them.
+        let fields = [
+            (&directory.ldap_bind_password, "spec.identity.ldap.bindPasswordSecretRef"),
+            (&directory.keytab, "spec.identity.kerberos.keytabSecretRef"),
+            (&directory.krb5_conf, "spec.identity.kerberos.krb5ConfSecretRef"),
+            (&directory.machine_secret, "spec.identity.kerberos.machineAccount.secretRef"),
+            (&directory.machine_keytab, "spec.identity.kerberos.machineAccount.keytabSecretRef"),
+        ];
+        for (reference, field) in fields {
+            if let Some(r) = reference
+                && !discovered.secret_data.get(&r.name).is_some_and(|d| d.contains_key(&r.key))
+            {
+                return Err(DiscoverError::Missing {
+                    field: field.into(),
+                    message: format!("Secret {:?} with key {:?} not found", r.name, r.key),
+                });
+            }
+        }
         // A user-referenced JWT Secret must exist: DittoFS cannot start without the key.
         if let Some(r) = &jwt_ref {
             let key = r.key.clone().unwrap_or_else(|| "jwt-secret".into());

@@ -135,9 +135,18 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"controlPlane": {"clientCASecretName": "ca"}}), "spec.controlPlane.clientCASecretName"),
         // An S3 store without its credentials Secret.
         (json!({"s3": {"bucket": "x"}}), "spec.s3"),
+        (json!({"identity": {"ldap": {"enabled": true}}}), "spec.identity.ldap"),
+        (
+            json!({"identity": {"ldap": {"url": "ldap://dc:389", "baseDN": "DC=x", "bindDN": "CN=y", "bindPasswordSecretRef": {"name": "p"}}}}),
+            "spec.identity.ldap.url",
+        ),
+        (
+            json!({"identity": {"ldap": {"url": "ldaps://dc:636", "baseDN": "DC=x", "bindDN": "CN=y"}}}),
+            "spec.identity.ldap.bindPasswordSecretRef",
+        ),
+        (json!({"identity": {"kerberos": {"servicePrincipal": "nfs/x@Y"}}}), "spec.identity.kerberos.keytabSecretRef"),
         // Fields of the earlier operator that this one does not implement yet: refused, never dropped.
         (json!({"smb": {"maxConnections": 10}}), "spec.smb.maxConnections"),
-        (json!({"identity": {"ldap": {"enabled": true}}}), "spec.identity.ldap"),
     ];
     assert!(cases.len() >= 20);
     let mut failures = Vec::new();

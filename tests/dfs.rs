@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -114,6 +115,102 @@ async fn dfs_connects_migrates_and_serves_on_tls_postgres() {
         .unwrap();
     let count: u32 = String::from_utf8_lossy(&tables.stdout).trim().parse().unwrap_or(0);
     assert!(count > 0, "no tables migrated: {}", String::from_utf8_lossy(&tables.stderr));
+    operator.shutdown().await;
+    dfs.stop_within_grace(30);
+}
+
+/// A keytab in MIT's format (v0x502) with one aes256 key for `service/host@REALM`: enough for
+/// DittoFS to load at start (tickets are never presented here).
+fn keytab(principal: &str) -> Vec<u8> {
+    let (name, realm) = principal.split_once('@').unwrap();
+    let counted = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let components: Vec<&str> = name.split('/').collect();
+    let mut entry = (components.len() as u16).to_be_bytes().to_vec();
+    entry.extend(counted(realm.as_bytes()));
+    for c in &components {
+        entry.extend(counted(c.as_bytes()));
+    }
+    entry.extend(1u32.to_be_bytes()); // KRB5_NT_PRINCIPAL
+    entry.extend(0u32.to_be_bytes()); // timestamp
+    entry.push(1); // key version
+    entry.extend(18u16.to_be_bytes()); // aes256-cts-hmac-sha1-96
+    entry.extend(counted(&[7u8; 32]));
+    let mut out = vec![0x05, 0x02];
+    out.extend((entry.len() as i32).to_be_bytes());
+    out.extend(entry);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dfs_starts_with_ldap_and_kerberos_from_secrets() {
+    let (client, ns) = setup("dfs-identity").await;
+    let dir = tempfile::tempdir().unwrap();
+    let principal = "nfs/files.corp.example.com@CORP.EXAMPLE.COM";
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let ldap: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "corp-ldap"}, "stringData": {"password": "bind-pw-never-in-config"}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &ldap).await.unwrap();
+    let mut kerberos = Secret::default();
+    kerberos.metadata.name = Some("corp-kerberos".into());
+    kerberos.data = Some(BTreeMap::from([
+        ("keytab".to_string(), k8s_openapi::ByteString(keytab(principal))),
+        (
+            "krb5.conf".to_string(),
+            k8s_openapi::ByteString(b"[libdefaults]\n  default_realm = CORP.EXAMPLE.COM\n".to_vec()),
+        ),
+    ]));
+    secrets.create(&PostParams::default(), &kerberos).await.unwrap();
+
+    let api_port = free_port();
+    let operator = Operator::start(&client, &ns);
+    let cr = format!(
+        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  shutdownTimeout: 5s\n  identity:\n    ldap:\n      url: ldap://127.0.0.1:1\n      allowPlaintext: true\n      baseDN: DC=corp,DC=example,DC=com\n      bindDN: CN=dittofs,DC=corp,DC=example,DC=com\n      bindPasswordSecretRef: {{name: corp-ldap}}\n    kerberos:\n      servicePrincipal: {principal}\n      keytabSecretRef: {{name: corp-kerberos}}\n      krb5ConfSecretRef: {{name: corp-kerberos}}\n"
+    );
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &server(&ns, &cr))
+        .await
+        .unwrap();
+
+    // The rendered config validates with no unknown key, and holds no password.
+    let config = eventually("the config", DEADLINE, || async {
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt("demo-config")
+            .await
+            .ok()
+            .flatten()?
+            .data?
+            .get("config.yaml")
+            .cloned()
+    })
+    .await;
+    assert!(!config.contains("bind-pw-never-in-config"));
+    std::fs::write(dir.path().join("validate.yaml"), &config).unwrap();
+    // With the container's environment, Secrets resolved: the bind password arrives there.
+    let sts = eventually("StatefulSet", DEADLINE, || async {
+        Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("demo").await.ok().flatten()
+    })
+    .await;
+    let container = sts.spec.unwrap().template.spec.unwrap().containers.remove(0);
+    let env = support::dfs::resolve_env(&client, &ns, &container).await;
+    assert_eq!(env.get("DITTOFS_LDAP_BIND_PASSWORD").map(String::as_str), Some("bind-pw-never-in-config"));
+    let out = Command::new(testbin().join("dfs"))
+        .args(["config", "validate", "--config", dir.path().join("validate.yaml").to_str().unwrap()])
+        .env_clear()
+        .envs(&env)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.contains("Validation: OK"), "{said}");
+    assert!(!said.to_lowercase().contains("unknown"), "{said}");
+
+    // dfs starts with the bind password in its env and the keytab and krb5.conf mounted as files.
+    let dfs = run_rendered_server(&client, &ns, dir.path(), api_port).await;
+    let log = dfs.log();
+    assert!(log.contains("LDAP identity provider enabled"), "{log}");
+    assert!(!log.contains("Failed to initialize Kerberos provider"), "{log}");
+    assert!(!log.contains("bind-pw-never-in-config"), "the bind password is not logged");
     operator.shutdown().await;
     dfs.stop_within_grace(30);
 }

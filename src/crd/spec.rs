@@ -505,6 +505,106 @@ pub struct IdentitySpec {
     pub jwt: Option<JwtSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSpec>,
+    /// Users and groups from an LDAP directory (Active Directory or RFC 2307).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapSpec>,
+    /// Kerberos authentication for NFS (RPCSEC_GSS) and SMB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kerberos: Option<KerberosSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdMap {
+    Rfc2307,
+    Rid,
+}
+
+/// The earlier operator's `identity.ldap`, rendered into DittoFS's `ldap:` section.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LdapSpec {
+    /// Default true (the section is there to be used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `ldaps://host:636` or `ldap://host:389` (then `startTLS` or `allowPlaintext`).
+    #[schemars(regex(pattern = r"^ldaps?://"))]
+    pub url: String,
+    #[serde(default, rename = "startTLS", skip_serializing_if = "Option::is_none")]
+    pub start_tls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_plaintext: Option<bool>,
+    #[serde(rename = "baseDN")]
+    pub base_dn: String,
+    #[serde(rename = "bindDN")]
+    pub bind_dn: String,
+    /// The bind password (key `password` unless `key` says otherwise); reaches DittoFS as
+    /// `DITTOFS_LDAP_BIND_PASSWORD`, and a change rolls the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_password_secret_ref: Option<SecretRef>,
+    /// Default `sAMAccountName` (DittoFS's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_attr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    /// `rfc2307` (uidNumber/gidNumber, DittoFS's default) or `rid` (from Windows SIDs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<IdMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested_groups: Option<bool>,
+    /// A CA file inside the pod (mount it with a template override); default the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// The earlier operator's `identity.kerberos`, rendered into DittoFS's `kerberos:` section.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KerberosSpec {
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Such as `nfs/files.example.com@EXAMPLE.COM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netbios_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_domain: Option<String>,
+    /// The service keytab (key `keytab` unless `key` says otherwise), mounted at /kerberos/dittofs.keytab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keytab_secret_ref: Option<SecretRef>,
+    /// krb5.conf from a Secret (key `krb5.conf`), mounted at /kerberos-krb5/krb5.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub krb5_conf_secret_ref: Option<SecretRef>,
+    /// krb5.conf inline (not secret: it goes into the config ConfigMap); `krb5ConfSecretRef` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub krb5_conf: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_account: Option<MachineAccountSpec>,
+}
+
+/// A computer account in the domain, for NETLOGON pass-through authentication of SMB users.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineAccountSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_name: Option<String>,
+    /// The account's password (key `password` unless `key` says otherwise):
+    /// `DITTOFS_KERBEROS_MACHINE_ACCOUNT_SECRET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// Its keytab (key `keytab`), mounted at /kerberos-machine/machine.keytab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keytab_secret_ref: Option<SecretRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dc_address: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

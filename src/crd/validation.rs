@@ -236,6 +236,24 @@ const RULES: &[Rule] = &[
         "!has(self.clientCASecretName) || has(self.certSecretName)",
         "spec.controlPlane.clientCASecretName needs spec.controlPlane.certSecretName (client certificates need HTTPS)",
     ),
+    rule_at(
+        "identity.ldap",
+        ".url",
+        "!self.url.startsWith('ldap://') || (has(self.startTLS) && self.startTLS) || (has(self.allowPlaintext) && self.allowPlaintext)",
+        "spec.identity.ldap.url: ldap:// sends the bind password in clear; set startTLS (or allowPlaintext), or use ldaps://",
+    ),
+    rule_at(
+        "identity.ldap",
+        ".bindPasswordSecretRef",
+        "(has(self.enabled) && !self.enabled) || has(self.bindPasswordSecretRef)",
+        "spec.identity.ldap.bindPasswordSecretRef is required: DittoFS binds with it",
+    ),
+    rule_at(
+        "identity.kerberos",
+        ".keytabSecretRef",
+        "(has(self.enabled) && !self.enabled) || has(self.keytabSecretRef)",
+        "spec.identity.kerberos.keytabSecretRef is required: DittoFS needs the service keytab",
+    ),
     // Sizes.
     rule(
         "storage.metadataSize",
@@ -439,6 +457,8 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("adapterDiscovery.pollingInterval", 32),
     ("identity.jwt.issuer", 253),
     ("controlPlane.certSecretName", 253),
+    ("identity.ldap.url", 512),
+    ("identity.kerberos.krb5Conf", 65536),
     ("controlPlane.clientCASecretName", 253),
 ];
 

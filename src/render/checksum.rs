@@ -44,6 +44,7 @@ pub fn consumed_secret_keys(computed: &Computed) -> Vec<SecretKeyRef> {
     if let Some(pg) = &computed.database.postgres {
         refs.push(pg.password_secret.clone());
     }
+    refs.extend(computed.directory.secret_keys());
     refs.sort();
     refs.dedup();
     refs

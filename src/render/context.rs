@@ -159,10 +159,58 @@ pub struct Computed {
     pub runtime: RuntimeSettings,
     /// HTTPS on the API (`spec.controlPlane.certSecretName`), optionally with client certificates.
     pub api_tls: Option<ApiTls>,
+    /// LDAP and Kerberos (`spec.identity.ldap`, `.kerberos`), with their Secrets by reference.
+    pub directory: Directory,
     /// Filled by the second render pass: the rendered DittoFS config file.
     pub config_yaml: String,
     /// Filled by the second render pass: SHA-256 of the config and the referenced Secrets' data.
     pub checksum: String,
+}
+
+/// Directory-backed identity: what the config, the env and the volumes need.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Directory {
+    pub ldap: Option<crate::crd::LdapSpec>,
+    pub ldap_bind_password: Option<SecretKeyRef>,
+    pub kerberos: Option<crate::crd::KerberosSpec>,
+    pub kerberos_enabled: bool,
+    pub keytab: Option<SecretKeyRef>,
+    pub krb5_conf: Option<SecretKeyRef>,
+    pub machine_secret: Option<SecretKeyRef>,
+    pub machine_keytab: Option<SecretKeyRef>,
+}
+
+impl Directory {
+    pub fn of(spec: &DittoServerSpec) -> Self {
+        let identity = spec.identity.clone().unwrap_or_default();
+        let key = |r: &Option<crate::crd::SecretRef>, default: &str| {
+            r.as_ref()
+                .map(|r| SecretKeyRef { name: r.name.clone(), key: r.key.clone().unwrap_or_else(|| default.into()) })
+        };
+        let ldap_bind_password = identity.ldap.as_ref().and_then(|l| key(&l.bind_password_secret_ref, "password"));
+        let kerberos = identity.kerberos.clone();
+        let machine = kerberos.as_ref().and_then(|k| k.machine_account.clone());
+        Self {
+            ldap_bind_password,
+            kerberos_enabled: kerberos.as_ref().is_some_and(|k| k.enabled != Some(false)),
+            keytab: kerberos.as_ref().and_then(|k| key(&k.keytab_secret_ref, "keytab")),
+            krb5_conf: kerberos.as_ref().and_then(|k| key(&k.krb5_conf_secret_ref, "krb5.conf")),
+            machine_secret: machine.as_ref().and_then(|m| key(&m.secret_ref, "password")),
+            machine_keytab: machine.as_ref().and_then(|m| key(&m.keytab_secret_ref, "keytab")),
+            ldap: identity.ldap,
+            kerberos,
+        }
+    }
+
+    /// Every Secret key DittoFS reads for identity (env vars and mounted files).
+    pub fn secret_keys(&self) -> Vec<SecretKeyRef> {
+        [&self.ldap_bind_password, &self.keytab, &self.krb5_conf, &self.machine_secret, &self.machine_keytab]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
 }
 
 /// The API's certificate Secrets (mounted at /tls and /tls-client-ca).
@@ -404,6 +452,7 @@ fn compute(
             user: "dittofs".into(),
         }),
         runtime,
+        directory: Directory::of(spec),
         api_tls: spec.control_plane.as_ref().and_then(|c| {
             c.cert_secret_name
                 .as_ref()
