@@ -80,6 +80,13 @@ pub fn generated_admin_secret(spec: &crate::crd::DittoServerSpec, cr_name: &str)
     referenced.is_none().then(|| crate::names::Names::for_cr(cr_name).admin_secret)
 }
 
+/// Secrets DittoFS reads besides the credentials (identity, the metrics token): in the checksum.
+fn file_secret_names(spec: &crate::crd::DittoServerSpec) -> Vec<String> {
+    let mut names: Vec<String> = crate::render::Directory::of(spec).secret_keys().into_iter().map(|r| r.name).collect();
+    names.extend(spec.metrics.as_ref().and_then(|m| m.bearer_token_secret.as_ref()).map(|r| r.name.clone()));
+    names
+}
+
 /// Names of the Secrets a CR reads, for fetching before [`resolve`].
 pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str) -> Vec<String> {
     let names = crate::names::Names::for_cr(cr_name);
@@ -95,7 +102,7 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
     if let Some(s3) = &spec.s3 {
         out.push(s3.credentials_secret_ref.secret_name.clone());
     }
-    out.extend(crate::render::Directory::of(spec).secret_keys().into_iter().map(|r| r.name));
+    out.extend(file_secret_names(spec));
     // The API's certificates: the operator verifies the server and presents its client certificate.
     if let Some(cp) = &spec.control_plane {
         out.extend(cp.cert_secret_name.iter().chain(cp.client_ca_secret_name.iter()).cloned());
@@ -141,7 +148,7 @@ pub fn resolve(
         ),
     ];
     let directory = crate::render::Directory::of(spec);
-    for name in consumed.iter().map(|(n, _)| n.clone()).chain(directory.secret_keys().into_iter().map(|r| r.name)) {
+    for name in consumed.iter().map(|(n, _)| n.clone()).chain(file_secret_names(spec)) {
         if let Some(data) = data_of(&name) {
             discovered.secret_data.insert(name.clone(), data);
         }

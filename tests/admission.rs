@@ -145,6 +145,11 @@ async fn invalid_servers_are_rejected_naming_the_field() {
             "spec.identity.ldap.bindPasswordSecretRef",
         ),
         (json!({"identity": {"kerberos": {"servicePrincipal": "nfs/x@Y"}}}), "spec.identity.kerberos.keytabSecretRef"),
+        (json!({"metrics": {"serviceMonitor": {"enabled": true}}}), "spec.metrics.serviceMonitor"),
+        (
+            json!({"metrics": {"enabled": true, "serviceMonitor": {"enabled": true, "interval": "often"}}}),
+            "spec.metrics.serviceMonitor.interval",
+        ),
         // Fields of the earlier operator that this one does not implement yet: refused, never dropped.
         (json!({"smb": {"maxConnections": 10}}), "spec.smb.maxConnections"),
     ];

@@ -163,10 +163,15 @@ async fn dfs_starts_with_ldap_and_kerberos_from_secrets() {
     ]));
     secrets.create(&PostParams::default(), &kerberos).await.unwrap();
 
-    let api_port = free_port();
+    let token: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "metrics-token"}, "stringData": {"token": "scrape-me-please"}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &token).await.unwrap();
+    let (api_port, metrics_port) = (free_port(), free_port());
     let operator = Operator::start(&client, &ns);
     let cr = format!(
-        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  shutdownTimeout: 5s\n  identity:\n    ldap:\n      url: ldap://127.0.0.1:1\n      allowPlaintext: true\n      baseDN: DC=corp,DC=example,DC=com\n      bindDN: CN=dittofs,DC=corp,DC=example,DC=com\n      bindPasswordSecretRef: {{name: corp-ldap}}\n    kerberos:\n      servicePrincipal: {principal}\n      keytabSecretRef: {{name: corp-kerberos}}\n      krb5ConfSecretRef: {{name: corp-kerberos}}\n"
+        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  metrics: {{enabled: true, port: {metrics_port}, bearerTokenSecret: {{name: metrics-token}}}}\n  shutdownTimeout: 5s\n  identity:\n    ldap:\n      url: ldap://127.0.0.1:1\n      allowPlaintext: true\n      baseDN: DC=corp,DC=example,DC=com\n      bindDN: CN=dittofs,DC=corp,DC=example,DC=com\n      bindPasswordSecretRef: {{name: corp-ldap}}\n    kerberos:\n      servicePrincipal: {principal}\n      keytabSecretRef: {{name: corp-kerberos}}\n      krb5ConfSecretRef: {{name: corp-kerberos}}\n"
     );
     Api::<DittoServer>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &server(&ns, &cr))
@@ -211,6 +216,18 @@ async fn dfs_starts_with_ldap_and_kerberos_from_secrets() {
     assert!(log.contains("LDAP identity provider enabled"), "{log}");
     assert!(!log.contains("Failed to initialize Kerberos provider"), "{log}");
     assert!(!log.contains("bind-pw-never-in-config"), "the bind password is not logged");
+    // The metrics endpoint wants the token from the mounted Secret.
+    let scrape = |token: Option<&'static str>| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{metrics_port}")).await.unwrap();
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: x\r\n{auth}\r\n").as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0)
+    };
+    assert_eq!(scrape(Some("scrape-me-please")).await, 200, "{}", dfs.log());
+    assert_eq!(scrape(None).await, 401);
     operator.shutdown().await;
     dfs.stop_within_grace(30);
 }

@@ -646,6 +646,26 @@ pub struct MetricsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"))]
     pub path: Option<String>,
+    /// Require this Bearer token on the metrics endpoint (key `token` unless `key` says
+    /// otherwise): mounted at /metrics-token/token, `metrics.auth: token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret: Option<SecretRef>,
+    /// A Prometheus Operator ServiceMonitor `<name>-metrics` (needs its CRD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor: Option<ServiceMonitorSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Scrape interval, such as `30s`. Default: Prometheus's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Labels on the ServiceMonitor (for a Prometheus `serviceMonitorSelector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

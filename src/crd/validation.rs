@@ -254,6 +254,17 @@ const RULES: &[Rule] = &[
         "(has(self.enabled) && !self.enabled) || has(self.keytabSecretRef)",
         "spec.identity.kerberos.keytabSecretRef is required: DittoFS needs the service keytab",
     ),
+    rule_at(
+        "metrics",
+        ".serviceMonitor",
+        "!(has(self.serviceMonitor) && has(self.serviceMonitor.enabled) && self.serviceMonitor.enabled) || (has(self.enabled) && self.enabled)",
+        "spec.metrics.serviceMonitor needs spec.metrics.enabled: true (it scrapes the metrics Service)",
+    ),
+    rule(
+        "metrics.serviceMonitor.interval",
+        positive_duration!(),
+        "spec.metrics.serviceMonitor.interval must be a positive duration such as 30s",
+    ),
     // Sizes.
     rule(
         "storage.metadataSize",
@@ -458,6 +469,7 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("identity.jwt.issuer", 253),
     ("controlPlane.certSecretName", 253),
     ("identity.ldap.url", 512),
+    ("metrics.serviceMonitor.interval", 32),
     ("identity.kerberos.krb5Conf", 65536),
     ("controlPlane.clientCASecretName", 253),
 ];

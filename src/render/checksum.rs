@@ -45,6 +45,7 @@ pub fn consumed_secret_keys(computed: &Computed) -> Vec<SecretKeyRef> {
         refs.push(pg.password_secret.clone());
     }
     refs.extend(computed.directory.secret_keys());
+    refs.extend(computed.metrics_token.clone());
     refs.sort();
     refs.dedup();
     refs

@@ -129,6 +129,10 @@ pub struct Computed {
     pub smb_enabled: bool,
     pub metrics_enabled: bool,
     pub metrics_path: String,
+    /// `spec.metrics.bearerTokenSecret`, key defaulted (`token`).
+    pub metrics_token: Option<SecretKeyRef>,
+    /// `spec.metrics.serviceMonitor` when enabled (with metrics on).
+    pub service_monitor: Option<crate::crd::ServiceMonitorSpec>,
     pub api_service: ServiceSettings,
     pub file_service: FileServiceSettings,
     pub storage: Storage,
@@ -401,6 +405,17 @@ fn compute(
         ports,
         smb_enabled,
         metrics_enabled,
+        metrics_token: spec
+            .metrics
+            .as_ref()
+            .and_then(|m| m.bearer_token_secret.as_ref())
+            .filter(|_| metrics_enabled)
+            .map(|r| SecretKeyRef { name: r.name.clone(), key: r.key.clone().unwrap_or_else(|| "token".into()) }),
+        service_monitor: spec
+            .metrics
+            .as_ref()
+            .and_then(|m| m.service_monitor.clone())
+            .filter(|s| metrics_enabled && s.enabled == Some(true)),
         metrics_path: spec.metrics.as_ref().and_then(|m| m.path.clone()).unwrap_or_else(|| values.metrics.path.clone()),
         api_service: ServiceSettings {
             service_type: api.service_type.unwrap_or(values.api_service.service_type),
