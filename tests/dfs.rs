@@ -103,18 +103,8 @@ async fn dfs_connects_migrates_and_serves_on_tls_postgres() {
     assert!(!config.contains(&pg["PGPASSWORD"]), "the password never reaches the ConfigMap");
 
     // DittoFS migrated its schema into PostgreSQL (over TLS: plain connections are refused).
-    let tables = Command::new(format!("{}/psql", pg["PG_BIN"]))
-        .args(["-tAc", "select count(*) from information_schema.tables where table_schema = 'public'"])
-        .env("PGHOST", &pg["PGHOST"])
-        .env("PGPORT", &pg["PGPORT"])
-        .env("PGDATABASE", "dittofs")
-        .env("PGUSER", "dittofs")
-        .env("PGPASSWORD", &pg["PGPASSWORD"])
-        .env("PGSSLMODE", "require")
-        .output()
-        .unwrap();
-    let count: u32 = String::from_utf8_lossy(&tables.stdout).trim().parse().unwrap_or(0);
-    assert!(count > 0, "no tables migrated: {}", String::from_utf8_lossy(&tables.stderr));
+    let (count, stderr) = public_tables(&pg, "dittofs");
+    assert!(count > 0, "no tables migrated: {stderr}");
     operator.shutdown().await;
     dfs.stop_within_grace(30);
 }

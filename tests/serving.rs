@@ -456,18 +456,8 @@ async fn file_metadata_on_the_tls_postgresql_survives_a_restart() {
     nfs_write_and_read(dir.path(), nfs_port, "/export", "notes.txt", b"metadata lives in PostgreSQL\n");
 
     // The file's metadata is in the second database (over TLS), and the password never left its Secret.
-    let tables = Command::new(format!("{}/psql", pg["PG_BIN"]))
-        .args(["-tAc", "select count(*) from information_schema.tables where table_schema = 'public'"])
-        .env("PGHOST", &pg["PGHOST"])
-        .env("PGPORT", &pg["PGPORT"])
-        .env("PGDATABASE", "dittofs_metadata")
-        .env("PGUSER", "dittofs")
-        .env("PGPASSWORD", &pg["PGPASSWORD"])
-        .env("PGSSLMODE", "require")
-        .output()
-        .unwrap();
-    let count: u32 = String::from_utf8_lossy(&tables.stdout).trim().parse().unwrap_or(0);
-    assert!(count > 0, "no metadata tables: {}", String::from_utf8_lossy(&tables.stderr));
+    let (count, stderr) = public_tables(&pg, "dittofs_metadata");
+    assert!(count > 0, "no metadata tables: {stderr}");
     let status =
         serde_json::to_string(&Api::<DittoServer>::namespaced(client.clone(), &ns).get("demo").await.unwrap()).unwrap();
     assert!(!status.contains(&pg["PGPASSWORD"]));

@@ -200,6 +200,23 @@ pub fn start_script_server(script: &str, dir: &Path) -> std::collections::BTreeM
         .collect()
 }
 
+/// Tables in the `public` schema of `database` on `scripts/postgres.sh`'s server (over TLS), with
+/// psql's stderr when the query fails.
+pub fn public_tables(pg: &std::collections::BTreeMap<String, String>, database: &str) -> (u32, String) {
+    let out = std::process::Command::new(format!("{}/psql", pg["PG_BIN"]))
+        .args(["-tAc", "select count(*) from information_schema.tables where table_schema = 'public'"])
+        .env("PGHOST", &pg["PGHOST"])
+        .env("PGPORT", &pg["PGPORT"])
+        .env("PGDATABASE", database)
+        .env("PGUSER", "dittofs")
+        .env("PGPASSWORD", &pg["PGPASSWORD"])
+        .env("PGSSLMODE", "require")
+        .output()
+        .unwrap();
+    let count = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    (count, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// The cached control-plane binaries directory (`scripts/testbin.sh`).
 pub fn testbin() -> PathBuf {
     match std::env::var_os("DITTOFS_TESTBIN") {
