@@ -107,9 +107,17 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
     if let Some(cp) = &spec.control_plane {
         out.extend(cp.cert_secret_name.iter().chain(cp.client_ca_secret_name.iter()).cloned());
     }
+    out.extend(backup_secret_name(spec));
     out.sort();
     out.dedup();
     out
+}
+
+/// The Secret pgBackRest reads its S3 keys from, when the operator-created cluster backs up.
+fn backup_secret_name(spec: &crate::crd::DittoServerSpec) -> Option<String> {
+    let percona = spec.percona.as_ref().filter(|p| p.enabled)?;
+    let backup = percona.backup.as_ref().filter(|b| b.enabled)?;
+    backup.credentials_secret_ref.as_ref().map(|r| r.name.clone())
 }
 
 /// Builds the discovered data from the Secrets found. `generate` makes fresh credentials for
@@ -194,6 +202,30 @@ pub fn resolve(
                 return Err(DiscoverError::Missing {
                     field: field.into(),
                     message: format!("Secret {:?} with key {:?} not found", r.name, r.key),
+                });
+            }
+        }
+        // pgBackRest reads every `*.conf` file of the projected Secret; without one it has no keys.
+        if let Some(name) = backup_secret_name(spec) {
+            let has_conf = secrets.get(&name).map(|s| {
+                s.data
+                    .iter()
+                    .flatten()
+                    .map(|(k, _)| k)
+                    .chain(s.string_data.iter().flatten().map(|(k, _)| k))
+                    .any(|k| k.ends_with(".conf"))
+            });
+            let message = match has_conf {
+                None => Some(format!("Secret {name:?} not found")),
+                Some(false) => Some(format!(
+                    "Secret {name:?} has no key ending in .conf (pgBackRest reads conf.d/*.conf; Percona's convention is s3.conf with [global] repo1-s3-key and repo1-s3-key-secret)"
+                )),
+                Some(true) => None,
+            };
+            if let Some(message) = message {
+                return Err(DiscoverError::Missing {
+                    field: "spec.percona.backup.credentialsSecretRef".into(),
+                    message,
                 });
             }
         }

@@ -207,6 +207,18 @@ pub struct PerconaValues {
     pub replicas: i32,
     pub storage_size: String,
     pub database_name: String,
+    pub backup: PerconaBackupValues,
+}
+
+/// Defaults of `spec.percona.backup` (the earlier operator's) and pgBackRest's image.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PerconaBackupValues {
+    pub image: String,
+    pub region: String,
+    pub full_schedule: String,
+    pub incr_schedule: String,
+    pub retention_days: i32,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]

@@ -150,6 +150,22 @@ async fn invalid_servers_are_rejected_naming_the_field() {
             json!({"metrics": {"enabled": true, "serviceMonitor": {"enabled": true, "interval": "often"}}}),
             "spec.metrics.serviceMonitor.interval",
         ),
+        (
+            json!({"percona": {"enabled": true, "backup": {"enabled": true, "endpoint": "s3.example.com"}}}),
+            "spec.percona.backup.bucket",
+        ),
+        (
+            json!({"percona": {"enabled": true, "backup": {"enabled": true, "bucket": "b1"}}}),
+            "spec.percona.backup.endpoint",
+        ),
+        (
+            json!({"percona": {"enabled": true, "backup": {"enabled": true, "bucket": "bkp", "endpoint": "http://minio:9000"}}}),
+            "spec.percona.backup.endpoint",
+        ),
+        (json!({"percona": {"backup": {"bucket": "Upper_Case"}}}), "spec.percona.backup.bucket"),
+        (json!({"percona": {"backup": {"fullSchedule": "daily at two"}}}), "spec.percona.backup.fullSchedule"),
+        (json!({"percona": {"backup": {"incrSchedule": "0 * * *"}}}), "spec.percona.backup.incrSchedule"),
+        (json!({"percona": {"backup": {"retentionDays": 0}}}), "spec.percona.backup.retentionDays"),
         // Fields of the earlier operator that this one does not implement yet: refused, never dropped.
         (json!({"smb": {"maxConnections": 10}}), "spec.smb.maxConnections"),
     ];
@@ -233,12 +249,15 @@ async fn storage_is_immutable_once_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn earlier_go_operator_crs_are_accepted() {
+async fn earlier_go_operator_crs_and_one_with_every_drop_in_field_are_accepted() {
     let (client, ns) = setup("compat").await;
     let api: Api<DittoServer> = Api::namespaced(client, &ns);
-    for case in ["go-operator-v0.4.1", "go-operator-v0.29"] {
+    for case in ["go-operator-v0.4.1", "go-operator-v0.29", "every-drop-in-field"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(case).join("input.yaml");
-        let mut object: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        // The DittoServer is the first document; the others are what render reads from the cluster.
+        let text = std::fs::read_to_string(path).unwrap();
+        let first = text.split("\n---\n").next().unwrap();
+        let mut object: Value = serde_saphyr::from_str(first).unwrap();
         object["metadata"].as_object_mut().unwrap().remove("namespace");
         apply(&api, &object).await.unwrap_or_else(|e| panic!("{case} rejected: {e}"));
     }

@@ -466,3 +466,59 @@ async fn an_owner_reference_from_an_earlier_build_is_dropped_by_the_next_apply()
     assert_eq!(migrated["metadata"]["name"], "files-postgres");
     operator.shutdown().await;
 }
+
+/// `spec.percona.backup` reaches the cluster in the shape Percona's v3.0.0 schema (with its CEL
+/// rules) accepts; without the credentials Secret nothing is applied and the field is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_reach_the_cluster_as_perconas_schema_accepts_them() {
+    let (client, ns, servers, clusters) = percona_setup("percona-backup").await;
+    let _operator = Operator::start(&client, &ns);
+    let cr = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona:\n    enabled: true\n    backup: {enabled: true, credentialsSecretRef: {name: files-backup}, bucket: backups, endpoint: 'https://s3.example.com:9000', retentionDays: 30}\n";
+    servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
+
+    let held = eventually("ConfigReady names the backup Secret", DEADLINE, || async {
+        let conditions = servers.get("files").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "ConfigReady" && c.reason == "SecretMissing")
+    })
+    .await;
+    assert!(held.message.contains("spec.percona.backup.credentialsSecretRef"), "{}", held.message);
+    assert!(clusters.get_opt("files-postgres").await.unwrap().is_none(), "nothing applied while held");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let keys = json!({"metadata": {"name": "files-backup"},
+        "stringData": {"s3.conf": "[global]\nrepo1-s3-key=AKIA-not-real\nrepo1-s3-key-secret=not-real-either\n"}});
+    secrets.create(&PostParams::default(), &serde_json::from_value(keys).unwrap()).await.unwrap();
+
+    let cluster = cluster_named(&clusters, "files-postgres").await;
+    let backups = &cluster["spec"]["backups"];
+    assert_eq!(backups["enabled"], true);
+    let pgbackrest = &backups["pgbackrest"];
+    assert_eq!(pgbackrest["configuration"], json!([{"secret": {"name": "files-backup"}}]));
+    assert_eq!(
+        pgbackrest["repos"],
+        json!([{"name": "repo1",
+            "s3": {"bucket": "backups", "endpoint": "s3.example.com:9000", "region": "eu-west-1"},
+            "schedules": {"full": "0 2 * * *", "incremental": "0 * * * *"}}])
+    );
+    assert_eq!(pgbackrest["global"]["repo1-path"], "/pgbackrest/files/repo1");
+    assert_eq!(pgbackrest["global"]["repo1-retention-full-type"], "time");
+    assert_eq!(pgbackrest["global"]["repo1-retention-full"], "30");
+    assert!(pgbackrest["image"].as_str().unwrap().starts_with("docker.io/percona/percona-pgbackrest:"));
+    let text = serde_json::to_string(&cluster).unwrap();
+    assert!(!text.contains("not-real"), "no key in the cluster");
+
+    // Turned off: the repository goes and Percona's rule (enabled false, or a repository) holds.
+    servers
+        .patch(
+            "files",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"percona": {"backup": {"enabled": false}}}})),
+        )
+        .await
+        .unwrap();
+    eventually("backups off", DEADLINE, || async {
+        let c = serde_json::to_value(clusters.get("files-postgres").await.ok()?).ok()?;
+        (c["spec"]["backups"] == json!({"enabled": false})).then_some(())
+    })
+    .await;
+}

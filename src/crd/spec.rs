@@ -412,6 +412,41 @@ pub struct PerconaSpec {
     pub storage_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_name: Option<String>,
+    /// pgBackRest backups of the cluster to S3 (Percona's `backups.pgbackrest`, repository `repo1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PerconaBackupSpec>,
+}
+
+/// The earlier operator's `percona.backup`: one S3 repository `repo1` with full and incremental
+/// schedules. Here `retentionDays` is applied too (it was ignored there).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PerconaBackupSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// A Secret projected into pgBackRest's `conf.d`: a key such as `s3.conf` holding
+    /// `[global]` `repo1-s3-key=` and `repo1-s3-key-secret=`. Without it pgBackRest takes the
+    /// pod's own credentials (`repo1-s3-key-type: auto`, an IAM role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalObjectReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The S3 host (`s3.eu-west-1.amazonaws.com`, `host:port`); an `https://` prefix is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Default `eu-west-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Cron schedule of full backups. Default `0 2 * * *`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_schedule: Option<String>,
+    /// Cron schedule of incremental backups. Default `0 * * * *`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incr_schedule: Option<String>,
+    /// Full backups are kept this many days (pgBackRest `repo1-retention-full-type: time`). Default 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub retention_days: Option<i32>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

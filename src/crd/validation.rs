@@ -65,6 +65,12 @@ macro_rules! positive_quantity {
         "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))"
     };
 }
+/// A CronJob schedule as Percona passes it on: five fields, or a macro.
+macro_rules! cron {
+    () => {
+        "self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9*/,?LW#A-Za-z-]+( +[0-9*/,?LW#A-Za-z-]+){4})$')"
+    };
+}
 macro_rules! positive_duration {
     () => {
         "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')"
@@ -207,6 +213,44 @@ const RULES: &[Rule] = &[
         "s3.credentialsSecretRef.secretName",
         "self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')",
         "spec.s3.credentialsSecretRef.secretName must be a Secret name",
+    ),
+    // pgBackRest needs a bucket and an endpoint (Percona's schema requires them with a region).
+    rule_at(
+        "percona.backup",
+        ".bucket",
+        "!self.enabled || (has(self.bucket) && self.bucket != '')",
+        "spec.percona.backup.bucket is required when spec.percona.backup.enabled is true",
+    ),
+    rule_at(
+        "percona.backup",
+        ".endpoint",
+        "!self.enabled || (has(self.endpoint) && self.endpoint != '')",
+        "spec.percona.backup.endpoint is required when spec.percona.backup.enabled is true",
+    ),
+    rule(
+        "percona.backup.bucket",
+        "self == '' || self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')",
+        "spec.percona.backup.bucket must be an S3 bucket name (3 to 63 lower-case letters, digits, '.' and '-')",
+    ),
+    rule(
+        "percona.backup.endpoint",
+        "self == '' || self.matches('^(https://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$')",
+        "spec.percona.backup.endpoint must be an S3 host such as s3.eu-west-1.amazonaws.com or minio.example.com:9000 (pgBackRest speaks HTTPS only: no http://, no path)",
+    ),
+    rule(
+        "percona.backup.fullSchedule",
+        cron!(),
+        "spec.percona.backup.fullSchedule must be a cron schedule of five fields such as '0 2 * * *', or @daily, @weekly",
+    ),
+    rule(
+        "percona.backup.incrSchedule",
+        cron!(),
+        "spec.percona.backup.incrSchedule must be a cron schedule of five fields such as '0 * * * *', or @hourly, @daily",
+    ),
+    rule(
+        "percona.backup.credentialsSecretRef.name",
+        "self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')",
+        "spec.percona.backup.credentialsSecretRef.name must be a Secret name",
     ),
     rule_at(
         "",
@@ -472,6 +516,12 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("metrics.serviceMonitor.interval", 32),
     ("identity.kerberos.krb5Conf", 65536),
     ("controlPlane.clientCASecretName", 253),
+    ("percona.backup.bucket", 63),
+    ("percona.backup.endpoint", 260),
+    ("percona.backup.region", 64),
+    ("percona.backup.fullSchedule", 64),
+    ("percona.backup.incrSchedule", 64),
+    ("percona.backup.credentialsSecretRef.name", 253),
 ];
 
 /// Bounds that keep CEL cost estimates within budget and refuse absurd values: (path, keyword,

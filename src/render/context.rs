@@ -111,6 +111,43 @@ pub struct PerconaCluster {
     pub storage_class_name: Option<String>,
     pub database_name: String,
     pub user: String,
+    /// pgBackRest to S3, when `spec.percona.backup.enabled`.
+    pub backup: Option<PerconaBackup>,
+}
+
+/// The repository `repo1` of `spec.percona.backup`, defaults filled in.
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct PerconaBackup {
+    pub image: String,
+    pub bucket: String,
+    /// Host[:port]: pgBackRest takes no scheme.
+    pub endpoint: String,
+    pub region: String,
+    /// Where the repository lives in the bucket; the earlier operator's path, so its backups go on.
+    pub path: String,
+    pub full_schedule: String,
+    pub incr_schedule: String,
+    pub retention_days: i32,
+    pub credentials_secret: Option<String>,
+}
+
+impl PerconaBackup {
+    fn of(spec: &crate::crd::PerconaBackupSpec, values: &crate::values::PerconaBackupValues, cr_name: &str) -> Self {
+        let endpoint = spec.endpoint.clone().unwrap_or_default();
+        let endpoint = endpoint.strip_prefix("https://").unwrap_or(&endpoint).trim_end_matches('/').to_string();
+        PerconaBackup {
+            image: values.image.clone(),
+            bucket: spec.bucket.clone().unwrap_or_default(),
+            endpoint,
+            region: spec.region.clone().unwrap_or_else(|| values.region.clone()),
+            path: format!("/pgbackrest/{cr_name}/repo1"),
+            full_schedule: spec.full_schedule.clone().unwrap_or_else(|| values.full_schedule.clone()),
+            incr_schedule: spec.incr_schedule.clone().unwrap_or_else(|| values.incr_schedule.clone()),
+            retention_days: spec.retention_days.unwrap_or(values.retention_days),
+            credentials_secret: spec.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
+        }
+    }
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -465,6 +502,7 @@ fn compute(
             storage_class_name: p.storage_class_name.clone(),
             database_name: p.database_name.clone().unwrap_or_else(|| values.percona.database_name.clone()),
             user: "dittofs".into(),
+            backup: p.backup.as_ref().filter(|b| b.enabled).map(|b| PerconaBackup::of(b, &values.percona.backup, name)),
         }),
         runtime,
         directory: Directory::of(spec),

@@ -370,6 +370,25 @@ mod tests {
     }
 
     #[test]
+    fn backups_without_a_credentials_secret_use_the_pods_own_identity() {
+        let server: DittoServer = serde_saphyr::from_str(
+            "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo, namespace: ns}\nspec:\n  storage: {metadataSize: 1Gi}\n  percona:\n    enabled: true\n    backup: {enabled: true, bucket: b1b, endpoint: 'https://s3.example.com/'}\n",
+        )
+        .unwrap();
+        let values = crate::values::ValuesBuilder::new().build().unwrap();
+        let discovered = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), true).unwrap();
+        let rendered = Renderer::new(&TemplateSource::embedded()).render(&server, &values, &discovered).unwrap();
+        let cluster = rendered.objects.iter().find(|o| o.kind() == "PerconaPGCluster").expect("cluster");
+        let cluster = cluster.to_json();
+        let pgbackrest = &cluster["spec"]["backups"]["pgbackrest"];
+        assert_eq!(pgbackrest["global"]["repo1-s3-key-type"], "auto");
+        assert!(pgbackrest.get("configuration").is_none(), "{pgbackrest}");
+        assert_eq!(pgbackrest["repos"][0]["s3"]["endpoint"], "s3.example.com", "scheme and slash dropped");
+        assert_eq!(pgbackrest["repos"][0]["s3"]["region"], "eu-west-1");
+        assert_eq!(pgbackrest["global"]["repo1-retention-full"], "7");
+    }
+
+    #[test]
     fn claims_are_retained_whatever_a_template_says() {
         let deleting = shipped("statefulset.yaml.j2").replace("whenScaled: \"Retain\"", "whenScaled: \"Delete\"");
         let err = render_with(&[("statefulset.yaml.j2", deleting)]).unwrap_err().to_string();
