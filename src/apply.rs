@@ -8,11 +8,14 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::core::PartialObjectMeta;
 use serde_json::Value;
 
+use crate::cache::{self, Key, Reads};
 use crate::crd::FIELD_MANAGER;
 use crate::diff::{self, Action, ObjectDiff};
 use crate::kinds::{Kind, ManagedObject};
@@ -83,6 +86,8 @@ pub struct PlannedObject {
     pub object: ManagedObject,
     pub live: Option<Value>,
     pub diff: ObjectDiff,
+    /// [`hash_of`] what is applied: after the write, the cache knows this object needs nothing.
+    applied: u64,
 }
 
 /// An object we own that is no longer rendered.
@@ -169,6 +174,10 @@ pub struct ApplyOutcome {
     /// Diffs of what was written, in order.
     pub applied: Vec<ObjectDiff>,
     pub stateful_set: Option<StatefulSet>,
+    /// Creates the API server refused; nothing after them was written.
+    pub rejected: Vec<Rejected>,
+    /// Objects ranked after a refused create, left as they are.
+    pub held: Vec<String>,
 }
 
 /// Created once, then never updated, owned or pruned: every object of a create-only kind (Secrets).
@@ -187,8 +196,12 @@ fn to_value(object: &DynamicObject) -> Value {
 /// Works out what applying `objects` would change, without writing anything.
 /// `owner` is None when the DittoServer is not in the cluster (then nothing is pruned);
 /// `prune` is false when `objects` is deliberately a subset of what the CR renders.
+///
+/// The API server is asked only where the cache cannot answer: an object that does not exist
+/// is created as rendered (the whole object is the diff), and an object whose rendering and
+/// live version were already shown to match needs no dry run.
 pub async fn plan(
-    client: &Client,
+    reads: Reads<'_>,
     namespace: &str,
     cr_name: &str,
     owner: Option<&OwnerReference>,
@@ -204,112 +217,166 @@ pub async fn plan(
         }
         let mut object = object.clone();
         let resource = object.managed_kind().resource();
-        let api = api(client, namespace, &resource);
         let name = object.name().to_string();
         let reference = object.reference();
         let file = diff::file_name(object.api_version(), object.kind(), namespace, &name);
-        let live = api.get_opt(&name).await.map_err(ApplyError::new("reading", &reference))?.map(|o| to_value(&o));
-        let diff = if is_create_only(&object) {
-            // Existing credentials are never compared, rewritten or shown.
-            match &live {
-                Some(_) => diff::compare(&reference, &file, None, None),
-                None => diff::compare(&reference, &file, None, Some(&object.to_json())),
-            }
-        } else {
-            if let Some(owner) = owner {
-                let by_annotation = OWNED_BY_ANNOTATION.contains(&object.kind());
-                // `force` is only for objects we own (the brief's rule): never adopt a stranger's object.
-                if let Some(l) = &live
-                    && !controlled_by(l, &owner.uid, object.kind())
-                {
-                    if !(by_annotation && released_for(l, cr_name)) {
-                        return Err(ApplyError::NotOwned { object: reference });
-                    }
-                    plan.adopted.push(reference.clone());
-                }
-                if by_annotation {
-                    object
-                        .meta_mut()
-                        .annotations
-                        .get_or_insert_default()
-                        .insert(OWNER_ANNOTATION.into(), owner.uid.clone());
-                } else {
-                    object.meta_mut().owner_references = Some(vec![owner.clone()]);
-                }
-            }
-            let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-            let merged = match api.patch(&name, &params, &Patch::Apply(object.to_json())).await {
-                Ok(merged) => merged,
-                Err(kube::Error::Api(status)) if refused(&status) => {
-                    refused_rank = Some(object.apply_rank());
-                    let message = status.message.clone();
-                    plan.rejected.push(Rejected { kind: object.managed_kind(), reference, message });
-                    continue;
-                }
-                Err(e) => return Err(ApplyError::new("dry-run applying", &reference)(e)),
+        if is_create_only(&object) {
+            // Existing credentials are never read, compared, rewritten or shown.
+            let exists =
+                reads.exists(&resource, namespace, &name).await.map_err(ApplyError::new("reading", &reference))?;
+            let diff = match exists {
+                true => diff::compare(&reference, &file, None, None),
+                false => diff::compare(&reference, &file, None, Some(&object.to_json())),
             };
-            diff::compare(&reference, &file, live.as_ref(), Some(&to_value(&merged)))
+            plan.objects.push(PlannedObject { object, live: None, diff, applied: 0 });
+            continue;
+        }
+        let live = reads.value(&resource, namespace, &name).await.map_err(ApplyError::new("reading", &reference))?;
+        if let Some(owner) = owner {
+            let by_annotation = OWNED_BY_ANNOTATION.contains(&object.kind());
+            // `force` is only for objects we own (the brief's rule): never adopt a stranger's object.
+            if let Some(l) = &live
+                && !controlled_by(l, &owner.uid, object.kind())
+            {
+                if !(by_annotation && released_for(l, cr_name)) {
+                    return Err(ApplyError::NotOwned { object: reference });
+                }
+                plan.adopted.push(reference.clone());
+            }
+            if by_annotation {
+                object
+                    .meta_mut()
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(OWNER_ANNOTATION.into(), owner.uid.clone());
+            } else {
+                object.meta_mut().owner_references = Some(vec![owner.clone()]);
+            }
+        }
+        let body = object.to_json();
+        let applied = cache::hash_of(&body);
+        let key = Key::new(&resource, namespace, &name);
+        let live_version = live.as_ref().and_then(|l| l.pointer("/metadata/resourceVersion")).and_then(Value::as_str);
+        let diff = match (&live, live_version) {
+            // A create: the rendered object is the whole diff; the write itself is the check.
+            (None, _) => diff::compare(&reference, &file, None, Some(&body)),
+            (Some(_), Some(version)) if reads.cache.is_some_and(|c| c.is_settled(&key, applied, version)) => {
+                diff::compare(&reference, &file, None, None)
+            }
+            (Some(l), _) => {
+                let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+                let api = api(reads.client, namespace, &resource);
+                let merged = match api.patch(&name, &params, &Patch::Apply(&body)).await {
+                    Ok(merged) => merged,
+                    Err(kube::Error::Api(status)) if refused(&status) => {
+                        refused_rank = Some(object.apply_rank());
+                        let message = status.message.clone();
+                        plan.rejected.push(Rejected { kind: object.managed_kind(), reference, message });
+                        continue;
+                    }
+                    Err(e) => return Err(ApplyError::new("dry-run applying", &reference)(e)),
+                };
+                let diff = diff::compare(&reference, &file, Some(l), Some(&to_value(&merged)));
+                if diff.action == Action::Unchanged
+                    && let (Some(cache), Some(version)) = (reads.cache, live_version)
+                {
+                    cache.settle(key, applied, version.to_string());
+                }
+                diff
+            }
         };
-        plan.objects.push(PlannedObject { object, live, diff });
+        plan.objects.push(PlannedObject { object, live: live.map(|l| Value::clone(&l)), diff, applied });
     }
     // Nothing is pruned while something is refused: the rendered set is not in the cluster yet.
     if let Some(owner) = owner.filter(|_| prune && plan.rejected.is_empty()) {
         let keep: BTreeSet<String> = objects.iter().map(ManagedObject::reference).collect();
-        plan.prunes = plan_prunes(client, namespace, cr_name, &owner.uid, &keep).await?;
+        plan.prunes = plan_prunes(reads, namespace, cr_name, &owner.uid, &keep).await?;
     }
     Ok(plan)
 }
 
 async fn plan_prunes(
-    client: &Client,
+    reads: Reads<'_>,
     namespace: &str,
     cr_name: &str,
     owner_uid: &str,
     keep: &BTreeSet<String>,
 ) -> Result<Vec<PlannedPrune>, ApplyError> {
-    let selector = crate::names::instance_selector(cr_name);
+    let labels = crate::names::instance_labels(cr_name);
     let core_objects = crate::names::Names::for_cr(cr_name).core_objects();
     let mut prunes = Vec::new();
     // Never PersistentVolumeClaims (not a managed kind), never a PerconaPGCluster (not prunable).
-    for resource in Kind::ALL.iter().filter(|k| k.prunable()).map(|k| k.resource()) {
-        let api = api(client, namespace, &resource);
-        let list = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => list,
-            // A kind whose CRD is not installed has nothing to prune.
-            Err(kube::Error::Api(s)) if s.code == 404 => continue,
-            Err(e) => return Err(ApplyError::new("listing", resource.kind.clone())(e)),
+    for kind in Kind::ALL.iter().filter(|k| k.prunable()) {
+        let resource = kind.resource();
+        // A kind whose CRD is not installed has nothing to prune (known from the cache, when it is).
+        if let Some(crd) = kind.optional_crd() {
+            let crds = ApiResource::erase::<
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+            >(&());
+            if matches!(reads.cache.map(|c| c.lookup(&crds, "", crd)), Some(cache::Lookup::Absent)) {
+                continue;
+            }
+        }
+        let candidates: Vec<ObjectMeta> = match reads.cache.and_then(|c| c.list(&resource, namespace, &labels)) {
+            Some(found) => found.iter().map(|m| m.metadata.clone()).collect(),
+            None => {
+                let selector = crate::names::instance_selector(cr_name);
+                let api: Api<PartialObjectMeta<DynamicObject>> =
+                    Api::namespaced_with(reads.client.clone(), namespace, &resource);
+                match api.list_metadata(&ListParams::default().labels(&selector)).await {
+                    Ok(list) => list.items.into_iter().map(|m| m.metadata).collect(),
+                    // A kind whose CRD is not installed has nothing to prune.
+                    Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                    Err(e) => return Err(ApplyError::new("listing", resource.kind.clone())(e)),
+                }
+            }
         };
-        for item in list.items {
-            let reference = format!("{}/{}", resource.kind, item.name_any());
-            let controlled = item.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == owner_uid);
-            let create_only =
-                item.annotations().get(LIFECYCLE_ANNOTATION).map(String::as_str) == Some(LIFECYCLE_CREATE_ONLY);
+        for meta in candidates {
+            let name = meta.name.clone().unwrap_or_default();
+            let reference = format!("{}/{name}", resource.kind);
+            let controlled =
+                meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == owner_uid);
+            let create_only = meta.annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
+                == Some(LIFECYCLE_CREATE_ONLY);
             // The workload and its config are never pruned while the DittoServer exists, whatever
             // was rendered (the renderer refuses a set without them; this holds if that ever slips).
             let core = core_objects.contains(&reference);
             if keep.contains(&reference) || !controlled || create_only || core {
                 continue;
             }
-            let file = diff::file_name(&resource.api_version, &resource.kind, namespace, &item.name_any());
-            let mut item = item;
-            item.types =
-                Some(kube::api::TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() });
-            let diff = diff::compare(&reference, &file, Some(&to_value(&item)), None);
-            prunes.push(PlannedPrune { resource: resource.clone(), name: item.name_any(), diff });
+            // The whole object is the diff of a prune.
+            let Some(live) =
+                reads.value(&resource, namespace, &name).await.map_err(ApplyError::new("reading", &reference))?
+            else {
+                continue;
+            };
+            let mut live = Value::clone(&live);
+            live["apiVersion"] = Value::from(resource.api_version.clone());
+            live["kind"] = Value::from(resource.kind.clone());
+            let file = diff::file_name(&resource.api_version, &resource.kind, namespace, &name);
+            let diff = diff::compare(&reference, &file, Some(&live), None);
+            prunes.push(PlannedPrune { resource: resource.clone(), name, diff });
         }
     }
     Ok(prunes)
 }
 
-/// Writes what the plan says differs; nothing else.
-pub async fn execute(client: &Client, namespace: &str, plan: Plan) -> Result<ApplyOutcome, ApplyError> {
+/// Writes what the plan says differs; nothing else. A create the API server refuses (there
+/// was no dry run before it) ends the writes like a refused dry run would: the objects ranked
+/// after it are left alone, nothing is pruned, and the outcome lists it.
+pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<ApplyOutcome, ApplyError> {
     let mut outcome = ApplyOutcome { stateful_set: plan.live_stateful_set(), ..Default::default() };
+    let mut refused_rank = None;
     for planned in plan.objects {
         if planned.diff.action == Action::Unchanged {
             continue;
         }
+        if refused_rank.is_some_and(|rank| planned.object.apply_rank() > rank) {
+            outcome.held.push(planned.object.reference());
+            continue;
+        }
         let resource = planned.object.managed_kind().resource();
-        let api = api(client, namespace, &resource);
+        let api = api(reads.client, namespace, &resource);
         let reference = planned.object.reference();
         let name = planned.object.name().to_string();
         if is_create_only(&planned.object) {
@@ -317,29 +384,52 @@ pub async fn execute(client: &Client, namespace: &str, plan: Plan) -> Result<App
                 serde_json::from_value(planned.object.to_json()).expect("typed object converts");
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match api.create(&params, &object).await {
-                Ok(_) => {}
+                // Kept: the next pass reads the new credentials from the cache, not the API server.
+                Ok(created) => {
+                    if let Some(cache) = reads.cache {
+                        cache.keep(Key::new(&resource, namespace, &name), to_value(&created));
+                    }
+                }
                 // Created meanwhile by someone else: keep theirs.
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(ApplyError::new("creating", reference)(e)),
             }
         } else {
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            let live = api
-                .patch(&name, &params, &Patch::Apply(planned.object.to_json()))
-                .await
-                .map_err(ApplyError::new("applying", &reference))?;
+            let live = match api.patch(&name, &params, &Patch::Apply(planned.object.to_json())).await {
+                Ok(live) => to_value(&live),
+                Err(kube::Error::Api(status)) if planned.diff.action == Action::Create && refused(&status) => {
+                    refused_rank = Some(planned.object.apply_rank());
+                    let message = status.message.clone();
+                    outcome.rejected.push(Rejected { kind: planned.object.managed_kind(), reference, message });
+                    continue;
+                }
+                Err(e) => return Err(ApplyError::new("applying", &reference)(e)),
+            };
+            if let Some(cache) = reads.cache {
+                let key = Key::new(&resource, namespace, &name);
+                let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+                cache.settle(key.clone(), planned.applied, version.to_string());
+                cache.keep(key, live.clone());
+            }
             if planned.object.kind() == "StatefulSet" {
-                outcome.stateful_set = serde_json::from_value(to_value(&live)).ok();
+                outcome.stateful_set = serde_json::from_value(live).ok();
             }
         }
         outcome.applied.push(planned.diff);
     }
+    if refused_rank.is_some() {
+        return Ok(outcome);
+    }
     for prune in plan.prunes {
-        let api = api(client, namespace, &prune.resource);
+        let api = api(reads.client, namespace, &prune.resource);
         match api.delete(&prune.name, &DeleteParams::background()).await {
             Ok(_) => outcome.applied.push(prune.diff),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(ApplyError::new("pruning", prune.diff.reference.clone())(e)),
+        }
+        if let Some(cache) = reads.cache {
+            cache.forget(&Key::new(&prune.resource, namespace, &prune.name));
         }
     }
     Ok(outcome)

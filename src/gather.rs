@@ -8,10 +8,11 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::Api;
+use kube::api::{Api, ApiResource};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
+use crate::cache::Reads;
 use crate::crd::DittoServer;
 use crate::discover::{self, DiscoverError, Discovered, PostgresConnection, SecretsByName};
 use crate::input::RenderInput;
@@ -77,21 +78,21 @@ pub enum DatabaseGate<'a> {
 impl Gathered {
     /// Reads the override ConfigMaps, the referenced Secrets and the Percona cluster.
     pub async fn from_cluster(
-        client: &Client,
+        reads: Reads<'_>,
         settings: &Settings,
         server: &DittoServer,
         checksum_key: Vec<u8>,
     ) -> Result<Self, ReadError> {
         let namespace = server.namespace().unwrap_or_else(|| "default".into());
         let overrides =
-            overrides::resolve(client, settings, server).await.map_err(read_error("template override ConfigMaps"))?;
+            overrides::resolve(reads, settings, server).await.map_err(read_error("template override ConfigMaps"))?;
         if overrides.is_err() {
             return Ok(Self { overrides, secrets: SecretsByName::new(), percona: None, checksum_key, has_run: false });
         }
-        let secrets = fetch_secrets(client, server, &namespace).await?;
+        let secrets = fetch_secrets(reads, server, &namespace).await?;
         let percona = match percona::target(&server.spec, &server.name_any()) {
             Some(target) => {
-                let (cluster, found) = percona::resolve(client, &namespace, &target)
+                let (cluster, found) = percona::resolve(reads, &namespace, &target)
                     .await
                     .map_err(read_error(format!("PerconaPGCluster/{}", target.cluster)))?;
                 let cluster = cluster.filter(|_| target.owned);
@@ -101,7 +102,7 @@ impl Gathered {
         };
         let admin_missing = discover::generated_admin_secret(&server.spec, &server.name_any())
             .is_some_and(|name| !secrets.contains_key(&name));
-        let has_run = admin_missing && has_run(client, server, &namespace).await?;
+        let has_run = admin_missing && has_run(reads, server, &namespace).await?;
         Ok(Self { overrides, secrets, percona, checksum_key, has_run })
     }
 
@@ -158,15 +159,15 @@ impl Gathered {
 /// Whether DittoFS has started for this DittoServer before: its StatefulSet or its metadata
 /// claim exists (a DittoServer re-created with the same name finds its kept claims). Not the
 /// status: a paused or `--dry-run` pass reports a checksum without anything having run.
-async fn has_run(client: &Client, server: &DittoServer, namespace: &str) -> Result<bool, ReadError> {
+async fn has_run(reads: Reads<'_>, server: &DittoServer, namespace: &str) -> Result<bool, ReadError> {
     let names = Names::for_cr(&server.name_any());
-    let sts = Api::<StatefulSet>::namespaced(client.clone(), namespace);
-    if sts.get_metadata_opt(&names.stateful_set).await.map_err(read_error("StatefulSet"))?.is_some() {
+    let sts = ApiResource::erase::<StatefulSet>(&());
+    if reads.exists(&sts, namespace, &names.stateful_set).await.map_err(read_error("StatefulSet"))? {
         return Ok(true);
     }
     let claim = format!("metadata-{}-0", names.stateful_set);
-    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
-    Ok(claims.get_metadata_opt(&claim).await.map_err(read_error(format!("PersistentVolumeClaim/{claim}")))?.is_some())
+    let claims = ApiResource::erase::<PersistentVolumeClaim>(&());
+    reads.exists(&claims, namespace, &claim).await.map_err(read_error(format!("PersistentVolumeClaim/{claim}")))
 }
 
 /// The Secret holding the operator's checksum key, one in each namespace with DittoServers:
@@ -209,11 +210,16 @@ pub async fn read_checksum_key(client: &Client, namespace: &str) -> Result<Optio
 }
 
 /// The Secrets a DittoServer reads, as they are now (absent ones are left out).
-pub async fn fetch_secrets(client: &Client, server: &DittoServer, namespace: &str) -> Result<SecretsByName, ReadError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+pub async fn fetch_secrets(
+    reads: Reads<'_>,
+    server: &DittoServer,
+    namespace: &str,
+) -> Result<SecretsByName, ReadError> {
     let mut secrets = SecretsByName::new();
     for name in discover::referenced_secret_names(&server.spec, &server.name_any()) {
-        if let Some(secret) = api.get_opt(&name).await.map_err(read_error(format!("Secret/{name}")))? {
+        if let Some(secret) =
+            reads.get::<Secret>(namespace, &name).await.map_err(read_error(format!("Secret/{name}")))?
+        {
             secrets.insert(name, secret);
         }
     }

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::ApiResource;
+
+use crate::cache::Reads;
 
 use crate::status::{DEGRADED, Decided};
 
@@ -26,10 +28,10 @@ const STUCK: &[(&str, &str)] = &[
 ];
 
 /// Whether the named StorageClass exists (None = the CR names none).
-pub async fn storage_class_missing(client: &Client, name: Option<&str>) -> Result<Option<String>, kube::Error> {
+pub async fn storage_class_missing(reads: Reads<'_>, name: Option<&str>) -> Result<Option<String>, kube::Error> {
     let Some(name) = name else { return Ok(None) };
-    let found = Api::<StorageClass>::all(client.clone()).get_metadata_opt(name).await?;
-    Ok(found.is_none().then(|| name.to_string()))
+    let found = reads.exists(&ApiResource::erase::<StorageClass>(&()), "", name).await?;
+    Ok((!found).then(|| name.to_string()))
 }
 
 pub fn storage_class_condition(missing: &str) -> Decided {
@@ -101,7 +103,7 @@ fn stale_pod(pod: &Pod, update_revision: Option<&str>) -> Option<StalePod> {
 
 /// Degraded from the pod `<name>-0` and the CR's claims (`now` in Unix seconds).
 pub async fn observe(
-    client: &Client,
+    reads: Reads<'_>,
     namespace: &str,
     name: &str,
     now: i64,
@@ -109,7 +111,7 @@ pub async fn observe(
     update_revision: Option<&str>,
     selector: Option<&std::collections::BTreeMap<String, String>>,
 ) -> Result<Observed, kube::Error> {
-    let pod = Api::<Pod>::namespaced(client.clone(), namespace).get_opt(&format!("{name}-0")).await?;
+    let pod: Option<Pod> = reads.get(namespace, &format!("{name}-0")).await?;
     let foreign = pod.as_ref().zip(selector).and_then(|(pod, selector)| foreign_pod(pod, selector));
     if let Some(pod) = &pod
         && let Some(found) = stuck_container(pod)
@@ -117,11 +119,8 @@ pub async fn observe(
         let stuck_on_old_revision = stale_pod(pod, update_revision);
         return Ok(Observed { degraded: found, recheck_after: None, stuck_on_old_revision, foreign_pod: foreign });
     }
-    let selector = crate::names::instance_selector(name);
-    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    Ok(Observed { foreign_pod: foreign, ..pending_claims(&claims.items, now, claim_grace) })
+    let claims: Vec<PersistentVolumeClaim> = reads.list(namespace, &crate::names::instance_labels(name)).await?;
+    Ok(Observed { foreign_pod: foreign, ..pending_claims(&claims, now, claim_grace) })
 }
 
 /// Degraded from the claims alone: Pending beyond `grace` is reported; Pending within it is

@@ -13,6 +13,7 @@
 //! - [`controller`]: the reconcile pipeline tying them together (docs/architecture.md)
 
 pub mod apply;
+pub mod cache;
 pub mod controller;
 pub mod crd;
 pub mod diff;

@@ -36,6 +36,11 @@ pub fn instance_selector(cr_name: &str) -> String {
     format!("{LABEL_INSTANCE}={cr_name},{LABEL_MANAGED_BY}={MANAGED_BY}")
 }
 
+/// The labels of [`instance_selector`], as a map.
+pub fn instance_labels(cr_name: &str) -> std::collections::BTreeMap<String, String> {
+    [(LABEL_INSTANCE.to_string(), cr_name.to_string()), (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string())].into()
+}
+
 /// The names of the objects made for one DittoServer.
 #[derive(serde::Serialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]

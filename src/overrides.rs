@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::cache::Reads;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
 use crate::crd::DittoServer;
 use crate::render::TemplateSource;
@@ -131,13 +131,13 @@ pub struct Blocked {
 
 /// Reads the override ConfigMaps that apply to `server` and layers them.
 pub async fn resolve(
-    client: &Client,
+    reads: Reads<'_>,
     settings: &Settings,
     server: &DittoServer,
 ) -> Result<Result<Effective, Blocked>, kube::Error> {
     let mut sets = Vec::new();
     let (op_ns, op_name) = &settings.templates_configmap;
-    if let Some(cm) = Api::<ConfigMap>::namespaced(client.clone(), op_ns).get_opt(op_name).await? {
+    if let Some(cm) = reads.get::<ConfigMap>(op_ns, op_name).await? {
         match Overrides::from_config_map(&cm) {
             Ok(set) => sets.push(set),
             Err(e) => return Ok(Err(Blocked { reason: "OverrideInvalid", message: e.to_string() })),
@@ -147,7 +147,7 @@ pub async fn resolve(
     if let Some(reference) = server.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()) {
         if settings.allow_namespace_templates {
             let ns = server.namespace().unwrap_or_default();
-            match Api::<ConfigMap>::namespaced(client.clone(), &ns).get_opt(&reference.name).await? {
+            match reads.get::<ConfigMap>(&ns, &reference.name).await? {
                 Some(cm) => match Overrides::from_config_map(&cm) {
                     Ok(set) => sets.push(set),
                     Err(e) => return Ok(Err(Blocked { reason: "OverrideInvalid", message: e.to_string() })),

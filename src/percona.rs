@@ -2,10 +2,11 @@
 //! DittoServer uses, whether it is ready, and the connection read from its user Secret's
 //! discrete keys (never its URIs). Percona clusters accept TLS only, so `sslmode` is `require`.
 
+use crate::cache::Reads;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::ApiResource;
 use serde_json::Value;
 
 use crate::crd::DittoServerSpec;
@@ -167,24 +168,20 @@ pub fn pinned_postgres(cluster: &Value, default_version: i32) -> Option<PinnedPo
 /// Reads the cluster and its user Secret from the API server, then [`evaluate`]s. Also returns
 /// the cluster as found.
 pub async fn resolve(
-    client: &Client,
+    reads: Reads<'_>,
     namespace: &str,
     target: &Target,
 ) -> Result<(Option<Value>, Result<(PostgresConnection, Vec<u8>), NotReady>), kube::Error> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let installed = crds.get_metadata_opt(CRD_NAME).await?.is_some();
+    let installed = reads.exists(&ApiResource::erase::<CustomResourceDefinition>(&()), "", CRD_NAME).await?;
     let cluster = if installed {
-        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &api_resource())
-            .get_opt(&target.cluster)
-            .await?
-            .map(|o| serde_json::to_value(o).expect("objects serialize"))
+        reads.value(&api_resource(), namespace, &target.cluster).await?.map(|v| Value::clone(&v))
     } else {
         None
     };
     let mut secrets = SecretsByName::new();
     if let Some(cluster) = &cluster {
         let (_, secret_name) = user_and_secret(target, cluster);
-        if let Some(secret) = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(&secret_name).await? {
+        if let Some(secret) = reads.get::<Secret>(namespace, &secret_name).await? {
             secrets.insert(secret.name_any(), secret);
         }
     }

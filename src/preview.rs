@@ -138,7 +138,8 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
             Vec::new()
         }
     };
-    let gathered = Gathered::from_cluster(&client, &settings, &server, checksum_key).await?;
+    let gathered =
+        Gathered::from_cluster(crate::cache::Reads::direct(&client), &settings, &server, checksum_key).await?;
     let effective = gathered
         .overrides
         .as_ref()
@@ -170,7 +171,15 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     };
     let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
     let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
-    let plan = apply::plan(&client, &namespace, &name, owner.as_ref(), &rendered.objects, !database_only).await?;
+    let plan = apply::plan(
+        crate::cache::Reads::direct(&client),
+        &namespace,
+        &name,
+        owner.as_ref(),
+        &rendered.objects,
+        !database_only,
+    )
+    .await?;
     let objects = plan.changes().into_iter().cloned().collect();
     let runtime = match args.dittofs_api.template() {
         Some(template) if !database_only => {

@@ -169,10 +169,10 @@ async fn resync_of_unchanged_cr_writes_nothing() {
     create(&client, &ns, MINIMAL).await;
     wait_for_sts(&client, &ns, "demo").await;
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    // Settled: the pass after the one that applied finds nothing to do (InSync reason InSync).
+    // Settled: every managed object matches (InSync True).
     eventually("settled", DEADLINE, || async {
         let conditions = servers.get("demo").await.ok()?.status?.conditions;
-        conditions.iter().any(|c| c.type_ == "InSync" && c.reason == "InSync").then_some(())
+        conditions.iter().any(|c| c.type_ == "InSync" && c.status == "True").then_some(())
     })
     .await;
     operator.shutdown().await;
@@ -208,6 +208,54 @@ async fn resync_of_unchanged_cr_writes_nothing() {
     );
     let cr_after = servers.get("demo").await.unwrap();
     assert_eq!(cr_after.resource_version(), cr_before.resource_version(), "status not rewritten");
+}
+
+/// With the controller's caches, a pass over a settled DittoServer asks the API server nothing:
+/// its objects, Secrets and claims are read from what the watches keep, and no dry run is
+/// repeated for a rendering already shown to match the live object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_pass_makes_no_api_request() {
+    let (client, ns) = setup("quiet").await;
+    let log = RequestLog::default();
+    let counted = counting_client(log.clone()).await;
+    let operator = Operator::start_with(&counted, Settings::for_tests(Some(ns.clone())));
+    create(&client, &ns, MINIMAL).await;
+    wait_for_sts(&client, &ns, "demo").await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    eventually("settled", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.iter().any(|c| c.type_ == "InSync" && c.status == "True").then_some(())
+    })
+    .await;
+    let converged = log.take();
+    let before = operator.ctx.metrics.reconciles_with("ok");
+
+    // A change of the CR that renders nothing new (an annotation) wakes it up.
+    servers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/poke": "1"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("a pass after the poke", DEADLINE, || async {
+        (operator.ctx.metrics.reconciles_with("ok") > before).then_some(())
+    })
+    .await;
+    let requests: Vec<String> = log.take().into_iter().filter(|r| !r.contains("watch=true")).collect();
+    assert!(requests.is_empty(), "a quiet pass asked the API server: {requests:#?}");
+    for r in &converged {
+        eprintln!("  {r}");
+    }
+    let writes = converged.iter().filter(|r| !r.starts_with("GET ") && !r.contains("dryRun")).count();
+    let dry_runs = converged.iter().filter(|r| r.contains("dryRun")).count();
+    eprintln!(
+        "creating and settling one DittoServer: {} requests ({writes} writes, {dry_runs} dry runs, {} watch requests)",
+        converged.len(),
+        converged.iter().filter(|r| r.contains("watch=true")).count()
+    );
+    operator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,15 @@ async fn in_sync(servers: &Api<DittoServer>, reason: &str) -> Condition {
     .await
 }
 
+/// InSync True: just applied, or found in sync by the pass after (which may follow at once).
+async fn back_in_sync(servers: &Api<DittoServer>) -> Condition {
+    eventually("InSync True", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "InSync" && c.status == "True")
+    })
+    .await
+}
+
 async fn event(client: &Client, ns: &str, reason: &str) -> Event {
     let events = Api::<Event>::namespaced(client.clone(), ns);
     eventually(&format!("{reason} Event"), DEADLINE, || async {
@@ -55,7 +64,7 @@ async fn a_refused_statefulset_is_reported_the_rest_applies_and_the_opt_in_recre
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let first = eventually("StatefulSet", DEADLINE, || async { sts_api.get_opt("demo").await.ok().flatten() }).await;
     assert_eq!(access_modes(&first), ["ReadWriteOnce"]);
-    in_sync(&servers, "Applied").await;
+    back_in_sync(&servers).await;
     let claim_uids = eventually("claims bound", DEADLINE, || async {
         let list = claims.list(&Default::default()).await.ok()?;
         let bound =
@@ -110,7 +119,7 @@ async fn a_refused_statefulset_is_reported_the_rest_applies_and_the_opt_in_recre
     assert_eq!(access_modes(&recreated), ["ReadWriteOncePod"]);
     let note = event(&client, &ns, "Recreating").await.note.unwrap_or_default();
     assert!(note.contains("--cascade=orphan") && note.contains("StatefulSet/demo"), "{note}");
-    in_sync(&servers, "Applied").await;
+    back_in_sync(&servers).await;
     // Every claim, and so the data, is the same one.
     let after = claims.list(&Default::default()).await.unwrap();
     let after: BTreeMap<_, _> = after.items.iter().map(|c| (c.name_any(), c.uid())).collect();

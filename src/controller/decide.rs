@@ -309,9 +309,10 @@ pub fn stateful_set_to_recreate<'a>(server: &DittoServer, plan: &'a Plan, mode: 
 }
 
 /// `InSync=False ApplyRejected`: what the API server refused, its message, and how to recover.
-fn rejected_condition(server: &DittoServer, plan: &Plan) -> Option<Decided> {
+/// `InSync=False ApplyRejected` naming every refused object and what was left because of it.
+pub fn rejected_condition(server: &DittoServer, rejected: &[Rejected], held: &[String]) -> Option<Decided> {
     let mut parts = Vec::new();
-    for rejected in &plan.rejected {
+    for rejected in rejected {
         let mut text = format!("{} was refused by the API server: {}", rejected.reference, rejected.message);
         if rejected.is_immutable_stateful_set() {
             text.push_str(&format!(
@@ -327,8 +328,8 @@ fn rejected_condition(server: &DittoServer, plan: &Plan) -> Option<Decided> {
         return None;
     }
     let mut message = parts.join("; ");
-    if !plan.held.is_empty() {
-        message.push_str(&format!(". Left as they are until then: {}", plan.held.join(", ")));
+    if !held.is_empty() {
+        message.push_str(&format!(". Left as they are until then: {}", held.join(", ")));
     }
     Some(Decided::new(IN_SYNC, false, "ApplyRejected", message))
 }
@@ -337,7 +338,7 @@ fn rejected_condition(server: &DittoServer, plan: &Plan) -> Option<Decided> {
 /// StatefulSet while its StorageClass is missing). A refused object wins: it is the news.
 pub fn in_sync(server: &DittoServer, sync: Sync, plan: &Plan, mode: Mode, held_back: Option<&str>) -> Decided {
     const MATCHES: &str = "Every managed object matches the rendered templates";
-    if let Some(rejected) = rejected_condition(server, plan) {
+    if let Some(rejected) = rejected_condition(server, &plan.rejected, &plan.held) {
         return rejected;
     }
     match (sync, held_back) {
@@ -348,9 +349,20 @@ pub fn in_sync(server: &DittoServer, sync: Sync, plan: &Plan, mode: Mode, held_b
             format!("Not applied because {}. Pending: {}", mode.why_held(), pending_summary(plan)),
         ),
         (_, Some(why)) => Decided::new(IN_SYNC, false, "HeldBack", why),
+        // `Applied` stays until something else happens: flipping it to `InSync` on the next pass
+        // would cost every change a second status write.
+        (Sync::UpToDate, None) if last_in_sync_reason(server) == Some("Applied") => {
+            Decided::new(IN_SYNC, true, "Applied", MATCHES)
+        }
         (Sync::UpToDate, None) => Decided::new(IN_SYNC, true, "InSync", MATCHES),
         (Sync::Write, None) => Decided::new(IN_SYNC, true, "Applied", MATCHES),
     }
+}
+
+/// The reason of the DittoServer's InSync condition, when it is True.
+fn last_in_sync_reason(server: &DittoServer) -> Option<&str> {
+    let conditions = server.status.as_ref()?.conditions.iter();
+    conditions.filter(|c| c.type_ == IN_SYNC && c.status == "True").map(|c| c.reason.as_str()).next()
 }
 
 /// Runtime changes held by the mode join the InSync message (and make it False when the

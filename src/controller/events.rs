@@ -11,8 +11,9 @@ use crate::apply::ApplyOutcome;
 use crate::crd::DittoServer;
 use crate::diff::Action as DiffAction;
 
-/// One Normal Event per object taken back (Adopted) and per object written: Created, Updated
-/// (with the changed paths) or Pruned.
+/// One Normal Event per object taken back (Adopted), one for every object a pass created
+/// (Created, all of them named: a new DittoServer costs one Event, not one per object), and one
+/// per object updated (with the changed paths) or pruned.
 pub async fn publish_outcome(ctx: &Context, server: &DittoServer, adopted: &[String], outcome: &ApplyOutcome) {
     for reference in adopted {
         let note = format!(
@@ -22,9 +23,14 @@ pub async fn publish_outcome(ctx: &Context, server: &DittoServer, adopted: &[Str
         );
         publish(ctx, server, EventType::Normal, "Adopted", &note).await;
     }
+    let created: Vec<&str> =
+        outcome.applied.iter().filter(|c| c.action == DiffAction::Create).map(|c| c.reference.as_str()).collect();
+    if !created.is_empty() {
+        publish(ctx, server, EventType::Normal, "Created", &format!("Created {}", created.join(", "))).await;
+    }
     for change in &outcome.applied {
         let (reason, note) = match change.action {
-            DiffAction::Create => ("Created", format!("Created {}", change.reference)),
+            DiffAction::Create => continue,
             DiffAction::Update => ("Updated", format!("Updated {}: {}", change.reference, change.paths.join(", "))),
             DiffAction::Prune => ("Pruned", format!("Deleted {}: no longer rendered", change.reference)),
             DiffAction::Unchanged => continue,

@@ -25,6 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use crate::apply;
+use crate::cache::{Cache, Reads};
 use crate::crd::{DittoServer, FIELD_MANAGER};
 use crate::gather::{Gathered, ReadError};
 use crate::metrics::Metrics;
@@ -51,6 +52,8 @@ pub struct Context {
     runtime_sessions: Mutex<HashMap<ObjectRef<DittoServer>, String>>,
     /// Consecutive runtime-step failures per CR, for its backoff.
     runtime_failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
+    /// What the watches know (filled by [`run`]), so a quiet pass reads nothing from the API server.
+    pub cache: Arc<Cache>,
 }
 
 impl Context {
@@ -67,7 +70,13 @@ impl Context {
             http: crate::runtime::api::HttpClient::default(),
             runtime_sessions: Mutex::default(),
             runtime_failures: Mutex::default(),
+            cache: Arc::default(),
         }
+    }
+
+    /// Reads through the cache.
+    pub fn reads(&self) -> Reads<'_> {
+        Reads::cached(&self.client, &self.cache)
     }
 
     async fn checksum_key(&self, namespace: &str) -> Result<Vec<u8>, Error> {
@@ -158,7 +167,7 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
 async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
     let mode = Mode::of(server, ctx.settings.dry_run);
     let key = ctx.checksum_key(&server.namespace().unwrap_or_default()).await?;
-    let gathered = Gathered::from_cluster(&ctx.client, &ctx.settings, server, key).await?;
+    let gathered = Gathered::from_cluster(ctx.reads(), &ctx.settings, server, key).await?;
     let (effective, discovered, templates_ready) = match decide::decide(server, &gathered, mode) {
         Decision::Hold(hold) => return sync::hold(ctx, server, hold).await,
         Decision::DatabaseOnly { effective, discovered, templates_ready, not_ready } => {

@@ -49,7 +49,7 @@ pub async fn report(
             foreign_pod: None,
         },
         None => health::observe(
-            &ctx.client,
+            ctx.reads(),
             &namespace,
             &server.name_any(),
             now,

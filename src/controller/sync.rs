@@ -5,7 +5,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
+use kube::api::{Api, ApiResource, DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -49,14 +49,15 @@ pub async fn sync(
     let namespace = server.namespace().unwrap_or_else(|| "default".into());
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
     let storage_class = server.spec.storage.storage_class_name.as_deref();
+    let reads = ctx.reads();
     let missing_class =
-        health::storage_class_missing(&ctx.client, storage_class).await.map_err(read_error("StorageClass"))?;
+        health::storage_class_missing(reads, storage_class).await.map_err(read_error("StorageClass"))?;
     // A template may render a kind whose CRD this cluster lacks (ServiceMonitor): say so, apply nothing.
     for kind in Kind::ALL {
         let Some(crd) = kind.optional_crd() else { continue };
         let Some(object) = rendered.objects.iter().find(|o| o.managed_kind() == *kind) else { continue };
-        let crds = Api::<CustomResourceDefinition>::all(ctx.client.clone());
-        if crds.get_metadata_opt(crd).await.map_err(read_error("CustomResourceDefinition"))?.is_none() {
+        let crds = ApiResource::erase::<CustomResourceDefinition>(&());
+        if !reads.exists(&crds, "", crd).await.map_err(read_error("CustomResourceDefinition"))? {
             return Ok(Err(decide::kind_not_installed(&object.reference(), crd)));
         }
     }
@@ -66,13 +67,13 @@ pub async fn sync(
         let condition = health::storage_class_condition(missing);
         events::publish(ctx, server, EventType::Warning, condition.reason, &condition.message).await;
         // Claims of a missing class never bind: do not create the StatefulSet until the class exists.
-        let sts_api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
-        if sts_api.get_metadata_opt(&name).await.map_err(read_error("StatefulSet"))?.is_none() {
+        let sts = Kind::StatefulSet.resource();
+        if !reads.exists(&sts, &namespace, &name).await.map_err(read_error("StatefulSet"))? {
             objects.retain(|o| o.managed_kind() != Kind::StatefulSet);
             held_back = Some(format!("StatefulSet/{name} is not created until StorageClass {missing:?} exists"));
         }
     }
-    let plan = match apply::plan(&ctx.client, &namespace, &name, Some(&owner), &objects, true).await {
+    let plan = match apply::plan(reads, &namespace, &name, Some(&owner), &objects, true).await {
         Ok(plan) => plan,
         Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
             return Ok(Err(decide::not_owned(templates_ready, conflict.to_string())));
@@ -108,6 +109,16 @@ pub async fn sync(
             }
             let skipped = plan.objects.len() - plan.changes().len().min(plan.objects.len());
             let outcome = execute_and_publish(ctx, server, &namespace, plan).await?;
+            if !outcome.rejected.is_empty() {
+                // A create the API server refused: reported like a refused dry run.
+                for rejected in &outcome.rejected {
+                    let note = format!("{} was refused by the API server: {}", rejected.reference, rejected.message);
+                    events::publish(ctx, server, EventType::Warning, "ApplyRejected", &note).await;
+                }
+                let in_sync = decide::rejected_condition(server, &outcome.rejected, &outcome.held);
+                decided.retain(|d| d.type_ != IN_SYNC);
+                decided.extend(in_sync);
+            }
             ctx.metrics.applied(outcome.applied.len(), skipped);
             info!(writes = outcome.applied.len(), checksum = %rendered.checksum, "reconciled");
             outcome.stateful_set
@@ -160,7 +171,7 @@ pub async fn apply_database_only(
     let namespace = server.namespace().unwrap_or_default();
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
     let plan =
-        match apply::plan(&ctx.client, &namespace, &server.name_any(), Some(&owner), &rendered.objects, false).await {
+        match apply::plan(ctx.reads(), &namespace, &server.name_any(), Some(&owner), &rendered.objects, false).await {
             Ok(plan) => plan,
             Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
                 return Ok(Err(Decided::new(IN_SYNC, false, "ObjectNotOwned", conflict.to_string())));
@@ -179,7 +190,7 @@ async fn execute_and_publish(
     plan: Plan,
 ) -> Result<apply::ApplyOutcome, Error> {
     let adopted = plan.adopted.clone();
-    let outcome = apply::execute(&ctx.client, namespace, plan).await?;
+    let outcome = apply::execute(ctx.reads(), namespace, plan).await?;
     events::publish_outcome(ctx, server, &adopted, &outcome).await;
     Ok(outcome)
 }
@@ -188,11 +199,11 @@ async fn execute_and_publish(
 pub async fn hold(ctx: &Context, server: &DittoServer, hold: Hold) -> Result<Action, Error> {
     events::publish(ctx, server, EventType::Warning, hold.reason, &hold.message).await;
     let name = server.name_any();
-    let existing: Option<StatefulSet> =
-        Api::<StatefulSet>::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default())
-            .get_opt(&name)
-            .await
-            .map_err(read_error(format!("StatefulSet/{name}")))?;
+    let existing: Option<StatefulSet> = ctx
+        .reads()
+        .get(&server.namespace().unwrap_or_default(), &name)
+        .await
+        .map_err(read_error(format!("StatefulSet/{name}")))?;
     let workload =
         existing.map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
     status::write(ctx, server, hold.decided, workload, None, status::Live::default()).await?;

@@ -5,13 +5,13 @@
 //! (the reconcile reads the few objects it needs). Every trigger counts in the queue-depth metric until its reconcile starts.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
@@ -21,11 +21,12 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::{Context, error_policy, reconcile};
+use crate::cache::{Cache, Meta};
 use crate::crd::DittoServer;
 use crate::discover;
 use crate::kinds::{Kind, Watch};
 use crate::metrics::Metrics;
-use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::names::LABEL_INSTANCE;
 use crate::percona;
 
 /// DittoServers in `namespace` for which `wanted` holds: the target of a watch mapper.
@@ -97,6 +98,34 @@ where
     })
 }
 
+/// A [`resilient`] metadata watch that also fills a store of the controller's cache, so the
+/// reconcile reads what the watch already knows. Only complete watches (no label selector) are
+/// registered: a store must know that a missing object does not exist.
+fn cached(
+    cache: &Cache,
+    api: Api<Meta>,
+    resource: &ApiResource,
+    namespace: Option<String>,
+    name: Option<String>,
+) -> impl Stream<Item = Result<Meta, watcher::Error>> + Send + use<> {
+    let writer = reflector::store::Writer::new(resource.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+    cache.register(resource, namespace, name.clone(), writer.as_reader(), ready.clone());
+    let config = match &name {
+        Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
+        None => watcher::Config::default(),
+    };
+    let events = resilient(api, config)
+        // managedFields are often most of an object's metadata, and nothing reads them.
+        .modify(|meta: &mut Meta| meta.metadata.managed_fields = None)
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                ready.store(true, Ordering::SeqCst);
+            }
+        });
+    reflector(writer, events).touched_objects()
+}
+
 /// The API server answered 410 Gone: the watch's resourceVersion is too old to resume from.
 fn expired(error: &watcher::Error) -> bool {
     let gone = |e: &kube::Error| matches!(e, kube::Error::Api(status) if status.code == 410);
@@ -144,13 +173,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         }
     }
     let ns = settings.namespace.clone();
-    // Objects the operator manages (owned kinds, and the pod and claims by their labels).
-    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let (op_ns, op_name) = settings.templates_configmap.clone();
-    let operator_templates = Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), &op_ns);
     let allow_namespace_templates = settings.allow_namespace_templates;
     let concurrency = settings.concurrency;
     let context = ctx;
+    let cache = context.cache.clone();
+    // A complete metadata watch of a kind in the watched scope, feeding the cache.
+    let watch_kind = |resource: &ApiResource| {
+        let api = scoped_dynamic(&client, &ns, resource);
+        cached(&cache, api, resource, ns.clone(), None)
+    };
 
     let metrics = context.metrics.clone();
     // Every trigger goes through `queued` so the queue-depth metric sees it: the DittoServer watch
@@ -175,21 +207,23 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let (secret_store, template_store, namespace_store, percona_store, class_store) =
         (store.clone(), store.clone(), store.clone(), store.clone(), store);
     let mut controller = controller.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
-    // Metadata-only watches of the kinds we own, mapped to their controlling DittoServer.
+    // The kinds we own, mapped to their controlling DittoServer. Not filtered by label: the
+    // store must also show an object in the way that someone else made.
     for kind in Kind::ALL.iter().filter(|k| k.watch() == Watch::ByOwner) {
         let resource = kind.resource();
-        let api = scoped_dynamic(&client, &ns, &resource);
-        controller = controller.watches_stream_with(
-            resilient(api, managed.clone()).touched_objects(),
-            queued(metrics.clone(), controller_owner),
-            resource,
-        );
+        controller =
+            controller.watches_stream_with(watch_kind(&resource), queued(metrics.clone(), controller_owner), resource);
     }
+    let secrets = ApiResource::erase::<Secret>(&());
+    let pods = ApiResource::erase::<Pod>(&());
+    let claims = ApiResource::erase::<PersistentVolumeClaim>(&());
+    let classes = ApiResource::erase::<StorageClass>(&());
+    let config_maps = ApiResource::erase::<ConfigMap>(&());
     controller = controller
         // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
-        .watches_stream(
-            resilient(scoped::<PartialObjectMeta<Secret>>(&client, &ns), watcher::Config::default()).touched_objects(),
-            queued(metrics.clone(), move |secret: PartialObjectMeta<Secret>| {
+        .watches_stream_with(
+            watch_kind(&secrets),
+            queued(metrics.clone(), move |secret: Meta| {
                 let namespace = secret.namespace();
                 let name = secret.name_any();
                 // Percona's user Secrets have no owner reference: find their cluster by label.
@@ -200,21 +234,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                             .is_some_and(|t| Some(&t.cluster) == cluster.as_ref())
                 })
             }),
+            secrets,
         )
         // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
-        .watches_stream(
-            resilient(scoped::<PartialObjectMeta<Pod>>(&client, &ns), managed.clone()).touched_objects(),
-            queued(metrics.clone(), by_instance::<PartialObjectMeta<Pod>>),
-        )
-        .watches_stream(
-            resilient(scoped::<PartialObjectMeta<PersistentVolumeClaim>>(&client, &ns), managed).touched_objects(),
-            queued(metrics.clone(), by_instance::<PartialObjectMeta<PersistentVolumeClaim>>),
-        )
+        .watches_stream_with(watch_kind(&pods), queued(metrics.clone(), by_instance::<Meta>), pods)
+        .watches_stream_with(watch_kind(&claims), queued(metrics.clone(), by_instance::<Meta>), claims)
         // A StorageClass that appears (or goes) changes what the DittoServers naming it can do.
-        .watches_stream(
-            resilient(Api::<PartialObjectMeta<StorageClass>>::all(client.clone()), watcher::Config::default())
-                .touched_objects(),
-            queued(metrics.clone(), move |class: PartialObjectMeta<StorageClass>| {
+        .watches_stream_with(
+            cached(&cache, Api::all_with(client.clone(), &classes), &classes, None, None),
+            queued(metrics.clone(), move |class: Meta| {
                 let name = class.name_any();
                 class_store
                     .state()
@@ -223,15 +251,46 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                     .map(|cr| ObjectRef::from_obj(&*cr))
                     .collect::<Vec<_>>()
             }),
+            classes.clone(),
         )
         // An edit of the operator-wide overrides re-renders every DittoServer.
-        .watches_stream(
-            resilient(operator_templates, watcher::Config::default().fields(&format!("metadata.name={op_name}")))
-                .touched_objects(),
-            queued(metrics.clone(), move |_: PartialObjectMeta<ConfigMap>| {
+        .watches_stream_with(
+            cached(
+                &cache,
+                Api::namespaced_with(client.clone(), &op_ns, &config_maps),
+                &config_maps,
+                Some(op_ns.clone()),
+                Some(op_name.clone()),
+            ),
+            queued(metrics.clone(), move |_: Meta| {
                 template_store.state().into_iter().map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
             }),
+            config_maps.clone(),
         );
+    // The CRDs of optional kinds, each by name (the only ones the operator may read): whether
+    // they are installed is then known without a request.
+    let crds = ApiResource::erase::<CustomResourceDefinition>(&());
+    for crd in Kind::ALL.iter().filter_map(|k| k.optional_crd()) {
+        let api = Api::all_with(client.clone(), &crds);
+        controller = controller.watches_stream_with(
+            cached(&cache, api, &crds, None, Some(crd.to_string())),
+            |_: Meta| None::<ObjectRef<DittoServer>>,
+            crds.clone(),
+        );
+    }
+    // Owned kinds of an optional CRD (ServiceMonitors), when it is installed now.
+    for kind in Kind::ALL.iter().filter(|k| k.watch() == Watch::Elsewhere && k.prunable()) {
+        let Some(crd) = kind.optional_crd() else { continue };
+        let installed = Api::<CustomResourceDefinition>::all(client.clone()).get_metadata_opt(crd).await;
+        if installed.is_ok_and(|crd| crd.is_some()) {
+            let resource = kind.resource();
+            controller = controller.watches_stream_with(
+                watch_kind(&resource),
+                queued(metrics.clone(), controller_owner),
+                resource,
+            );
+        }
+    }
     // PerconaPGClusters, when their CRD is installed now (else DittoServers that need one say so).
     let percona_installed = Api::<CustomResourceDefinition>::all(client.clone())
         .get_metadata_opt(percona::CRD_NAME)
@@ -239,10 +298,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .is_ok_and(|crd| crd.is_some());
     if percona_installed {
         let resource = percona::api_resource();
-        let api = scoped_dynamic(&client, &ns, &resource);
         controller = controller.watches_stream_with(
-            resilient(api, watcher::Config::default()).touched_objects(),
-            queued(metrics.clone(), move |cluster: PartialObjectMeta<DynamicObject>| {
+            watch_kind(&resource),
+            queued(metrics.clone(), move |cluster: Meta| {
                 let namespace = cluster.namespace();
                 let name = cluster.name_any();
                 matching(&percona_store, namespace, |cr| {
@@ -255,16 +313,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         info!("PerconaPGCluster CRD not installed: DittoServers that use Percona will report it");
     }
     if allow_namespace_templates {
-        controller = controller.watches_stream(
-            resilient(scoped::<PartialObjectMeta<ConfigMap>>(&client, &ns), watcher::Config::default())
-                .touched_objects(),
-            queued(metrics.clone(), move |cm: PartialObjectMeta<ConfigMap>| {
+        // ConfigMaps are watched as an owned kind already; this maps them by reference.
+        controller = controller.watches_stream_with(
+            resilient(scoped_dynamic(&client, &ns, &config_maps), watcher::Config::default()).touched_objects(),
+            queued(metrics.clone(), move |cm: Meta| {
                 let namespace = cm.namespace();
                 let name = cm.name_any();
                 matching(&namespace_store, namespace, |cr| {
                     cr.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()).is_some_and(|r| r.name == name)
                 })
             }),
+            config_maps,
         );
     }
     controller
