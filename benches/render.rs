@@ -1,11 +1,20 @@
-//! Render time: CR file → typed objects, as `render` and every reconcile do it (parse, values,
-//! two template passes, typed parsing, checksum). `cargo bench --bench render`; under
-//! `cargo test --all-targets` each benchmark runs once as a smoke test.
+//! Render time, `cargo bench --bench render` (under `cargo test --all-targets` each benchmark
+//! runs once as a smoke test):
+//! - `render_offline/<case>`: CR file → typed objects, as the `render` command does it (parse the
+//!   file, build the values, both template passes, typed parsing, checksum);
+//! - `render/<case>`: what a reconcile pays when a DittoServer's inputs changed: both template
+//!   passes, typed parsing and checksum from inputs already gathered (the template environment
+//!   is built once per template set);
+//! - `render_unchanged/<case>`: what a reconcile pays when they did not: the kept render is reused.
 
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dittofs_operator::{input, overrides, values::ValuesBuilder};
+use dittofs_operator::gather::Gathered;
+use dittofs_operator::render::{RenderMemo, Renderer};
+use dittofs_operator::{input, overrides, settings::Settings, values::ValuesBuilder};
+
+const CASES: [&str; 3] = ["minimal-sqlite", "percona-operator-created-ready", "override-sidecar"];
 
 fn case(name: &str) -> (String, Vec<overrides::Overrides>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
@@ -17,14 +26,44 @@ fn case(name: &str) -> (String, Vec<overrides::Overrides>) {
 }
 
 fn render(c: &mut Criterion) {
-    let mut group = c.benchmark_group("render");
-    for name in ["minimal-sqlite", "percona-operator-created-ready", "override-sidecar"] {
+    let mut offline = c.benchmark_group("render_offline");
+    for name in CASES {
         let (input, sets) = case(name);
-        group.bench_function(name, |b| {
+        offline.bench_function(name, |b| {
             b.iter(|| input::render_offline("input.yaml", &input, ValuesBuilder::new(), &sets).expect("renders"))
         });
     }
-    group.finish();
+    offline.finish();
+
+    let mut changed = c.benchmark_group("render");
+    let mut unchanged_inputs = Vec::new();
+    for name in CASES {
+        let (text, sets) = case(name);
+        let parsed = input::parse("input.yaml", &text).expect("input parses");
+        let effective = overrides::layer(&Settings::default(), &sets).expect("overrides layer");
+        let gathered = Gathered::from_file(&parsed, effective.clone());
+        let discovered = gathered.discover(&parsed.server, &effective.values, false).expect("discovers");
+        changed.bench_function(name, |b| {
+            b.iter(|| {
+                Renderer::new(&effective.templates)
+                    .render(&parsed.server, &effective.values, &discovered)
+                    .expect("renders")
+            })
+        });
+        unchanged_inputs.push((name, parsed, effective, discovered));
+    }
+    changed.finish();
+
+    let mut unchanged = c.benchmark_group("render_unchanged");
+    let memo = RenderMemo::default();
+    for (name, parsed, effective, discovered) in &unchanged_inputs {
+        unchanged.bench_function(*name, |b| {
+            b.iter(|| {
+                memo.render(&effective.templates, &parsed.server, &effective.values, discovered).expect("renders")
+            })
+        });
+    }
+    unchanged.finish();
 }
 
 criterion_group!(benches, render);

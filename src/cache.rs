@@ -144,7 +144,8 @@ impl Cache {
     ) -> Result<Option<Arc<Value>>, kube::Error> {
         let key = Key::new(resource, namespace, name);
         let version = match self.lookup(resource, namespace, name) {
-            Lookup::Absent => return Ok(None),
+            // Written by the operator and not seen by the watch yet: the write's response is newer.
+            Lookup::Absent => return Ok(self.objects.lock().expect("cache lock").get(&key).map(|(_, v)| v.clone())),
             Lookup::Present(meta) => meta.resource_version(),
             Lookup::Unknown => None,
         };
@@ -186,19 +187,26 @@ impl Cache {
         self.settled.lock().expect("cache lock").insert(key, (applied, live_version));
     }
 
-    /// Forgets what was kept of a deleted object.
+    /// Whether the operator wrote this object and the watch has not shown it yet.
+    pub fn written_unseen(&self, resource: &ApiResource, namespace: &str, name: &str) -> bool {
+        self.objects.lock().expect("cache lock").contains_key(&Key::new(resource, namespace, name))
+    }
+
+    /// Forgets what was kept of a deleted object (the watch saw it go, or the operator deleted it).
     pub fn forget(&self, key: &Key) {
         self.objects.lock().expect("cache lock").remove(key);
         self.settled.lock().expect("cache lock").remove(key);
     }
 
-    /// Drops kept content of objects the stores no longer show (deleted meanwhile), so memory
+    /// Drops what was kept of objects the stores no longer show (deleted meanwhile), so memory
     /// follows the cluster.
     pub fn sweep(&self) {
         let gone: Vec<Key> = {
             let objects = self.objects.lock().expect("cache lock");
+            let settled = self.settled.lock().expect("cache lock");
             objects
                 .keys()
+                .chain(settled.keys())
                 .filter(|k| matches!(self.lookup_by(&k.resource, &k.namespace, &k.name), Lookup::Absent))
                 .cloned()
                 .collect()
@@ -274,7 +282,7 @@ impl<'a> Reads<'a> {
     pub async fn exists(&self, resource: &ApiResource, namespace: &str, name: &str) -> Result<bool, kube::Error> {
         if let Some(cache) = self.cache {
             match cache.lookup(resource, namespace, name) {
-                Lookup::Absent => return Ok(false),
+                Lookup::Absent => return Ok(cache.written_unseen(resource, namespace, name)),
                 Lookup::Present(_) => return Ok(true),
                 Lookup::Unknown => {}
             }

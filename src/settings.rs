@@ -75,6 +75,9 @@ impl DittoApiArgs {
     }
 }
 
+/// `--concurrency`: what scripts/bench.sh measured best on 2 cores (docs/performance.md).
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
@@ -86,8 +89,9 @@ pub struct RunArgs {
     pub templates: TemplateArgs,
     #[command(flatten)]
     pub dittofs_api: DittoApiArgs,
-    /// Reconciles that may run at once.
-    #[arg(long, default_value_t = 4)]
+    /// Reconciles that may run at once (of different DittoServers; one DittoServer's passes never
+    /// overlap). Each waits mostly on the API server, so more than the cores help.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
     /// Observe only: compute and report diffs (CR status, logs) but write no managed object.
     #[arg(long)]
@@ -186,7 +190,7 @@ impl Default for Settings {
             templates: TemplateSource::embedded(),
             templates_configmap: ("dittofs-system".into(), DEFAULT_TEMPLATES_CONFIGMAP.into()),
             allow_namespace_templates: false,
-            concurrency: 4,
+            concurrency: DEFAULT_CONCURRENCY,
             dry_run: false,
             claim_pending_grace: crate::health::DEFAULT_CLAIM_PENDING_GRACE,
             dittofs_api: Some(DEFAULT_DITTOFS_API.into()),

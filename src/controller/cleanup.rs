@@ -51,6 +51,7 @@ pub async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Erro
     );
     publish(ctx, server, EventType::Normal, "Deleting", &note).await;
     report_deletion(ctx, server, None).await;
+    ctx.renders.forget(&server.namespace().unwrap_or_default(), &name);
     Ok(Action::await_change())
 }
 

@@ -259,7 +259,10 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
         ignored.push("spec.adapterDiscovery (the operator reads the adapters on every pass)");
     }
     let short = &rendered.checksum[..12];
-    let mut message = format!("Rendered {} objects; config checksum {short}", rendered.objects.len());
+    // Generated credentials render only until they exist: counting them would change the
+    // message (and cost a status write) the pass after they are created.
+    let objects = rendered.objects.iter().filter(|o| !o.managed_kind().create_only()).count();
+    let mut message = format!("Rendered {objects} objects; config checksum {short}");
     if !ignored.is_empty() {
         message.push_str(&format!(". Ignored (no effect on DittoFS v0.29): {}", ignored.join(", ")));
     }

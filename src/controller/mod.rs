@@ -30,7 +30,7 @@ use crate::crd::{DittoServer, FIELD_MANAGER};
 use crate::gather::{Gathered, ReadError};
 use crate::metrics::Metrics;
 pub use crate::names::FINALIZER;
-use crate::render::Renderer;
+use crate::render::RenderMemo;
 use crate::settings::Settings;
 use decide::{Decision, Mode};
 pub use watches::run;
@@ -54,6 +54,8 @@ pub struct Context {
     runtime_failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
     /// What the watches know (filled by [`run`]), so a quiet pass reads nothing from the API server.
     pub cache: Arc<Cache>,
+    /// The last render of each DittoServer, reused while its inputs stay the same.
+    renders: RenderMemo,
 }
 
 impl Context {
@@ -71,6 +73,7 @@ impl Context {
             runtime_sessions: Mutex::default(),
             runtime_failures: Mutex::default(),
             cache: Arc::default(),
+            renders: RenderMemo::default(),
         }
     }
 
@@ -176,7 +179,7 @@ async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error
         }
         Decision::Apply { effective, discovered, templates_ready } => (effective, discovered, templates_ready),
     };
-    let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, &discovered) {
+    let rendered = match ctx.renders.render(&effective.templates, server, &effective.values, &discovered) {
         Ok(rendered) => rendered,
         Err(error) => return sync::hold(ctx, server, decide::render_failed(templates_ready, &error)).await,
     };

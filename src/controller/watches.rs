@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::{Context, error_policy, reconcile};
-use crate::cache::{Cache, Meta};
+use crate::cache::{Cache, Key, Meta};
 use crate::crd::DittoServer;
 use crate::discover;
 use crate::kinds::{Kind, Watch};
@@ -102,7 +102,7 @@ where
 /// reconcile reads what the watch already knows. Only complete watches (no label selector) are
 /// registered: a store must know that a missing object does not exist.
 fn cached(
-    cache: &Cache,
+    cache: &Arc<Cache>,
     api: Api<Meta>,
     resource: &ApiResource,
     namespace: Option<String>,
@@ -115,13 +115,17 @@ fn cached(
         Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
         None => watcher::Config::default(),
     };
+    let (forget, kind) = (cache.clone(), resource.clone());
     let events = resilient(api, config)
         // managedFields are often most of an object's metadata, and nothing reads them.
         .modify(|meta: &mut Meta| meta.metadata.managed_fields = None)
-        .inspect_ok(move |event| {
-            if matches!(event, watcher::Event::InitDone) {
-                ready.store(true, Ordering::SeqCst);
+        .inspect_ok(move |event| match event {
+            watcher::Event::InitDone => ready.store(true, Ordering::SeqCst),
+            // What the operator kept of it must not outlive it.
+            watcher::Event::Delete(gone) => {
+                forget.forget(&Key::new(&kind, &gone.namespace().unwrap_or_default(), &gone.name_any()))
             }
+            _ => {}
         });
     reflector(writer, events).touched_objects()
 }
@@ -326,6 +330,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             config_maps,
         );
     }
+    // What was kept of deleted objects goes (in memory only: no request).
+    let sweeper = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            cache.sweep();
+        }
+    });
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -343,6 +355,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+    sweeper.abort();
     metrics.queue_cleared();
     info!("controller stopped");
 }

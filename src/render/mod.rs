@@ -6,13 +6,18 @@
 mod checksum;
 mod context;
 mod filters;
+mod memo;
 mod objects;
 mod source;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 pub use checksum::{checksum, short_digest};
 pub use context::*;
+pub use memo::RenderMemo;
 pub use objects::ManagedObject;
 pub use source::{CONFIG_TEMPLATE, RUNTIME_TEMPLATE, TemplateSource};
 
@@ -97,8 +102,9 @@ impl<'a> Renderer<'a> {
             && context.computed.database.postgres.is_none();
         if database_pending {
             let mut objects = Vec::new();
+            let values = template_context(&context);
             for name in self.source.object_templates() {
-                let text = self.render_template(&env, &name, &context)?;
+                let text = self.render_template(&env, &name, &values)?;
                 for mut object in objects::parse_documents(&name, &text)? {
                     if object.kind() == "PerconaPGCluster" {
                         contain(&name, &mut object, &context.cr)?;
@@ -114,7 +120,9 @@ impl<'a> Renderer<'a> {
                 context,
             });
         }
-        let config_yaml = self.render_template(&env, CONFIG_TEMPLATE, &context)?;
+        // Converted once per pass, not once per template: the conversion costs as much as a template.
+        let first_pass = template_context(&context);
+        let config_yaml = self.render_template(&env, CONFIG_TEMPLATE, &first_pass)?;
         let parsed: Result<serde_json::Value, _> = serde_saphyr::from_str(&config_yaml);
         if !matches!(parsed, Ok(serde_json::Value::Object(_))) {
             return Err(RenderError::Object {
@@ -123,15 +131,16 @@ impl<'a> Renderer<'a> {
                 message: "the DittoFS config must be a YAML mapping".into(),
             });
         }
-        let runtime = self.render_runtime(&env, &context)?;
+        let runtime = self.render_runtime(&env, &first_pass)?;
         let sum = checksum(&config_yaml, &context.computed, discovered);
         context.computed.config_yaml = config_yaml.clone();
         context.computed.checksum = sum.clone();
         context.computed.pod_annotations.insert(CHECKSUM_ANNOTATION.into(), sum.clone());
 
         let mut objects = Vec::new();
+        let second_pass = template_context(&context);
         for name in self.source.object_templates() {
-            let text = self.render_template(&env, &name, &context)?;
+            let text = self.render_template(&env, &name, &second_pass)?;
             for mut object in objects::parse_documents(&name, &text)? {
                 contain(&name, &mut object, &context.cr)?;
                 protect_data(&name, &mut object)?;
@@ -163,7 +172,7 @@ impl<'a> Renderer<'a> {
     fn render_runtime(
         &self,
         env: &Environment<'_>,
-        context: &RenderContext,
+        context: &minijinja::Value,
     ) -> Result<crate::runtime::DesiredRuntime, RenderError> {
         let text = self.render_template(env, RUNTIME_TEMPLATE, context)?;
         let runtime: crate::runtime::DesiredRuntime = serde_saphyr::from_str(&text).map_err(|e| {
@@ -184,7 +193,25 @@ impl<'a> Renderer<'a> {
         Ok(runtime)
     }
 
-    fn environment(&self) -> Environment<'static> {
+    /// The environment of this template set, built once: building one and compiling its
+    /// templates is most of a render's cost, and every DittoServer of a set shares them.
+    fn environment(&self) -> Arc<Environment<'static>> {
+        static ENVIRONMENTS: Mutex<BTreeMap<u64, Arc<Environment<'static>>>> = Mutex::new(BTreeMap::new());
+        let key = self.source.fingerprint();
+        let mut environments = ENVIRONMENTS.lock().expect("environments lock");
+        if let Some(env) = environments.get(&key) {
+            return env.clone();
+        }
+        // Template sets come and go with override ConfigMaps: keep a bounded number.
+        if environments.len() >= 64 {
+            environments.clear();
+        }
+        let env = Arc::new(self.build_environment());
+        environments.insert(key, env.clone());
+        env
+    }
+
+    fn build_environment(&self) -> Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -210,19 +237,22 @@ impl<'a> Renderer<'a> {
         &self,
         env: &Environment<'_>,
         name: &str,
-        context: &RenderContext,
+        context: &minijinja::Value,
     ) -> Result<String, RenderError> {
         let template = env.get_template(name).map_err(|e| template_error(name, &e))?;
         let mut output = BoundedOutput(Vec::new());
-        template
-            .render_captured_to(minijinja::Value::from(minijinja::value::Serde(context)), &mut output)
-            .map_err(|e| template_error(name, &e))?;
+        template.render_captured_to(context, &mut output).map_err(|e| template_error(name, &e))?;
         String::from_utf8(output.0).map_err(|e| RenderError::Template {
             template: name.to_string(),
             line: 0,
             message: format!("output is not UTF-8: {e}"),
         })
     }
+}
+
+/// The context as the templates see it.
+fn template_context(context: &RenderContext) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(context))
 }
 
 /// A template's output, refused past [`MAX_TEMPLATE_OUTPUT`].

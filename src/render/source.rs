@@ -63,6 +63,17 @@ impl TemplateSource {
             .collect()
     }
 
+    /// Tells template sets apart: equal overrides, equal fingerprints (0 for the embedded set).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        if self.overrides.is_empty() {
+            return 0;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.overrides.hash(&mut hasher);
+        hasher.finish() | 1
+    }
+
     pub fn is_overridden(&self, name: &str) -> bool {
         self.overrides.contains_key(name)
     }

@@ -1,0 +1,104 @@
+//! Renders kept per DittoServer: a pass whose inputs are the ones of the last render of that
+//! DittoServer reuses its result. The inputs are everything a render reads: the CR's name,
+//! namespace and generation (its spec changes bump the generation), the template set, the
+//! values and the discovered data (Secrets' data included, so a rotation renders anew).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::ResourceExt;
+
+use super::{RenderError, Rendered, Renderer, TemplateSource};
+use crate::crd::DittoServer;
+use crate::discover::Discovered;
+use crate::values::Values;
+
+struct Kept {
+    generation: Option<i64>,
+    templates: u64,
+    values: Values,
+    discovered: Discovered,
+    rendered: Arc<Rendered>,
+}
+
+#[derive(Default)]
+pub struct RenderMemo {
+    kept: Mutex<HashMap<(String, String), Arc<Kept>>>,
+}
+
+impl RenderMemo {
+    /// The render of `cr` from these inputs: the kept one when they are unchanged.
+    pub fn render(
+        &self,
+        source: &TemplateSource,
+        cr: &DittoServer,
+        values: &Values,
+        discovered: &Discovered,
+    ) -> Result<Arc<Rendered>, RenderError> {
+        let key = (cr.namespace().unwrap_or_default(), cr.name_any());
+        let templates = source.fingerprint();
+        let kept = self.kept.lock().expect("memo lock").get(&key).cloned();
+        if let Some(kept) = kept
+            && kept.generation == cr.metadata.generation
+            && kept.templates == templates
+            && kept.values == *values
+            && kept.discovered == *discovered
+        {
+            return Ok(kept.rendered.clone());
+        }
+        let rendered = Arc::new(Renderer::new(source).render(cr, values, discovered)?);
+        let kept = Kept {
+            generation: cr.metadata.generation,
+            templates,
+            values: values.clone(),
+            discovered: discovered.clone(),
+            rendered: rendered.clone(),
+        };
+        self.kept.lock().expect("memo lock").insert(key, Arc::new(kept));
+        Ok(rendered)
+    }
+
+    /// Forgets a deleted DittoServer.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.kept.lock().expect("memo lock").remove(&(namespace.to_string(), name.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(yaml: &str) -> (DittoServer, Values, Discovered) {
+        let server: DittoServer = serde_saphyr::from_str(yaml).unwrap();
+        let values = crate::values::ValuesBuilder::new().build().unwrap();
+        let discovered = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), false).unwrap();
+        (server, values, discovered)
+    }
+
+    const CR: &str = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo, namespace: ns, generation: 1}\nspec:\n  storage: {metadataSize: 1Gi}\n";
+
+    #[test]
+    fn unchanged_inputs_reuse_the_render_and_any_change_renders_anew() {
+        let memo = RenderMemo::default();
+        let source = TemplateSource::embedded();
+        let (server, values, discovered) = inputs(CR);
+        let first = memo.render(&source, &server, &values, &discovered).unwrap();
+        let again = memo.render(&source, &server, &values, &discovered).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "same inputs, same render");
+
+        let mut edited = server.clone();
+        edited.metadata.generation = Some(2);
+        edited.spec.replicas = Some(0);
+        let changed = memo.render(&source, &edited, &values, &discovered).unwrap();
+        assert!(!Arc::ptr_eq(&first, &changed), "a spec change renders anew");
+
+        let mut rotated = discovered.clone();
+        rotated.secret_data.insert("s".into(), [("k".into(), b"new".to_vec())].into());
+        let after = memo.render(&source, &edited, &values, &rotated).unwrap();
+        assert!(!Arc::ptr_eq(&changed, &after), "a Secret's data renders anew");
+
+        let overridden = TemplateSource::with_overrides([("extra.yaml.j2".into(), String::new())].into());
+        let other = memo.render(&overridden, &edited, &values, &rotated).unwrap();
+        assert!(!Arc::ptr_eq(&after, &other), "another template set renders anew");
+    }
+}
