@@ -63,7 +63,7 @@ manifest() { # NAME
 manifest probe | kubectl create -f - >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 STARTED=$EPOCHREALTIME
-"$OPERATOR" run --namespace bench --dittofs-api off --concurrency "$CONCURRENCY" \
+${BENCH_OPERATOR_ENV:-} "$OPERATOR" run --namespace bench --dittofs-api off --concurrency "$CONCURRENCY" \
   --health-address "127.0.0.1:$PORT" >"$WORK/operator.log" 2>&1 &
 OPERATOR_PID=$!
 FIRST=$($PY wait-objects bench 1 60 "$STARTED")

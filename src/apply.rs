@@ -15,7 +15,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use kube::core::PartialObjectMeta;
 use serde_json::Value;
 
-use crate::cache::{self, Key, Reads};
+use crate::cache::{self, Key, Need, Reads};
 use crate::crd::FIELD_MANAGER;
 use crate::diff::{self, Action, ObjectDiff};
 use crate::kinds::{Kind, ManagedObject};
@@ -180,6 +180,15 @@ pub struct ApplyOutcome {
     pub held: Vec<String>,
 }
 
+/// Whether a pass needs an object's content (the status step reads the StatefulSet's status and
+/// the file Service's load balancer) or only its metadata.
+fn content_needed(kind: Kind) -> Need {
+    match kind {
+        Kind::StatefulSet | Kind::Service => Need::Content,
+        _ => Need::Metadata,
+    }
+}
+
 /// Created once, then never updated, owned or pruned: every object of a create-only kind (Secrets).
 pub fn is_create_only(object: &ManagedObject) -> bool {
     object.managed_kind().create_only()
@@ -231,7 +240,11 @@ pub async fn plan(
             plan.objects.push(PlannedObject { object, live: None, diff, applied: 0 });
             continue;
         }
-        let live = reads.value(&resource, namespace, &name).await.map_err(ApplyError::new("reading", &reference))?;
+        // The status step reads the StatefulSet and Services; for the rest the metadata tells
+        // whether a dry run is needed, and the content is read only when it is.
+        let need = content_needed(object.managed_kind());
+        let mut live =
+            reads.read(&resource, namespace, &name, need).await.map_err(ApplyError::new("reading", &reference))?;
         if let Some(owner) = owner {
             let by_annotation = OWNED_BY_ANNOTATION.contains(&object.kind());
             // `force` is only for objects we own (the brief's rule): never adopt a stranger's object.
@@ -256,14 +269,27 @@ pub async fn plan(
         let body = object.to_json();
         let applied = cache::hash_of(&body);
         let key = Key::new(&resource, namespace, &name);
-        let live_version = live.as_ref().and_then(|l| l.pointer("/metadata/resourceVersion")).and_then(Value::as_str);
+        let version_of = |l: &Value| l.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from);
+        let live_version = live.as_deref().and_then(version_of);
         let diff = match (&live, live_version) {
             // A create: the rendered object is the whole diff; the write itself is the check.
             (None, _) => diff::compare(&reference, &file, None, Some(&body)),
-            (Some(_), Some(version)) if reads.cache.is_some_and(|c| c.is_settled(&key, applied, version)) => {
+            (Some(_), Some(version)) if reads.cache.is_some_and(|c| c.is_settled(&key, applied, &version)) => {
                 diff::compare(&reference, &file, None, None)
             }
-            (Some(l), _) => {
+            (Some(_), _) => {
+                if need == Need::Metadata {
+                    live = reads
+                        .read(&resource, namespace, &name, Need::Content)
+                        .await
+                        .map_err(ApplyError::new("reading", &reference))?;
+                }
+                let Some(l) = &live else {
+                    // Deleted meanwhile: created as rendered.
+                    let diff = diff::compare(&reference, &file, None, Some(&body));
+                    plan.objects.push(PlannedObject { object, live: None, diff, applied });
+                    continue;
+                };
                 let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
                 let api = api(reads.client, namespace, &resource);
                 let merged = match api.patch(&name, &params, &Patch::Apply(&body)).await {
@@ -278,9 +304,9 @@ pub async fn plan(
                 };
                 let diff = diff::compare(&reference, &file, Some(l), Some(&to_value(&merged)));
                 if diff.action == Action::Unchanged
-                    && let (Some(cache), Some(version)) = (reads.cache, live_version)
+                    && let (Some(cache), Some(version)) = (reads.cache, version_of(l))
                 {
-                    cache.settle(key, applied, version.to_string());
+                    cache.settle(key, applied, version);
                 }
                 diff
             }
@@ -410,7 +436,7 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
                 let key = Key::new(&resource, namespace, &name);
                 let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
                 cache.settle(key.clone(), planned.applied, version.to_string());
-                cache.keep(key, live.clone());
+                cache.keep_as(key, live.clone(), content_needed(planned.object.managed_kind()));
             }
             if planned.object.kind() == "StatefulSet" {
                 outcome.stateful_set = serde_json::from_value(live).ok();

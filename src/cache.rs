@@ -72,11 +72,27 @@ impl Watched {
     }
 }
 
+/// An object's content at one resourceVersion; `complete` false: only its metadata was kept.
+struct Kept {
+    version: String,
+    value: Arc<Value>,
+    complete: bool,
+}
+
+/// How much of an object a read needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Its content (data, spec, status).
+    Content,
+    /// Its metadata: version, owner, labels (plan, when no dry run is needed).
+    Metadata,
+}
+
 #[derive(Default)]
 pub struct Cache {
     watched: RwLock<HashMap<String, Vec<Watched>>>,
     /// Object content by key, valid for the resourceVersion beside it.
-    objects: Mutex<HashMap<Key, (String, Arc<Value>)>>,
+    objects: Mutex<HashMap<Key, Kept>>,
     /// (hash of the applied object, live resourceVersion) proven to need no write.
     settled: Mutex<HashMap<Key, (u64, String)>>,
 }
@@ -141,19 +157,29 @@ impl Cache {
         resource: &ApiResource,
         namespace: &str,
         name: &str,
+        need: Need,
     ) -> Result<Option<Arc<Value>>, kube::Error> {
         let key = Key::new(resource, namespace, name);
+        let enough = |k: &Kept| k.complete || need == Need::Metadata;
         let version = match self.lookup(resource, namespace, name) {
             // Written by the operator and not seen by the watch yet: the write's response is newer.
-            Lookup::Absent => return Ok(self.objects.lock().expect("cache lock").get(&key).map(|(_, v)| v.clone())),
+            Lookup::Absent => {
+                let objects = self.objects.lock().expect("cache lock");
+                match objects.get(&key) {
+                    Some(kept) if enough(kept) => return Ok(Some(kept.value.clone())),
+                    Some(kept) => Some(kept.version.clone()),
+                    None => return Ok(None),
+                }
+            }
             Lookup::Present(meta) => meta.resource_version(),
             Lookup::Unknown => None,
         };
         if let Some(version) = &version
-            && let Some((cached, value)) = self.objects.lock().expect("cache lock").get(&key)
-            && cached == version
+            && let Some(kept) = self.objects.lock().expect("cache lock").get(&key)
+            && kept.version == *version
+            && enough(kept)
         {
-            return Ok(Some(value.clone()));
+            return Ok(Some(kept.value.clone()));
         }
         let fetched = fetch(client, resource, namespace, name).await?;
         // Kept only where a store will say when it changes.
@@ -164,15 +190,27 @@ impl Cache {
     }
 
     /// Keeps `value` (an object just read or written) for as long as its resourceVersion is current.
-    pub fn keep(&self, key: Key, mut value: Value) -> Arc<Value> {
+    pub fn keep(&self, key: Key, value: Value) -> Arc<Value> {
+        self.keep_as(key, value, Need::Content)
+    }
+
+    /// Keeps what a later pass will need of `value`: with `Need::Metadata` only its metadata
+    /// (enough to know it needs no write), so memory does not hold every object's content.
+    pub fn keep_as(&self, key: Key, mut value: Value, need: Need) -> Arc<Value> {
         // Nothing the operator decides on is in managedFields, and they are often most of an object.
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("managedFields");
         }
+        if need == Need::Metadata
+            && let Value::Object(map) = &mut value
+        {
+            map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+        }
         let version =
             value.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         let value = Arc::new(value);
-        self.objects.lock().expect("cache lock").insert(key, (version, value.clone()));
+        let kept = Kept { version, value: value.clone(), complete: need == Need::Content };
+        self.objects.lock().expect("cache lock").insert(key, kept);
         value
     }
 
@@ -262,8 +300,19 @@ impl<'a> Reads<'a> {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Arc<Value>>, kube::Error> {
+        self.read(resource, namespace, name, Need::Content).await
+    }
+
+    /// One object, as much of it as `need` says (its content, or at least its metadata).
+    pub async fn read(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        need: Need,
+    ) -> Result<Option<Arc<Value>>, kube::Error> {
         match self.cache {
-            Some(cache) => cache.get(self.client, resource, namespace, name).await,
+            Some(cache) => cache.get(self.client, resource, namespace, name, need).await,
             None => Ok(fetch(self.client, resource, namespace, name).await?.map(Arc::new)),
         }
     }

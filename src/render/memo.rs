@@ -4,6 +4,7 @@
 //! values and the discovered data (Secrets' data included, so a rotation renders anew).
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
@@ -13,12 +14,24 @@ use crate::crd::DittoServer;
 use crate::discover::Discovered;
 use crate::values::Values;
 
+/// Only fingerprints of the inputs are kept, not copies: memory grows with the DittoServers.
 struct Kept {
     generation: Option<i64>,
     templates: u64,
-    values: Values,
-    discovered: Discovered,
+    inputs: u64,
     rendered: Arc<Rendered>,
+}
+
+/// A fingerprint of the values and the discovered data (Secrets' data, the checksum key and the
+/// pinned PostgreSQL included: they are not serialized).
+fn fingerprint(values: &Values, discovered: &Discovered) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(values).expect("values serialize").hash(&mut hasher);
+    serde_json::to_vec(discovered).expect("discovered data serializes").hash(&mut hasher);
+    serde_json::to_vec(&discovered.pinned_postgres).expect("pinned version serializes").hash(&mut hasher);
+    discovered.secret_data.hash(&mut hasher);
+    discovered.checksum_key.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[derive(Default)]
@@ -37,23 +50,17 @@ impl RenderMemo {
     ) -> Result<Arc<Rendered>, RenderError> {
         let key = (cr.namespace().unwrap_or_default(), cr.name_any());
         let templates = source.fingerprint();
+        let inputs = fingerprint(values, discovered);
         let kept = self.kept.lock().expect("memo lock").get(&key).cloned();
         if let Some(kept) = kept
             && kept.generation == cr.metadata.generation
             && kept.templates == templates
-            && kept.values == *values
-            && kept.discovered == *discovered
+            && kept.inputs == inputs
         {
             return Ok(kept.rendered.clone());
         }
         let rendered = Arc::new(Renderer::new(source).render(cr, values, discovered)?);
-        let kept = Kept {
-            generation: cr.metadata.generation,
-            templates,
-            values: values.clone(),
-            discovered: discovered.clone(),
-            rendered: rendered.clone(),
-        };
+        let kept = Kept { generation: cr.metadata.generation, templates, inputs, rendered: rendered.clone() };
         self.kept.lock().expect("memo lock").insert(key, Arc::new(kept));
         Ok(rendered)
     }
