@@ -51,7 +51,11 @@ trap cleanup EXIT
 set -a; source "$WORK/cluster/env"; set +a
 
 kubectl apply --server-side -f "$ROOT/deploy/crds/dittoservers.yaml" >/dev/null
-kubectl wait --for=condition=Established crd/dittoservers.dittofs.dittofs.com --timeout=60s >/dev/null
+# (kubectl wait fails instead of waiting while the CRD has no conditions yet)
+for _ in $(seq 600); do
+  kubectl wait --for=condition=Established crd/dittoservers.dittofs.dittofs.com --timeout=60s >/dev/null 2>&1 && break
+  sleep 0.1
+done
 kubectl create namespace bench >/dev/null
 kubectl create namespace floor >/dev/null
 

@@ -245,7 +245,7 @@ start_once() {
     --cert-dir="$DIR/certs" --client-ca-file="$DIR/ca.crt" \
     --service-account-issuer="https://127.0.0.1:$AP/" \
     --service-account-key-file="$DIR/sa.pub" --service-account-signing-key-file="$DIR/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/16 \
+    --service-cluster-ip-range=10.0.0.0/16 --service-node-port-range=20000-60000 \
     --authorization-mode=RBAC \
     --disable-admission-plugins=ServiceAccount \
     --allow-privileged=true \

@@ -180,11 +180,12 @@ pub struct ApplyOutcome {
     pub held: Vec<String>,
 }
 
-/// Whether a pass needs an object's content (the status step reads the StatefulSet's status and
-/// the file Service's load balancer) or only its metadata.
+/// How much of an object a pass needs when no dry run is: the status step reads the
+/// StatefulSet's status and the file Service's load balancer; of the rest, the metadata.
 fn content_needed(kind: Kind) -> Need {
     match kind {
-        Kind::StatefulSet | Kind::Service => Need::Content,
+        Kind::StatefulSet => Need::Status,
+        Kind::Service => Need::Content,
         _ => Need::Metadata,
     }
 }
@@ -278,7 +279,7 @@ pub async fn plan(
                 diff::compare(&reference, &file, None, None)
             }
             (Some(_), _) => {
-                if need == Need::Metadata {
+                if need < Need::Content {
                     live = reads
                         .read(&resource, namespace, &name, Need::Content)
                         .await

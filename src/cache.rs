@@ -72,20 +72,23 @@ impl Watched {
     }
 }
 
-/// An object's content at one resourceVersion; `complete` false: only its metadata was kept.
+/// An object at one resourceVersion, as much of it as was kept.
 struct Kept {
     version: String,
     value: Arc<Value>,
-    complete: bool,
+    level: Need,
 }
 
-/// How much of an object a read needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How much of an object a read needs; each level includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Need {
-    /// Its content (data, spec, status).
-    Content,
     /// Its metadata: version, owner, labels (plan, when no dry run is needed).
     Metadata,
+    /// Also its status and its spec without the pod template (the status step's view of a
+    /// StatefulSet: the template is most of it).
+    Status,
+    /// All of it (data, spec, status): for a diff, a Secret's data.
+    Content,
 }
 
 #[derive(Default)]
@@ -160,7 +163,7 @@ impl Cache {
         need: Need,
     ) -> Result<Option<Arc<Value>>, kube::Error> {
         let key = Key::new(resource, namespace, name);
-        let enough = |k: &Kept| k.complete || need == Need::Metadata;
+        let enough = |k: &Kept| k.level >= need;
         let version = match self.lookup(resource, namespace, name) {
             // Written by the operator and not seen by the watch yet: the write's response is newer.
             Lookup::Absent => {
@@ -194,22 +197,28 @@ impl Cache {
         self.keep_as(key, value, Need::Content)
     }
 
-    /// Keeps what a later pass will need of `value`: with `Need::Metadata` only its metadata
-    /// (enough to know it needs no write), so memory does not hold every object's content.
+    /// Keeps what a later pass will need of `value` (see [`Need`]), so memory does not hold
+    /// every object's content.
     pub fn keep_as(&self, key: Key, mut value: Value, need: Need) -> Arc<Value> {
         // Nothing the operator decides on is in managedFields, and they are often most of an object.
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("managedFields");
         }
-        if need == Need::Metadata
-            && let Value::Object(map) = &mut value
-        {
-            map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+        if let Value::Object(map) = &mut value {
+            match need {
+                Need::Metadata => map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata")),
+                Need::Status => {
+                    if let Some(spec) = map.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.remove("template");
+                    }
+                }
+                Need::Content => {}
+            }
         }
         let version =
             value.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         let value = Arc::new(value);
-        let kept = Kept { version, value: value.clone(), complete: need == Need::Content };
+        let kept = Kept { version, value: value.clone(), level: need };
         self.objects.lock().expect("cache lock").insert(key, kept);
         value
     }

@@ -196,13 +196,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     // Ready once the first list is in (kube's Store::wait_until_ready wakes only one waiter,
     // and the controller itself is already waiting on it).
     let ready = context.ready.clone();
-    let events = resilient(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic()).inspect_ok(
-        move |event| {
+    let events = resilient(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic())
+        // managedFields are often most of a DittoServer's metadata, and nothing reads them.
+        .modify(|cr: &mut DittoServer| cr.metadata.managed_fields = None)
+        .inspect_ok(move |event| {
             if matches!(event, watcher::Event::InitDone) {
                 ready.store(true, Ordering::SeqCst);
             }
-        },
-    );
+        });
     let servers = reflector(writer, events)
         .applied_objects()
         .inspect_ok(move |cr| enqueue.enqueued(queue_key(cr.namespace().as_deref(), &cr.name_any())));
