@@ -29,7 +29,7 @@ PY="python3 $ROOT/scripts/bench.py"
 QUIET=${BENCH_QUIET_SECONDS:-60}
 CONCURRENCY=${BENCH_CONCURRENCY:-16}   # the operator's --concurrency default
 
-BIN=$("$ROOT/scripts/testbin.sh" --print-dir)
+BIN=${DITTOFS_TESTBIN:-$("$ROOT/scripts/testbin.sh" --print-dir)}
 [[ -x "$BIN/kube-apiserver" ]] || "$ROOT/scripts/testbin.sh" >&2
 export PATH=$BIN:$PATH
 if [[ -z "${DITTOFS_OPERATOR_BIN:-}" || -z "${DITTOFS_FLOOR_BIN:-}" ]]; then

@@ -1,0 +1,42 @@
+//! `scripts/bench.sh` end to end with three DittoServers (debug binaries, a two-second quiet
+//! period): the script works, and what it counts holds: requests within the budget of objects
+//! × 1.2 + 2 per DittoServer, none while nothing changes. Times are printed, never asserted.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn bench_script_counts_requests_within_budget_and_none_when_quiet() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `cargo test --all-targets` builds the examples next to the test binaries: target/debug/examples.
+    let exe = std::env::current_exe().unwrap();
+    let floor = exe.parent().unwrap().parent().unwrap().join("examples").join("apply_floor");
+    if !floor.exists() {
+        // Run alone (`cargo test --test bench_script`), cargo builds no example.
+        let built = Command::new(env!("CARGO")).args(["build", "--example", "apply_floor"]).current_dir(root).status();
+        assert!(built.is_ok_and(|s| s.success()) && floor.exists(), "{} not built", floor.display());
+    }
+    let out = Command::new(root.join("scripts/bench.sh"))
+        .arg("3")
+        .env("DITTOFS_OPERATOR_BIN", env!("CARGO_BIN_EXE_dittofs-operator"))
+        .env("DITTOFS_FLOOR_BIN", &floor)
+        .env("DITTOFS_TESTBIN", support::testbin())
+        .env("BENCH_QUIET_SECONDS", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "bench.sh failed");
+    let figure = |label: &str| -> u64 {
+        let line = stdout.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label:?} line"));
+        line[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let requests = figure("requests during convergence:");
+    let budget_line = stdout.lines().find(|l| l.starts_with("requests during convergence:")).unwrap();
+    let budget: u64 = budget_line.rsplit(' ').next().unwrap().trim_end_matches(')').parse().unwrap();
+    assert!(requests > 0 && requests <= budget, "{requests} requests, budget {budget}");
+    assert_eq!(figure("requests in the quiet 2 s:"), 0, "requests while nothing changed");
+    assert!(stdout.contains("floor"), "the floor ran");
+}
