@@ -162,6 +162,15 @@ async fn spec_change_updates_config_and_checksum_only() {
     operator.shutdown().await;
 }
 
+/// Settled: every managed object of `demo` matches (InSync True).
+async fn settled(servers: &Api<DittoServer>) {
+    eventually("settled", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.iter().any(|c| c.type_ == "InSync" && c.status == "True").then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_of_unchanged_cr_writes_nothing() {
     let (client, ns) = setup("resync").await;
@@ -169,12 +178,7 @@ async fn resync_of_unchanged_cr_writes_nothing() {
     create(&client, &ns, MINIMAL).await;
     wait_for_sts(&client, &ns, "demo").await;
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    // Settled: every managed object matches (InSync True).
-    eventually("settled", DEADLINE, || async {
-        let conditions = servers.get("demo").await.ok()?.status?.conditions;
-        conditions.iter().any(|c| c.type_ == "InSync" && c.status == "True").then_some(())
-    })
-    .await;
+    settled(&servers).await;
     operator.shutdown().await;
 
     let before = versions(&client, &ns).await;
@@ -222,11 +226,7 @@ async fn a_quiet_pass_makes_no_api_request() {
     create(&client, &ns, MINIMAL).await;
     wait_for_sts(&client, &ns, "demo").await;
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
-    eventually("settled", DEADLINE, || async {
-        let conditions = servers.get("demo").await.ok()?.status?.conditions;
-        conditions.iter().any(|c| c.type_ == "InSync" && c.status == "True").then_some(())
-    })
-    .await;
+    settled(&servers).await;
     let converged = log.take();
     let before = operator.ctx.metrics.reconciles_with("ok");
 
