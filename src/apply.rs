@@ -1,6 +1,8 @@
 //! Plan, then apply. Planning asks the server what each apply would store (server-side apply
 //! with `dryRun=All`, same field manager) and compares it with the live object, so nothing is
-//! written unless something differs and every change has a diff before it happens. Executing
+//! written unless something differs and every change has a diff before it happens. It asks only
+//! where the answer is not known already: a create is diffed against the rendered object, and an
+//! object already shown to match at its live resourceVersion needs no dry run. Executing
 //! the plan applies in order (ConfigMap → Secrets → Services → StatefulSet) and prunes what we
 //! own but no longer render. Generated credentials are created once and never touched again.
 
