@@ -13,7 +13,7 @@
 //! Without a cache (`diff`, a reconcile called outside the controller) every read goes to the
 //! API server, as before.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,6 +23,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
+
+use crate::names::LABEL_INSTANCE;
 
 /// A metadata object as the stores hold it.
 pub type Meta = PartialObjectMeta<DynamicObject>;
@@ -98,6 +100,10 @@ pub struct Cache {
     objects: Mutex<HashMap<Key, Kept>>,
     /// (hash of the applied object, live resourceVersion) proven to need no write.
     settled: Mutex<HashMap<Key, (u64, String)>>,
+    /// Names of the watched objects by (resource, namespace, instance label), so listing one
+    /// DittoServer's objects does not scan every object of the namespace. May hold names the
+    /// store no longer has (or with another label now): [`Cache::list`] checks each in the store.
+    by_instance: Mutex<HashMap<(String, String, String), BTreeSet<String>>>,
 }
 
 impl Cache {
@@ -134,6 +140,7 @@ impl Cache {
 
     /// The objects of `resource` in `namespace` carrying every label of `labels`, when a ready
     /// complete store covers the namespace; `None` otherwise (then list from the API server).
+    /// With an instance label among `labels`, only that instance's objects are looked at.
     pub fn list(
         &self,
         resource: &ApiResource,
@@ -141,15 +148,31 @@ impl Cache {
         labels: &BTreeMap<String, String>,
     ) -> Option<Vec<Arc<Meta>>> {
         let watched = self.watched.read().expect("cache lock");
-        let w = watched.get(&resource_key(resource))?.iter().find(|w| w.name.is_none() && w.covers(namespace, ""))?;
+        let resource_key = resource_key(resource);
+        let w = watched.get(&resource_key)?.iter().find(|w| w.name.is_none() && w.covers(namespace, ""))?;
+        let wanted = |m: &Arc<Meta>| {
+            m.namespace().as_deref() == Some(namespace) && labels.iter().all(|(k, v)| m.labels().get(k) == Some(v))
+        };
+        let Some(instance) = labels.get(LABEL_INSTANCE) else {
+            return Some(w.store.state().into_iter().filter(wanted).collect());
+        };
+        let index = self.by_instance.lock().expect("cache lock");
+        let names = index.get(&(resource_key, namespace.to_string(), instance.clone()));
         Some(
-            w.store
-                .state()
+            names
                 .into_iter()
-                .filter(|m| m.namespace().as_deref() == Some(namespace))
-                .filter(|m| labels.iter().all(|(k, v)| m.labels().get(k) == Some(v)))
+                .flatten()
+                .filter_map(|name| w.store.get(&ObjectRef::new_with(name, w.resource.clone()).within(namespace)))
+                .filter(wanted)
                 .collect(),
         )
+    }
+
+    /// Notes a watched object (as the watch delivers it) in the instance index.
+    pub fn index(&self, resource: &ApiResource, meta: &Meta) {
+        let Some(instance) = meta.labels().get(LABEL_INSTANCE) else { return };
+        let key = (resource_key(resource), meta.namespace().unwrap_or_default(), instance.clone());
+        self.by_instance.lock().expect("cache lock").entry(key).or_default().insert(meta.name_any());
     }
 
     /// The object's content: from the cache when its resourceVersion is the one the store shows,
@@ -245,6 +268,23 @@ impl Cache {
         self.settled.lock().expect("cache lock").remove(key);
     }
 
+    /// The watch saw an object go: nothing of it stays.
+    pub fn deleted(&self, resource: &ApiResource, meta: &Meta) {
+        let (namespace, name) = (meta.namespace().unwrap_or_default(), meta.name_any());
+        self.forget(&Key::new(resource, &namespace, &name));
+        // (Under the label it has now; one it had before stays until the sweep.)
+        if let Some(instance) = meta.labels().get(LABEL_INSTANCE) {
+            let key = (resource_key(resource), namespace, instance.clone());
+            let mut index = self.by_instance.lock().expect("cache lock");
+            if let Some(names) = index.get_mut(&key) {
+                names.remove(&name);
+                if names.is_empty() {
+                    index.remove(&key);
+                }
+            }
+        }
+    }
+
     /// Drops what was kept of objects the stores no longer show (deleted meanwhile), so memory
     /// follows the cluster.
     pub fn sweep(&self) {
@@ -261,6 +301,12 @@ impl Cache {
         for key in gone {
             self.forget(&key);
         }
+        // Deletions a re-list skipped over (no Delete event) leave names in the index.
+        let mut index = self.by_instance.lock().expect("cache lock");
+        index.retain(|(resource, namespace, _), names| {
+            names.retain(|name| !matches!(self.lookup_by(resource, namespace, name), Lookup::Absent));
+            !names.is_empty()
+        });
     }
 }
 
@@ -374,5 +420,58 @@ impl<'a> Reads<'a> {
         let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let params = kube::api::ListParams::default().labels(&selector.join(","));
         Ok(Api::<K>::namespaced(self.client.clone(), namespace).list(&params).await?.items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    fn config_map(name: &str, instance: &str) -> Meta {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "ns", "labels": crate::names::instance_labels(instance)},
+        }))
+        .expect("metadata parses")
+    }
+
+    fn names(found: Option<Vec<Arc<Meta>>>) -> Vec<String> {
+        let mut names: Vec<String> = found.expect("covered").iter().map(|m| m.name_any()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn listing_by_instance_looks_only_at_that_instances_objects_and_trusts_the_store() {
+        let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+        let cache = Cache::default();
+        let mut writer = Writer::new(resource.clone());
+        cache.register(&resource, Some("ns".into()), None, writer.as_reader(), Arc::new(AtomicBool::new(true)));
+        let seen = |writer: &mut Writer<Meta>, event: Event<Meta>| {
+            if let Event::Apply(meta) = &event {
+                cache.index(&resource, meta);
+            }
+            writer.apply_watcher_event(&event);
+        };
+        for (name, instance) in [("a-config", "a"), ("a-extra", "a"), ("b-config", "b")] {
+            seen(&mut writer, Event::Apply(config_map(name, instance)));
+        }
+        let a = crate::names::instance_labels("a");
+        assert_eq!(names(cache.list(&resource, "ns", &a)), ["a-config", "a-extra"]);
+        assert!(cache.list(&resource, "other", &a).is_none(), "another namespace: not covered");
+
+        // Relabeled: the index still names it under "a", the store says otherwise.
+        seen(&mut writer, Event::Apply(config_map("a-extra", "b")));
+        assert_eq!(names(cache.list(&resource, "ns", &a)), ["a-config"]);
+        assert_eq!(names(cache.list(&resource, "ns", &crate::names::instance_labels("b"))), ["a-extra", "b-config"]);
+
+        // Gone without a Delete event (a re-list skipped it): not listed, and the sweep drops it.
+        writer.apply_watcher_event(&Event::Delete(config_map("a-config", "a")));
+        assert!(names(cache.list(&resource, "ns", &a)).is_empty());
+        cache.sweep();
+        assert!(!cache.by_instance.lock().unwrap().values().flatten().any(|n| n == "a-config"));
+        assert!(cache.by_instance.lock().unwrap().values().flatten().any(|n| n == "b-config"));
     }
 }

@@ -201,11 +201,11 @@ async fn runtime_changes(
 ) -> Vec<String> {
     use crate::runtime::{api, plan, session};
     let Some(desired) = &rendered.runtime else { return Vec::new() };
-    let c = &rendered.context.computed;
+    let c = &rendered.computed;
     if c.replicas == 0 {
         return Vec::new();
     }
-    let secrets = session::Secrets::new(client, &rendered.context.cr.namespace, gathered);
+    let secrets = session::Secrets::new(client, &rendered.cr.namespace, gathered);
     let read = async {
         let mut api = session::api_for(&api::HttpClient::default(), template, rendered, &secrets).await?;
         session::ready(&api).await?;

@@ -52,6 +52,7 @@ pub async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Erro
     publish(ctx, server, EventType::Normal, "Deleting", &note).await;
     report_deletion(ctx, server, None).await;
     ctx.renders.forget(&server.namespace().unwrap_or_default(), &name);
+    ctx.written_status.lock().expect("status lock").remove(&kube::runtime::reflector::ObjectRef::from_obj(server));
     Ok(Action::await_change())
 }
 

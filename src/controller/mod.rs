@@ -56,6 +56,9 @@ pub struct Context {
     pub cache: Arc<Cache>,
     /// The last render of each DittoServer, reused while its inputs stay the same.
     renders: RenderMemo,
+    /// The status last written for a DittoServer, with the resourceVersion it was written over,
+    /// until the watch shows the write.
+    written_status: Mutex<HashMap<ObjectRef<DittoServer>, (String, crate::crd::DittoServerStatus)>>,
 }
 
 impl Context {
@@ -74,12 +77,40 @@ impl Context {
             runtime_failures: Mutex::default(),
             cache: Arc::default(),
             renders: RenderMemo::default(),
+            written_status: Mutex::default(),
         }
     }
 
     /// Reads through the cache.
     pub fn reads(&self) -> Reads<'_> {
         Reads::cached(&self.client, &self.cache)
+    }
+
+    /// `server` as the API server stores it: with the status this operator last wrote, when the
+    /// watch has not delivered that write yet. A pass can start before it does (another trigger
+    /// came first); deciding from the older status would write the same status again.
+    fn with_written_status(&self, server: Arc<DittoServer>) -> Arc<DittoServer> {
+        let key = ObjectRef::from_obj(&*server);
+        let mut written = self.written_status.lock().expect("status lock");
+        match written.get(&key) {
+            Some((base, status)) if server.metadata.resource_version.as_ref() == Some(base) => {
+                let mut current = DittoServer::clone(&server);
+                current.status = Some(status.clone());
+                Arc::new(current)
+            }
+            Some(_) => {
+                written.remove(&key);
+                server
+            }
+            None => server,
+        }
+    }
+
+    /// Notes a status written over `server` (as this pass saw it), for [`Self::with_written_status`].
+    fn wrote_status(&self, server: &DittoServer, status: crate::crd::DittoServerStatus) {
+        if let Some(seen) = server.metadata.resource_version.clone() {
+            self.written_status.lock().expect("status lock").insert(ObjectRef::from_obj(server), (seen, status));
+        }
     }
 
     async fn checksum_key(&self, namespace: &str) -> Result<Vec<u8>, Error> {
@@ -139,6 +170,7 @@ pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) 
 #[tracing::instrument(skip_all, fields(dittoserver = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
 pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    let server = ctx.with_written_status(server);
     let _in_flight = ctx.metrics.started(&watches::queue_key(server.namespace().as_deref(), &server.name_any()));
     let result = if ctx.settings.dry_run {
         // Observe-only: not even a finalizer is added, nor removed.

@@ -48,11 +48,11 @@ pub async fn runtime(
     let (Some(desired), Some(template)) = (&rendered.runtime, &ctx.settings.dittofs_api) else {
         return RuntimeOutcome::default();
     };
-    let c = &rendered.context.computed;
+    let c = &rendered.computed;
     if c.replicas == 0 {
         return RuntimeOutcome::default();
     }
-    let namespace = rendered.context.cr.namespace.clone();
+    let namespace = rendered.cr.namespace.clone();
     let key = ObjectRef::from_obj(server);
     let token = ctx.runtime_sessions.lock().expect("sessions lock").get(&key).cloned();
     let secrets = Secrets::new(&ctx.client, &namespace, secrets);
@@ -96,7 +96,7 @@ async fn pass(
     api: &mut Api,
     mode: Mode,
 ) -> Result<RuntimeOutcome, Problem> {
-    let namespace = &rendered.context.cr.namespace;
+    let namespace = &rendered.cr.namespace;
     if api.token().is_none() {
         session::ready(api).await?;
     }
@@ -105,7 +105,7 @@ async fn pass(
     if let Some(user) = logged_in.created_account {
         let note = format!(
             "Created DittoFS account {user} (role admin) with the bootstrap admin; its password is in Secret {}",
-            rendered.context.computed.names.operator_secret
+            rendered.computed.names.operator_secret
         );
         events::publish(ctx, server, EventType::Normal, "OperatorAccountCreated", &note).await;
     }
@@ -174,8 +174,8 @@ async fn pass(
 /// DittoFS loads a store's credentials with the shares at start: after new ones are saved,
 /// the pod is deleted so the StatefulSet starts it again (its claims stay).
 async fn restart(ctx: &Context, server: &DittoServer, rendered: &Rendered) -> Result<(), Problem> {
-    let pod = format!("{}-0", rendered.context.computed.names.stateful_set);
-    let pods: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), &rendered.context.cr.namespace);
+    let pod = format!("{}-0", rendered.computed.names.stateful_set);
+    let pods: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), &rendered.cr.namespace);
     match pods.delete(&pod, &Default::default()).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),

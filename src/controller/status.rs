@@ -36,7 +36,7 @@ pub async fn report(
     runtime: RuntimeOutcome,
 ) -> Result<Action, Error> {
     let Synced { mut decided, stateful_set, file_service, missing_class, mode } = synced;
-    let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.context.computed.replicas));
+    let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.computed.replicas));
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let namespace = server.namespace().unwrap_or_else(|| "default".into());
     let update_revision =
@@ -189,7 +189,7 @@ pub(super) async fn write(
         ready_replicas: workload.as_ref().map(|w| w.ready),
         config_hash: rendered.map(|r| r.checksum.clone()).or(previous.config_hash.clone()),
         endpoints: rendered.map(|r| endpoints(r, live.file_service)).or(previous.endpoints.clone()),
-        database: rendered.map(database_status).or(previous.database.clone()),
+        database: rendered.map(|r| database_status(r, server)).or(previous.database.clone()),
         runtime: live.runtime.or(previous.runtime.clone()),
         conditions: status::merge(&previous.conditions, &decided, generation, &now),
     };
@@ -197,15 +197,16 @@ pub(super) async fn write(
         return Ok(());
     }
     let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-    api.patch_status(&server.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": new })))
+    api.patch_status(&server.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": &new })))
         .await
         .map_err(Error::Status)?;
+    ctx.wrote_status(server, new);
     Ok(())
 }
 
 fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
-    let c = &rendered.context.computed;
-    let ns = &rendered.context.cr.namespace;
+    let c = &rendered.computed;
+    let ns = &rendered.cr.namespace;
     let lb = file_service
         .and_then(|s| s.status.as_ref())
         .and_then(|s| s.load_balancer.as_ref())
@@ -222,10 +223,9 @@ fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
     }
 }
 
-fn database_status(rendered: &Rendered) -> DatabaseStatus {
-    let spec = &rendered.context.spec;
-    let percona = percona::target(spec, &rendered.context.cr.name).is_some();
-    match &rendered.context.computed.database.postgres {
+fn database_status(rendered: &Rendered, server: &DittoServer) -> DatabaseStatus {
+    let percona = percona::target(&server.spec, &rendered.cr.name).is_some();
+    match &rendered.computed.database.postgres {
         Some(pg) => DatabaseStatus {
             kind: if percona { "percona" } else { "postgres" }.into(),
             host: Some(format!("{}:{}", pg.host, pg.port)),

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::{Context, error_policy, reconcile};
-use crate::cache::{Cache, Key, Meta};
+use crate::cache::{Cache, Meta};
 use crate::crd::DittoServer;
 use crate::discover;
 use crate::kinds::{Kind, Watch};
@@ -41,6 +41,62 @@ fn matching(
         .filter(|cr| cr.namespace() == namespace && wanted(cr))
         .map(|cr| ObjectRef::from_obj(&*cr))
         .collect()
+}
+
+/// What each DittoServer reads by name (Secrets, its Percona cluster), worked out once per
+/// generation: the Secret watch asks it of every DittoServer for every Secret event.
+#[derive(Default)]
+struct SecretReferences {
+    by_server: std::sync::Mutex<std::collections::HashMap<ObjectRef<DittoServer>, References>>,
+}
+
+struct References {
+    generation: Option<i64>,
+    secrets: Vec<String>,
+    percona_cluster: Option<String>,
+}
+
+impl SecretReferences {
+    /// The DittoServers in `namespace` that read the Secret `name` (or, by `cluster`, the user
+    /// Secret of the Percona cluster they connect to).
+    fn readers(
+        &self,
+        store: &kube::runtime::reflector::Store<DittoServer>,
+        namespace: Option<String>,
+        name: &str,
+        cluster: Option<String>,
+    ) -> Vec<ObjectRef<DittoServer>> {
+        let servers = store.state();
+        let mut by_server = self.by_server.lock().expect("references lock");
+        // Deleted DittoServers' entries go.
+        if by_server.len() > servers.len() {
+            let present: std::collections::HashSet<_> = servers.iter().map(|cr| ObjectRef::from_obj(&**cr)).collect();
+            by_server.retain(|key, _| present.contains(key));
+        }
+        servers
+            .iter()
+            .filter(|cr| cr.namespace() == namespace)
+            .filter(|cr| {
+                let key = ObjectRef::from_obj(&***cr);
+                let known = by_server.get(&key).filter(|r| r.generation == cr.metadata.generation);
+                let references = match known {
+                    Some(references) => references,
+                    None => {
+                        let server = cr.name_any();
+                        let references = References {
+                            generation: cr.metadata.generation,
+                            secrets: discover::referenced_secret_names(&cr.spec, &server),
+                            percona_cluster: percona::target(&cr.spec, &server).map(|t| t.cluster),
+                        };
+                        by_server.entry(key).insert_entry(references).into_mut()
+                    }
+                };
+                references.secrets.iter().any(|s| s == name)
+                    || (cluster.is_some() && references.percona_cluster == cluster)
+            })
+            .map(|cr| ObjectRef::from_obj(&**cr))
+            .collect()
+    }
 }
 
 /// `namespace/name`: a DittoServer's key in the queue-depth metric.
@@ -115,16 +171,15 @@ fn cached(
         Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
         None => watcher::Config::default(),
     };
-    let (forget, kind) = (cache.clone(), resource.clone());
+    let (cache, kind) = (cache.clone(), resource.clone());
     let events = resilient(api, config)
         // managedFields are often most of an object's metadata, and nothing reads them.
         .modify(|meta: &mut Meta| meta.metadata.managed_fields = None)
         .inspect_ok(move |event| match event {
             watcher::Event::InitDone => ready.store(true, Ordering::SeqCst),
+            watcher::Event::Apply(meta) | watcher::Event::InitApply(meta) => cache.index(&kind, meta),
             // What the operator kept of it must not outlive it.
-            watcher::Event::Delete(gone) => {
-                forget.forget(&Key::new(&kind, &gone.namespace().unwrap_or_default(), &gone.name_any()))
-            }
+            watcher::Event::Delete(gone) => cache.deleted(&kind, gone),
             _ => {}
         });
     reflector(writer, events).touched_objects()
@@ -209,6 +264,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .inspect_ok(move |cr| enqueue.enqueued(queue_key(cr.namespace().as_deref(), &cr.name_any())));
     let controller = Controller::for_stream(servers, reader);
     let store = controller.store();
+    let secret_references = SecretReferences::default();
     let (secret_store, template_store, namespace_store, percona_store, class_store) =
         (store.clone(), store.clone(), store.clone(), store.clone(), store);
     let mut controller = controller.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
@@ -233,11 +289,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 let name = secret.name_any();
                 // Percona's user Secrets have no owner reference: find their cluster by label.
                 let cluster = secret.labels().get(percona::CLUSTER_LABEL).cloned();
-                matching(&secret_store, namespace, |cr| {
-                    discover::referenced_secret_names(&cr.spec, &cr.name_any()).contains(&name)
-                        || percona::target(&cr.spec, &cr.name_any())
-                            .is_some_and(|t| Some(&t.cluster) == cluster.as_ref())
-                })
+                secret_references.readers(&secret_store, namespace, &name, cluster)
             }),
             secrets,
         )

@@ -65,7 +65,11 @@ pub struct Rendered {
     pub checksum: String,
     /// Adapters, stores and shares for the REST API; `None` while only the database renders.
     pub runtime: Option<crate::runtime::DesiredRuntime>,
-    pub context: RenderContext,
+    /// The DittoServer rendered, and what the render worked out from it (names, ports, the
+    /// database): what later steps need of the context. Not the values, spec and discovered
+    /// data it came from: a kept render holds only what it must.
+    pub cr: CrInfo,
+    pub computed: Computed,
 }
 
 impl Rendered {
@@ -117,7 +121,8 @@ impl<'a> Renderer<'a> {
                 config_yaml: String::new(),
                 checksum: String::new(),
                 runtime: None,
-                context,
+                cr: context.cr,
+                computed: context.computed,
             });
         }
         // Converted once per pass, not once per template: the conversion costs as much as a template.
@@ -165,7 +170,8 @@ impl<'a> Renderer<'a> {
                 return Err(RenderError::Conflict(format!("{} is rendered twice", pair[0].reference())));
             }
         }
-        Ok(Rendered { objects, config_yaml, checksum: sum, runtime: Some(runtime), context })
+        let RenderContext { cr, computed, .. } = context;
+        Ok(Rendered { objects, config_yaml, checksum: sum, runtime: Some(runtime), cr, computed })
     }
 
     /// The runtime template, parsed strictly and checked for dangling references.

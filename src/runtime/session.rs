@@ -52,8 +52,8 @@ pub async fn api_for(
     rendered: &Rendered,
     secrets: &Secrets<'_>,
 ) -> Result<Api, Problem> {
-    let c = &rendered.context.computed;
-    let mut base = api_url(template, &rendered.context.cr.name, &rendered.context.cr.namespace, c.ports.api);
+    let c = &rendered.computed;
+    let mut base = api_url(template, &rendered.cr.name, &rendered.cr.namespace, c.ports.api);
     let Some(tls) = &c.api_tls else {
         return Ok(Api::new(http.clone(), base));
     };
@@ -142,7 +142,7 @@ pub async fn login(
     rendered: &Rendered,
     setup: AccountSetup,
 ) -> Result<LoggedIn, Problem> {
-    let c = &rendered.context.computed;
+    let c = &rendered.computed;
     let secret = &c.names.operator_secret;
     let user = secrets.value(secret, "username").await?.unwrap_or_else(|| c.runtime.operator_user.clone());
     let password = secrets.value(secret, "password").await?;
@@ -220,7 +220,7 @@ async fn clear_password_change(api: &mut Api, password: &str) -> Result<(), Prob
 
 /// The bootstrap admin, with the password DittoFS was started with.
 async fn admin_login(secrets: &Secrets<'_>, api: &Api, rendered: &Rendered) -> Result<Api, Problem> {
-    let c = &rendered.context.computed;
+    let c = &rendered.computed;
     let reference = &c.credentials.admin_password;
     let password = secrets.value(&reference.name, &reference.key).await?.ok_or_else(|| {
         Problem::new(
