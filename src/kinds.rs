@@ -189,7 +189,7 @@ impl ManagedObject {
 /// Parses into `K`, then rejects any field that `K` does not know (k8s-openapi ignores them).
 fn typed<K: DeserializeOwned + Serialize>(value: &Value) -> Result<K, String> {
     let object: K =
-        serde_path_to_error::deserialize(value.clone()).map_err(|e| format!("field {}: {}", e.path(), e.inner()))?;
+        serde_path_to_error::deserialize(value).map_err(|e| format!("field {}: {}", e.path(), e.inner()))?;
     let round_trip = serde_json::to_value(&object).map_err(|e| e.to_string())?;
     if let Some(path) = first_unknown_field(value, &round_trip, String::new()) {
         return Err(format!("field {path}: unknown field"));
@@ -198,20 +198,47 @@ fn typed<K: DeserializeOwned + Serialize>(value: &Value) -> Result<K, String> {
 }
 
 /// The first field of `original` that its typed round trip `known` lost: a field the type does not know.
+/// (The path is put together only for the field found: renders call this for every object.)
 pub(crate) fn first_unknown_field(original: &Value, known: &Value, path: String) -> Option<String> {
-    match (original, known) {
-        (Value::Object(o), Value::Object(k)) => o.iter().find_map(|(key, value)| {
-            let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            match k.get(key) {
-                None if value.is_null() => None,
-                None => Some(here),
-                Some(known) => first_unknown_field(value, known, here),
-            }
+    let mut reversed = Vec::new();
+    if !unknown_field(original, known, &mut reversed) {
+        return None;
+    }
+    let mut path = path;
+    for segment in reversed.into_iter().rev() {
+        match segment {
+            Segment::Key(key) if path.is_empty() => path.push_str(key),
+            Segment::Key(key) => path.push_str(&format!(".{key}")),
+            Segment::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    Some(path)
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Whether `original` has a field `known` lost; its path, innermost first, in `path`.
+fn unknown_field<'a>(original: &'a Value, known: &Value, path: &mut Vec<Segment<'a>>) -> bool {
+    let found = match (original, known) {
+        (Value::Object(o), Value::Object(k)) => o.iter().find_map(|(key, value)| match k.get(key) {
+            None if value.is_null() => None,
+            None => Some(Segment::Key(key)),
+            Some(known) => unknown_field(value, known, path).then_some(Segment::Key(key)),
         }),
         (Value::Array(o), Value::Array(k)) => {
-            o.iter().zip(k).enumerate().find_map(|(i, (o, k))| first_unknown_field(o, k, format!("{path}[{i}]")))
+            o.iter().zip(k).enumerate().find_map(|(i, (o, k))| unknown_field(o, k, path).then_some(Segment::Index(i)))
         }
         _ => None,
+    };
+    match found {
+        Some(segment) => {
+            path.push(segment);
+            true
+        }
+        None => false,
     }
 }
 
@@ -219,6 +246,24 @@ pub(crate) fn first_unknown_field(original: &Value, known: &Value, path: String)
 mod tests {
     use super::*;
     use kube::Resource;
+
+    /// An unknown field is named by its whole path, through maps and lists.
+    #[test]
+    fn unknown_fields_are_named_by_their_path() {
+        let sts = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "demo"},
+            "spec": {"selector": {}, "serviceName": "demo", "template": {"spec": {"containers": [
+                {"name": "a", "image": "x"}, {"name": "b", "imagee": "x"}
+            ]}}}
+        });
+        let error = ManagedObject::parse(Kind::StatefulSet, &sts).unwrap_err();
+        assert_eq!(error, "field spec.template.spec.containers[1].imagee: unknown field");
+        let top = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "datta": {}});
+        assert_eq!(ManagedObject::parse(Kind::ConfigMap, &top).unwrap_err(), "field datta: unknown field");
+        let fine =
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": null});
+        assert!(ManagedObject::parse(Kind::ConfigMap, &fine).is_ok());
+    }
 
     /// The table agrees with the typed resources k8s-openapi knows.
     #[test]

@@ -47,7 +47,8 @@ fn matching(
 /// generation: the Secret watch asks it of every DittoServer for every Secret event.
 #[derive(Default)]
 struct SecretReferences {
-    by_server: std::sync::Mutex<std::collections::HashMap<ObjectRef<DittoServer>, References>>,
+    /// By the DittoServer's uid (a lookup without allocating).
+    by_server: std::sync::Mutex<std::collections::HashMap<String, References>>,
 }
 
 struct References {
@@ -70,32 +71,32 @@ impl SecretReferences {
         let mut by_server = self.by_server.lock().expect("references lock");
         // Deleted DittoServers' entries go.
         if by_server.len() > servers.len() {
-            let present: std::collections::HashSet<_> = servers.iter().map(|cr| ObjectRef::from_obj(&**cr)).collect();
-            by_server.retain(|key, _| present.contains(key));
+            let present: std::collections::HashSet<&str> =
+                servers.iter().filter_map(|cr| cr.metadata.uid.as_deref()).collect();
+            by_server.retain(|uid, _| present.contains(uid.as_str()));
         }
-        servers
-            .iter()
-            .filter(|cr| cr.namespace() == namespace)
-            .filter(|cr| {
-                let key = ObjectRef::from_obj(&***cr);
-                let known = by_server.get(&key).filter(|r| r.generation == cr.metadata.generation);
-                let references = match known {
-                    Some(references) => references,
-                    None => {
-                        let server = cr.name_any();
-                        let references = References {
-                            generation: cr.metadata.generation,
-                            secrets: discover::referenced_secret_names(&cr.spec, &server),
-                            percona_cluster: percona::target(&cr.spec, &server).map(|t| t.cluster),
-                        };
-                        by_server.entry(key).insert_entry(references).into_mut()
-                    }
-                };
-                references.secrets.iter().any(|s| s == name)
-                    || (cluster.is_some() && references.percona_cluster == cluster)
-            })
-            .map(|cr| ObjectRef::from_obj(&**cr))
-            .collect()
+        let mut readers = Vec::new();
+        for cr in servers.iter().filter(|cr| cr.metadata.namespace == namespace) {
+            let Some(uid) = cr.metadata.uid.as_deref() else { continue };
+            let references = match by_server.get(uid) {
+                Some(known) if known.generation == cr.metadata.generation => known,
+                _ => {
+                    let server = cr.name_any();
+                    let references = References {
+                        generation: cr.metadata.generation,
+                        secrets: discover::referenced_secret_names(&cr.spec, &server),
+                        percona_cluster: percona::target(&cr.spec, &server).map(|t| t.cluster),
+                    };
+                    by_server.entry(uid.to_string()).insert_entry(references).into_mut()
+                }
+            };
+            if references.secrets.iter().any(|s| s == name)
+                || (cluster.is_some() && references.percona_cluster == cluster)
+            {
+                readers.push(ObjectRef::from_obj(&**cr));
+            }
+        }
+        readers
     }
 }
 
