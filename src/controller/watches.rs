@@ -173,18 +173,32 @@ fn cached(
         None => watcher::Config::default(),
     };
     let (cache, kind) = (cache.clone(), resource.clone());
-    let events = resilient(api, config)
-        // managedFields are often most of an object's metadata, and nothing reads them.
-        .modify(|meta: &mut Meta| meta.metadata.managed_fields = None)
-        .inspect_ok(move |event| match event {
+    let events = resilient(api, config).modify(|meta: &mut Meta| lighten(&mut meta.metadata)).inspect_ok(
+        move |event| match event {
             watcher::Event::InitDone => ready.store(true, Ordering::SeqCst),
             watcher::Event::Apply(meta) | watcher::Event::InitApply(meta) => cache.index(&kind, meta),
             // What the operator kept of it must not outlive it.
             watcher::Event::Delete(gone) => cache.deleted(&kind, gone),
             _ => {}
-        });
+        },
+    );
     reflector(writer, events).touched_objects()
 }
+
+/// Drops what nothing reads from an object before a store keeps it: managedFields (often most of
+/// an object's metadata) and kubectl's last-applied-configuration annotation (a whole copy of the
+/// object; of a Secret applied with `kubectl apply`, its data).
+fn lighten(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The API server answered 410 Gone: the watch's resourceVersion is too old to resume from.
 fn expired(error: &watcher::Error) -> bool {
@@ -253,8 +267,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     // and the controller itself is already waiting on it).
     let ready = context.ready.clone();
     let events = resilient(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic())
-        // managedFields are often most of a DittoServer's metadata, and nothing reads them.
-        .modify(|cr: &mut DittoServer| cr.metadata.managed_fields = None)
+        .modify(|cr: &mut DittoServer| lighten(&mut cr.metadata))
         .inspect_ok(move |event| {
             if matches!(event, watcher::Event::InitDone) {
                 ready.store(true, Ordering::SeqCst);
@@ -418,4 +431,27 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 fn by_instance<K: kube::Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
     let instance = object.meta().labels.as_ref()?.get(LABEL_INSTANCE)?.clone();
     Some(ObjectRef::new(&instance).within(object.meta().namespace.as_deref()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_keep_no_managed_fields_nor_last_applied_configuration() {
+        let mut meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+            serde_json::from_value(serde_json::json!({
+                "name": "creds",
+                "annotations": {LAST_APPLIED: "{\"data\":{\"password\":\"c2VjcmV0\"}}", "keep": "me"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            }))
+            .unwrap();
+        lighten(&mut meta);
+        assert_eq!(meta.managed_fields, None);
+        assert_eq!(meta.annotations, Some([("keep".to_string(), "me".to_string())].into()));
+        let mut only_last_applied = meta.clone();
+        only_last_applied.annotations = Some([(LAST_APPLIED.to_string(), "{}".to_string())].into());
+        lighten(&mut only_last_applied);
+        assert_eq!(only_last_applied.annotations, None);
+    }
 }
