@@ -64,12 +64,13 @@ pub struct Rendered {
     pub config_yaml: String,
     pub checksum: String,
     /// Adapters, stores and shares for the REST API; `None` while only the database renders.
-    pub runtime: Option<crate::runtime::DesiredRuntime>,
+    pub runtime: Option<Arc<crate::runtime::DesiredRuntime>>,
     /// The DittoServer rendered, and what the render worked out from it (names, ports, the
     /// database): what later steps need of the context. Not the values, spec and discovered
     /// data it came from: a kept render holds only what it must.
     pub cr: CrInfo,
-    pub computed: Computed,
+    /// Shared: a kept render hands it to every pass that reuses it without copying it.
+    pub computed: Arc<Computed>,
 }
 
 impl Rendered {
@@ -79,7 +80,7 @@ impl Rendered {
         let mut out: String = self.objects.iter().map(|o| format!("---\n{}", o.to_yaml())).collect();
         if let Some(runtime) = &self.runtime {
             out.push_str("# DittoFS runtime state, set up through its REST API (not a Kubernetes object):\n");
-            let yaml = serde_saphyr::to_string(runtime).unwrap_or_default();
+            let yaml = serde_saphyr::to_string(&**runtime).unwrap_or_default();
             for line in yaml.lines() {
                 out.push_str(&format!("#   {line}\n"));
             }
@@ -122,7 +123,7 @@ impl<'a> Renderer<'a> {
                 checksum: String::new(),
                 runtime: None,
                 cr: context.cr,
-                computed: context.computed,
+                computed: Arc::new(context.computed),
             });
         }
         // Converted once per pass, not once per template: the conversion costs as much as a template.
@@ -171,7 +172,14 @@ impl<'a> Renderer<'a> {
             }
         }
         let RenderContext { cr, computed, .. } = context;
-        Ok(Rendered { objects, config_yaml, checksum: sum, runtime: Some(runtime), cr, computed })
+        Ok(Rendered {
+            objects,
+            config_yaml,
+            checksum: sum,
+            runtime: Some(Arc::new(runtime)),
+            cr,
+            computed: Arc::new(computed),
+        })
     }
 
     /// The runtime template, parsed strictly and checked for dangling references.
