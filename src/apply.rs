@@ -158,7 +158,7 @@ impl Plan {
     pub fn live_file_service(&self) -> Option<Service> {
         self.objects
             .iter()
-            .filter(|p| p.object.kind() == "Service" && p.object.name().ends_with("-file"))
+            .filter(|p| is_file_service(&p.object))
             .find_map(|p| p.live.clone().and_then(|v| serde_json::from_value(v).ok()))
     }
 
@@ -184,12 +184,17 @@ pub struct ApplyOutcome {
 
 /// How much of an object a pass needs when no dry run is: the status step reads the
 /// StatefulSet's status and the file Service's load balancer; of the rest, the metadata.
-fn content_needed(kind: Kind) -> Need {
-    match kind {
+fn content_needed(object: &ManagedObject) -> Need {
+    match object.managed_kind() {
         Kind::StatefulSet => Need::Status,
-        Kind::Service => Need::Content,
+        Kind::Service if is_file_service(object) => Need::Content,
         _ => Need::Metadata,
     }
+}
+
+/// The Service that carries the file protocols (`<name>-file`): the status reports its address.
+fn is_file_service(object: &ManagedObject) -> bool {
+    object.managed_kind() == Kind::Service && object.name().ends_with("-file")
 }
 
 /// Created once, then never updated, owned or pruned: every object of a create-only kind (Secrets).
@@ -245,7 +250,7 @@ pub async fn plan(
         }
         // The status step reads the StatefulSet and Services; for the rest the metadata tells
         // whether a dry run is needed, and the content is read only when it is.
-        let need = content_needed(object.managed_kind());
+        let need = content_needed(&object);
         let mut live =
             reads.read(&resource, namespace, &name, need).await.map_err(ApplyError::new("reading", &reference))?;
         if let Some(owner) = owner {
@@ -439,7 +444,7 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
                 let key = Key::new(&resource, namespace, &name);
                 let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
                 cache.settle(key.clone(), planned.applied, version.to_string());
-                cache.keep_as(key, live.clone(), content_needed(planned.object.managed_kind()));
+                cache.keep_as(key, live.clone(), content_needed(&planned.object));
             }
             if planned.object.kind() == "StatefulSet" {
                 outcome.stateful_set = serde_json::from_value(live).ok();
