@@ -41,7 +41,13 @@ FLOOR=${DITTOFS_FLOOR_BIN:-$ROOT/target/release/examples/apply_floor}
 WORK=$(mktemp -d)
 OPERATOR_PID=
 cleanup() {
-  [[ -n "$OPERATOR_PID" ]] && kill "$OPERATOR_PID" 2>/dev/null && wait "$OPERATOR_PID" 2>/dev/null
+  if [[ -n "$OPERATOR_PID" ]]; then
+    # A wrapper (BENCH_OPERATOR_ENV="perf record --", heaptrack) may not pass a signal on, and an
+    # operator left running skews the next run: stop it by its own health address as well.
+    pkill -f -- "--health-address 127.0.0.1:$PORT" 2>/dev/null || true
+    kill "$OPERATOR_PID" 2>/dev/null || true
+    wait "$OPERATOR_PID" 2>/dev/null || true
+  fi
   "$ROOT/scripts/cluster.sh" stop --dir "$WORK/cluster" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
