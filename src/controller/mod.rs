@@ -180,48 +180,22 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
         }
     } else {
         let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-        match with_finalizer(&api, server.clone()).await {
-            Ok(server) => finalizer(&api, FINALIZER, server, |event| async {
-                match event {
-                    FinalizerEvent::Apply(server) => apply_pass(&server, &ctx).await,
-                    FinalizerEvent::Cleanup(server) => cleanup::cleanup(&server, &ctx).await,
-                }
-            })
-            .await
-            .map_err(|e| match e {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e
-                }
-                other => Error::Finalizer(other.to_string()),
-            }),
-            Err(error) => Err(error),
-        }
+        finalizer(&api, FINALIZER, server.clone(), |event| async {
+            match event {
+                FinalizerEvent::Apply(server) => apply_pass(&server, &ctx).await,
+                FinalizerEvent::Cleanup(server) => cleanup::cleanup(&server, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(other.to_string()),
+        })
     };
     ctx.metrics.finished(result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()), started.elapsed());
     let action = result?;
     ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
     Ok(action)
-}
-
-/// `server` with the finalizer, added when it is missing. The same pass then goes on with the
-/// patched object (kube's `finalizer` helper would end the pass and wait for the watch to
-/// deliver the patch: a round trip before anything is applied). The patch names the
-/// resourceVersion it was made from, so a concurrent edit of the finalizers fails it (409) and
-/// the pass is retried, instead of overwriting them.
-async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>) -> Result<Arc<DittoServer>, Error> {
-    if server.meta().deletion_timestamp.is_some() || server.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(server);
-    }
-    let mut finalizers = server.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_string());
-    let patch = serde_json::json!({
-        "metadata": { "finalizers": finalizers, "resourceVersion": server.resource_version() }
-    });
-    let patched = api
-        .patch(&server.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .map_err(|e| Error::Finalizer(format!("adding {FINALIZER}: {e}")))?;
-    Ok(Arc::new(patched))
 }
 
 /// One pass over a DittoServer that exists: the pipeline.
