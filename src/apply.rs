@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -22,7 +21,7 @@ use crate::crd::FIELD_MANAGER;
 use crate::diff::{self, Action, ObjectDiff};
 use crate::kinds::{Kind, ManagedObject};
 pub use crate::names::OWNER_ANNOTATION;
-use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY};
+use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -85,11 +84,54 @@ fn released_for(live: &Value, cr_name: &str) -> bool {
 /// One rendered object, what is live, and what applying it would change.
 #[derive(Debug)]
 pub struct PlannedObject {
-    pub object: ManagedObject,
+    pub kind: Kind,
+    pub name: String,
+    /// What a write would send. `None` when a pass over a settled render planned from hashes
+    /// (nothing to write, and the objects were not even read back).
+    object: Option<ManagedObject>,
     pub live: Option<Value>,
     pub diff: ObjectDiff,
-    /// [`hash_of`] what is applied: after the write, the cache knows this object needs nothing.
+    /// [`hash_of`] what is applied (owner included; 0 for a create-only object): after the
+    /// write, the cache knows this object needs nothing.
     applied: u64,
+}
+
+impl PlannedObject {
+    fn new(object: ManagedObject, live: Option<Value>, diff: ObjectDiff, applied: u64) -> Self {
+        let (kind, name) = (object.managed_kind(), object.name().to_string());
+        Self { kind, name, object: Some(object), live, diff, applied }
+    }
+
+    fn is_file_service(&self) -> bool {
+        is_file_service(self.kind, &self.name)
+    }
+}
+
+/// A render's objects as its last plan applied them, by hash: a later pass over the same render
+/// whose cache shows every one of them settled at its current resourceVersion plans from this
+/// alone ([`settled_plan`]), without reading the objects back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedSet {
+    /// The DittoServer the objects were applied for (its uid is in their owner references).
+    pub owner_uid: String,
+    /// Kind, name and applied hash (0 for a create-only object: that it exists is enough).
+    pub objects: Vec<(Kind, String, u64)>,
+}
+
+impl AppliedSet {
+    /// Whether the cache shows every object as this set applied it: settled at the version its
+    /// store holds (or the operator's own write, not seen yet), a create-only one present.
+    /// `false` where no ready store covers an object.
+    pub fn is_settled(&self, cache: &cache::Cache, namespace: &str, owner_uid: &str) -> bool {
+        self.owner_uid == owner_uid
+            && self.objects.iter().all(|(kind, name, applied)| {
+                let key = Key::of(*kind, namespace, name);
+                match kind.create_only() {
+                    true => cache.present(&key),
+                    false => cache.settled_now(&key, *applied),
+                }
+            })
+    }
 }
 
 /// An object we own that is no longer rendered.
@@ -158,16 +200,27 @@ impl Plan {
     pub fn live_file_service(&self) -> Option<Service> {
         self.objects
             .iter()
-            .filter(|p| is_file_service(&p.object))
+            .filter(|p| p.is_file_service())
             .find_map(|p| p.live.clone().and_then(|v| serde_json::from_value(v).ok()))
     }
 
     fn live_of<K: serde::de::DeserializeOwned>(&self, kind: &str) -> Option<K> {
         self.objects
             .iter()
-            .find(|p| p.object.kind() == kind)
+            .find(|p| p.kind.name() == kind)
             .and_then(|p| p.live.clone())
             .and_then(|v| serde_json::from_value(v).ok())
+    }
+
+    /// What this plan applies, for [`settled_plan`] to build on once it is in the cluster.
+    /// `None` when the plan does not stand for the whole render in the cluster (something
+    /// refused or held, an object adopted from an earlier DittoServer).
+    pub fn applied_set(&self, owner_uid: &str) -> Option<AppliedSet> {
+        if !self.rejected.is_empty() || !self.held.is_empty() || !self.adopted.is_empty() {
+            return None;
+        }
+        let objects = self.objects.iter().map(|p| (p.kind, p.name.clone(), p.applied)).collect();
+        Some(AppliedSet { owner_uid: owner_uid.to_string(), objects })
     }
 }
 
@@ -184,17 +237,17 @@ pub struct ApplyOutcome {
 
 /// How much of an object a pass needs when no dry run is: the status step reads the
 /// StatefulSet's status and the file Service's load balancer; of the rest, the metadata.
-fn content_needed(object: &ManagedObject) -> Need {
-    match object.managed_kind() {
+fn content_needed(kind: Kind, name: &str) -> Need {
+    match kind {
         Kind::StatefulSet => Need::Status,
-        Kind::Service if is_file_service(object) => Need::Content,
+        Kind::Service if is_file_service(kind, name) => Need::Content,
         _ => Need::Metadata,
     }
 }
 
 /// The Service that carries the file protocols (`<name>-file`): the status reports its address.
-fn is_file_service(object: &ManagedObject) -> bool {
-    object.managed_kind() == Kind::Service && object.name().ends_with("-file")
+fn is_file_service(kind: Kind, name: &str) -> bool {
+    kind == Kind::Service && name.ends_with("-file")
 }
 
 /// Created once, then never updated, owned or pruned: every object of a create-only kind (Secrets).
@@ -245,12 +298,12 @@ pub async fn plan(
                 true => diff::compare(&reference, &file, None, None),
                 false => diff::compare(&reference, &file, None, Some(&object.to_json())),
             };
-            plan.objects.push(PlannedObject { object, live: None, diff, applied: 0 });
+            plan.objects.push(PlannedObject::new(object, None, diff, 0));
             continue;
         }
         // The status step reads the StatefulSet and Services; for the rest the metadata tells
         // whether a dry run is needed, and the content is read only when it is.
-        let need = content_needed(&object);
+        let need = content_needed(object.managed_kind(), &name);
         let mut live =
             reads.read(&resource, namespace, &name, need).await.map_err(ApplyError::new("reading", &reference))?;
         if let Some(owner) = owner {
@@ -295,7 +348,7 @@ pub async fn plan(
                 let Some(l) = &live else {
                     // Deleted meanwhile: created as rendered.
                     let diff = diff::compare(&reference, &file, None, Some(&body));
-                    plan.objects.push(PlannedObject { object, live: None, diff, applied });
+                    plan.objects.push(PlannedObject::new(object, None, diff, applied));
                     continue;
                 };
                 let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
@@ -319,13 +372,51 @@ pub async fn plan(
                 diff
             }
         };
-        plan.objects.push(PlannedObject { object, live: live.map(|l| Value::clone(&l)), diff, applied });
+        plan.objects.push(PlannedObject::new(object, live.map(|l| Value::clone(&l)), diff, applied));
     }
     // Nothing is pruned while something is refused: the rendered set is not in the cluster yet.
     if let Some(owner) = owner.filter(|_| prune && plan.rejected.is_empty()) {
         let keep: BTreeSet<String> = objects.iter().map(ManagedObject::reference).collect();
         plan.prunes = plan_prunes(reads, namespace, cr_name, &owner.uid, &keep).await?;
     }
+    Ok(plan)
+}
+
+/// The plan of a render whose objects the cache showed settled ([`AppliedSet::is_settled`]):
+/// every object unchanged, no object read back, only what the status step reads (the
+/// StatefulSet, the file Service) read from the cache; prunes planned as [`plan`] does.
+pub async fn settled_plan(
+    reads: Reads<'_>,
+    namespace: &str,
+    cr_name: &str,
+    set: &AppliedSet,
+) -> Result<Plan, ApplyError> {
+    let mut plan = Plan::default();
+    let mut keep = BTreeSet::new();
+    for (kind, name, applied) in &set.objects {
+        let reference = format!("{}/{name}", kind.name());
+        let need = content_needed(*kind, name);
+        let live = match need {
+            Need::Metadata => None,
+            need => reads
+                .read(&kind.resource(), namespace, name, need)
+                .await
+                .map_err(ApplyError::new("reading", &reference))?
+                .map(|l| Value::clone(&l)),
+        };
+        let file = diff::file_name(kind.api_version(), kind.name(), namespace, name);
+        let diff = diff::compare(&reference, &file, None, None);
+        plan.objects.push(PlannedObject {
+            kind: *kind,
+            name: name.clone(),
+            object: None,
+            live,
+            diff,
+            applied: *applied,
+        });
+        keep.insert(reference);
+    }
+    plan.prunes = plan_prunes(reads, namespace, cr_name, &set.owner_uid, &keep).await?;
     Ok(plan)
 }
 
@@ -351,27 +442,31 @@ async fn plan_prunes(
                 continue;
             }
         }
-        let candidates: Vec<ObjectMeta> = match reads.cache.and_then(|c| c.list(&resource, namespace, &labels)) {
-            Some(found) => found.iter().map(|m| m.metadata.clone()).collect(),
+        let candidates: Vec<cache::Listed> = match reads.cache.and_then(|c| c.list(&resource, namespace, &labels)) {
+            Some(found) => found,
             None => {
                 let selector = crate::names::instance_selector(cr_name);
                 let api: Api<PartialObjectMeta<DynamicObject>> =
                     Api::namespaced_with(reads.client.clone(), namespace, &resource);
                 match api.list_metadata(&ListParams::default().labels(&selector)).await {
-                    Ok(list) => list.items.into_iter().map(|m| m.metadata).collect(),
+                    Ok(list) => list
+                        .items
+                        .into_iter()
+                        .map(|m| cache::Listed {
+                            lean: cache::Lean::of(&m.metadata),
+                            name: m.metadata.name.unwrap_or_default(),
+                        })
+                        .collect(),
                     // A kind whose CRD is not installed has nothing to prune.
                     Err(kube::Error::Api(s)) if s.code == 404 => continue,
                     Err(e) => return Err(ApplyError::new("listing", resource.kind.clone())(e)),
                 }
             }
         };
-        for meta in candidates {
-            let name = meta.name.clone().unwrap_or_default();
+        for cache::Listed { name, lean } in candidates {
             let reference = format!("{}/{name}", resource.kind);
-            let controlled =
-                meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && o.uid == owner_uid);
-            let create_only = meta.annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
-                == Some(LIFECYCLE_CREATE_ONLY);
+            let controlled = lean.controller_uid.as_deref() == Some(owner_uid);
+            let create_only = lean.create_only;
             // The workload and its config are never pruned while the DittoServer exists, whatever
             // was rendered (the renderer refuses a set without them; this holds if that ever slips).
             let core = core_objects.contains(&reference);
@@ -402,20 +497,18 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
     let mut outcome = ApplyOutcome { stateful_set: plan.live_stateful_set(), ..Default::default() };
     let mut refused_rank = None;
     for planned in plan.objects {
-        if planned.diff.action == Action::Unchanged {
+        // (An unchanged object may not even be at hand: a settled plan holds none.)
+        let Some(object) = planned.object.filter(|_| planned.diff.action != Action::Unchanged) else { continue };
+        if refused_rank.is_some_and(|rank| object.apply_rank() > rank) {
+            outcome.held.push(object.reference());
             continue;
         }
-        if refused_rank.is_some_and(|rank| planned.object.apply_rank() > rank) {
-            outcome.held.push(planned.object.reference());
-            continue;
-        }
-        let resource = planned.object.managed_kind().resource();
+        let resource = object.managed_kind().resource();
         let api = api(reads.client, namespace, &resource);
-        let reference = planned.object.reference();
-        let name = planned.object.name().to_string();
-        if is_create_only(&planned.object) {
-            let object: DynamicObject =
-                serde_json::from_value(planned.object.to_json()).expect("typed object converts");
+        let reference = object.reference();
+        let name = object.name().to_string();
+        if is_create_only(&object) {
+            let object: DynamicObject = serde_json::from_value(object.to_json()).expect("typed object converts");
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match api.create(&params, &object).await {
                 // Kept: the next pass reads the new credentials from the cache, not the API server.
@@ -430,12 +523,12 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
             }
         } else {
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            let live = match api.patch(&name, &params, &Patch::Apply(planned.object.to_json())).await {
+            let live = match api.patch(&name, &params, &Patch::Apply(object.to_json())).await {
                 Ok(live) => to_value(&live),
                 Err(kube::Error::Api(status)) if planned.diff.action == Action::Create && refused(&status) => {
-                    refused_rank = Some(planned.object.apply_rank());
+                    refused_rank = Some(object.apply_rank());
                     let message = status.message.clone();
-                    outcome.rejected.push(Rejected { kind: planned.object.managed_kind(), reference, message });
+                    outcome.rejected.push(Rejected { kind: object.managed_kind(), reference, message });
                     continue;
                 }
                 Err(e) => return Err(ApplyError::new("applying", &reference)(e)),
@@ -444,9 +537,9 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
                 let key = Key::new(&resource, namespace, &name);
                 let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
                 cache.settle(key.clone(), planned.applied, version.to_string());
-                cache.keep_as(key, live.clone(), content_needed(&planned.object));
+                cache.keep_as(key, live.clone(), content_needed(planned.kind, &planned.name));
             }
-            if planned.object.kind() == "StatefulSet" {
+            if object.kind() == "StatefulSet" {
                 outcome.stateful_set = serde_json::from_value(live).ok();
             }
         }

@@ -1,9 +1,11 @@
 //! What the watches already know, kept for the reconcile, so a pass over an unchanged
 //! DittoServer asks the API server nothing.
 //!
-//! - **Metadata stores**: every watch of the controller is a metadata-only reflector. A store
-//!   whose watch has no label selector is complete for its scope: an object missing from it
-//!   does not exist, without a request.
+//! - **Stores**: every watch of the controller is metadata-only, and its store keeps of each
+//!   object only what decisions read ([`Lean`]: version, instance label, controller owner, the
+//!   create-only annotation), a few hundred bytes instead of kube's whole metadata. A store whose
+//!   watch has no label selector is complete for its scope: an object missing from it does not
+//!   exist, without a request.
 //! - **Objects by resourceVersion**: the content of an object (a Secret's data, a StatefulSet's
 //!   status) is fetched once and reused for as long as the store shows the same
 //!   resourceVersion. Objects the operator writes are kept from the write's response.
@@ -18,15 +20,16 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use crate::names::LABEL_INSTANCE;
+use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY};
 
-/// A metadata object as the stores hold it.
+/// A metadata object as the watches deliver it.
 pub type Meta = PartialObjectMeta<DynamicObject>;
 
 /// One object: its API resource, namespace ("" when cluster-scoped) and name.
@@ -43,8 +46,150 @@ impl Key {
     }
 }
 
+impl Key {
+    /// The key of a managed object (no [`ApiResource`] built for it).
+    pub fn of(kind: crate::kinds::Kind, namespace: &str, name: &str) -> Self {
+        let resource = format!("{}/{}", kind.group(), kind.plural());
+        Self { resource, namespace: namespace.into(), name: name.into() }
+    }
+}
+
 fn resource_key(resource: &ApiResource) -> String {
     format!("{}/{}", resource.group, resource.plural)
+}
+
+/// What a store keeps of one object: what the operator decides on from a watch, nothing else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lean {
+    pub version: Box<str>,
+    /// Its `app.kubernetes.io/instance` label: the DittoServer it belongs to.
+    pub instance: Option<Box<str>>,
+    /// Labeled `app.kubernetes.io/managed-by: dittofs-operator`.
+    pub managed_by_us: bool,
+    /// The uid of its controller owner reference.
+    pub controller_uid: Option<Box<str>>,
+    /// Annotated as created once and never updated or pruned.
+    pub create_only: bool,
+}
+
+impl Lean {
+    pub fn of(meta: &ObjectMeta) -> Self {
+        let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key));
+        let controller = meta.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+        Self {
+            version: meta.resource_version.as_deref().unwrap_or_default().into(),
+            instance: label(LABEL_INSTANCE).map(|i| i.as_str().into()),
+            managed_by_us: label(LABEL_MANAGED_BY).is_some_and(|m| m == MANAGED_BY),
+            controller_uid: controller.map(|o| o.uid.as_str().into()),
+            create_only: meta.annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
+                == Some(LIFECYCLE_CREATE_ONLY),
+        }
+    }
+
+    /// Whether the object carries `labels`; `None` when the store cannot tell (a label it does
+    /// not keep).
+    fn carries(&self, labels: &BTreeMap<String, String>) -> Option<bool> {
+        let mut carries = true;
+        for (key, value) in labels {
+            carries &= match key.as_str() {
+                LABEL_INSTANCE => self.instance.as_deref() == Some(value.as_str()),
+                LABEL_MANAGED_BY if value == MANAGED_BY => self.managed_by_us,
+                _ => return None,
+            };
+        }
+        Some(carries)
+    }
+}
+
+/// One object a store lists: its name and what the store keeps of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub lean: Lean,
+}
+
+/// The objects of one watch by namespace and name, with the names of each DittoServer's objects
+/// by its instance label (so listing one DittoServer's objects does not scan the namespace).
+#[derive(Default)]
+struct Objects {
+    by_name: HashMap<Pair, Lean>,
+    /// Names by (namespace, instance label).
+    by_instance: HashMap<Pair, BTreeSet<Box<str>>>,
+}
+
+/// A namespace and a name (of an object, or of a DittoServer instance).
+type Pair = (Box<str>, Box<str>);
+
+impl Objects {
+    fn insert(&mut self, meta: &ObjectMeta) {
+        let key: Pair =
+            (meta.namespace.as_deref().unwrap_or_default().into(), meta.name.as_deref().unwrap_or_default().into());
+        let lean = Lean::of(meta);
+        if let Some(instance) = &lean.instance {
+            self.by_instance.entry((key.0.clone(), instance.clone())).or_default().insert(key.1.clone());
+        }
+        if let Some(old) = self.by_name.insert(key.clone(), lean) {
+            self.unindex(&key, &old);
+        }
+    }
+
+    fn remove(&mut self, meta: &ObjectMeta) {
+        let key: Pair =
+            (meta.namespace.as_deref().unwrap_or_default().into(), meta.name.as_deref().unwrap_or_default().into());
+        if let Some(old) = self.by_name.remove(&key) {
+            self.unindex(&key, &old);
+        }
+    }
+
+    /// Drops `key` from the index under `old`'s instance, unless it is still there under it.
+    fn unindex(&mut self, key: &Pair, old: &Lean) {
+        let Some(instance) = &old.instance else { return };
+        if self.by_name.get(key).is_some_and(|now| now.instance.as_ref() == Some(instance)) {
+            return;
+        }
+        let index_key = (key.0.clone(), instance.clone());
+        if let Some(names) = self.by_instance.get_mut(&index_key) {
+            names.remove(&key.1);
+            if names.is_empty() {
+                self.by_instance.remove(&index_key);
+            }
+        }
+    }
+}
+
+/// A store fed by one watch's events: what it keeps of each object ([`Lean`]).
+#[derive(Default)]
+pub struct LeanStore {
+    objects: RwLock<Objects>,
+    /// A (re-)list in progress: its objects replace the store's when it is complete.
+    listing: Mutex<Option<Objects>>,
+    /// The first list is in.
+    ready: AtomicBool,
+}
+
+impl LeanStore {
+    /// Follows one watch event.
+    pub fn apply(&self, event: &watcher::Event<Meta>) {
+        match event {
+            watcher::Event::Apply(meta) => self.objects.write().expect("store lock").insert(&meta.metadata),
+            watcher::Event::Delete(meta) => self.objects.write().expect("store lock").remove(&meta.metadata),
+            watcher::Event::Init => *self.listing.lock().expect("store lock") = Some(Objects::default()),
+            watcher::Event::InitApply(meta) => {
+                self.listing.lock().expect("store lock").get_or_insert_default().insert(&meta.metadata)
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = self.listing.lock().expect("store lock").take() {
+                    *self.objects.write().expect("store lock") = listed;
+                }
+                self.ready.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Lean> {
+        // (A lookup by borrowed strings would need a custom key type; these are short.)
+        self.objects.read().expect("store lock").by_name.get(&(namespace.into(), name.into())).cloned()
+    }
 }
 
 /// What a store says about one object.
@@ -53,13 +198,11 @@ pub enum Lookup {
     /// No complete, ready store covers it: ask the API server.
     Unknown,
     Absent,
-    Present(Arc<Meta>),
+    Present(Lean),
 }
 
 struct Watched {
-    store: Store<Meta>,
-    ready: Arc<AtomicBool>,
-    resource: ApiResource,
+    store: Arc<LeanStore>,
     /// The watch's namespace (`None`: every namespace, or a cluster-scoped kind).
     namespace: Option<String>,
     /// The watch's single object (a field selector on the name), if it watches one.
@@ -68,7 +211,7 @@ struct Watched {
 
 impl Watched {
     fn covers(&self, namespace: &str, name: &str) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.store.ready.load(Ordering::SeqCst)
             && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
             && self.name.as_deref().is_none_or(|n| n == name)
     }
@@ -94,7 +237,8 @@ pub enum Need {
     /// Its metadata: version, owner, labels (plan, when no dry run is needed).
     Metadata,
     /// Also its status and its spec without the pod template (the status step's view of a
-    /// StatefulSet: the template is most of it).
+    /// StatefulSet: the template is most of it); of a Pod, no spec at all (its health is read
+    /// from its metadata and status).
     Status,
     /// All of it (data, spec, status): for a diff, a Secret's data.
     Content,
@@ -107,26 +251,16 @@ pub struct Cache {
     objects: Mutex<HashMap<Key, Kept>>,
     /// (hash of the applied object, live resourceVersion) proven to need no write.
     settled: Mutex<HashMap<Key, (u64, String)>>,
-    /// Names of the watched objects by (resource, namespace, instance label), so listing one
-    /// DittoServer's objects does not scan every object of the namespace. May hold names the
-    /// store no longer has (or with another label now): [`Cache::list`] checks each in the store.
-    by_instance: Mutex<HashMap<(String, String, String), BTreeSet<String>>>,
 }
 
 impl Cache {
-    /// Registers a store fed by a complete watch (no label selector) of `resource` in
-    /// `namespace` (all when `None`), optionally of one `name`. `ready` turns true once its first
-    /// list is in.
-    pub fn register(
-        &self,
-        resource: &ApiResource,
-        namespace: Option<String>,
-        name: Option<String>,
-        store: Store<Meta>,
-        ready: Arc<AtomicBool>,
-    ) {
-        let watched = Watched { store, ready, resource: resource.clone(), namespace, name };
+    /// Registers the store of a complete watch (no label selector) of `resource` in
+    /// `namespace` (all when `None`), optionally of one `name`; the watch feeds it its events.
+    pub fn register(&self, resource: &ApiResource, namespace: Option<String>, name: Option<String>) -> Arc<LeanStore> {
+        let store = Arc::new(LeanStore::default());
+        let watched = Watched { store: store.clone(), namespace, name };
         self.watched.write().expect("cache lock").entry(resource_key(resource)).or_default().push(watched);
+        store
     }
 
     /// What the stores know of one object.
@@ -138,48 +272,40 @@ impl Cache {
         let watched = self.watched.read().expect("cache lock");
         let Some(stores) = watched.get(resource) else { return Lookup::Unknown };
         let Some(w) = stores.iter().find(|w| w.covers(namespace, name)) else { return Lookup::Unknown };
-        let key = ObjectRef::new_with(name, w.resource.clone()).within(namespace);
-        match w.store.get(&key) {
-            Some(meta) => Lookup::Present(meta),
+        match w.store.get(namespace, name) {
+            Some(lean) => Lookup::Present(lean),
             None => Lookup::Absent,
         }
     }
 
     /// The objects of `resource` in `namespace` carrying every label of `labels`, when a ready
-    /// complete store covers the namespace; `None` otherwise (then list from the API server).
-    /// With an instance label among `labels`, only that instance's objects are looked at.
+    /// complete store covers the namespace and keeps those labels; `None` otherwise (then list
+    /// from the API server). With an instance label among `labels`, only that instance's
+    /// objects are looked at.
     pub fn list(
         &self,
         resource: &ApiResource,
         namespace: &str,
         labels: &BTreeMap<String, String>,
-    ) -> Option<Vec<Arc<Meta>>> {
+    ) -> Option<Vec<Listed>> {
         let watched = self.watched.read().expect("cache lock");
-        let resource_key = resource_key(resource);
-        let w = watched.get(&resource_key)?.iter().find(|w| w.name.is_none() && w.covers(namespace, ""))?;
-        let wanted = |m: &Arc<Meta>| {
-            m.namespace().as_deref() == Some(namespace) && labels.iter().all(|(k, v)| m.labels().get(k) == Some(v))
+        let w = watched.get(&resource_key(resource))?.iter().find(|w| w.name.is_none() && w.covers(namespace, ""))?;
+        let objects = w.store.objects.read().expect("store lock");
+        let names: Vec<&str> = match labels.get(LABEL_INSTANCE) {
+            Some(instance) => {
+                let index_key = (namespace.into(), instance.as_str().into());
+                objects.by_instance.get(&index_key).into_iter().flatten().map(|n| &**n).collect()
+            }
+            None => objects.by_name.keys().filter(|(ns, _)| &**ns == namespace).map(|(_, n)| &**n).collect(),
         };
-        let Some(instance) = labels.get(LABEL_INSTANCE) else {
-            return Some(w.store.state().into_iter().filter(wanted).collect());
-        };
-        let index = self.by_instance.lock().expect("cache lock");
-        let names = index.get(&(resource_key, namespace.to_string(), instance.clone()));
-        Some(
-            names
-                .into_iter()
-                .flatten()
-                .filter_map(|name| w.store.get(&ObjectRef::new_with(name, w.resource.clone()).within(namespace)))
-                .filter(wanted)
-                .collect(),
-        )
-    }
-
-    /// Notes a watched object (as the watch delivers it) in the instance index.
-    pub fn index(&self, resource: &ApiResource, meta: &Meta) {
-        let Some(instance) = meta.labels().get(LABEL_INSTANCE) else { return };
-        let key = (resource_key(resource), meta.namespace().unwrap_or_default(), instance.clone());
-        self.by_instance.lock().expect("cache lock").entry(key).or_default().insert(meta.name_any());
+        let mut found = Vec::new();
+        for name in names {
+            let Some(lean) = objects.by_name.get(&(namespace.into(), name.into())) else { continue };
+            if lean.carries(labels)? {
+                found.push(Listed { name: name.to_string(), lean: lean.clone() });
+            }
+        }
+        Some(found)
     }
 
     /// The object's content: from the cache when its resourceVersion is the one the store shows,
@@ -204,7 +330,7 @@ impl Cache {
                     None => return Ok(None),
                 }
             }
-            Lookup::Present(meta) => meta.resource_version(),
+            Lookup::Present(lean) => Some(lean.version.into()),
             Lookup::Unknown => None,
         };
         if let Some(version) = &version
@@ -215,9 +341,12 @@ impl Cache {
             return Ok(Some(kept.value()));
         }
         let fetched = fetch(client, resource, namespace, name).await?;
+        // All of it, as a later read may need more than this one; but a Pod is only ever read
+        // for its health (and its spec is most of it).
+        let level = if need == Need::Status && resource.kind == "Pod" { Need::Status } else { Need::Content };
         // Kept only where a store will say when it changes.
         Ok(match (fetched, version) {
-            (Some(value), Some(_)) => Some(self.keep(key, value)),
+            (Some(value), Some(_)) => Some(self.keep_as(key, value, level)),
             (fetched, _) => fetched.map(Arc::new),
         })
     }
@@ -237,6 +366,9 @@ impl Cache {
         if let Value::Object(map) = &mut value {
             match need {
                 Need::Metadata => map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata")),
+                Need::Status if map.get("kind").and_then(Value::as_str) == Some("Pod") => {
+                    map.remove("spec");
+                }
                 Need::Status => {
                     if let Some(spec) = map.get_mut("spec").and_then(Value::as_object_mut) {
                         spec.remove("template");
@@ -263,6 +395,27 @@ impl Cache {
         self.settled.lock().expect("cache lock").insert(key, (applied, live_version));
     }
 
+    /// The resourceVersion the cache knows an object at: its store's, or (written by the
+    /// operator, not seen by the watch yet) the write's. `None`: absent, or no ready store covers it.
+    fn current_version(&self, key: &Key) -> Option<String> {
+        match self.lookup_by(&key.resource, &key.namespace, &key.name) {
+            Lookup::Present(lean) => Some(lean.version.into()),
+            Lookup::Absent => self.objects.lock().expect("cache lock").get(key).map(|k| k.version.clone()),
+            Lookup::Unknown => None,
+        }
+    }
+
+    /// Whether the object, at the version the cache knows it at, was shown to hold everything
+    /// `applied` sets: no request.
+    pub fn settled_now(&self, key: &Key, applied: u64) -> bool {
+        self.current_version(key).is_some_and(|version| self.is_settled(key, applied, &version))
+    }
+
+    /// Whether the cache knows the object exists (its store, or the operator's own write).
+    pub fn present(&self, key: &Key) -> bool {
+        self.current_version(key).is_some()
+    }
+
     /// Whether the operator wrote this object and the watch has not shown it yet.
     pub fn written_unseen(&self, resource: &ApiResource, namespace: &str, name: &str) -> bool {
         self.objects.lock().expect("cache lock").contains_key(&Key::new(resource, namespace, name))
@@ -276,19 +429,7 @@ impl Cache {
 
     /// The watch saw an object go: nothing of it stays.
     pub fn deleted(&self, resource: &ApiResource, meta: &Meta) {
-        let (namespace, name) = (meta.namespace().unwrap_or_default(), meta.name_any());
-        self.forget(&Key::new(resource, &namespace, &name));
-        // (Under the label it has now; one it had before stays until the sweep.)
-        if let Some(instance) = meta.labels().get(LABEL_INSTANCE) {
-            let key = (resource_key(resource), namespace, instance.clone());
-            let mut index = self.by_instance.lock().expect("cache lock");
-            if let Some(names) = index.get_mut(&key) {
-                names.remove(&name);
-                if names.is_empty() {
-                    index.remove(&key);
-                }
-            }
-        }
+        self.forget(&Key::new(resource, &meta.namespace().unwrap_or_default(), &meta.name_any()));
     }
 
     /// Drops what was kept of objects the stores no longer show (deleted meanwhile), so memory
@@ -307,12 +448,6 @@ impl Cache {
         for key in gone {
             self.forget(&key);
         }
-        // Deletions a re-list skipped over (no Delete event) leave names in the index.
-        let mut index = self.by_instance.lock().expect("cache lock");
-        index.retain(|(resource, namespace, _), names| {
-            names.retain(|name| !matches!(self.lookup_by(resource, namespace, name), Lookup::Absent));
-            !names.is_empty()
-        });
     }
 }
 
@@ -383,8 +518,16 @@ impl<'a> Reads<'a> {
     where
         K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
     {
+        self.get_as(namespace, name, Need::Content).await
+    }
+
+    /// One typed object, as much of it as `need` says, or `None` when it does not exist.
+    pub async fn get_as<K>(&self, namespace: &str, name: &str, need: Need) -> Result<Option<K>, kube::Error>
+    where
+        K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    {
         let resource = ApiResource::erase::<K>(&());
-        let Some(value) = self.value(&resource, namespace, name).await? else { return Ok(None) };
+        let Some(value) = self.read(&resource, namespace, name, need).await? else { return Ok(None) };
         serde_json::from_value(Value::clone(&value)).map(Some).map_err(kube::Error::SerdeError)
     }
 
@@ -416,8 +559,8 @@ impl<'a> Reads<'a> {
         let resource = ApiResource::erase::<K>(&());
         if let Some(found) = self.cache.and_then(|c| c.list(&resource, namespace, labels)) {
             let mut out = Vec::new();
-            for meta in found {
-                if let Some(object) = self.get::<K>(namespace, &meta.name_any()).await? {
+            for listed in found {
+                if let Some(object) = self.get::<K>(namespace, &listed.name).await? {
                     out.push(object);
                 }
             }
@@ -432,52 +575,74 @@ impl<'a> Reads<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::reflector::store::Writer;
-    use kube::runtime::watcher::Event;
+    use watcher::Event;
 
-    fn config_map(name: &str, instance: &str) -> Meta {
+    fn config_map(name: &str, instance: &str, version: &str) -> Meta {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": "ns", "labels": crate::names::instance_labels(instance)},
+            "metadata": {
+                "name": name, "namespace": "ns", "resourceVersion": version,
+                "labels": crate::names::instance_labels(instance),
+                "annotations": {"unread": "x".repeat(4096)},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "u-1", "controller": true}],
+            },
         }))
         .expect("metadata parses")
     }
 
-    fn names(found: Option<Vec<Arc<Meta>>>) -> Vec<String> {
-        let mut names: Vec<String> = found.expect("covered").iter().map(|m| m.name_any()).collect();
+    fn names(found: Option<Vec<Listed>>) -> Vec<String> {
+        let mut names: Vec<String> = found.expect("covered").into_iter().map(|l| l.name).collect();
         names.sort();
         names
     }
 
     #[test]
-    fn listing_by_instance_looks_only_at_that_instances_objects_and_trusts_the_store() {
+    fn a_managed_objects_key_is_its_resources() {
+        for kind in crate::kinds::Kind::ALL {
+            assert_eq!(Key::of(*kind, "ns", "a"), Key::new(&kind.resource(), "ns", "a"), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_store_keeps_what_decisions_read_and_lists_one_instance_from_its_index() {
         let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
         let cache = Cache::default();
-        let mut writer = Writer::new(resource.clone());
-        cache.register(&resource, Some("ns".into()), None, writer.as_reader(), Arc::new(AtomicBool::new(true)));
-        let seen = |writer: &mut Writer<Meta>, event: Event<Meta>| {
-            if let Event::Apply(meta) = &event {
-                cache.index(&resource, meta);
-            }
-            writer.apply_watcher_event(&event);
-        };
+        let store = cache.register(&resource, Some("ns".into()), None);
+        assert!(matches!(cache.lookup(&resource, "ns", "a-config"), Lookup::Unknown), "not listed yet");
+        store.apply(&Event::Init);
         for (name, instance) in [("a-config", "a"), ("a-extra", "a"), ("b-config", "b")] {
-            seen(&mut writer, Event::Apply(config_map(name, instance)));
+            store.apply(&Event::InitApply(config_map(name, instance, "1")));
         }
+        assert!(matches!(cache.lookup(&resource, "ns", "a-config"), Lookup::Unknown), "list not complete yet");
+        store.apply(&Event::InitDone);
+        let Lookup::Present(lean) = cache.lookup(&resource, "ns", "a-config") else { panic!("listed") };
+        let expected = Lean {
+            version: "1".into(),
+            instance: Some("a".into()),
+            managed_by_us: true,
+            controller_uid: Some("u-1".into()),
+            create_only: false,
+        };
+        assert_eq!(lean, expected, "only what decisions read, not the annotation");
         let a = crate::names::instance_labels("a");
         assert_eq!(names(cache.list(&resource, "ns", &a)), ["a-config", "a-extra"]);
         assert!(cache.list(&resource, "other", &a).is_none(), "another namespace: not covered");
+        let unknown_label = [("team".to_string(), "x".to_string())].into();
+        assert!(cache.list(&resource, "ns", &unknown_label).is_none(), "a label the store does not keep");
 
-        // Relabeled: the index still names it under "a", the store says otherwise.
-        seen(&mut writer, Event::Apply(config_map("a-extra", "b")));
+        // Relabeled: listed under its new instance only.
+        store.apply(&Event::Apply(config_map("a-extra", "b", "2")));
         assert_eq!(names(cache.list(&resource, "ns", &a)), ["a-config"]);
         assert_eq!(names(cache.list(&resource, "ns", &crate::names::instance_labels("b"))), ["a-extra", "b-config"]);
 
-        // Gone without a Delete event (a re-list skipped it): not listed, and the sweep drops it.
-        writer.apply_watcher_event(&Event::Delete(config_map("a-config", "a")));
+        // Deleted; then a re-list that no longer has "b-config" (its delete was missed).
+        store.apply(&Event::Delete(config_map("a-config", "a", "1")));
         assert!(names(cache.list(&resource, "ns", &a)).is_empty());
-        cache.sweep();
-        assert!(!cache.by_instance.lock().unwrap().values().flatten().any(|n| n == "a-config"));
-        assert!(cache.by_instance.lock().unwrap().values().flatten().any(|n| n == "b-config"));
+        assert!(matches!(cache.lookup(&resource, "ns", "a-config"), Lookup::Absent));
+        store.apply(&Event::Init);
+        store.apply(&Event::InitApply(config_map("a-extra", "b", "2")));
+        assert_eq!(names(cache.list(&resource, "ns", &crate::names::instance_labels("b"))), ["a-extra", "b-config"]);
+        store.apply(&Event::InitDone);
+        assert_eq!(names(cache.list(&resource, "ns", &crate::names::instance_labels("b"))), ["a-extra"]);
     }
 }

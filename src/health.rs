@@ -111,7 +111,8 @@ pub async fn observe(
     update_revision: Option<&str>,
     selector: Option<&std::collections::BTreeMap<String, String>>,
 ) -> Result<Observed, kube::Error> {
-    let pod: Option<Pod> = reads.get(namespace, &format!("{name}-0")).await?;
+    // Its metadata and status: the pod's spec is not read, so not kept.
+    let pod: Option<Pod> = reads.get_as(namespace, &format!("{name}-0"), crate::cache::Need::Status).await?;
     let foreign = pod.as_ref().zip(selector).and_then(|(pod, selector)| foreign_pod(pod, selector));
     if let Some(pod) = &pod
         && let Some(found) = stuck_container(pod)

@@ -103,16 +103,6 @@ macro_rules! managed_kinds {
                 match self { $(Self::$variant(o) => serde_saphyr::to_string(o),)+ }.expect("typed objects serialize to YAML")
             }
 
-            /// Compact JSON: how a kept render holds an object (a fraction of the typed object's memory).
-            pub fn to_vec(&self) -> Vec<u8> {
-                match self { $(Self::$variant(o) => serde_json::to_vec(o),)+ }.expect("typed objects serialize")
-            }
-
-            /// The object [`Self::to_vec`] wrote.
-            pub fn from_slice(kind: Kind, json: &[u8]) -> serde_json::Result<Self> {
-                match kind { $(Kind::$variant => serde_json::from_slice(json).map(|o| Self::$variant(Box::new(o))),)+ }
-            }
-
             /// Parses a document of `kind` into its type; unknown fields and wrong types are errors.
             pub fn parse(kind: Kind, value: &Value) -> Result<Self, String> {
                 match kind { $(Kind::$variant => typed::<$ty>(value).map(|o| Self::$variant(Box::new(o))),)+ }

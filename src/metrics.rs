@@ -24,8 +24,15 @@ pub struct ApplyLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenderLabel {
+    /// `rendered`, or `reused` (same inputs, objects settled: the kept render, no object needed).
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub renders: Family<RenderLabel, Counter>,
     pub reconciles: Family<ResultLabel, Counter>,
     pub reconcile_duration: Histogram,
     pub applies: Family<ApplyLabel, Counter>,
@@ -55,6 +62,12 @@ impl Metrics {
         registry.register("reconcile_duration_seconds", "Reconcile duration", reconcile_duration.clone());
         let applies = Family::<ApplyLabel, Counter>::default();
         registry.register("applies", "Objects written vs. skipped because the dry-run diff was empty", applies.clone());
+        let renders = Family::<RenderLabel, Counter>::default();
+        registry.register(
+            "renders",
+            "Renders of the reconcile's apply step: rendered, or reused (inputs unchanged and every object as last applied)",
+            renders.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register("reconciles_in_flight", "Reconciles running now", in_flight.clone());
         let queue_depth = Gauge::default();
@@ -67,6 +80,7 @@ impl Metrics {
         registry.register("leader", "1 while this replica is the leader", leader.clone());
         Self {
             registry,
+            renders,
             reconciles,
             reconcile_duration,
             applies,
@@ -124,6 +138,17 @@ impl Metrics {
         self.applies.get_or_create(&ApplyLabel { outcome: "skipped".into() }).inc_by(skipped as u64);
     }
 
+    /// A pass rendered its DittoServer, or reused the kept render.
+    pub fn rendered(&self, reused: bool) {
+        let outcome = if reused { "reused" } else { "rendered" };
+        self.renders.get_or_create(&RenderLabel { outcome: outcome.into() }).inc();
+    }
+
+    /// Renders so far with this outcome (`rendered`, `reused`).
+    pub fn renders_with(&self, outcome: &str) -> u64 {
+        self.renders.get_or_create(&RenderLabel { outcome: outcome.into() }).get()
+    }
+
     /// Reconciles finished with this result so far (for tests and the leader check).
     pub fn reconciles_with(&self, result: &str) -> u64 {
         self.reconciles.get_or_create(&ResultLabel { result: result.into() }).get()
@@ -160,6 +185,9 @@ mod tests {
         assert_eq!(m.in_flight.get(), 0, "a cancelled reconcile leaves the in-flight count");
         m.enqueued("ns/c".into());
         m.applied(1, 6);
+        m.rendered(false);
+        m.rendered(true);
+        m.rendered(true);
         let text = m.encode();
         for series in [
             "dittofs_operator_reconciles_total{result=\"ok\"} 1",
@@ -168,6 +196,8 @@ mod tests {
             "dittofs_operator_reconcile_duration_seconds_count 1",
             "dittofs_operator_reconciles_in_flight 0",
             "dittofs_operator_queue_depth 1",
+            "dittofs_operator_renders_total{outcome=\"rendered\"} 1",
+            "dittofs_operator_renders_total{outcome=\"reused\"} 2",
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }

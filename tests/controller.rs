@@ -229,6 +229,8 @@ async fn a_quiet_pass_makes_no_api_request() {
     settled(&servers).await;
     let converged = log.take();
     let before = operator.ctx.metrics.reconciles_with("ok");
+    let (rendered, reused) =
+        (operator.ctx.metrics.renders_with("rendered"), operator.ctx.metrics.renders_with("reused"));
 
     // A change of the CR that renders nothing new (an annotation) wakes it up.
     servers
@@ -245,6 +247,9 @@ async fn a_quiet_pass_makes_no_api_request() {
     .await;
     let requests: Vec<String> = log.take().into_iter().filter(|r| !r.contains("watch=true")).collect();
     assert!(requests.is_empty(), "a quiet pass asked the API server: {requests:#?}");
+    // Nor rendered: the kept render, planned from what its plan applied.
+    assert_eq!(operator.ctx.metrics.renders_with("rendered"), rendered, "a quiet pass rendered");
+    assert!(operator.ctx.metrics.renders_with("reused") > reused);
     for r in &converged {
         eprintln!("  {r}");
     }
@@ -255,6 +260,43 @@ async fn a_quiet_pass_makes_no_api_request() {
         converged.len(),
         converged.iter().filter(|r| r.contains("watch=true")).count()
     );
+    operator.shutdown().await;
+}
+
+/// An owned object edited behind the operator's back, while nothing else changed (the pass that
+/// sees it would otherwise reuse its kept render), is put back as rendered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_object_edited_behind_the_operators_back_is_put_back() {
+    let (client, ns) = setup("drift").await;
+    let operator = Operator::start(&client, &ns);
+    create(&client, &ns, MINIMAL).await;
+    wait_for_sts(&client, &ns, "demo").await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    settled(&servers).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let rendered = config_maps.get("demo-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    // Settled: a pass over it reuses the kept render.
+    let reused = operator.ctx.metrics.renders_with("reused");
+    servers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/poke": "1"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("a pass reusing the kept render", DEADLINE, || async {
+        (operator.ctx.metrics.renders_with("reused") > reused).then_some(())
+    })
+    .await;
+
+    let edit = json!({"data": {"config.yaml": "logging: {level: DEBUG}\n"}});
+    config_maps.patch("demo-config", &PatchParams::default(), &Patch::Merge(edit)).await.unwrap();
+    eventually("the config put back", DEADLINE, || async {
+        let data = config_maps.get("demo-config").await.ok()?.data?;
+        (data["config.yaml"] == rendered).then_some(())
+    })
+    .await;
     operator.shutdown().await;
 }
 

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use dittofs_operator::kinds::ManagedObject;
 use dittofs_operator::{discover, input, overrides, render, values::ValuesBuilder};
 
 fn render_file(input_path: &Path, case_dir: Option<&Path>) -> Result<String, String> {
@@ -23,12 +22,6 @@ fn render_file(input_path: &Path, case_dir: Option<&Path>) -> Result<String, Str
         }
     }
     let rendered = input::render_offline("input.yaml", &text, values, &sets).map_err(|e| format!("{e:#}"))?;
-    // The controller keeps renders as compact JSON (render::RenderMemo): every object must read
-    // back as exactly what was rendered.
-    for object in &rendered.objects {
-        let back = ManagedObject::from_slice(object.managed_kind(), &object.to_vec()).map_err(|e| e.to_string())?;
-        assert_eq!(&back, object, "{} does not survive compact JSON", object.reference());
-    }
     Ok(rendered.to_yaml())
 }
 

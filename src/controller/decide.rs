@@ -261,7 +261,7 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
     let short = &rendered.checksum[..12];
     // Generated credentials render only until they exist: counting them would change the
     // message (and cost a status write) the pass after they are created.
-    let objects = rendered.objects.iter().filter(|o| !o.managed_kind().create_only()).count();
+    let objects = rendered.listing.iter().filter(|(kind, _)| !kind.create_only()).count();
     let mut message = format!("Rendered {objects} objects; config checksum {short}");
     if !ignored.is_empty() {
         message.push_str(&format!(". Ignored (no effect on DittoFS v0.29): {}", ignored.join(", ")));

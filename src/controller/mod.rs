@@ -211,14 +211,20 @@ async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error
         }
         Decision::Apply { effective, discovered, templates_ready } => (effective, discovered, templates_ready),
     };
-    let rendered = match ctx.renders.render(&effective.templates, server, &effective.values, &discovered) {
-        Ok(rendered) => rendered,
+    let (namespace, uid) = (server.namespace().unwrap_or_default(), server.uid().unwrap_or_default());
+    let settled = |set: &apply::AppliedSet| set.is_settled(&ctx.cache, &namespace, &uid);
+    let rendering = match ctx.renders.render(&effective.templates, server, &effective.values, &discovered, settled) {
+        Ok(rendering) => {
+            ctx.metrics.rendered(rendering.settled.is_some());
+            rendering
+        }
         Err(error) => return sync::hold(ctx, server, decide::render_failed(templates_ready, &error)).await,
     };
-    let synced = match sync::sync(ctx, server, mode, &rendered, templates_ready).await? {
+    let synced = match sync::sync(ctx, server, mode, &rendering, templates_ready).await? {
         Ok(synced) => synced,
         Err(hold) => return sync::hold(ctx, server, hold).await,
     };
-    let outcome = runtime::runtime(ctx, server, &rendered, &gathered.secrets, synced.mode).await;
-    status::report(ctx, server, &rendered, synced, outcome).await
+    let rendered = &rendering.rendered;
+    let outcome = runtime::runtime(ctx, server, rendered, &gathered.secrets, synced.mode).await;
+    status::report(ctx, server, rendered, synced, outcome).await
 }

@@ -21,7 +21,7 @@ use crate::health;
 use crate::kinds::Kind;
 use crate::names::{IMMUTABLE_CHANGE_ANNOTATION, RECREATE};
 use crate::overrides::Effective;
-use crate::render::{Rendered, Renderer};
+use crate::render::{Renderer, Rendering};
 use crate::status::{Decided, IN_SYNC, Workload};
 
 /// What a pass that got as far as planning leaves for the status step.
@@ -42,9 +42,10 @@ pub async fn sync(
     ctx: &Context,
     server: &DittoServer,
     mode: Mode,
-    rendered: &Rendered,
+    rendering: &Rendering,
     templates_ready: Decided,
 ) -> Result<Result<Synced, Hold>, Error> {
+    let rendered = &*rendering.rendered;
     let name = server.name_any();
     let namespace = server.namespace().unwrap_or_else(|| "default".into());
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
@@ -55,10 +56,10 @@ pub async fn sync(
     // A template may render a kind whose CRD this cluster lacks (ServiceMonitor): say so, apply nothing.
     for kind in Kind::ALL {
         let Some(crd) = kind.optional_crd() else { continue };
-        let Some(object) = rendered.objects.iter().find(|o| o.managed_kind() == *kind) else { continue };
+        let Some((_, object)) = rendered.listing.iter().find(|(k, _)| k == kind) else { continue };
         let crds = ApiResource::erase::<CustomResourceDefinition>(&());
         if !reads.exists(&crds, "", crd).await.map_err(read_error("CustomResourceDefinition"))? {
-            return Ok(Err(decide::kind_not_installed(&object.reference(), crd)));
+            return Ok(Err(decide::kind_not_installed(&format!("{}/{object}", kind.name()), crd)));
         }
     }
     let mut objects = rendered.objects.clone();
@@ -73,13 +74,22 @@ pub async fn sync(
             held_back = Some(format!("StatefulSet/{name} is not created until StorageClass {missing:?} exists"));
         }
     }
-    let plan = match apply::plan(reads, &namespace, &name, Some(&owner), &objects, true).await {
+    let planned = match &rendering.settled {
+        // The objects are as this render's last plan applied them (the StatefulSet among them,
+        // so none is held back): nothing to write, no object needed.
+        Some(set) => apply::settled_plan(reads, &namespace, &name, set).await,
+        None => apply::plan(reads, &namespace, &name, Some(&owner), &objects, true).await,
+    };
+    let plan = match planned {
         Ok(plan) => plan,
         Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
             return Ok(Err(decide::not_owned(templates_ready, conflict.to_string())));
         }
         Err(e) => return Err(e.into()),
     };
+    // What a later pass over the same render can plan from, once it is in the cluster.
+    let applied_set =
+        if rendering.settled.is_none() && held_back.is_none() { plan.applied_set(&owner.uid) } else { None };
     let file_service = plan.live_file_service();
     let mut decided = vec![templates_ready, decide::config_ready(server, rendered)];
     decided.extend(decide::database_ready(server, rendered));
@@ -95,6 +105,9 @@ pub async fn sync(
     let stateful_set = match step {
         Sync::UpToDate => {
             ctx.metrics.applied(0, plan.objects.len());
+            if let Some(set) = applied_set {
+                rendering.note_applied(set);
+            }
             plan.live_stateful_set()
         }
         Sync::HoldBack => {
@@ -118,6 +131,8 @@ pub async fn sync(
                 let in_sync = decide::rejected_condition(server, &outcome.rejected, &outcome.held);
                 decided.retain(|d| d.type_ != IN_SYNC);
                 decided.extend(in_sync);
+            } else if let Some(set) = applied_set {
+                rendering.note_applied(set);
             }
             ctx.metrics.applied(outcome.applied.len(), skipped);
             info!(writes = outcome.applied.len(), checksum = %rendered.checksum, "reconciled");

@@ -5,7 +5,7 @@
 //! (the reconcile reads the few objects it needs). Every trigger counts in the queue-depth metric until its reconcile starts.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
@@ -165,29 +165,26 @@ fn cached(
     namespace: Option<String>,
     name: Option<String>,
 ) -> impl Stream<Item = Result<Meta, watcher::Error>> + Send + use<> {
-    let writer = reflector::store::Writer::new(resource.clone());
-    let ready = Arc::new(AtomicBool::new(false));
-    cache.register(resource, namespace, name.clone(), writer.as_reader(), ready.clone());
+    let store = cache.register(resource, namespace, name.clone());
     let config = match &name {
         Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
         None => watcher::Config::default(),
     };
     let (cache, kind) = (cache.clone(), resource.clone());
-    let events = resilient(api, config).modify(|meta: &mut Meta| lighten(&mut meta.metadata)).inspect_ok(
-        move |event| match event {
-            watcher::Event::InitDone => ready.store(true, Ordering::SeqCst),
-            watcher::Event::Apply(meta) | watcher::Event::InitApply(meta) => cache.index(&kind, meta),
+    resilient(api, config)
+        .inspect_ok(move |event| {
+            store.apply(event);
             // What the operator kept of it must not outlive it.
-            watcher::Event::Delete(gone) => cache.deleted(&kind, gone),
-            _ => {}
-        },
-    );
-    reflector(writer, events).touched_objects()
+            if let watcher::Event::Delete(gone) = event {
+                cache.deleted(&kind, gone);
+            }
+        })
+        .touched_objects()
 }
 
-/// Drops what nothing reads from an object before a store keeps it: managedFields (often most of
-/// an object's metadata) and kubectl's last-applied-configuration annotation (a whole copy of the
-/// object; of a Secret applied with `kubectl apply`, its data).
+/// Drops what nothing reads from a DittoServer before its store keeps it: managedFields (often
+/// most of an object's metadata) and kubectl's last-applied-configuration annotation (a whole
+/// copy of the object).
 fn lighten(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = &mut meta.annotations {

@@ -1,7 +1,8 @@
 //! Renders kept per DittoServer: a pass whose inputs are the ones of the last render of that
-//! DittoServer reuses its result. The inputs are everything a render reads: the CR's name,
-//! namespace and generation (its spec changes bump the generation), the template set, the
-//! values and the discovered data (Secrets' data included, so a rotation renders anew).
+//! DittoServer, and whose objects the cache shows as that render's plan applied them, reuses it
+//! without rendering or reading any object back. The inputs are everything a render reads: the
+//! CR's name, namespace and generation (its spec changes bump the generation), the template
+//! set, the values and the discovered data (Secrets' data included, so a rotation renders anew).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -10,38 +11,38 @@ use std::sync::{Arc, Mutex};
 use kube::ResourceExt;
 
 use super::{RenderError, Rendered, Renderer, TemplateSource};
+use crate::apply::AppliedSet;
 use crate::crd::DittoServer;
 use crate::discover::Discovered;
-use crate::kinds::{Kind, ManagedObject};
 use crate::values::Values;
 
-/// Only fingerprints of the inputs are kept, not copies, and the objects as compact JSON (a
-/// fifth of their typed size): memory grows with the DittoServers.
+/// Only fingerprints of the inputs are kept, not copies, and no objects: a pass that needs them
+/// (something changed in the cluster) renders again. Memory grows with the DittoServers.
 struct Kept {
     generation: Option<i64>,
     templates: u64,
     inputs: u64,
     /// The render without its objects.
-    rest: Rendered,
-    objects: Vec<(Kind, Box<[u8]>)>,
+    rest: Arc<Rendered>,
+    /// How the plan of this render applied its objects, once it did.
+    applied: Mutex<Option<Arc<AppliedSet>>>,
 }
 
-impl Kept {
-    fn new(generation: Option<i64>, templates: u64, inputs: u64, mut rendered: Rendered) -> Self {
-        let objects = std::mem::take(&mut rendered.objects)
-            .iter()
-            .map(|o| (o.managed_kind(), o.to_vec().into_boxed_slice()))
-            .collect();
-        Self { generation, templates, inputs, rest: rendered, objects }
-    }
+/// One pass's render.
+pub struct Rendering {
+    /// Without objects when `settled` is set.
+    pub rendered: Arc<Rendered>,
+    /// Set when the inputs are the last render's and the cluster holds every object as its plan
+    /// applied them: plan from this ([`crate::apply::settled_plan`]), there is nothing to write.
+    pub settled: Option<Arc<AppliedSet>>,
+    kept: Arc<Kept>,
+}
 
-    fn rendered(&self) -> Rendered {
-        let objects = self
-            .objects
-            .iter()
-            .map(|(kind, json)| ManagedObject::from_slice(*kind, json).expect("a kept object reads back"))
-            .collect();
-        Rendered { objects, ..self.rest.clone() }
+impl Rendering {
+    /// Notes how this render's objects were applied (or found already in place), so later
+    /// passes over the same inputs need neither a render nor the objects.
+    pub fn note_applied(&self, set: AppliedSet) {
+        *self.kept.applied.lock().expect("memo lock") = Some(Arc::new(set));
     }
 }
 
@@ -65,14 +66,16 @@ pub struct RenderMemo {
 }
 
 impl RenderMemo {
-    /// The render of `cr` from these inputs: the kept one when they are unchanged.
+    /// The render of `cr` from these inputs: the kept one, without objects, when they are
+    /// unchanged and `settled` accepts how its objects were applied; else a render.
     pub fn render(
         &self,
         source: &TemplateSource,
         cr: &DittoServer,
         values: &Values,
         discovered: &Discovered,
-    ) -> Result<Arc<Rendered>, RenderError> {
+        settled: impl FnOnce(&AppliedSet) -> bool,
+    ) -> Result<Rendering, RenderError> {
         let key = (cr.namespace().unwrap_or_default(), cr.name_any());
         let templates = source.fingerprint();
         let inputs = fingerprint(values, discovered);
@@ -82,14 +85,20 @@ impl RenderMemo {
             && kept.templates == templates
             && kept.inputs == inputs
         {
-            return Ok(Arc::new(kept.rendered()));
+            let applied = kept.applied.lock().expect("memo lock").clone();
+            if let Some(set) = applied
+                && settled(&set)
+            {
+                return Ok(Rendering { rendered: kept.rest.clone(), settled: Some(set), kept });
+            }
         }
         let rendered = Renderer::new(source).render(cr, values, discovered)?;
         self.renders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let kept = Kept::new(cr.metadata.generation, templates, inputs, rendered);
-        let rendered = Arc::new(kept.rendered());
-        self.kept.lock().expect("memo lock").insert(key, Arc::new(kept));
-        Ok(rendered)
+        let rest = Arc::new(rendered.without_objects());
+        let kept =
+            Arc::new(Kept { generation: cr.metadata.generation, templates, inputs, rest, applied: Mutex::default() });
+        self.kept.lock().expect("memo lock").insert(key, kept.clone());
+        Ok(Rendering { rendered: Arc::new(rendered), settled: None, kept })
     }
 
     /// Forgets a deleted DittoServer.
@@ -111,36 +120,62 @@ mod tests {
 
     const CR: &str = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo, namespace: ns, generation: 1}\nspec:\n  storage: {metadataSize: 1Gi}\n";
 
+    fn applied(rendering: &Rendering) -> AppliedSet {
+        let objects = rendering.rendered.listing.iter().map(|(kind, name)| (*kind, name.clone(), 7)).collect();
+        AppliedSet { owner_uid: "uid".into(), objects }
+    }
+
     #[test]
-    fn unchanged_inputs_reuse_the_render_and_any_change_renders_anew() {
+    fn unchanged_inputs_over_settled_objects_reuse_the_render_and_any_change_renders_anew() {
         let memo = RenderMemo::default();
         let renders = || memo.renders.load(std::sync::atomic::Ordering::Relaxed);
         let source = TemplateSource::embedded();
         let (server, values, discovered) = inputs(CR);
-        let first = memo.render(&source, &server, &values, &discovered).unwrap();
-        let again = memo.render(&source, &server, &values, &discovered).unwrap();
-        assert_eq!(renders(), 1, "same inputs, same render");
-        // What is kept reads back as exactly what was rendered.
         let fresh = Renderer::new(&source).render(&server, &values, &discovered).unwrap();
-        assert_eq!(again.objects, fresh.objects);
-        assert_eq!(first.objects, fresh.objects);
-        assert_eq!((&again.checksum, &again.config_yaml), (&fresh.checksum, &fresh.config_yaml));
+        let first = memo.render(&source, &server, &values, &discovered, |_| true).unwrap();
+        assert!(first.settled.is_none());
+        assert_eq!(first.rendered.objects, fresh.objects);
+        assert_eq!(renders(), 1);
+
+        // Same inputs, but not applied yet: its objects are needed, so it renders again.
+        let again = memo.render(&source, &server, &values, &discovered, |_| true).unwrap();
+        assert_eq!((renders(), again.rendered.objects.len()), (2, fresh.objects.len()));
+        let set = applied(&again);
+        again.note_applied(set.clone());
+        // Applied, but the cache says something changed since: rendered again.
+        let changed = memo
+            .render(&source, &server, &values, &discovered, |seen| {
+                assert_eq!(seen, &set);
+                false
+            })
+            .unwrap();
+        assert!(changed.settled.is_none());
+        assert_eq!(renders(), 3);
+        changed.note_applied(set.clone());
+
+        // Applied and settled: reused without rendering, without objects.
+        let reused = memo.render(&source, &server, &values, &discovered, |_| true).unwrap();
+        assert_eq!(renders(), 3, "same inputs over settled objects: no render");
+        assert_eq!(reused.settled.as_deref(), Some(&set));
+        assert!(reused.rendered.objects.is_empty());
+        assert_eq!(reused.rendered.listing, fresh.listing);
+        assert_eq!((&reused.rendered.checksum, &reused.rendered.config_yaml), (&fresh.checksum, &fresh.config_yaml));
 
         let mut edited = server.clone();
         edited.metadata.generation = Some(2);
         edited.spec.replicas = Some(0);
-        memo.render(&source, &edited, &values, &discovered).unwrap();
-        assert_eq!(renders(), 2, "a spec change renders anew");
+        memo.render(&source, &edited, &values, &discovered, |_| true).unwrap().note_applied(set.clone());
+        assert_eq!(renders(), 4, "a spec change renders anew");
 
         let mut rotated = discovered.clone();
         rotated.secret_data.insert("s".into(), [("k".into(), b"new".to_vec())].into());
-        memo.render(&source, &edited, &values, &rotated).unwrap();
-        assert_eq!(renders(), 3, "a Secret's data renders anew");
+        memo.render(&source, &edited, &values, &rotated, |_| true).unwrap().note_applied(set.clone());
+        assert_eq!(renders(), 5, "a Secret's data renders anew");
 
         let overridden = TemplateSource::with_overrides([("extra.yaml.j2".into(), String::new())].into());
-        memo.render(&overridden, &edited, &values, &rotated).unwrap();
-        assert_eq!(renders(), 4, "another template set renders anew");
-        memo.render(&overridden, &edited, &values, &rotated).unwrap();
-        assert_eq!(renders(), 4);
+        memo.render(&overridden, &edited, &values, &rotated, |_| true).unwrap().note_applied(set.clone());
+        assert_eq!(renders(), 6, "another template set renders anew");
+        memo.render(&overridden, &edited, &values, &rotated, |_| true).unwrap();
+        assert_eq!(renders(), 6);
     }
 }

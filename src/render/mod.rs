@@ -17,12 +17,13 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 pub use checksum::{checksum, short_digest};
 pub use context::*;
-pub use memo::RenderMemo;
+pub use memo::{RenderMemo, Rendering};
 pub use objects::ManagedObject;
 pub use source::{CONFIG_TEMPLATE, RUNTIME_TEMPLATE, TemplateSource};
 
 use crate::crd::DittoServer;
 use crate::discover::Discovered;
+use crate::kinds::Kind;
 use crate::names::{CHECKSUM_ANNOTATION, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY};
 use crate::values::Values;
 
@@ -60,7 +61,10 @@ impl RenderError {
 #[derive(Clone, Debug)]
 pub struct Rendered {
     /// Sorted in apply order (ConfigMap → Secrets → Services → StatefulSet), then by name.
+    /// Empty in a kept render reused over settled objects (see [`RenderMemo`]): `listing` names them.
     pub objects: Vec<ManagedObject>,
+    /// Kind and name of every rendered object, in the same order; kept when the objects are not.
+    pub listing: Vec<(Kind, String)>,
     pub config_yaml: String,
     pub checksum: String,
     /// Adapters, stores and shares for the REST API; `None` while only the database renders.
@@ -74,6 +78,19 @@ pub struct Rendered {
 }
 
 impl Rendered {
+    /// This render without its objects: what a render memo keeps.
+    pub fn without_objects(&self) -> Self {
+        Self {
+            objects: Vec::new(),
+            listing: self.listing.clone(),
+            config_yaml: self.config_yaml.clone(),
+            checksum: self.checksum.clone(),
+            runtime: self.runtime.clone(),
+            cr: self.cr.clone(),
+            computed: self.computed.clone(),
+        }
+    }
+
     /// Multi-document YAML, as `dittofs-operator render` prints it.
     /// The runtime state follows as a comment, so the output stays applyable with kubectl.
     pub fn to_yaml(&self) -> String {
@@ -118,6 +135,7 @@ impl<'a> Renderer<'a> {
                 }
             }
             return Ok(Rendered {
+                listing: listing(&objects),
                 objects,
                 config_yaml: String::new(),
                 checksum: String::new(),
@@ -171,8 +189,11 @@ impl<'a> Renderer<'a> {
                 return Err(RenderError::Conflict(format!("{} is rendered twice", pair[0].reference())));
             }
         }
-        let RenderContext { cr, computed, .. } = context;
+        let RenderContext { cr, mut computed, .. } = context;
+        // Read by the second pass only; `config_yaml` below carries it on (one copy, not two).
+        computed.config_yaml = String::new();
         Ok(Rendered {
+            listing: listing(&objects),
             objects,
             config_yaml,
             checksum: sum,
@@ -265,6 +286,10 @@ impl<'a> Renderer<'a> {
 }
 
 /// The context as the templates see it.
+fn listing(objects: &[ManagedObject]) -> Vec<(Kind, String)> {
+    objects.iter().map(|o| (o.managed_kind(), o.name().to_string())).collect()
+}
+
 fn template_context(context: &RenderContext) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(context))
 }
