@@ -201,7 +201,7 @@ async fn runtime_changes(
 ) -> Vec<String> {
     use crate::runtime::{api, plan, session};
     let Some(desired) = &rendered.runtime else { return Vec::new() };
-    let c = &rendered.computed;
+    let c = &rendered.outline;
     if c.replicas == 0 {
         return Vec::new();
     }

@@ -271,7 +271,7 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
 
 /// `DatabaseReady=True` once rendered against PostgreSQL (SQLite needs no condition).
 pub fn database_ready(server: &DittoServer, rendered: &Rendered) -> Option<Decided> {
-    let pg = rendered.computed.database.postgres.as_ref()?;
+    let pg = rendered.outline.postgres.as_ref()?;
     let (reason, source) = match percona::target(&server.spec, &server.name_any()) {
         Some(t) => ("PerconaReady", format!("PerconaPGCluster {} is ready", t.cluster)),
         None => ("SecretResolved", "external PostgreSQL".to_string()),

@@ -48,7 +48,7 @@ pub async fn runtime(
     let (Some(desired), Some(template)) = (&rendered.runtime, &ctx.settings.dittofs_api) else {
         return RuntimeOutcome::default();
     };
-    let c = &rendered.computed;
+    let c = &rendered.outline;
     if c.replicas == 0 {
         return RuntimeOutcome::default();
     }
@@ -105,7 +105,7 @@ async fn pass(
     if let Some(user) = logged_in.created_account {
         let note = format!(
             "Created DittoFS account {user} (role admin) with the bootstrap admin; its password is in Secret {}",
-            rendered.computed.names.operator_secret
+            rendered.outline.names.operator_secret
         );
         events::publish(ctx, server, EventType::Normal, "OperatorAccountCreated", &note).await;
     }
@@ -174,7 +174,7 @@ async fn pass(
 /// DittoFS loads a store's credentials with the shares at start: after new ones are saved,
 /// the pod is deleted so the StatefulSet starts it again (its claims stay).
 async fn restart(ctx: &Context, server: &DittoServer, rendered: &Rendered) -> Result<(), Problem> {
-    let pod = format!("{}-0", rendered.computed.names.stateful_set);
+    let pod = format!("{}-0", rendered.outline.names.stateful_set);
     let pods: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), &rendered.cr.namespace);
     match pods.delete(&pod, &Default::default()).await {
         Ok(_) => {}

@@ -36,7 +36,7 @@ pub async fn report(
     runtime: RuntimeOutcome,
 ) -> Result<Action, Error> {
     let Synced { mut decided, stateful_set, file_service, missing_class, mode } = synced;
-    let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.computed.replicas));
+    let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.outline.replicas));
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let namespace = server.namespace().unwrap_or_else(|| "default".into());
     let update_revision =
@@ -205,7 +205,7 @@ pub(super) async fn write(
 }
 
 fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
-    let c = &rendered.computed;
+    let c = &rendered.outline;
     let ns = &rendered.cr.namespace;
     let lb = file_service
         .and_then(|s| s.status.as_ref())
@@ -216,7 +216,7 @@ fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
     let host = lb.unwrap_or_else(|| format!("{}.{ns}.svc", c.names.file_service));
     let first_share = rendered.runtime.as_ref().and_then(|r| r.shares.first()).map(|s| s.name.clone());
     Endpoints {
-        file: Some(format!("{host}:{}", c.file_service.nfs_port)),
+        file: Some(format!("{host}:{}", c.nfs_port)),
         api: Some(format!("{}.{ns}.svc:{}", c.names.api_service, c.ports.api)),
         nfs: first_share.as_ref().map(|share| format!("{host}:{share}")),
         smb: first_share.as_ref().filter(|_| c.smb_enabled).map(|share| format!("//{host}{share}")),
@@ -225,7 +225,7 @@ fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
 
 fn database_status(rendered: &Rendered, server: &DittoServer) -> DatabaseStatus {
     let percona = percona::target(&server.spec, &rendered.cr.name).is_some();
-    match &rendered.computed.database.postgres {
+    match &rendered.outline.postgres {
         Some(pg) => DatabaseStatus {
             kind: if percona { "percona" } else { "postgres" }.into(),
             host: Some(format!("{}:{}", pg.host, pg.port)),

@@ -208,6 +208,40 @@ pub struct Computed {
     pub checksum: String,
 }
 
+/// What the steps after the apply (runtime step, REST session, status) read of [`Computed`]:
+/// a render keeps this instead of the whole context (most of which only the templates read).
+#[derive(Clone, Debug)]
+pub struct Outline {
+    pub names: Names,
+    pub ports: Ports,
+    pub replicas: i32,
+    pub smb_enabled: bool,
+    /// The file Service's NFS port (the address the status reports).
+    pub nfs_port: i32,
+    /// The PostgreSQL connection, when rendered against PostgreSQL.
+    pub postgres: Option<PostgresConnection>,
+    /// The user the operator creates in DittoFS for its REST calls.
+    pub operator_user: String,
+    pub admin_password: SecretKeyRef,
+    pub api_tls: Option<ApiTls>,
+}
+
+impl Outline {
+    pub fn of(computed: &Computed) -> Self {
+        Self {
+            names: computed.names.clone(),
+            ports: computed.ports.clone(),
+            replicas: computed.replicas,
+            smb_enabled: computed.smb_enabled,
+            nfs_port: computed.file_service.nfs_port,
+            postgres: computed.database.postgres.clone(),
+            operator_user: computed.runtime.operator_user.clone(),
+            admin_password: computed.credentials.admin_password.clone(),
+            api_tls: computed.api_tls.clone(),
+        }
+    }
+}
+
 /// Directory-backed identity: what the config, the env and the volumes need.
 #[derive(Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

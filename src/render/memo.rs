@@ -159,7 +159,8 @@ mod tests {
         assert_eq!(reused.settled.as_deref(), Some(&set));
         assert!(reused.rendered.objects.is_empty());
         assert_eq!(reused.rendered.listing, fresh.listing);
-        assert_eq!((&reused.rendered.checksum, &reused.rendered.config_yaml), (&fresh.checksum, &fresh.config_yaml));
+        assert_eq!(reused.rendered.checksum, fresh.checksum);
+        assert_eq!((&reused.rendered.cr.name, &reused.rendered.runtime), (&fresh.cr.name, &fresh.runtime));
 
         let mut edited = server.clone();
         edited.metadata.generation = Some(2);

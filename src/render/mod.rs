@@ -65,6 +65,7 @@ pub struct Rendered {
     pub objects: Vec<ManagedObject>,
     /// Kind and name of every rendered object, in the same order; kept when the objects are not.
     pub listing: Vec<(Kind, String)>,
+    /// The DittoFS config file (also in the ConfigMap); empty in a kept render.
     pub config_yaml: String,
     pub checksum: String,
     /// Adapters, stores and shares for the REST API; `None` while only the database renders.
@@ -73,21 +74,21 @@ pub struct Rendered {
     /// database): what later steps need of the context. Not the values, spec and discovered
     /// data it came from: a kept render holds only what it must.
     pub cr: CrInfo,
-    /// Shared: a kept render hands it to every pass that reuses it without copying it.
-    pub computed: Arc<Computed>,
+    /// What the steps after the apply read of the computed context.
+    pub outline: Outline,
 }
 
 impl Rendered {
-    /// This render without its objects: what a render memo keeps.
+    /// This render without its objects and config text: what a render memo keeps.
     pub fn without_objects(&self) -> Self {
         Self {
             objects: Vec::new(),
             listing: self.listing.clone(),
-            config_yaml: self.config_yaml.clone(),
+            config_yaml: String::new(),
             checksum: self.checksum.clone(),
             runtime: self.runtime.clone(),
             cr: self.cr.clone(),
-            computed: self.computed.clone(),
+            outline: self.outline.clone(),
         }
     }
 
@@ -141,7 +142,7 @@ impl<'a> Renderer<'a> {
                 checksum: String::new(),
                 runtime: None,
                 cr: context.cr,
-                computed: Arc::new(context.computed),
+                outline: Outline::of(&context.computed),
             });
         }
         // Converted once per pass, not once per template: the conversion costs as much as a template.
@@ -189,9 +190,7 @@ impl<'a> Renderer<'a> {
                 return Err(RenderError::Conflict(format!("{} is rendered twice", pair[0].reference())));
             }
         }
-        let RenderContext { cr, mut computed, .. } = context;
-        // Read by the second pass only; `config_yaml` below carries it on (one copy, not two).
-        computed.config_yaml = String::new();
+        let RenderContext { cr, computed, .. } = context;
         Ok(Rendered {
             listing: listing(&objects),
             objects,
@@ -199,7 +198,7 @@ impl<'a> Renderer<'a> {
             checksum: sum,
             runtime: Some(Arc::new(runtime)),
             cr,
-            computed: Arc::new(computed),
+            outline: Outline::of(&computed),
         })
     }
 

@@ -52,7 +52,7 @@ pub async fn api_for(
     rendered: &Rendered,
     secrets: &Secrets<'_>,
 ) -> Result<Api, Problem> {
-    let c = &rendered.computed;
+    let c = &rendered.outline;
     let mut base = api_url(template, &rendered.cr.name, &rendered.cr.namespace, c.ports.api);
     let Some(tls) = &c.api_tls else {
         return Ok(Api::new(http.clone(), base));
@@ -142,9 +142,9 @@ pub async fn login(
     rendered: &Rendered,
     setup: AccountSetup,
 ) -> Result<LoggedIn, Problem> {
-    let c = &rendered.computed;
+    let c = &rendered.outline;
     let secret = &c.names.operator_secret;
-    let user = secrets.value(secret, "username").await?.unwrap_or_else(|| c.runtime.operator_user.clone());
+    let user = secrets.value(secret, "username").await?.unwrap_or_else(|| c.operator_user.clone());
     let password = secrets.value(secret, "password").await?;
     let refused = |e: &ApiError| matches!(e.status(), Some(401 | 403 | 404));
     if let Some(password) = &password {
@@ -220,8 +220,8 @@ async fn clear_password_change(api: &mut Api, password: &str) -> Result<(), Prob
 
 /// The bootstrap admin, with the password DittoFS was started with.
 async fn admin_login(secrets: &Secrets<'_>, api: &Api, rendered: &Rendered) -> Result<Api, Problem> {
-    let c = &rendered.computed;
-    let reference = &c.credentials.admin_password;
+    let c = &rendered.outline;
+    let reference = &c.admin_password;
     let password = secrets.value(&reference.name, &reference.key).await?.ok_or_else(|| {
         Problem::new(
             "LoginRefused",
