@@ -47,30 +47,30 @@ pub struct DittoServerSpec {
     pub replicas: Option<i32>,
     pub storage: StorageSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<DatabaseSpec>,
+    pub database: Option<Box<DatabaseSpec>>,
     /// A PerconaPGCluster `<name>-postgres` created and owned by the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub percona: Option<PerconaSpec>,
+    pub percona: Option<Box<PerconaSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_plane: Option<ControlPlaneSpec>,
+    pub control_plane: Option<Box<ControlPlaneSpec>>,
     /// NFS port inside the pod. Default 12049.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub nfs_port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub smb: Option<SmbSpec>,
+    pub smb: Option<Box<SmbSpec>>,
     /// The REST API Service `<name>-api`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<ApiServiceSpec>,
+    pub service: Option<Box<ApiServiceSpec>>,
     /// The NFS/SMB Service `<name>-file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adapter_services: Option<FileServiceSpec>,
+    pub adapter_services: Option<Box<FileServiceSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<IdentitySpec>,
+    pub identity: Option<Box<IdentitySpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<MetricsSpec>,
+    pub metrics: Option<Box<MetricsSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logging: Option<LoggingSpec>,
+    pub logging: Option<Box<LoggingSpec>>,
     /// DittoFS `shutdown_timeout` (a Go duration such as `30s`); the pod's grace period derives from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<String>,
@@ -79,13 +79,13 @@ pub struct DittoServerSpec {
     #[schemars(range(min = 1))]
     pub termination_grace_period_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    pub resources: Option<Box<ResourceRequirements>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
+    pub affinity: Option<Box<Affinity>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,16 +94,16 @@ pub struct DittoServerSpec {
     pub pod_labels: Option<BTreeMap<String, String>>,
     /// Container security context, merged over the operator's hardened defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<SecurityContext>,
+    pub security_context: Option<Box<SecurityContext>>,
     /// Pod security context; replaces the operator's default when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_security_context: Option<PodSecurityContext>,
+    pub pod_security_context: Option<Box<PodSecurityContext>>,
     /// Per-CR template overrides (honoured only when the operator allows namespace templates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub templates: Option<TemplatesSpec>,
+    pub templates: Option<Box<TemplatesSpec>>,
     /// Earlier Go operator only; no effect on DittoFS v0.29 (reported on the CR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<LegacyCacheSpec>,
+    pub cache: Option<Box<LegacyCacheSpec>>,
     /// The shares DittoFS exports over NFS and SMB, set up through its REST API.
     /// Default: one read-write share `/export`. Only these shares are managed: removing one
     /// from the list leaves it (and its files) on the server.
@@ -113,7 +113,7 @@ pub struct DittoServerSpec {
     /// The stores the shares use. Default: a `badger` metadata store on the metadata claim and
     /// an `fs` local block store on the content claim (or the cache claim, else the metadata claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stores: Option<StoresSpec>,
+    pub stores: Option<Box<StoresSpec>>,
     /// A remote S3 block store (Cubbit DS3 by default) that every share uses unless it says
     /// `remote: false`; the local block store becomes its cache tier. Keys come only from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,7 +125,7 @@ pub struct DittoServerSpec {
     /// Earlier Go operator only (it polled the adapters' ports): the runtime step reads them on
     /// every pass, so this has no effect (reported on the CR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adapter_discovery: Option<AdapterDiscoverySpec>,
+    pub adapter_discovery: Option<Box<AdapterDiscoverySpec>>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

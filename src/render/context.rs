@@ -508,12 +508,16 @@ fn compute(
         pre_stop_seconds: grace.pre_stop_seconds,
         termination_grace_period_seconds,
         probes: values.probes.clone(),
-        resources: spec.resources.clone().unwrap_or_else(|| values.resources.clone()),
-        pod_security_context: spec.pod_security_context.clone().unwrap_or_else(|| values.pod_security_context.clone()),
-        security_context: harden(spec.security_context.clone(), &values.security_context),
+        resources: spec.resources.as_deref().cloned().unwrap_or_else(|| values.resources.clone()),
+        pod_security_context: spec
+            .pod_security_context
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| values.pod_security_context.clone()),
+        security_context: harden(spec.security_context.as_deref().cloned(), &values.security_context),
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         tolerations: spec.tolerations.clone().unwrap_or_default(),
-        affinity: spec.affinity.clone(),
+        affinity: spec.affinity.as_deref().cloned(),
         priority_class_name: spec.priority_class_name.clone(),
         pod_labels,
         pod_annotations: spec.pod_annotations.clone().unwrap_or_default(),
