@@ -234,11 +234,12 @@ impl Kept {
 /// How much of an object a read needs; each level includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Need {
-    /// Its metadata: version, owner, labels (plan, when no dry run is needed).
+    /// Its name, version, labels, annotations and owner references (plan, when no dry run is
+    /// needed).
     Metadata,
-    /// Also its status and its spec without the pod template (the status step's view of a
-    /// StatefulSet: the template is most of it); of a Pod, no spec at all (its health is read
-    /// from its metadata and status).
+    /// Also its status and its spec without the pod and claim templates (the status step's
+    /// view of a StatefulSet: the templates are most of it); of a Pod, no spec at all (its
+    /// health is read from its metadata and status).
     Status,
     /// All of it (data, spec, status): for a diff, a Secret's data.
     Content,
@@ -365,13 +366,25 @@ impl Cache {
         }
         if let Value::Object(map) = &mut value {
             match need {
-                Need::Metadata => map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata")),
+                Need::Metadata => {
+                    map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+                    // Whose it is and its version: what planning reads of it.
+                    if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.retain(|k, _| {
+                            matches!(
+                                k.as_str(),
+                                "name" | "namespace" | "resourceVersion" | "labels" | "annotations" | "ownerReferences"
+                            )
+                        });
+                    }
+                }
                 Need::Status if map.get("kind").and_then(Value::as_str) == Some("Pod") => {
                     map.remove("spec");
                 }
                 Need::Status => {
                     if let Some(spec) = map.get_mut("spec").and_then(Value::as_object_mut) {
                         spec.remove("template");
+                        spec.remove("volumeClaimTemplates");
                     }
                 }
                 Need::Content => {}
