@@ -19,7 +19,8 @@
 #
 # Environment: DITTOFS_OPERATOR_BIN / DITTOFS_FLOOR_BIN use these binaries instead of building
 # the release ones; BENCH_CONCURRENCY sets --concurrency (default: the operator's default);
-# BENCH_QUIET_SECONDS shortens the quiet minute (smoke runs).
+# BENCH_QUIET_SECONDS shortens the quiet minute (smoke runs); with BENCH_LOG=FILE the operator's log is
+# copied there.
 set -euo pipefail
 
 N=${1:?usage: scripts/bench.sh N}
@@ -49,6 +50,7 @@ cleanup() {
     wait "$OPERATOR_PID" 2>/dev/null || true
   fi
   "$ROOT/scripts/cluster.sh" stop --dir "$WORK/cluster" >/dev/null 2>&1 || true
+  if [[ -n "${BENCH_LOG:-}" && -f "$WORK/operator.log" ]]; then cp "$WORK/operator.log" "$BENCH_LOG"; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
