@@ -4,6 +4,7 @@
 //! owner references, and a cluster full of large Secrets must not fill the operator's memory
 //! (the reconcile reads the few objects it needs). Every trigger counts in the queue-depth metric until its reconcile starts.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -44,59 +45,104 @@ fn matching(
 }
 
 /// What each DittoServer reads by name (Secrets, its Percona cluster), worked out once per
-/// generation: the Secret watch asks it of every DittoServer for every Secret event.
+/// generation as the DittoServer watch delivers it, and indexed by what is read: a Secret event
+/// finds its readers without looking at every DittoServer (with N DittoServers and their N
+/// Secrets, looking at every one made the Secret watch O(N²)).
 #[derive(Default)]
 struct SecretReferences {
-    /// By the DittoServer's uid (a lookup without allocating).
-    by_server: std::sync::Mutex<std::collections::HashMap<String, References>>,
+    index: std::sync::Mutex<ReferenceIndex>,
+}
+
+/// Something a DittoServer reads by name in its namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Read {
+    Secret(String),
+    /// The user Secrets of this Percona cluster (found by label: they have no owner reference).
+    PerconaCluster(String),
+}
+
+#[derive(Default)]
+struct ReferenceIndex {
+    /// By the DittoServer's uid.
+    by_server: HashMap<String, References>,
+    /// The uids of the DittoServers that read (namespace, what).
+    readers: HashMap<(Option<String>, Read), HashSet<String>>,
+    /// The uids a re-list of the DittoServers has delivered so far.
+    relisted: Option<HashSet<String>>,
 }
 
 struct References {
     generation: Option<i64>,
-    secrets: Vec<String>,
-    percona_cluster: Option<String>,
+    server: ObjectRef<DittoServer>,
+    reads: Vec<Read>,
 }
 
 impl SecretReferences {
-    /// The DittoServers in `namespace` that read the Secret `name` (or, by `cluster`, the user
-    /// Secret of the Percona cluster they connect to).
-    fn readers(
-        &self,
-        store: &kube::runtime::reflector::Store<DittoServer>,
-        namespace: Option<String>,
-        name: &str,
-        cluster: Option<String>,
-    ) -> Vec<ObjectRef<DittoServer>> {
-        let servers = store.state();
-        let mut by_server = self.by_server.lock().expect("references lock");
-        // Deleted DittoServers' entries go.
-        if by_server.len() > servers.len() {
-            let present: std::collections::HashSet<&str> =
-                servers.iter().filter_map(|cr| cr.metadata.uid.as_deref()).collect();
-            by_server.retain(|uid, _| present.contains(uid.as_str()));
-        }
-        let mut readers = Vec::new();
-        for cr in servers.iter().filter(|cr| cr.metadata.namespace == namespace) {
-            let Some(uid) = cr.metadata.uid.as_deref() else { continue };
-            let references = match by_server.get(uid) {
-                Some(known) if known.generation == cr.metadata.generation => known,
-                _ => {
-                    let server = cr.name_any();
-                    let references = References {
-                        generation: cr.metadata.generation,
-                        secrets: discover::referenced_secret_names(&cr.spec, &server),
-                        percona_cluster: percona::target(&cr.spec, &server).map(|t| t.cluster),
-                    };
-                    by_server.entry(uid.to_string()).insert_entry(references).into_mut()
+    /// Follows the DittoServer watch.
+    fn follow(&self, event: &watcher::Event<DittoServer>) {
+        let mut index = self.index.lock().expect("references lock");
+        match event {
+            watcher::Event::Apply(cr) => index.note(cr),
+            watcher::Event::InitApply(cr) => {
+                index.note(cr);
+                let uid = cr.metadata.uid.clone().unwrap_or_default();
+                index.relisted.get_or_insert_default().insert(uid);
+            }
+            watcher::Event::Delete(cr) => index.forget(cr.metadata.uid.as_deref().unwrap_or_default()),
+            watcher::Event::Init => index.relisted = Some(HashSet::new()),
+            // DittoServers deleted while the watch was down are gone from the list.
+            watcher::Event::InitDone => {
+                let Some(relisted) = index.relisted.take() else { return };
+                let gone: Vec<String> =
+                    index.by_server.keys().filter(|uid| !relisted.contains(*uid)).cloned().collect();
+                for uid in gone {
+                    index.forget(&uid);
                 }
-            };
-            if references.secrets.iter().any(|s| s == name)
-                || (cluster.is_some() && references.percona_cluster == cluster)
-            {
-                readers.push(ObjectRef::from_obj(&**cr));
             }
         }
-        readers
+    }
+
+    /// The DittoServers in `namespace` that read the Secret `name` (or, by `cluster`, the user
+    /// Secret of the Percona cluster they connect to).
+    fn readers(&self, namespace: Option<String>, name: &str, cluster: Option<String>) -> Vec<ObjectRef<DittoServer>> {
+        let index = self.index.lock().expect("references lock");
+        let mut reads = vec![Read::Secret(name.to_string())];
+        reads.extend(cluster.map(Read::PerconaCluster));
+        let uids: HashSet<&String> =
+            reads.into_iter().filter_map(|read| index.readers.get(&(namespace.clone(), read))).flatten().collect();
+        uids.into_iter().filter_map(|uid| index.by_server.get(uid)).map(|r| r.server.clone()).collect()
+    }
+}
+
+impl ReferenceIndex {
+    fn note(&mut self, cr: &DittoServer) {
+        let Some(uid) = cr.metadata.uid.as_deref() else { return };
+        if self.by_server.get(uid).is_some_and(|known| known.generation == cr.metadata.generation) {
+            return;
+        }
+        self.forget(uid);
+        let server = cr.name_any();
+        let mut reads: Vec<Read> =
+            discover::referenced_secret_names(&cr.spec, &server).into_iter().map(Read::Secret).collect();
+        reads.extend(percona::target(&cr.spec, &server).map(|t| Read::PerconaCluster(t.cluster)));
+        for read in &reads {
+            self.readers.entry((cr.metadata.namespace.clone(), read.clone())).or_default().insert(uid.to_string());
+        }
+        let references = References { generation: cr.metadata.generation, server: ObjectRef::from_obj(cr), reads };
+        self.by_server.insert(uid.to_string(), references);
+    }
+
+    fn forget(&mut self, uid: &str) {
+        let Some(gone) = self.by_server.remove(uid) else { return };
+        for read in gone.reads {
+            let key = (gone.server.namespace.clone(), read);
+            if let Some(uids) = self.readers.get_mut(&key) {
+                uids.remove(uid);
+                if uids.is_empty() {
+                    self.readers.remove(&key);
+                }
+            }
+        }
     }
 }
 
@@ -263,9 +309,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     // Ready once the first list is in (kube's Store::wait_until_ready wakes only one waiter,
     // and the controller itself is already waiting on it).
     let ready = context.ready.clone();
+    let secret_references = Arc::new(SecretReferences::default());
+    let references = secret_references.clone();
     let events = resilient(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic())
         .modify(|cr: &mut DittoServer| lighten(&mut cr.metadata))
         .inspect_ok(move |event| {
+            references.follow(event);
             if matches!(event, watcher::Event::InitDone) {
                 ready.store(true, Ordering::SeqCst);
             }
@@ -275,9 +324,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .inspect_ok(move |cr| enqueue.enqueued(queue_key(cr.namespace().as_deref(), &cr.name_any())));
     let controller = Controller::for_stream(servers, reader);
     let store = controller.store();
-    let secret_references = SecretReferences::default();
-    let (secret_store, template_store, namespace_store, percona_store, class_store) =
-        (store.clone(), store.clone(), store.clone(), store.clone(), store);
+    let (template_store, namespace_store, percona_store, class_store) =
+        (store.clone(), store.clone(), store.clone(), store);
     let mut controller = controller.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     // The kinds we own, mapped to their controlling DittoServer. Not filtered by label: the
     // store must also show an object in the way that someone else made.
@@ -300,7 +348,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 let name = secret.name_any();
                 // Percona's user Secrets have no owner reference: find their cluster by label.
                 let cluster = secret.labels().get(percona::CLUSTER_LABEL).cloned();
-                secret_references.readers(&secret_store, namespace, &name, cluster)
+                secret_references.readers(namespace, &name, cluster)
             }),
             secrets,
         )
@@ -433,6 +481,50 @@ fn by_instance<K: kube::Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server(name: &str, generation: i64, postgres_secret: Option<&str>) -> DittoServer {
+        let mut spec = serde_json::json!({"storage": {"metadataSize": "1Gi"}});
+        if let Some(secret) = postgres_secret {
+            spec["database"] = serde_json::json!({"type": "postgres", "postgresSecretRef": {"name": secret}});
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dittofs.dittofs.com/v1alpha1", "kind": "DittoServer",
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "generation": generation},
+            "spec": spec,
+        }))
+        .expect("DittoServer parses")
+    }
+
+    fn readers(references: &SecretReferences, secret: &str) -> Vec<String> {
+        let mut names: Vec<String> =
+            references.readers(Some("ns".into()), secret, None).into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_secret_event_finds_its_readers_through_the_index_kept_from_the_dittoserver_watch() {
+        use watcher::Event;
+        let references = SecretReferences::default();
+        references.follow(&Event::Apply(server("a", 1, Some("pg"))));
+        references.follow(&Event::Apply(server("b", 1, None)));
+        assert_eq!(readers(&references, "pg"), ["a"]);
+        assert!(references.readers(Some("other".into()), "pg", None).is_empty(), "another namespace");
+        // A new generation that references it too; the same generation again changes nothing.
+        references.follow(&Event::Apply(server("b", 2, Some("pg"))));
+        references.follow(&Event::Apply(server("b", 2, None)));
+        assert_eq!(readers(&references, "pg"), ["a", "b"]);
+        references.follow(&Event::Delete(server("a", 1, Some("pg"))));
+        assert_eq!(readers(&references, "pg"), ["b"]);
+        // A re-list: b no longer reads it, and c, deleted while the watch was down, goes.
+        references.follow(&Event::Apply(server("c", 1, Some("pg"))));
+        references.follow(&Event::Init);
+        references.follow(&Event::InitApply(server("b", 3, None)));
+        references.follow(&Event::InitDone);
+        assert!(readers(&references, "pg").is_empty());
+        assert_eq!(references.index.lock().unwrap().by_server.len(), 1);
+        assert!(references.index.lock().unwrap().readers.values().all(|uids| !uids.is_empty()));
+    }
 
     #[test]
     fn stores_keep_no_managed_fields_nor_last_applied_configuration() {
