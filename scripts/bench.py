@@ -101,14 +101,20 @@ def reporting(namespace):
 
 
 def process(pid):
-    rss = 0
+    # Peak RSS, and what is resident now split into the heap and such (anonymous) and the
+    # binary's own pages (file: its code, read from the executable, shared and reclaimable).
+    kib = {}
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            rss = int(line.split()[1]) / 1024
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "RssAnon", "RssFile"):
+            kib[key] = int(value.split()[0])
+    rss = kib.get("VmHWM", 0) / 1024
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
-    print(json.dumps({"peak_rss_mib": round(rss, 1), "cpu_seconds": round(cpu, 2)}))
+    print(json.dumps({"peak_rss_mib": round(rss, 1), "cpu_seconds": round(cpu, 2),
+                      "rss_anon_mib": round(kib.get("RssAnon", 0) / 1024, 1),
+                      "rss_file_mib": round(kib.get("RssFile", 0) / 1024, 1)}))
 
 
 def plot(results_path, svg_path):

@@ -123,7 +123,8 @@ for what, count in requests["by_resource"].items():
 print(f"requests in the quiet {os.environ.get('BENCH_QUIET_SECONDS', '60')} s:          {idle['total']}")
 for what, count in idle["by_resource"].items():
     print(f"  {what:<40} {count}")
-print(f"operator peak RSS:                 {process['peak_rss_mib']} MiB")
+print(f"operator peak RSS:                 {process['peak_rss_mib']} MiB"
+      f"   (after the quiet minute: {process['rss_anon_mib']} MiB anonymous, {process['rss_file_mib']} MiB of the binary)")
 print(f"operator CPU:                      {process['cpu_seconds']} s")
 row = {"n": n, "first_reconcile_seconds": first, "objects_seconds": objects, "status_seconds": status,
        "floor_seconds": floor, "requests": requests, "quiet_requests": idle, "objects_per_server": per_server,
