@@ -162,6 +162,12 @@ async fn spec_change_updates_config_and_checksum_only() {
     operator.shutdown().await;
 }
 
+/// A change of `demo` that renders nothing new (an annotation): it only wakes the operator up.
+async fn poke(servers: &Api<DittoServer>) {
+    let annotation = json!({"metadata": {"annotations": {"example.com/poke": "1"}}});
+    servers.patch("demo", &PatchParams::default(), &Patch::Merge(annotation)).await.unwrap();
+}
+
 /// Settled: every managed object of `demo` matches (InSync True).
 async fn settled(servers: &Api<DittoServer>) {
     eventually("settled", DEADLINE, || async {
@@ -227,20 +233,14 @@ async fn a_quiet_pass_makes_no_api_request() {
     wait_for_sts(&client, &ns, "demo").await;
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
     settled(&servers).await;
+    operator.quiescent().await;
     let converged = log.take();
     let before = operator.ctx.metrics.reconciles_with("ok");
     let (rendered, reused) =
         (operator.ctx.metrics.renders_with("rendered"), operator.ctx.metrics.renders_with("reused"));
 
     // A change of the CR that renders nothing new (an annotation) wakes it up.
-    servers
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/poke": "1"}}})),
-        )
-        .await
-        .unwrap();
+    poke(&servers).await;
     eventually("a pass after the poke", DEADLINE, || async {
         (operator.ctx.metrics.reconciles_with("ok") > before).then_some(())
     })
@@ -277,14 +277,7 @@ async fn an_owned_object_edited_behind_the_operators_back_is_put_back() {
     let rendered = config_maps.get("demo-config").await.unwrap().data.unwrap()["config.yaml"].clone();
     // Settled: a pass over it reuses the kept render.
     let reused = operator.ctx.metrics.renders_with("reused");
-    servers
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/poke": "1"}}})),
-        )
-        .await
-        .unwrap();
+    poke(&servers).await;
     eventually("a pass reusing the kept render", DEADLINE, || async {
         (operator.ctx.metrics.renders_with("reused") > reused).then_some(())
     })

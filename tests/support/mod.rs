@@ -124,6 +124,19 @@ impl Operator {
         Self { ctx, stop: Some(stop), task: Some(task) }
     }
 
+    /// Waits until a pass has reused the kept render and no pass is queued or running: where a
+    /// test of a quiet pass starts. The passes that a creation's own watch events trigger may
+    /// still render while the caches catch up with what was applied; once one reused the
+    /// render, every cached object was as applied, and a pass renders again only on a change.
+    pub async fn quiescent(&self) {
+        let metrics = &self.ctx.metrics;
+        eventually("a pass reusing the kept render, nothing queued or running", DEADLINE, || async {
+            let idle = metrics.in_flight.get() == 0 && metrics.queue_depth.get() == 0;
+            (metrics.renders_with("reused") > 0 && idle).then_some(())
+        })
+        .await;
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
