@@ -2,7 +2,8 @@
 //! DittoServer, and whose objects the cache shows as that render's plan applied them, reuses it
 //! without rendering or reading any object back. The inputs are everything a render reads: the
 //! CR's name, namespace and generation (its spec changes bump the generation), the template
-//! set, the values and the discovered data (Secrets' data included, so a rotation renders anew).
+//! set, the values and the discovered data (Secrets' data included, so a rotation renders anew;
+//! the credentials a render generates only by which ones, see [`Generated`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -22,6 +23,8 @@ struct Kept {
     generation: Option<i64>,
     templates: u64,
     inputs: u64,
+    /// Which credentials this render generated (their Secrets did not exist yet).
+    generated: Generated,
     /// The render without its objects.
     rest: Arc<Rendered>,
     /// How the plan of this render applied its objects, once it did.
@@ -47,15 +50,38 @@ impl Rendering {
 }
 
 /// A fingerprint of the values and the discovered data (Secrets' data, the checksum key and the
-/// pinned PostgreSQL included: they are not serialized).
+/// pinned PostgreSQL included: they are not serialized). Not of the generated credentials: a
+/// render that generated them creates their Secrets, and the pass after finds them instead, with
+/// the same data (in `secret_data`); see [`Generated`] for how a kept render is matched.
 fn fingerprint(values: &Values, discovered: &Discovered) -> u64 {
+    // Destructured so that a new field of `Discovered` must be placed here or there.
+    let Discovered { postgres, pinned_postgres, generated: _, secret_data, checksum_key } = discovered;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_vec(values).expect("values serialize").hash(&mut hasher);
-    serde_json::to_vec(discovered).expect("discovered data serializes").hash(&mut hasher);
-    serde_json::to_vec(&discovered.pinned_postgres).expect("pinned version serializes").hash(&mut hasher);
-    discovered.secret_data.hash(&mut hasher);
-    discovered.checksum_key.hash(&mut hasher);
+    serde_json::to_vec(postgres).expect("the connection serializes").hash(&mut hasher);
+    serde_json::to_vec(pinned_postgres).expect("pinned version serializes").hash(&mut hasher);
+    secret_data.hash(&mut hasher);
+    checksum_key.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Which generated credentials a render had: each is generated only while its Secret is missing.
+/// A kept render serves a pass that generates no more than it did. Those it generated, it also
+/// rendered as create-only Secrets, so a pass that generates one again (its Secret gone) finds
+/// that object missing from the cache and renders anew. One it did not generate must render anew.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct Generated([bool; 3]);
+
+impl Generated {
+    fn of(discovered: &Discovered) -> Self {
+        let g = &discovered.generated;
+        Self([g.jwt_secret.is_some(), g.admin_password.is_some(), g.operator_password.is_some()])
+    }
+
+    /// Whether a render that generated `self` can serve a pass that generates `now`.
+    fn covers(self, now: Self) -> bool {
+        self.0.iter().zip(now.0).all(|(kept, now)| *kept || !now)
+    }
 }
 
 #[derive(Default)]
@@ -79,11 +105,13 @@ impl RenderMemo {
         let key = (cr.namespace().unwrap_or_default(), cr.name_any());
         let templates = source.fingerprint();
         let inputs = fingerprint(values, discovered);
+        let generated = Generated::of(discovered);
         let kept = self.kept.lock().expect("memo lock").get(&key).cloned();
         if let Some(kept) = kept
             && kept.generation == cr.metadata.generation
             && kept.templates == templates
             && kept.inputs == inputs
+            && kept.generated.covers(generated)
         {
             let applied = kept.applied.lock().expect("memo lock").clone();
             if let Some(set) = applied
@@ -95,8 +123,14 @@ impl RenderMemo {
         let rendered = Renderer::new(source).render(cr, values, discovered)?;
         self.renders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rest = Arc::new(rendered.without_objects());
-        let kept =
-            Arc::new(Kept { generation: cr.metadata.generation, templates, inputs, rest, applied: Mutex::default() });
+        let kept = Arc::new(Kept {
+            generation: cr.metadata.generation,
+            templates,
+            inputs,
+            generated,
+            rest,
+            applied: Mutex::default(),
+        });
         self.kept.lock().expect("memo lock").insert(key, kept.clone());
         Ok(Rendering { rendered: Arc::new(rendered), settled: None, kept })
     }
@@ -178,5 +212,38 @@ mod tests {
         assert_eq!(renders(), 6, "another template set renders anew");
         memo.render(&overridden, &edited, &values, &rotated, |_| true).unwrap();
         assert_eq!(renders(), 6);
+    }
+    #[test]
+    fn credentials_generated_by_the_kept_render_and_since_created_render_nothing_new() {
+        let memo = RenderMemo::default();
+        let renders = || memo.renders.load(std::sync::atomic::Ordering::Relaxed);
+        let source = TemplateSource::embedded();
+        let server: DittoServer = serde_saphyr::from_str(CR).unwrap();
+        let values = crate::values::ValuesBuilder::new().build().unwrap();
+        // The first pass: no Secret exists, every credential is generated.
+        let creating = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), true).unwrap();
+        assert_eq!(Generated::of(&creating), Generated([true; 3]));
+        let first = memo.render(&source, &server, &values, &creating, |_| true).unwrap();
+        let set = applied(&first);
+        first.note_applied(set.clone());
+        // The next pass finds the Secrets it created, holding the same data.
+        let created = Discovered { generated: Default::default(), ..creating.clone() };
+        let next = memo.render(&source, &server, &values, &created, |seen| seen == &set).unwrap();
+        assert_eq!((renders(), next.settled.as_deref()), (1, Some(&set)), "the Secrets it created: no render");
+
+        // A Secret gone again is generated again: the kept render may serve only if the cache
+        // shows its objects (its Secret among them), which is for the cache to say.
+        let mut regenerating = created.clone();
+        regenerating.generated.operator_password = Some("fresh".into());
+        let again = memo.render(&source, &server, &values, &regenerating, |_| false).unwrap();
+        assert!(again.settled.is_none());
+        assert_eq!(renders(), 2);
+        // That render generated only the operator's password: a pass that must generate
+        // another credential renders anew, whatever the cache says.
+        again.note_applied(set.clone());
+        let mut more = regenerating.clone();
+        more.generated.jwt_secret = Some("fresh".into());
+        assert!(memo.render(&source, &server, &values, &more, |_| true).unwrap().settled.is_none());
+        assert_eq!(renders(), 3);
     }
 }
