@@ -54,6 +54,28 @@ impl Key {
     }
 }
 
+/// Of an object's metadata, what planning reads when no dry run is needed: its name and
+/// version, and whose it is (the controller owner's uid, the owner annotation, the instance and
+/// managed-by labels; see `apply::controlled_by`). The rest of the labels and annotations is
+/// most of a metadata object and nothing decides on it.
+fn keep_ownership(meta: &mut serde_json::Map<String, Value>) {
+    meta.retain(|k, _| {
+        matches!(k.as_str(), "name" | "namespace" | "resourceVersion" | "labels" | "annotations" | "ownerReferences")
+    });
+    if let Some(Value::Object(labels)) = meta.get_mut("labels") {
+        labels.retain(|k, _| k == LABEL_INSTANCE || k == LABEL_MANAGED_BY);
+    }
+    if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
+        annotations.retain(|k, _| k == crate::names::OWNER_ANNOTATION);
+    }
+    if let Some(Value::Array(owners)) = meta.get_mut("ownerReferences") {
+        owners.retain(|o| o["controller"] == true);
+        for owner in owners.iter_mut().filter_map(Value::as_object_mut) {
+            owner.retain(|k, _| k == "uid" || k == "controller");
+        }
+    }
+}
+
 fn resource_key(resource: &ApiResource) -> String {
     format!("{}/{}", resource.group, resource.plural)
 }
@@ -234,8 +256,8 @@ impl Kept {
 /// How much of an object a read needs; each level includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Need {
-    /// Its name, version, labels, annotations and owner references (plan, when no dry run is
-    /// needed).
+    /// Its name, version and whose it is ([`keep_ownership`]): what a plan reads when no dry run
+    /// is needed.
     Metadata,
     /// Also its status and its spec without the pod and claim templates (the status step's
     /// view of a StatefulSet: the templates are most of it); of a Pod, no spec at all (its
@@ -368,14 +390,8 @@ impl Cache {
             match need {
                 Need::Metadata => {
                     map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
-                    // Whose it is and its version: what planning reads of it.
                     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-                        meta.retain(|k, _| {
-                            matches!(
-                                k.as_str(),
-                                "name" | "namespace" | "resourceVersion" | "labels" | "annotations" | "ownerReferences"
-                            )
-                        });
+                        keep_ownership(meta);
                     }
                 }
                 Need::Status if map.get("kind").and_then(Value::as_str) == Some("Pod") => {
@@ -657,5 +673,40 @@ mod tests {
         assert_eq!(names(cache.list(&resource, "ns", &crate::names::instance_labels("b"))), ["a-extra", "b-config"]);
         store.apply(&Event::InitDone);
         assert_eq!(names(cache.list(&resource, "ns", &crate::names::instance_labels("b"))), ["a-extra"]);
+    }
+    #[test]
+    fn kept_metadata_holds_whose_it_is_and_nothing_else() {
+        let live = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": "a-config", "namespace": "ns", "resourceVersion": "7", "uid": "c-1",
+                "labels": {"app.kubernetes.io/instance": "a", "app.kubernetes.io/managed-by": "dittofs-operator",
+                           "app.kubernetes.io/name": "dittofs", "team": "x"},
+                "annotations": {crate::names::OWNER_ANNOTATION: "u-1", "note": "long text"},
+                "ownerReferences": [
+                    {"apiVersion": "dittofs.dittofs.com/v1alpha1", "kind": "DittoServer", "name": "a", "uid": "u-1",
+                     "controller": true, "blockOwnerDeletion": true},
+                    {"apiVersion": "v1", "kind": "Other", "name": "o", "uid": "o-1"}
+                ],
+                "managedFields": [{"manager": "x"}]
+            },
+            "data": {"config.yaml": "big"}
+        });
+        let cache = Cache::default();
+        let key = Key::new(&ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()), "ns", "a-config");
+        let kept = cache.keep_as(key, live, Need::Metadata);
+        let expected = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": "a-config", "namespace": "ns", "resourceVersion": "7",
+                "labels": {"app.kubernetes.io/instance": "a", "app.kubernetes.io/managed-by": "dittofs-operator"},
+                "annotations": {crate::names::OWNER_ANNOTATION: "u-1"},
+                "ownerReferences": [{"uid": "u-1", "controller": true}]
+            }
+        });
+        assert_eq!(*kept, expected);
+        assert!(crate::apply::controlled_by(&kept, "u-1", "ConfigMap"));
+        assert!(crate::apply::controlled_by(&kept, "u-1", "PerconaPGCluster"), "by the annotation too");
+        assert!(!crate::apply::controlled_by(&kept, "o-1", "ConfigMap"));
     }
 }

@@ -560,3 +560,45 @@ async fn the_checksum_key_is_created_once_and_survives_a_restart() {
     assert_eq!(checksum(&sts.get("demo").await.unwrap()), first, "same key, same checksum: no roll");
     restarted.shutdown().await;
 }
+
+/// Repeats of an Event on the same object fold into that Event's series (one object, its count
+/// raised); another Event on it is an object of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_event_is_counted_in_one_series() {
+    use dittofs_operator::controller::recorder::Recorder;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{Event, EventType};
+
+    let (client, ns) = setup("events").await;
+    let recorder = Recorder::new(client.clone(), "dittofs-operator".into(), None);
+    let regarding = ObjectReference {
+        api_version: Some("dittofs.dittofs.com/v1alpha1".into()),
+        kind: Some("DittoServer".into()),
+        name: Some("demo".into()),
+        namespace: Some(ns.clone()),
+        uid: Some("0b5e0c1e-uid".into()),
+        ..Default::default()
+    };
+    let event = |reason: &str, action: &str| Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(format!("{reason} {action}")),
+        action: action.into(),
+        secondary: None,
+    };
+    for _ in 0..3 {
+        recorder.publish(&event("Held", "Reconcile-a"), &regarding).await.unwrap();
+    }
+    recorder.publish(&event("Held", "Reconcile-b"), &regarding).await.unwrap();
+
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    let mut listed = events.list(&Default::default()).await.unwrap().items;
+    listed.sort_by_key(|e| e.action.clone());
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|e| (e.action.as_deref().unwrap(), e.series.as_ref().map(|s| s.count), e.type_.as_deref().unwrap()))
+        .collect();
+    assert_eq!(seen, vec![("Reconcile-a", Some(3), "Warning"), ("Reconcile-b", None, "Warning")]);
+    assert_eq!(listed[0].regarding.as_ref().and_then(|r| r.uid.as_deref()), Some("0b5e0c1e-uid"));
+    assert_eq!(recorder.series_kept(), 2);
+}

@@ -6,6 +6,7 @@
 mod cleanup;
 pub mod decide;
 mod events;
+pub mod recorder;
 mod runtime;
 mod status;
 mod sync;
@@ -18,7 +19,6 @@ use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
@@ -33,6 +33,7 @@ pub use crate::names::FINALIZER;
 use crate::render::RenderMemo;
 use crate::settings::Settings;
 use decide::{Decision, Mode};
+use recorder::Recorder;
 pub use watches::run;
 
 pub struct Context {
@@ -63,9 +64,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), FIELD_MANAGER.into(), std::env::var("POD_NAME").ok()),
             client,
             settings,
             metrics: Arc::new(Metrics::new()),
