@@ -240,7 +240,7 @@ pub struct ApplyOutcome {
 fn content_needed(kind: Kind, name: &str) -> Need {
     match kind {
         Kind::StatefulSet => Need::Status,
-        Kind::Service if is_file_service(kind, name) => Need::Content,
+        Kind::Service if is_file_service(kind, name) => Need::Status,
         _ => Need::Metadata,
     }
 }

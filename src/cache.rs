@@ -32,36 +32,52 @@ use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFEC
 /// A metadata object as the watches deliver it.
 pub type Meta = PartialObjectMeta<DynamicObject>;
 
-/// One object: its API resource, namespace ("" when cluster-scoped) and name. Boxed strings:
-/// the cache's maps hold one per object, a third smaller inline than `String`s.
+/// One object: its API resource, namespace ("" when cluster-scoped) and name. The cache's map
+/// holds one per object: the resource is interned (a handful of kinds), the rest boxed strings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
-    pub resource: Box<str>,
+    pub resource: &'static str,
     pub namespace: Box<str>,
     pub name: Box<str>,
 }
 
 impl Key {
     pub fn new(resource: &ApiResource, namespace: &str, name: &str) -> Self {
-        Self { resource: resource_key(resource).into(), namespace: namespace.into(), name: name.into() }
+        Self { resource: intern(resource_key(resource)), namespace: namespace.into(), name: name.into() }
     }
-}
 
-impl Key {
     /// The key of a managed object (no [`ApiResource`] built for it).
     pub fn of(kind: crate::kinds::Kind, namespace: &str, name: &str) -> Self {
         let resource = format!("{}/{}", kind.group(), kind.plural());
-        Self { resource: resource.into(), namespace: namespace.into(), name: name.into() }
+        Self { resource: intern(resource), namespace: namespace.into(), name: name.into() }
     }
 }
 
-/// Of an object's metadata, what planning reads when no dry run is needed: its name and
-/// version, and whose it is (the controller owner's uid, the owner annotation, the instance and
-/// managed-by labels; see `apply::controlled_by`). The rest of the labels and annotations is
-/// most of a metadata object and nothing decides on it.
+/// One string per API resource for the life of the process: the resources the operator reads
+/// are a fixed handful (its kinds, Pods, claims, CRDs), so what is leaked is bounded.
+fn intern(resource: String) -> &'static str {
+    static SEEN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().expect("intern lock");
+    match seen.get(resource.as_str()) {
+        Some(known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(resource.into_boxed_str());
+            seen.insert(leaked);
+            leaked
+        }
+    }
+}
+
+/// Of an object's metadata, what planning and the status step read when no dry run is needed:
+/// its name, version and generation, and whose it is (the controller owner's uid, the owner
+/// annotation, the instance and managed-by labels; see `apply::controlled_by`). The rest of the
+/// labels and annotations is most of a metadata object and nothing decides on it.
 fn keep_ownership(meta: &mut serde_json::Map<String, Value>) {
     meta.retain(|k, _| {
-        matches!(k.as_str(), "name" | "namespace" | "resourceVersion" | "labels" | "annotations" | "ownerReferences")
+        matches!(
+            k.as_str(),
+            "name" | "namespace" | "resourceVersion" | "generation" | "labels" | "annotations" | "ownerReferences"
+        )
     });
     if let Some(Value::Object(labels)) = meta.get_mut("labels") {
         labels.retain(|k, _| k == LABEL_INSTANCE || k == LABEL_MANAGED_BY);
@@ -260,21 +276,29 @@ pub enum Need {
     /// Its name, version and whose it is ([`keep_ownership`]): what a plan reads when no dry run
     /// is needed.
     Metadata,
-    /// Also its status and its spec without the pod and claim templates (the status step's
-    /// view of a StatefulSet: the templates are most of it); of a Pod, no spec at all (its
-    /// health is read from its metadata and status).
+    /// Also its status, and of its spec the replicas and selector (the status step's view of a
+    /// StatefulSet and of the file Service); of a Pod, its whole metadata and status, no spec
+    /// (its health is read from them).
     Status,
-    /// All of it (data, spec, status): for a diff, a Secret's data.
+    /// All of it (data, spec, status): for a diff. Of a Secret, its data with the metadata of
+    /// [`Need::Metadata`]: it is read for its data and never diffed.
     Content,
+}
+
+/// What the cache holds of one object: one map entry for both, as the two are about the same
+/// objects (a key is most of an entry).
+#[derive(Default)]
+struct Entry {
+    /// Its content, valid for the resourceVersion it holds.
+    kept: Option<Kept>,
+    /// (hash of the applied object, live resourceVersion) proven to need no write.
+    settled: Option<(u64, Box<str>)>,
 }
 
 #[derive(Default)]
 pub struct Cache {
     watched: RwLock<HashMap<String, Vec<Watched>>>,
-    /// Object content by key, valid for the resourceVersion beside it.
-    objects: Mutex<HashMap<Key, Kept>>,
-    /// (hash of the applied object, live resourceVersion) proven to need no write.
-    settled: Mutex<HashMap<Key, (u64, Box<str>)>>,
+    objects: Mutex<HashMap<Key, Entry>>,
 }
 
 impl Cache {
@@ -348,7 +372,7 @@ impl Cache {
             // Written by the operator and not seen by the watch yet: the write's response is newer.
             Lookup::Absent => {
                 let objects = self.objects.lock().expect("cache lock");
-                match objects.get(&key) {
+                match objects.get(&key).and_then(|e| e.kept.as_ref()) {
                     Some(kept) if enough(kept) => return Ok(Some(kept.value())),
                     Some(kept) => Some(kept.version.clone()),
                     None => return Ok(None),
@@ -358,7 +382,7 @@ impl Cache {
             Lookup::Unknown => None,
         };
         if let Some(version) = &version
-            && let Some(kept) = self.objects.lock().expect("cache lock").get(&key)
+            && let Some(kept) = self.objects.lock().expect("cache lock").get(&key).and_then(|e| e.kept.as_ref())
             && kept.version == *version
             && enough(kept)
         {
@@ -388,49 +412,40 @@ impl Cache {
             meta.remove("managedFields");
         }
         if let Value::Object(map) = &mut value {
-            match need {
-                Need::Metadata => {
-                    map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
-                    if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-                        keep_ownership(meta);
-                    }
-                }
-                Need::Status if map.get("kind").and_then(Value::as_str) == Some("Pod") => {
-                    map.remove("spec");
-                }
-                Need::Status => {
-                    if let Some(spec) = map.get_mut("spec").and_then(Value::as_object_mut) {
-                        spec.remove("template");
-                        spec.remove("volumeClaimTemplates");
-                    }
-                }
-                Need::Content => {}
-            }
+            trim(map, need);
         }
         let version =
             value.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
         let json = serde_json::to_vec(&value).expect("JSON serializes").into_boxed_slice();
-        self.objects.lock().expect("cache lock").insert(key, Kept { version: version.into(), json, level: need });
+        self.objects.lock().expect("cache lock").entry(key).or_default().kept =
+            Some(Kept { version: version.into(), json, level: need });
         Arc::new(value)
     }
 
     /// Whether applying `applied` (hashed by [`hash_of`]) onto the live version `live_version`
     /// was already shown to change nothing.
     pub fn is_settled(&self, key: &Key, applied: u64, live_version: &str) -> bool {
-        self.settled.lock().expect("cache lock").get(key).is_some_and(|(h, v)| *h == applied && **v == *live_version)
+        let objects = self.objects.lock().expect("cache lock");
+        objects.get(key).and_then(|e| e.settled.as_ref()).is_some_and(|(h, v)| *h == applied && **v == *live_version)
     }
 
     /// Records that the object at `live_version` holds everything `applied` sets.
     pub fn settle(&self, key: Key, applied: u64, live_version: String) {
-        self.settled.lock().expect("cache lock").insert(key, (applied, live_version.into()));
+        self.objects.lock().expect("cache lock").entry(key).or_default().settled = Some((applied, live_version.into()));
     }
 
     /// The resourceVersion the cache knows an object at: its store's, or (written by the
     /// operator, not seen by the watch yet) the write's. `None`: absent, or no ready store covers it.
     fn current_version(&self, key: &Key) -> Option<Box<str>> {
-        match self.lookup_by(&key.resource, &key.namespace, &key.name) {
+        match self.lookup_by(key.resource, &key.namespace, &key.name) {
             Lookup::Present(lean) => Some(lean.version),
-            Lookup::Absent => self.objects.lock().expect("cache lock").get(key).map(|k| k.version.clone()),
+            Lookup::Absent => self
+                .objects
+                .lock()
+                .expect("cache lock")
+                .get(key)
+                .and_then(|e| e.kept.as_ref())
+                .map(|k| k.version.clone()),
             Lookup::Unknown => None,
         }
     }
@@ -448,13 +463,13 @@ impl Cache {
 
     /// Whether the operator wrote this object and the watch has not shown it yet.
     pub fn written_unseen(&self, resource: &ApiResource, namespace: &str, name: &str) -> bool {
-        self.objects.lock().expect("cache lock").contains_key(&Key::new(resource, namespace, name))
+        let objects = self.objects.lock().expect("cache lock");
+        objects.get(&Key::new(resource, namespace, name)).is_some_and(|e| e.kept.is_some())
     }
 
     /// Forgets what was kept of a deleted object (the watch saw it go, or the operator deleted it).
     pub fn forget(&self, key: &Key) {
         self.objects.lock().expect("cache lock").remove(key);
-        self.settled.lock().expect("cache lock").remove(key);
     }
 
     /// The watch saw an object go: nothing of it stays.
@@ -467,17 +482,44 @@ impl Cache {
     pub fn sweep(&self) {
         let gone: Vec<Key> = {
             let objects = self.objects.lock().expect("cache lock");
-            let settled = self.settled.lock().expect("cache lock");
             objects
                 .keys()
-                .chain(settled.keys())
-                .filter(|k| matches!(self.lookup_by(&k.resource, &k.namespace, &k.name), Lookup::Absent))
+                .filter(|k| matches!(self.lookup_by(k.resource, &k.namespace, &k.name), Lookup::Absent))
                 .cloned()
                 .collect()
         };
         for key in gone {
             self.forget(&key);
         }
+    }
+}
+
+/// Drops from an object what no read at `need` looks at (see [`Need`]).
+fn trim(object: &mut serde_json::Map<String, Value>, need: Need) {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let metadata_only = match (need, kind) {
+        (Need::Metadata, _) => {
+            object.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+            true
+        }
+        // A Pod is read for its health: its labels (the StatefulSet's selector) and status.
+        (Need::Status, "Pod") => {
+            object.remove("spec");
+            false
+        }
+        (Need::Status, _) => {
+            // The StatefulSet's replicas and selector; a Service's address is in its status.
+            if let Some(Value::Object(spec)) = object.get_mut("spec") {
+                spec.retain(|k, _| k == "replicas" || k == "selector");
+            }
+            true
+        }
+        // A Secret is read for its data (it is never diffed: created once, never updated).
+        (Need::Content, "Secret") => true,
+        (Need::Content, _) => false,
+    };
+    if metadata_only && let Some(Value::Object(meta)) = object.get_mut("metadata") {
+        keep_ownership(meta);
     }
 }
 
@@ -709,5 +751,73 @@ mod tests {
         assert!(crate::apply::controlled_by(&kept, "u-1", "ConfigMap"));
         assert!(crate::apply::controlled_by(&kept, "u-1", "PerconaPGCluster"), "by the annotation too");
         assert!(!crate::apply::controlled_by(&kept, "o-1", "ConfigMap"));
+    }
+
+    #[test]
+    fn the_status_view_holds_what_the_status_step_reads_and_a_secret_its_data() {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        use k8s_openapi::api::core::v1::{Secret, Service};
+        let meta = serde_json::json!({
+            "name": "a", "namespace": "ns", "resourceVersion": "9", "generation": 3, "uid": "s-1",
+            "labels": {"app.kubernetes.io/instance": "a", "team": "x"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+            "ownerReferences": [{"apiVersion": "dittofs.dittofs.com/v1alpha1", "kind": "DittoServer", "name": "a",
+                                 "uid": "u-1", "controller": true}]
+        });
+        let cache = Cache::default();
+        let resource = ApiResource::erase::<StatefulSet>(&());
+        let sts = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta,
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "a"}}, "serviceName": "a",
+                     "template": {"spec": {"containers": [{"name": "dfs", "image": "x"}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}}]},
+            "status": {"replicas": 1, "readyReplicas": 1, "observedGeneration": 3, "updateRevision": "a-1"}
+        });
+        let kept = cache.keep_as(Key::new(&resource, "ns", "a"), sts, Need::Status);
+        let typed: StatefulSet = serde_json::from_value(Value::clone(&kept)).expect("still a StatefulSet");
+        assert_eq!(typed.metadata.generation, Some(3), "rolled out is judged against the generation");
+        let spec = typed.spec.expect("spec");
+        assert_eq!((spec.replicas, spec.selector.match_labels.map(|l| l.len())), (Some(1), Some(1)));
+        assert!(spec.template.spec.is_none() && spec.volume_claim_templates.is_none() && spec.service_name.is_none());
+        assert_eq!(typed.status.and_then(|s| s.update_revision).as_deref(), Some("a-1"));
+        assert!(typed.metadata.annotations.is_none_or(|a| a.is_empty()));
+        assert!(crate::apply::controlled_by(&kept, "u-1", "StatefulSet"));
+
+        let service = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 2049}], "selector": {"app": "a"}},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}}
+        });
+        let kept = cache.keep_as(Key::new(&ApiResource::erase::<Service>(&()), "ns", "a-file"), service, Need::Status);
+        let typed: Service = serde_json::from_value(Value::clone(&kept)).expect("still a Service");
+        let ingress = typed.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).unwrap_or_default();
+        assert_eq!(ingress.first().and_then(|i| i.ip.as_deref()), Some("10.0.0.9"), "its address stays");
+
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "data": {"password": "cHc="}
+        });
+        let kept = cache.keep(Key::new(&ApiResource::erase::<Secret>(&()), "ns", "a-admin"), secret);
+        let typed: Secret = serde_json::from_value(Value::clone(&kept)).expect("still a Secret");
+        assert_eq!(typed.data.expect("data")["password"].0, b"pw");
+        assert!(typed.metadata.annotations.is_none_or(|a| a.is_empty()), "no copy of the data in an annotation");
+    }
+
+    #[test]
+    fn one_entry_holds_what_was_kept_and_what_was_settled_of_an_object() {
+        let cache = Cache::default();
+        let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+        let key = Key::new(&resource, "ns", "a-config");
+        cache.settle(key.clone(), 1, "5".into());
+        assert!(cache.is_settled(&key, 1, "5"));
+        assert!(!cache.written_unseen(&resource, "ns", "a-config"), "settled is not kept content");
+        let live = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                      "metadata": {"name": "a-config", "namespace": "ns", "resourceVersion": "5"}});
+        cache.keep_as(key.clone(), live, Need::Metadata);
+        assert!(cache.written_unseen(&resource, "ns", "a-config"));
+        assert!(cache.is_settled(&key, 1, "5"), "keeping content leaves the settled pair");
+        assert!(!cache.is_settled(&key, 2, "5") && !cache.is_settled(&key, 1, "6"));
+        cache.forget(&key);
+        assert!(!cache.written_unseen(&resource, "ns", "a-config") && !cache.is_settled(&key, 1, "5"));
+        assert!(std::ptr::eq(key.resource, Key::of(crate::kinds::Kind::ConfigMap, "x", "y").resource), "interned");
     }
 }

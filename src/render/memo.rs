@@ -25,8 +25,10 @@ struct Kept {
     inputs: u64,
     /// Which credentials this render generated (their Secrets did not exist yet).
     generated: Generated,
-    /// The render without its objects.
+    /// The render without its objects, nor its runtime state: that is kept as compact JSON
+    /// (a fifth of its parsed size) and read back when the render is reused.
     rest: Arc<Rendered>,
+    runtime: Option<Box<[u8]>>,
     /// How the plan of this render applied its objects, once it did.
     applied: Mutex<Option<Arc<AppliedSet>>>,
 }
@@ -117,18 +119,30 @@ impl RenderMemo {
             if let Some(set) = applied
                 && settled(&set)
             {
-                return Ok(Rendering { rendered: kept.rest.clone(), settled: Some(set), kept });
+                let rendered = match &kept.runtime {
+                    Some(json) => {
+                        let runtime = serde_json::from_slice(json).expect("kept runtime state reads back");
+                        Arc::new(Rendered { runtime: Some(Arc::new(runtime)), ..Rendered::clone(&kept.rest) })
+                    }
+                    None => kept.rest.clone(),
+                };
+                return Ok(Rendering { rendered, settled: Some(set), kept });
             }
         }
         let rendered = Renderer::new(source).render(cr, values, discovered)?;
         self.renders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let rest = Arc::new(rendered.without_objects());
+        let rest = Arc::new(Rendered { runtime: None, ..rendered.without_objects() });
+        let runtime = rendered
+            .runtime
+            .as_ref()
+            .map(|r| serde_json::to_vec(&**r).expect("runtime state serializes").into_boxed_slice());
         let kept = Arc::new(Kept {
             generation: cr.metadata.generation,
             templates,
             inputs,
             generated,
             rest,
+            runtime,
             applied: Mutex::default(),
         });
         self.kept.lock().expect("memo lock").insert(key, kept.clone());
