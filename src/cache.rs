@@ -27,7 +27,9 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY};
+use crate::names::{
+    LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY, OWNER_ANNOTATION,
+};
 
 /// A metadata object as the watches deliver it.
 pub type Meta = PartialObjectMeta<DynamicObject>;
@@ -83,7 +85,7 @@ fn keep_ownership(meta: &mut serde_json::Map<String, Value>) {
         labels.retain(|k, _| k == LABEL_INSTANCE || k == LABEL_MANAGED_BY);
     }
     if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
-        annotations.retain(|k, _| k == crate::names::OWNER_ANNOTATION);
+        annotations.retain(|k, _| k == OWNER_ANNOTATION);
     }
     if let Some(Value::Array(owners)) = meta.get_mut("ownerReferences") {
         owners.retain(|o| o["controller"] == true);
@@ -109,6 +111,9 @@ pub struct Lean {
     pub controller_uid: Option<Box<str>>,
     /// Annotated as created once and never updated or pruned.
     pub create_only: bool,
+    /// Its owner annotation (the uid of the DittoServer owning an object that cannot carry
+    /// an owner reference).
+    pub owner: Option<Box<str>>,
 }
 
 impl Lean {
@@ -122,7 +127,37 @@ impl Lean {
             controller_uid: controller.map(|o| o.uid.as_str().into()),
             create_only: meta.annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
                 == Some(LIFECYCLE_CREATE_ONLY),
+            owner: meta.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)).map(|o| o.as_str().into()),
         }
+    }
+
+    /// The object as a read at [`Need::Metadata`] sees it ([`keep_ownership`]'s view but for the
+    /// generation, which only the status view needs): what the store holds is enough, so
+    /// nothing of the object need be kept for it.
+    fn metadata_view(&self, resource: &ApiResource, namespace: &str, name: &str) -> Value {
+        let mut meta = serde_json::Map::new();
+        meta.insert("name".into(), name.into());
+        if !namespace.is_empty() {
+            meta.insert("namespace".into(), namespace.into());
+        }
+        meta.insert("resourceVersion".into(), (*self.version).into());
+        let mut labels = serde_json::Map::new();
+        if let Some(instance) = &self.instance {
+            labels.insert(LABEL_INSTANCE.into(), (**instance).into());
+        }
+        if self.managed_by_us {
+            labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+        }
+        if !labels.is_empty() {
+            meta.insert("labels".into(), labels.into());
+        }
+        if let Some(owner) = &self.owner {
+            meta.insert("annotations".into(), serde_json::json!({ OWNER_ANNOTATION: &**owner }));
+        }
+        if let Some(uid) = &self.controller_uid {
+            meta.insert("ownerReferences".into(), serde_json::json!([{"uid": &**uid, "controller": true}]));
+        }
+        serde_json::json!({"apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta})
     }
 
     /// Whether the object carries `labels`; `None` when the store cannot tell (a label it does
@@ -257,16 +292,20 @@ impl Watched {
 }
 
 /// An object at one resourceVersion, as much of it as was kept: compact JSON, a third to a
-/// fifth of the memory of a parsed value; reading it back costs microseconds.
+/// fifth of the memory of a parsed value; reading it back costs microseconds. Of an object
+/// written at [`Need::Metadata`], only its version: once the watch shows it, its store's
+/// record answers such reads; until then its version tells it exists and whether it settled.
 struct Kept {
     version: Box<str>,
-    json: Box<[u8]>,
+    json: Option<Box<[u8]>>,
     level: Need,
 }
 
 impl Kept {
-    fn value(&self) -> Arc<Value> {
-        Arc::new(serde_json::from_slice(&self.json).expect("kept JSON reads back"))
+    /// Its content, when it was kept and is at least `need`.
+    fn value(&self, need: Need) -> Option<Arc<Value>> {
+        let json = self.json.as_ref().filter(|_| self.level >= need)?;
+        Some(Arc::new(serde_json::from_slice(json).expect("kept JSON reads back")))
     }
 }
 
@@ -367,16 +406,20 @@ impl Cache {
         need: Need,
     ) -> Result<Option<Arc<Value>>, kube::Error> {
         let key = Key::new(resource, namespace, name);
-        let enough = |k: &Kept| k.level >= need;
         let version = match self.lookup(resource, namespace, name) {
             // Written by the operator and not seen by the watch yet: the write's response is newer.
             Lookup::Absent => {
                 let objects = self.objects.lock().expect("cache lock");
                 match objects.get(&key).and_then(|e| e.kept.as_ref()) {
-                    Some(kept) if enough(kept) => return Ok(Some(kept.value())),
-                    Some(kept) => Some(kept.version.clone()),
+                    Some(kept) => match kept.value(need) {
+                        Some(value) => return Ok(Some(value)),
+                        None => Some(kept.version.clone()),
+                    },
                     None => return Ok(None),
                 }
+            }
+            Lookup::Present(lean) if need == Need::Metadata => {
+                return Ok(Some(Arc::new(lean.metadata_view(resource, namespace, name))));
             }
             Lookup::Present(lean) => Some(lean.version),
             Lookup::Unknown => None,
@@ -384,9 +427,9 @@ impl Cache {
         if let Some(version) = &version
             && let Some(kept) = self.objects.lock().expect("cache lock").get(&key).and_then(|e| e.kept.as_ref())
             && kept.version == *version
-            && enough(kept)
+            && let Some(value) = kept.value(need)
         {
-            return Ok(Some(kept.value()));
+            return Ok(Some(value));
         }
         let fetched = fetch(client, resource, namespace, name).await?;
         // All of it, as a later read may need more than this one; but a Pod is only ever read
@@ -416,7 +459,8 @@ impl Cache {
         }
         let version =
             value.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let json = serde_json::to_vec(&value).expect("JSON serializes").into_boxed_slice();
+        let json = (need > Need::Metadata)
+            .then(|| serde_json::to_vec(&value).expect("JSON serializes").into_boxed_slice());
         self.objects.lock().expect("cache lock").entry(key).or_default().kept =
             Some(Kept { version: version.into(), json, level: need });
         Arc::new(value)
@@ -694,6 +738,7 @@ mod tests {
             managed_by_us: true,
             controller_uid: Some("u-1".into()),
             create_only: false,
+            owner: None,
         };
         assert_eq!(lean, expected, "only what decisions read, not the annotation");
         let a = crate::names::instance_labels("a");
@@ -736,8 +781,8 @@ mod tests {
             "data": {"config.yaml": "big"}
         });
         let cache = Cache::default();
-        let key = Key::new(&ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()), "ns", "a-config");
-        let kept = cache.keep_as(key, live, Need::Metadata);
+        let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+        let kept = cache.keep_as(Key::new(&resource, "ns", "a-config"), live.clone(), Need::Metadata);
         let expected = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {
@@ -748,6 +793,9 @@ mod tests {
             }
         });
         assert_eq!(*kept, expected);
+        // Once the watch shows it, a metadata read is answered from the store's record, the same view.
+        let lean = Lean::of(&serde_json::from_value(live["metadata"].clone()).expect("metadata"));
+        assert_eq!(lean.metadata_view(&resource, "ns", "a-config"), expected);
         assert!(crate::apply::controlled_by(&kept, "u-1", "ConfigMap"));
         assert!(crate::apply::controlled_by(&kept, "u-1", "PerconaPGCluster"), "by the annotation too");
         assert!(!crate::apply::controlled_by(&kept, "o-1", "ConfigMap"));

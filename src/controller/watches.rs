@@ -61,20 +61,38 @@ enum Read {
     PerconaCluster(String),
 }
 
+/// Kept lean: one entry per DittoServer and one per thing read, the uid shared between them
+/// (a thousand DittoServers reading three Secrets each held 1.6 MiB as `String`s and sets).
 #[derive(Default)]
 struct ReferenceIndex {
     /// By the DittoServer's uid.
-    by_server: HashMap<String, References>,
-    /// The uids of the DittoServers that read (namespace, what).
-    readers: HashMap<(Option<String>, Read), HashSet<String>>,
+    by_server: HashMap<Arc<str>, References>,
+    /// The uids of the DittoServers that read (namespace, what); most things have one reader.
+    readers: HashMap<(Namespace, Read), Vec<Arc<str>>>,
     /// The uids a re-list of the DittoServers has delivered so far.
-    relisted: Option<HashSet<String>>,
+    relisted: Option<HashSet<Arc<str>>>,
 }
+
+/// A DittoServer's namespace (`None` only for a cluster-scoped test object).
+type Namespace = Option<Box<str>>;
 
 struct References {
     generation: Option<i64>,
-    server: ObjectRef<DittoServer>,
-    reads: Vec<Read>,
+    namespace: Namespace,
+    name: Box<str>,
+    reads: Box<[Read]>,
+}
+
+impl References {
+    /// A reference to the DittoServer for the controller (whose queue ignores the extra fields
+    /// of a reference made from the object).
+    fn server(&self) -> ObjectRef<DittoServer> {
+        let reference = ObjectRef::new(&self.name);
+        match &self.namespace {
+            Some(namespace) => reference.within(namespace),
+            None => reference,
+        }
+    }
 }
 
 impl SecretReferences {
@@ -85,15 +103,15 @@ impl SecretReferences {
             watcher::Event::Apply(cr) => index.note(cr),
             watcher::Event::InitApply(cr) => {
                 index.note(cr);
-                let uid = cr.metadata.uid.clone().unwrap_or_default();
-                index.relisted.get_or_insert_default().insert(uid);
+                let uid = cr.metadata.uid.as_deref().unwrap_or_default();
+                index.relisted.get_or_insert_default().insert(uid.into());
             }
             watcher::Event::Delete(cr) => index.forget(cr.metadata.uid.as_deref().unwrap_or_default()),
             watcher::Event::Init => index.relisted = Some(HashSet::new()),
             // DittoServers deleted while the watch was down are gone from the list.
             watcher::Event::InitDone => {
                 let Some(relisted) = index.relisted.take() else { return };
-                let gone: Vec<String> =
+                let gone: Vec<Arc<str>> =
                     index.by_server.keys().filter(|uid| !relisted.contains(*uid)).cloned().collect();
                 for uid in gone {
                     index.forget(&uid);
@@ -108,9 +126,10 @@ impl SecretReferences {
         let index = self.index.lock().expect("references lock");
         let mut reads = vec![Read::Secret(name.to_string())];
         reads.extend(cluster.map(Read::PerconaCluster));
-        let uids: HashSet<&String> =
+        let namespace: Namespace = namespace.map(Into::into);
+        let uids: HashSet<&Arc<str>> =
             reads.into_iter().filter_map(|read| index.readers.get(&(namespace.clone(), read))).flatten().collect();
-        uids.into_iter().filter_map(|uid| index.by_server.get(uid)).map(|r| r.server.clone()).collect()
+        uids.into_iter().filter_map(|uid| index.by_server.get(uid)).map(References::server).collect()
     }
 }
 
@@ -121,23 +140,29 @@ impl ReferenceIndex {
             return;
         }
         self.forget(uid);
+        let uid: Arc<str> = uid.into();
         let server = cr.name_any();
+        let namespace: Namespace = cr.metadata.namespace.as_deref().map(Into::into);
         let mut reads: Vec<Read> =
             discover::referenced_secret_names(&cr.spec, &server).into_iter().map(Read::Secret).collect();
         reads.extend(percona::target(&cr.spec, &server).map(|t| Read::PerconaCluster(t.cluster)));
         for read in &reads {
-            self.readers.entry((cr.metadata.namespace.clone(), read.clone())).or_default().insert(uid.to_string());
+            let readers = self.readers.entry((namespace.clone(), read.clone())).or_default();
+            if !readers.contains(&uid) {
+                readers.push(uid.clone());
+            }
         }
-        let references = References { generation: cr.metadata.generation, server: ObjectRef::from_obj(cr), reads };
-        self.by_server.insert(uid.to_string(), references);
+        let references =
+            References { generation: cr.metadata.generation, namespace, name: server.into(), reads: reads.into() };
+        self.by_server.insert(uid, references);
     }
 
     fn forget(&mut self, uid: &str) {
         let Some(gone) = self.by_server.remove(uid) else { return };
         for read in gone.reads {
-            let key = (gone.server.namespace.clone(), read);
+            let key = (gone.namespace.clone(), read);
             if let Some(uids) = self.readers.get_mut(&key) {
-                uids.remove(uid);
+                uids.retain(|reader| &**reader != uid);
                 if uids.is_empty() {
                     self.readers.remove(&key);
                 }
