@@ -20,6 +20,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
@@ -35,23 +36,35 @@ use crate::names::{
 pub type Meta = PartialObjectMeta<DynamicObject>;
 
 /// One object: its API resource, namespace ("" when cluster-scoped) and name. The cache's map
-/// holds one per object: the resource is interned (a handful of kinds), the rest boxed strings.
+/// holds one per object: the resource is interned (a handful of kinds), namespace and name are
+/// one `namespace/name` string, held inline up to 24 bytes (no allocation for most keys).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     pub resource: &'static str,
-    pub namespace: Box<str>,
-    pub name: Box<str>,
+    path: CompactString,
 }
 
 impl Key {
     pub fn new(resource: &ApiResource, namespace: &str, name: &str) -> Self {
-        Self { resource: intern(resource_key(resource)), namespace: namespace.into(), name: name.into() }
+        Self::in_resource(intern(resource_key(resource)), namespace, name)
     }
 
     /// The key of a managed object (no [`ApiResource`] built for it).
     pub fn of(kind: crate::kinds::Kind, namespace: &str, name: &str) -> Self {
-        let resource = format!("{}/{}", kind.group(), kind.plural());
-        Self { resource: intern(resource), namespace: namespace.into(), name: name.into() }
+        Self::in_resource(intern(format!("{}/{}", kind.group(), kind.plural())), namespace, name)
+    }
+
+    fn in_resource(resource: &'static str, namespace: &str, name: &str) -> Self {
+        // Neither a namespace nor an object's name can hold a '/'.
+        Self { resource, path: compact_str::format_compact!("{namespace}/{name}") }
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.path.split_once('/').map_or("", |(namespace, _)| namespace)
+    }
+
+    pub fn name(&self) -> &str {
+        self.path.split_once('/').map_or(&*self.path, |(_, name)| name)
     }
 }
 
@@ -102,9 +115,9 @@ fn resource_key(resource: &ApiResource) -> String {
 /// What a store keeps of one object: what the operator decides on from a watch, nothing else.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lean {
-    pub version: Box<str>,
+    pub version: CompactString,
     /// Its `app.kubernetes.io/instance` label: the DittoServer it belongs to.
-    pub instance: Option<Box<str>>,
+    pub instance: Option<CompactString>,
     /// Labeled `app.kubernetes.io/managed-by: dittofs-operator`.
     pub managed_by_us: bool,
     /// The uid of its controller owner reference.
@@ -140,10 +153,10 @@ impl Lean {
         if !namespace.is_empty() {
             meta.insert("namespace".into(), namespace.into());
         }
-        meta.insert("resourceVersion".into(), (*self.version).into());
+        meta.insert("resourceVersion".into(), self.version.as_str().into());
         let mut labels = serde_json::Map::new();
         if let Some(instance) = &self.instance {
-            labels.insert(LABEL_INSTANCE.into(), (**instance).into());
+            labels.insert(LABEL_INSTANCE.into(), instance.as_str().into());
         }
         if self.managed_by_us {
             labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
@@ -188,11 +201,11 @@ pub struct Listed {
 struct Objects {
     by_name: HashMap<Pair, Lean>,
     /// Names by (namespace, instance label).
-    by_instance: HashMap<Pair, BTreeSet<Box<str>>>,
+    by_instance: HashMap<Pair, BTreeSet<CompactString>>,
 }
 
-/// A namespace and a name (of an object, or of a DittoServer instance).
-type Pair = (Box<str>, Box<str>);
+/// A namespace and a name (of an object, or of a DittoServer instance); inline up to 24 bytes each.
+type Pair = (CompactString, CompactString);
 
 impl Objects {
     fn insert(&mut self, meta: &ObjectMeta) {
@@ -296,7 +309,7 @@ impl Watched {
 /// written at [`Need::Metadata`], only its version: once the watch shows it, its store's
 /// record answers such reads; until then its version tells it exists and whether it settled.
 struct Kept {
-    version: Box<str>,
+    version: CompactString,
     json: Option<Box<[u8]>>,
     level: Need,
 }
@@ -331,7 +344,7 @@ struct Entry {
     /// Its content, valid for the resourceVersion it holds.
     kept: Option<Kept>,
     /// (hash of the applied object, live resourceVersion) proven to need no write.
-    settled: Option<(u64, Box<str>)>,
+    settled: Option<(u64, CompactString)>,
 }
 
 #[derive(Default)]
@@ -459,8 +472,8 @@ impl Cache {
         }
         let version =
             value.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let json = (need > Need::Metadata)
-            .then(|| serde_json::to_vec(&value).expect("JSON serializes").into_boxed_slice());
+        let json =
+            (need > Need::Metadata).then(|| serde_json::to_vec(&value).expect("JSON serializes").into_boxed_slice());
         self.objects.lock().expect("cache lock").entry(key).or_default().kept =
             Some(Kept { version: version.into(), json, level: need });
         Arc::new(value)
@@ -480,8 +493,8 @@ impl Cache {
 
     /// The resourceVersion the cache knows an object at: its store's, or (written by the
     /// operator, not seen by the watch yet) the write's. `None`: absent, or no ready store covers it.
-    fn current_version(&self, key: &Key) -> Option<Box<str>> {
-        match self.lookup_by(key.resource, &key.namespace, &key.name) {
+    fn current_version(&self, key: &Key) -> Option<CompactString> {
+        match self.lookup_by(key.resource, key.namespace(), key.name()) {
             Lookup::Present(lean) => Some(lean.version),
             Lookup::Absent => self
                 .objects
@@ -528,7 +541,7 @@ impl Cache {
             let objects = self.objects.lock().expect("cache lock");
             objects
                 .keys()
-                .filter(|k| matches!(self.lookup_by(k.resource, &k.namespace, &k.name), Lookup::Absent))
+                .filter(|k| matches!(self.lookup_by(k.resource, k.namespace(), k.name()), Lookup::Absent))
                 .cloned()
                 .collect()
         };
@@ -717,6 +730,14 @@ mod tests {
         for kind in crate::kinds::Kind::ALL {
             assert_eq!(Key::of(*kind, "ns", "a"), Key::new(&kind.resource(), "ns", "a"), "{kind:?}");
         }
+        let key = Key::of(crate::kinds::Kind::ConfigMap, "ns", "a-config");
+        assert_eq!((key.namespace(), key.name()), ("ns", "a-config"));
+        let cluster_scoped = Key::new(&ApiResource::erase::<k8s_openapi::api::storage::v1::StorageClass>(&()), "", "x");
+        assert_eq!((cluster_scoped.namespace(), cluster_scoped.name()), ("", "x"));
+        assert_ne!(
+            Key::of(crate::kinds::Kind::ConfigMap, "a", "b-c"),
+            Key::of(crate::kinds::Kind::ConfigMap, "a-b", "c")
+        );
     }
 
     #[test]
