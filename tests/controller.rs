@@ -469,20 +469,49 @@ async fn an_existing_object_of_someone_else_is_never_taken_over() {
     operator.shutdown().await;
 }
 
+/// Without an operator-created PerconaPGCluster, owner references clean up everything: no
+/// finalizer, so deleting needs no operator (nor holds a namespace's deletion once it is gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletion_waits_for_the_operator_and_keeps_credentials() {
+async fn without_percona_no_finalizer_holds_the_deletion_and_credentials_stay() {
+    let (client, ns) = setup("nofinalizer").await;
+    let operator = Operator::start(&client, &ns);
+    create(&client, &ns, MINIMAL).await;
+    wait_for_sts(&client, &ns, "demo").await;
+    operator.shutdown().await;
+    let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
+    assert!(servers.get("demo").await.unwrap().finalizers().is_empty(), "no finalizer");
+
+    servers.delete("demo", &Default::default()).await.unwrap();
+    assert!(servers.get_opt("demo").await.unwrap().is_none(), "deleted at once, with no operator running");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    assert!(secrets.get_opt("demo-jwt-secret").await.unwrap().is_some(), "credentials are kept with the data");
+}
+
+/// With `spec.percona.enabled` the finalizer guards the cluster the operator creates (which has
+/// no owner reference). This binary has no Percona CRD: the server is held, but the finalizer
+/// is there from the first pass, and the deletion runs through the cleanup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_percona_the_deletion_waits_for_the_operator() {
     use k8s_openapi::api::events::v1::Event;
     let (client, ns) = setup("finalizer").await;
     let operator = Operator::start(&client, &ns);
-    create(&client, &ns, MINIMAL).await;
+    create(&client, &ns, &format!("{MINIMAL}  percona: {{enabled: true}}\n")).await;
     let servers: Api<DittoServer> = Api::namespaced(client.clone(), &ns);
     eventually("finalizer added", DEADLINE, || async {
         let cr = servers.get("demo").await.ok()?;
         cr.finalizers().iter().any(|f| f == "dittofs.dittofs.com/finalizer").then_some(())
     })
     .await;
-    wait_for_sts(&client, &ns, "demo").await;
+    // Turning Percona off keeps the finalizer: the cluster it may have made outlives the setting.
+    let off = serde_json::json!({"spec": {"percona": {"enabled": false}}});
+    servers.patch("demo", &PatchParams::default(), &Patch::Merge(&off)).await.unwrap();
+    eventually("the pass over enabled: false done", DEADLINE, || async {
+        let cr = servers.get("demo").await.ok()?;
+        (cr.status?.observed_generation == cr.metadata.generation).then_some(())
+    })
+    .await;
     operator.shutdown().await;
+    assert!(servers.get("demo").await.unwrap().finalizers().iter().any(|f| f == controller::FINALIZER));
 
     // Without the operator the deletion waits (the finalizer holds it) ...
     servers.delete("demo", &Default::default()).await.unwrap();
@@ -509,8 +538,6 @@ async fn deletion_waits_for_the_operator_and_keeps_credentials() {
     .await;
     let events = Api::<Event>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items;
     assert!(events.iter().any(|e| e.reason.as_deref() == Some("Deleting")), "a Deleting Event is recorded");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    assert!(secrets.get_opt("demo-jwt-secret").await.unwrap().is_some(), "credentials are kept with the data");
     operator.shutdown().await;
 }
 

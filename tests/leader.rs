@@ -150,7 +150,6 @@ async fn health_and_metrics_endpoints() {
         .create(&PostParams::default(), &server(&ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n"))
         .await
         .unwrap();
-    // The first pass adds the finalizer; the objects are applied by the next.
     eventually("objects applied", DEADLINE, || async {
         operator.ctx.metrics.encode().contains("dittofs_operator_applies_total{outcome=\"done\"}").then_some(())
     })

@@ -51,8 +51,6 @@ pub async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Erro
     );
     publish(ctx, server, EventType::Normal, "Deleting", &note).await;
     report_deletion(ctx, server, None).await;
-    ctx.renders.forget(&server.namespace().unwrap_or_default(), &name);
-    ctx.written_status.lock().expect("status lock").remove(&kube::runtime::reflector::ObjectRef::from_obj(server));
     Ok(Action::await_change())
 }
 
@@ -84,6 +82,13 @@ async fn report_deletion(ctx: &Context, server: &DittoServer, blocked: Option<(&
     {
         warn!(%error, "could not report phase Deleting");
     }
+}
+
+/// Whether the DittoServer needs the finalizer: only for the PerconaPGCluster the operator creates
+/// for it (`spec.percona.enabled`), which has no owner reference (see [`settle_database`]). Once
+/// added, the finalizer stays until deletion: the cluster outlives `enabled` turned off.
+pub(super) fn needs_finalizer(server: &DittoServer) -> bool {
+    server.spec.percona.as_ref().is_some_and(|p| p.enabled)
 }
 
 /// `spec.percona.enabled` with `deleteWithServer: true`: the created cluster goes with the server.
@@ -150,4 +155,26 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
         .await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(spec: &str) -> DittoServer {
+        let yaml = format!(
+            "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: files}}\nspec:\n  storage: {{metadataSize: 1Gi}}\n{spec}"
+        );
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn only_a_server_whose_percona_cluster_the_operator_creates_needs_the_finalizer() {
+        assert!(needs_finalizer(&server("  percona: {enabled: true}\n")));
+        assert!(!needs_finalizer(&server("")));
+        assert!(!needs_finalizer(&server("  percona: {enabled: false}\n")));
+        // A cluster someone else runs is not ours to settle.
+        assert!(!needs_finalizer(&server("  database:\n    percona: {clusterName: pg}\n")));
+        assert!(!needs_finalizer(&server("  database:\n    postgresSecretRef: {name: db}\n")));
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -113,6 +113,16 @@ impl Context {
         }
     }
 
+    /// Drops what is kept in memory for a DittoServer that is gone (deleted, with or without
+    /// the finalizer, or while the watch was down).
+    fn forget_server(&self, server: &ObjectRef<DittoServer>) {
+        self.renders.forget(server.namespace.as_deref().unwrap_or_default(), &server.name);
+        self.written_status.lock().expect("status lock").remove(server);
+        self.failures.lock().expect("failures lock").remove(server);
+        self.runtime_sessions.lock().expect("sessions lock").remove(server);
+        self.runtime_failures.lock().expect("failures lock").remove(server);
+    }
+
     async fn checksum_key(&self, namespace: &str) -> Result<Vec<u8>, Error> {
         let mut keys = self.checksum_keys.lock().await;
         if let Some(key) = keys.get(namespace) {
@@ -180,22 +190,61 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
         }
     } else {
         let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-        finalizer(&api, FINALIZER, server.clone(), |event| async {
-            match event {
-                FinalizerEvent::Apply(server) => apply_pass(&server, &ctx).await,
-                FinalizerEvent::Cleanup(server) => cleanup::cleanup(&server, &ctx).await,
-            }
-        })
-        .await
-        .map_err(|e| match e {
-            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-            other => Error::Finalizer(other.to_string()),
-        })
+        with_finalizer(&api, server.clone(), &ctx).await
     };
     ctx.metrics.finished(result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()), started.elapsed());
     let action = result?;
     ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
     Ok(action)
+}
+
+/// The finalizer guards only what owner references cannot clean up: the PerconaPGCluster the
+/// operator creates (see [`cleanup::needs_finalizer`]). A DittoServer without one is applied
+/// without a finalizer, and its deletion waits for nothing; one that needs it gets it in the
+/// same pass, before anything is applied (kube's `finalizer()` would end the pass there and
+/// wait for the watch to show the change: a second trip through the queue).
+async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>, ctx: &Context) -> Result<Action, Error> {
+    let deleting = server.meta().deletion_timestamp.is_some();
+    let has_finalizer = server.finalizers().iter().any(|f| f == FINALIZER);
+    let server = match (deleting, has_finalizer) {
+        (false, false) if !cleanup::needs_finalizer(&server) => return apply_pass(&server, ctx).await,
+        (false, false) => Arc::new(add_finalizer(api, &server).await?),
+        // Being deleted, and nothing of ours to clean up.
+        (true, false) => return Ok(Action::await_change()),
+        (_, true) => server,
+    };
+    finalizer(api, FINALIZER, server, |event| async {
+        match event {
+            FinalizerEvent::Apply(server) => apply_pass(&server, ctx).await,
+            FinalizerEvent::Cleanup(server) => cleanup::cleanup(&server, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// Adds [`FINALIZER`] as kube's `finalizer()` does: a JSON patch that first tests the list it
+/// extends, so a finalizer someone else added meanwhile makes it fail (and retry) rather than
+/// be lost or doubled. Returns the DittoServer as patched.
+async fn add_finalizer(api: &Api<DittoServer>, server: &DittoServer) -> Result<DittoServer, Error> {
+    let patch = if server.finalizers().is_empty() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": server.finalizers()},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
+    api.patch(&server.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(|e| Error::Finalizer(format!("adding {FINALIZER}: {e}")))
 }
 
 /// One pass over a DittoServer that exists: the pipeline.

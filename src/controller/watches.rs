@@ -96,8 +96,9 @@ impl References {
 }
 
 impl SecretReferences {
-    /// Follows the DittoServer watch.
-    fn follow(&self, event: &watcher::Event<DittoServer>) {
+    /// Follows the DittoServer watch. Returns the DittoServers it shows gone: deleted, or missing
+    /// from a re-list (deleted while the watch was down).
+    fn follow(&self, event: &watcher::Event<DittoServer>) -> Vec<ObjectRef<DittoServer>> {
         let mut index = self.index.lock().expect("references lock");
         match event {
             watcher::Event::Apply(cr) => index.note(cr),
@@ -106,18 +107,19 @@ impl SecretReferences {
                 let uid = cr.metadata.uid.as_deref().unwrap_or_default();
                 index.relisted.get_or_insert_default().insert(uid.into());
             }
-            watcher::Event::Delete(cr) => index.forget(cr.metadata.uid.as_deref().unwrap_or_default()),
+            watcher::Event::Delete(cr) => {
+                index.forget(cr.metadata.uid.as_deref().unwrap_or_default());
+                return vec![ObjectRef::from_obj(cr)];
+            }
             watcher::Event::Init => index.relisted = Some(HashSet::new()),
-            // DittoServers deleted while the watch was down are gone from the list.
             watcher::Event::InitDone => {
-                let Some(relisted) = index.relisted.take() else { return };
+                let Some(relisted) = index.relisted.take() else { return Vec::new() };
                 let gone: Vec<Arc<str>> =
                     index.by_server.keys().filter(|uid| !relisted.contains(*uid)).cloned().collect();
-                for uid in gone {
-                    index.forget(&uid);
-                }
+                return gone.iter().filter_map(|uid| index.forget(uid)).map(|gone| gone.server()).collect();
             }
         }
+        Vec::new()
     }
 
     /// The DittoServers in `namespace` that read the Secret `name` (or, by `cluster`, the user
@@ -157,10 +159,11 @@ impl ReferenceIndex {
         self.by_server.insert(uid, references);
     }
 
-    fn forget(&mut self, uid: &str) {
-        let Some(gone) = self.by_server.remove(uid) else { return };
-        for read in gone.reads {
-            let key = (gone.namespace.clone(), read);
+    /// Drops what `uid` reads; returns its entry.
+    fn forget(&mut self, uid: &str) -> Option<References> {
+        let gone = self.by_server.remove(uid)?;
+        for read in &gone.reads {
+            let key = (gone.namespace.clone(), read.clone());
             if let Some(uids) = self.readers.get_mut(&key) {
                 uids.retain(|reader| &**reader != uid);
                 if uids.is_empty() {
@@ -168,6 +171,7 @@ impl ReferenceIndex {
                 }
             }
         }
+        Some(gone)
     }
 }
 
@@ -336,10 +340,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let ready = context.ready.clone();
     let secret_references = Arc::new(SecretReferences::default());
     let references = secret_references.clone();
+    let forget = context.clone();
     let events = resilient(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic())
         .modify(|cr: &mut DittoServer| lighten(&mut cr.metadata))
         .inspect_ok(move |event| {
-            references.follow(event);
+            for gone in references.follow(event) {
+                forget.forget_server(&gone);
+            }
             if matches!(event, watcher::Event::InitDone) {
                 ready.store(true, Ordering::SeqCst);
             }
