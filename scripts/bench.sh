@@ -9,6 +9,7 @@
 #   - process start to first reconcile (a DittoServer that exists before the operator starts);
 #   - the time until every DittoServer's objects exist (its StatefulSet, applied last);
 #   - the time until every DittoServer reports its status (InSync);
+#   - the reconcile passes the operator ran until then (its own /metrics);
 #   - API requests by verb (dry runs apart) from the apiserver's own apiserver_request_total,
 #     during convergence and during a quiet minute after it (the benchmark's own requests left
 #     out: it polls etcd, not the apiserver);
@@ -92,6 +93,11 @@ STATUS=$($PY wait-status bench $((N + 1)) 600 "$CREATED")
 wait "$CREATE_PID"
 $PY requests "$WORK/converged.json"
 REQUESTS=$($PY delta "$WORK/before.json" "$WORK/converged.json" "$N")
+# Passes the operator ran until now (its own /metrics; the probe's are among them).
+PASSES=$(python3 -c 'import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1]).read().decode()
+print(int(sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("dittofs_operator_reconciles_total"))))' \
+  "http://127.0.0.1:$PORT/metrics")
 
 # A quiet minute: nothing changes; the operator should ask nothing.
 # Passes already queued by the last status writes finish first (they are quiet too).
@@ -107,16 +113,18 @@ FLOOR_SECONDS=$("$FLOOR" floor "$N" "$CONCURRENCY" "$ROOT/deploy/samples/minimal
 
 OBJECTS_PER_SERVER=$(kubectl get configmaps,secrets,services,statefulsets -n bench \
   -l app.kubernetes.io/instance=probe -o name | wc -l)
-python3 - "$N" "$FIRST" "$OBJECTS" "$STATUS" "$REQUESTS" "$IDLE" "$PROCESS" "$FLOOR_SECONDS" "$OBJECTS_PER_SERVER" "$CONCURRENCY" <<'EOF'
+python3 - "$N" "$FIRST" "$OBJECTS" "$STATUS" "$REQUESTS" "$IDLE" "$PROCESS" "$FLOOR_SECONDS" "$OBJECTS_PER_SERVER" "$CONCURRENCY" "$PASSES" <<'EOF'
 import json, os, sys
 n, first, objects, status = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 requests, idle, process = json.loads(sys.argv[5]), json.loads(sys.argv[6]), json.loads(sys.argv[7])
 floor, per_server, concurrency = float(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
+passes = int(sys.argv[11])
 budget = n * (per_server * 1.2 + 2)
 print(f"DittoServers:                      {n} (objects each: {per_server}; concurrency {concurrency})")
 print(f"process start to first reconcile:  {first:.2f} s")
 print(f"objects of every DittoServer:      {objects:.2f} s   (floor {floor:.2f} s, ratio {objects / floor:.2f})")
 print(f"status of every DittoServer:       {status:.2f} s")
+print(f"passes until then:                 {passes}   ({passes / (n + 1):.1f} per DittoServer)")
 print(f"requests during convergence:       {requests['total']}  (budget objects x 1.2 + 2 per DittoServer: {budget:.0f})")
 for what, count in requests["by_resource"].items():
     print(f"  {what:<40} {count}")
@@ -128,7 +136,7 @@ print(f"operator peak RSS:                 {process['peak_rss_mib']} MiB"
 print(f"operator CPU:                      {process['cpu_seconds']} s")
 row = {"n": n, "first_reconcile_seconds": first, "objects_seconds": objects, "status_seconds": status,
        "floor_seconds": floor, "requests": requests, "quiet_requests": idle, "objects_per_server": per_server,
-       "concurrency": concurrency, **process}
+       "concurrency": concurrency, "passes": passes, **process}
 if os.environ.get("BENCH_RESULTS"):
     with open(os.environ["BENCH_RESULTS"], "a") as f:
         f.write(json.dumps(row) + "\n")
