@@ -546,13 +546,16 @@ mod tests {
         references.follow(&Event::Apply(server("b", 2, Some("pg"))));
         references.follow(&Event::Apply(server("b", 2, None)));
         assert_eq!(readers(&references, "pg"), ["a", "b"]);
-        references.follow(&Event::Delete(server("a", 1, Some("pg"))));
+        // What the watch shows gone is reported, for the controller to drop what it keeps of it.
+        let gone = references.follow(&Event::Delete(server("a", 1, Some("pg"))));
+        assert_eq!(gone, [ObjectRef::new("a").within("ns")]);
         assert_eq!(readers(&references, "pg"), ["b"]);
         // A re-list: b no longer reads it, and c, deleted while the watch was down, goes.
-        references.follow(&Event::Apply(server("c", 1, Some("pg"))));
+        assert!(references.follow(&Event::Apply(server("c", 1, Some("pg")))).is_empty());
         references.follow(&Event::Init);
-        references.follow(&Event::InitApply(server("b", 3, None)));
-        references.follow(&Event::InitDone);
+        assert!(references.follow(&Event::InitApply(server("b", 3, None))).is_empty());
+        let gone = references.follow(&Event::InitDone);
+        assert_eq!(gone, [ObjectRef::new("c").within("ns")]);
         assert!(readers(&references, "pg").is_empty());
         assert_eq!(references.index.lock().unwrap().by_server.len(), 1);
         assert!(references.index.lock().unwrap().readers.values().all(|uids| !uids.is_empty()));
