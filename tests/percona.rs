@@ -167,6 +167,9 @@ async fn operator_created_cluster_follows_the_spec_and_outlives_the_server_unles
     // Created from values and spec, owned by the DittoServer, accepted by Percona's real schema.
     // Owned through an annotation, never an owner reference: no garbage collection can delete it.
     let cluster = cluster_named(&clusters, "files-postgres").await;
+    // The finalizer that settles the cluster's fate on deletion was there before it.
+    let finalizers = servers.get("files").await.unwrap().metadata.finalizers.unwrap_or_default();
+    assert_eq!(finalizers, [dittofs_operator::controller::FINALIZER], "finalizer before the cluster");
     assert_eq!(cluster["metadata"]["annotations"][OWNER], json!(created.metadata.uid));
     assert!(cluster["metadata"]["ownerReferences"].is_null(), "{}", cluster["metadata"]);
     assert_eq!(cluster["spec"]["crVersion"], "3.0.0");

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -60,6 +60,9 @@ pub struct Context {
     /// The status last written for a DittoServer, with the resourceVersion it was written over,
     /// until the watch shows the write.
     written_status: Mutex<HashMap<ObjectRef<DittoServer>, (String, crate::crd::DittoServerStatus)>>,
+    /// The running controller's DittoServer store (each [`run`] sets its own, as leadership
+    /// comes and goes): whether a server is still there.
+    servers: std::sync::RwLock<Option<kube::runtime::reflector::Store<DittoServer>>>,
 }
 
 impl Context {
@@ -78,6 +81,7 @@ impl Context {
             cache: Arc::default(),
             renders: RenderMemo::default(),
             written_status: Mutex::default(),
+            servers: std::sync::RwLock::default(),
         }
     }
 
@@ -121,6 +125,11 @@ impl Context {
         self.failures.lock().expect("failures lock").remove(server);
         self.runtime_sessions.lock().expect("sessions lock").remove(server);
         self.runtime_failures.lock().expect("failures lock").remove(server);
+    }
+
+    /// The watch no longer shows `server`: deleted while its pass ran.
+    fn is_gone(&self, server: &ObjectRef<DittoServer>) -> bool {
+        self.servers.read().expect("servers lock").as_ref().is_some_and(|store| store.get(server).is_none())
     }
 
     async fn checksum_key(&self, namespace: &str) -> Result<Vec<u8>, Error> {
@@ -193,6 +202,12 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
         with_finalizer(&api, server.clone(), &ctx).await
     };
     ctx.metrics.finished(result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()), started.elapsed());
+    // Deleted while this pass ran: what the pass kept would outlive the watch's forgetting it.
+    let reference = ObjectRef::from_obj(&*server);
+    if ctx.is_gone(&reference) {
+        ctx.forget_server(&reference);
+        return Ok(Action::await_change());
+    }
     let action = result?;
     ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
     Ok(action)
@@ -200,19 +215,19 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
 
 /// The finalizer guards only what owner references cannot clean up: the PerconaPGCluster the
 /// operator creates (see [`cleanup::needs_finalizer`]). A DittoServer without one is applied
-/// without a finalizer, and its deletion waits for nothing; one that needs it gets it in the
-/// same pass, before anything is applied (kube's `finalizer()` would end the pass there and
-/// wait for the watch to show the change: a second trip through the queue).
+/// without a finalizer, and its deletion waits for nothing. One that needs it goes through
+/// kube's `finalizer()`, which adds it in a pass of its own and applies in the next, once the
+/// watch shows it: applying in the same pass would leave later passes, started from a store
+/// that does not show the finalizer yet, trying to add it again.
 async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>, ctx: &Context) -> Result<Action, Error> {
-    let deleting = server.meta().deletion_timestamp.is_some();
     let has_finalizer = server.finalizers().iter().any(|f| f == FINALIZER);
-    let server = match (deleting, has_finalizer) {
-        (false, false) if !cleanup::needs_finalizer(&server) => return apply_pass(&server, ctx).await,
-        (false, false) => Arc::new(add_finalizer(api, &server).await?),
-        // Being deleted, and nothing of ours to clean up.
-        (true, false) => return Ok(Action::await_change()),
-        (_, true) => server,
-    };
+    if !has_finalizer && !cleanup::needs_finalizer(&server) {
+        return match server.meta().deletion_timestamp {
+            // Being deleted (someone else's finalizer holds it), and nothing of ours to clean up.
+            Some(_) => Ok(Action::await_change()),
+            None => apply_pass(&server, ctx).await,
+        };
+    }
     finalizer(api, FINALIZER, server, |event| async {
         match event {
             FinalizerEvent::Apply(server) => apply_pass(&server, ctx).await,
@@ -224,27 +239,6 @@ async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>, ctx: &
         kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     })
-}
-
-/// Adds [`FINALIZER`] as kube's `finalizer()` does: a JSON patch that first tests the list it
-/// extends, so a finalizer someone else added meanwhile makes it fail (and retry) rather than
-/// be lost or doubled. Returns the DittoServer as patched.
-async fn add_finalizer(api: &Api<DittoServer>, server: &DittoServer) -> Result<DittoServer, Error> {
-    let patch = if server.finalizers().is_empty() {
-        serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": null},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-        ])
-    } else {
-        serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": server.finalizers()},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
-        ])
-    };
-    let patch: json_patch::Patch = serde_json::from_value(patch).expect("a well-formed JSON patch");
-    api.patch(&server.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
-        .await
-        .map_err(|e| Error::Finalizer(format!("adding {FINALIZER}: {e}")))
 }
 
 /// One pass over a DittoServer that exists: the pipeline.

@@ -356,6 +356,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .inspect_ok(move |cr| enqueue.enqueued(queue_key(cr.namespace().as_deref(), &cr.name_any())));
     let controller = Controller::for_stream(servers, reader);
     let store = controller.store();
+    *context.servers.write().expect("servers lock") = Some(store.clone());
     let (template_store, namespace_store, percona_store, class_store) =
         (store.clone(), store.clone(), store.clone(), store);
     let mut controller = controller.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
