@@ -209,7 +209,7 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::await_change());
     }
     let action = result?;
-    ctx.failures.lock().expect("failures lock").remove(&ObjectRef::from_obj(&*server));
+    ctx.failures.lock().expect("failures lock").remove(&reference);
     Ok(action)
 }
 
