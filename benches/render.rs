@@ -7,7 +7,10 @@
 //!   is built once per template set);
 //! - `render_unchanged/<case>`: what a reconcile pays when they did not and the objects are as
 //!   its last plan applied them: the kept render is reused without its objects (the check
-//!   against the cache, a lookup per object, is not part of it).
+//!   against the cache, a lookup per object, is not part of it);
+//! - `parse_json/<case>`: not the operator's code: serde_json parsing the same rendered objects
+//!   from JSON text. The least a render whose inputs changed could cost while templates produce
+//!   text, whatever the format (YAML parses several times slower).
 
 use std::path::Path;
 
@@ -56,6 +59,18 @@ fn render(c: &mut Criterion) {
         unchanged_inputs.push((name, parsed, effective, discovered));
     }
     changed.finish();
+
+    let mut parse = c.benchmark_group("parse_json");
+    for (name, parsed, effective, discovered) in &unchanged_inputs {
+        let rendered = Renderer::new(&effective.templates).render(&parsed.server, &effective.values, discovered);
+        let texts: Vec<String> = rendered.expect("renders").objects.iter().map(|o| o.to_json().to_string()).collect();
+        parse.bench_function(*name, |b| {
+            b.iter(|| {
+                texts.iter().map(|t| serde_json::from_str::<serde_json::Value>(t).expect("JSON")).collect::<Vec<_>>()
+            })
+        });
+    }
+    parse.finish();
 
     let mut unchanged = c.benchmark_group("render_unchanged");
     let memo = RenderMemo::default();

@@ -122,6 +122,7 @@ def plot(results_path, svg_path):
     rows.sort(key=lambda r: r["n"])
     series = [
         ("convergence (s)", [r["objects_seconds"] for r in rows], "#1f77b4"),
+        ("after the creates (s)", [r.get("objects_after_creates_seconds", r["objects_seconds"]) for r in rows], "#9467bd"),
         ("floor (s)", [r["floor_seconds"] for r in rows], "#7f7f7f"),
         ("requests / 100", [r["requests"]["total"] / 100 for r in rows], "#d62728"),
         ("peak RSS (MiB)", [r["peak_rss_mib"] for r in rows], "#2ca02c"),

@@ -53,4 +53,13 @@ fn bench_script_counts_requests_within_budget_and_none_when_quiet() {
         assert_eq!(count, expected, "{what} during convergence");
     }
     assert!(stdout.contains("floor"), "the floor ran");
+    // Convergence is also given from when `kubectl create` returned, with how long the creates took.
+    let after = stdout
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("after kubectl create returned:"))
+        .expect("a convergence figure from the creates' return");
+    let after_seconds: f64 = after.split_whitespace().next().unwrap().parse().unwrap();
+    let creates_seconds: f64 =
+        after.split("creates took ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap().parse().unwrap();
+    assert!(after_seconds >= 0.0 && creates_seconds > 0.0, "{after}");
 }
