@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use serde_json::Value;
 
@@ -22,6 +22,7 @@ use crate::diff::{self, Action, ObjectDiff};
 use crate::kinds::{Kind, ManagedObject};
 pub use crate::names::OWNER_ANNOTATION;
 use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::responses;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -259,10 +260,6 @@ fn api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicO
     Api::namespaced_with(client.clone(), namespace, resource)
 }
 
-fn to_value(object: &DynamicObject) -> Value {
-    serde_json::to_value(object).expect("objects serialize")
-}
-
 /// Works out what applying `objects` would change, without writing anything.
 /// `owner` is None when the DittoServer is not in the cluster (then nothing is pruned);
 /// `prune` is false when `objects` is deliberately a subset of what the CR renders.
@@ -352,8 +349,7 @@ pub async fn plan(
                     continue;
                 };
                 let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-                let api = api(reads.client, namespace, &resource);
-                let merged = match api.patch(&name, &params, &Patch::Apply(&body)).await {
+                let merged = match responses::apply(reads.client, namespace, &resource, &name, &params, &body).await {
                     Ok(merged) => merged,
                     Err(kube::Error::Api(status)) if refused(&status) => {
                         refused_rank = Some(object.apply_rank());
@@ -363,7 +359,7 @@ pub async fn plan(
                     }
                     Err(e) => return Err(ApplyError::new("dry-run applying", &reference)(e)),
                 };
-                let diff = diff::compare(&reference, &file, Some(l), Some(&to_value(&merged)));
+                let diff = diff::compare(&reference, &file, Some(l), Some(&merged));
                 if diff.action == Action::Unchanged
                     && let (Some(cache), Some(version)) = (reads.cache, version_of(l))
                 {
@@ -504,17 +500,15 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
             continue;
         }
         let resource = object.managed_kind().resource();
-        let api = api(reads.client, namespace, &resource);
         let reference = object.reference();
         let name = object.name().to_string();
         if is_create_only(&object) {
-            let object: DynamicObject = serde_json::from_value(object.to_json()).expect("typed object converts");
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-            match api.create(&params, &object).await {
+            match responses::create(reads.client, namespace, &resource, &params, &object.to_json()).await {
                 // Kept: the next pass reads the new credentials from the cache, not the API server.
                 Ok(created) => {
                     if let Some(cache) = reads.cache {
-                        cache.keep(Key::new(&resource, namespace, &name), to_value(&created));
+                        cache.keep(Key::new(&resource, namespace, &name), created);
                     }
                 }
                 // Created meanwhile by someone else: keep theirs.
@@ -523,16 +517,17 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
             }
         } else {
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            let live = match api.patch(&name, &params, &Patch::Apply(object.to_json())).await {
-                Ok(live) => to_value(&live),
-                Err(kube::Error::Api(status)) if planned.diff.action == Action::Create && refused(&status) => {
-                    refused_rank = Some(object.apply_rank());
-                    let message = status.message.clone();
-                    outcome.rejected.push(Rejected { kind: object.managed_kind(), reference, message });
-                    continue;
-                }
-                Err(e) => return Err(ApplyError::new("applying", &reference)(e)),
-            };
+            let live =
+                match responses::apply(reads.client, namespace, &resource, &name, &params, &object.to_json()).await {
+                    Ok(live) => live,
+                    Err(kube::Error::Api(status)) if planned.diff.action == Action::Create && refused(&status) => {
+                        refused_rank = Some(object.apply_rank());
+                        let message = status.message.clone();
+                        outcome.rejected.push(Rejected { kind: object.managed_kind(), reference, message });
+                        continue;
+                    }
+                    Err(e) => return Err(ApplyError::new("applying", &reference)(e)),
+                };
             if let Some(cache) = reads.cache {
                 let key = Key::new(&resource, namespace, &name);
                 let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();

@@ -593,12 +593,7 @@ async fn fetch(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Value>, kube::Error> {
-    let api: Api<DynamicObject> = if namespace.is_empty() {
-        Api::all_with(client.clone(), resource)
-    } else {
-        Api::namespaced_with(client.clone(), namespace, resource)
-    };
-    Ok(api.get_opt(name).await?.map(|o| serde_json::to_value(o).expect("objects serialize")))
+    crate::responses::get_opt(client, namespace, resource, name).await
 }
 
 /// The reads of one pass: through the controller's cache when there is one, else straight from

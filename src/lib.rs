@@ -9,6 +9,7 @@
 //! - [`render`]: templates → typed objects (pure)
 //! - [`input`]: reading CR files for the offline commands
 //! - [`apply`]: server-side apply and pruning
+//! - [`responses`]: objects the API server returns, read without their managedFields
 //! - [`status`]: conditions and phase
 //! - [`controller`]: the reconcile pipeline tying them together (docs/architecture.md)
 
@@ -30,6 +31,7 @@ pub mod overrides;
 pub mod percona;
 pub mod preview;
 pub mod render;
+pub mod responses;
 pub mod runtime;
 pub mod serve;
 pub mod settings;

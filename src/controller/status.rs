@@ -22,6 +22,7 @@ use crate::gather::read_error;
 use crate::health;
 use crate::percona;
 use crate::render::Rendered;
+use crate::responses;
 use crate::status::{self, Decided, Workload};
 
 /// Steady-state resync: catches drift nothing else would report.
@@ -196,10 +197,17 @@ pub(super) async fn write(
     if !status::differs(server.status.as_ref(), &new) {
         return Ok(());
     }
-    let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-    api.patch_status(&server.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": &new })))
-        .await
-        .map_err(Error::Status)?;
+    let namespace = server.namespace().unwrap_or_default();
+    let patch = Patch::Merge(json!({ "status": &new }));
+    responses::patch_status::<DittoServer>(
+        &ctx.client,
+        &namespace,
+        &server.name_any(),
+        &PatchParams::default(),
+        &patch,
+    )
+    .await
+    .map_err(Error::Status)?;
     ctx.wrote_status(server, new);
     Ok(())
 }
