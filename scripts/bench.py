@@ -8,6 +8,8 @@
                                     prints the seconds since the Unix time SINCE
   bench.py wait-status NS N SECS SINCE   polls etcd until N DittoServers of NS report InSync; same
   bench.py process PID              peak RSS (MiB) and CPU seconds of a process
+  bench.py events NS REPORTER       Events of NS by reporting component and reason (JSON), and how
+                                    many are not REPORTER's (the apiserver's own, say)
   bench.py plot RESULTS SVG         cost against N from the JSON lines bench.sh appended to RESULTS
 
 The etcd polls use etcd's HTTP gateway ($DITTOFS_ETCD_URL), so waiting costs the apiserver nothing.
@@ -159,6 +161,18 @@ def plot(results_path, svg_path):
         f.write("\n".join(out) + "\n")
 
 
+def events(namespace, reporter):
+    items = json.loads(subprocess.check_output(
+        ["kubectl", "get", "events.events.k8s.io", "-n", namespace, "-o", "json"]))["items"]
+    counts = {}
+    for e in items:
+        who = e.get("reportingController") or (e.get("deprecatedSource") or {}).get("component") or "?"
+        key = f"{who} {e.get('reason', '?')}"
+        counts[key] = counts.get(key, 0) + 1
+    foreign = sum(n for key, n in counts.items() if not key.startswith(reporter + " "))
+    print(json.dumps({"by_reporter_reason": dict(sorted(counts.items())), "foreign": foreign}))
+
+
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "requests":
@@ -171,6 +185,8 @@ def main():
         wait(lambda: reporting(args[0]) >= int(args[1]), float(args[2]), float(args[3]))
     elif command == "process":
         process(args[0])
+    elif command == "events":
+        events(args[0], args[1])
     elif command == "plot":
         plot(args[0], args[1])
     else:

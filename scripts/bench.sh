@@ -113,15 +113,18 @@ PROCESS=$($PY process "$OPERATOR_PID")
 
 # The floor, with the same objects, order and parallelism.
 FLOOR_SECONDS=$("$FLOOR" floor "$N" "$CONCURRENCY" "$ROOT/deploy/samples/minimal-sqlite.yaml")
+# Who published the Events of the namespace (read after the counting ends): the apiserver may
+# publish some of its own (its ClusterIP repair loop), which `POST events` counts too.
+EVENTS=$($PY events bench dittofs-operator)
 
 OBJECTS_PER_SERVER=$(kubectl get configmaps,secrets,services,statefulsets -n bench \
   -l app.kubernetes.io/instance=probe -o name | wc -l)
-python3 - "$N" "$FIRST" "$OBJECTS" "$STATUS" "$REQUESTS" "$IDLE" "$PROCESS" "$FLOOR_SECONDS" "$OBJECTS_PER_SERVER" "$CONCURRENCY" "$PASSES" "$CREATES" <<'EOF'
+python3 - "$N" "$FIRST" "$OBJECTS" "$STATUS" "$REQUESTS" "$IDLE" "$PROCESS" "$FLOOR_SECONDS" "$OBJECTS_PER_SERVER" "$CONCURRENCY" "$PASSES" "$CREATES" "$EVENTS" <<'EOF'
 import json, os, sys
 n, first, objects, status = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 requests, idle, process = json.loads(sys.argv[5]), json.loads(sys.argv[6]), json.loads(sys.argv[7])
 floor, per_server, concurrency = float(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
-passes, creates = int(sys.argv[11]), float(sys.argv[12])
+passes, creates, events = int(sys.argv[11]), float(sys.argv[12]), json.loads(sys.argv[13])
 budget = n * (per_server * 1.2 + 2)
 print(f"DittoServers:                      {n} (objects each: {per_server}; concurrency {concurrency})")
 print(f"process start to first reconcile:  {first:.2f} s")
@@ -139,12 +142,15 @@ for what, count in requests["by_resource"].items():
 print(f"requests in the quiet {os.environ.get('BENCH_QUIET_SECONDS', '60')} s:          {idle['total']}")
 for what, count in idle["by_resource"].items():
     print(f"  {what:<40} {count}")
+print(f"events in the namespace, not the operator's: {events['foreign']}")
+for what, count in events["by_reporter_reason"].items():
+    print(f"  {what:<40} {count}")
 print(f"operator peak RSS:                 {process['peak_rss_mib']} MiB"
       f"   (after the quiet minute: {process['rss_anon_mib']} MiB anonymous, {process['rss_file_mib']} MiB of the binary)")
 print(f"operator CPU:                      {process['cpu_seconds']} s")
 row = {"n": n, "first_reconcile_seconds": first, "objects_seconds": objects, "status_seconds": status,
        "floor_seconds": floor, "requests": requests, "quiet_requests": idle, "objects_per_server": per_server,
-       "concurrency": concurrency, "passes": passes, "creates_seconds": creates, "objects_after_creates_seconds": after, **process}
+       "concurrency": concurrency, "passes": passes, "creates_seconds": creates, "objects_after_creates_seconds": after, "events": events, **process}
 if os.environ.get("BENCH_RESULTS"):
     with open(os.environ["BENCH_RESULTS"], "a") as f:
         f.write(json.dumps(row) + "\n")
