@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::names::{
     LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY, OWNER_ANNOTATION,
 };
+use crate::responses;
 
 /// A metadata object as the watches deliver it.
 pub type Meta = PartialObjectMeta<DynamicObject>;
@@ -444,7 +445,7 @@ impl Cache {
         {
             return Ok(Some(value));
         }
-        let fetched = fetch(client, resource, namespace, name).await?;
+        let fetched = responses::get_opt(client, namespace, resource, name).await?;
         // All of it, as a later read may need more than this one; but a Pod is only ever read
         // for its health (and its spec is most of it).
         let level = if need == Need::Status && resource.kind == "Pod" { Need::Status } else { Need::Content };
@@ -587,15 +588,6 @@ pub fn hash_of(value: &Value) -> u64 {
     hasher.finish()
 }
 
-async fn fetch(
-    client: &Client,
-    resource: &ApiResource,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Value>, kube::Error> {
-    crate::responses::get_opt(client, namespace, resource, name).await
-}
-
 /// The reads of one pass: through the controller's cache when there is one, else straight from
 /// the API server (`diff`, tests calling a reconcile directly).
 #[derive(Clone, Copy)]
@@ -633,7 +625,7 @@ impl<'a> Reads<'a> {
     ) -> Result<Option<Arc<Value>>, kube::Error> {
         match self.cache {
             Some(cache) => cache.get(self.client, resource, namespace, name, need).await,
-            None => Ok(fetch(self.client, resource, namespace, name).await?.map(Arc::new)),
+            None => Ok(responses::get_opt(self.client, namespace, resource, name).await?.map(Arc::new)),
         }
     }
 

@@ -24,10 +24,7 @@ pub async fn get_opt(
     resource: &ApiResource,
     name: &str,
 ) -> kube::Result<Option<Value>> {
-    let namespace = Some(namespace).filter(|ns| !ns.is_empty());
-    let request = Request::new(DynamicObject::url_path(resource, namespace))
-        .get(name, &GetParams::default())
-        .map_err(kube::Error::BuildRequest)?;
+    let request = at(resource, namespace).get(name, &GetParams::default()).map_err(kube::Error::BuildRequest)?;
     match returned(client, request).await {
         Ok(object) => Ok(Some(object)),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
@@ -44,9 +41,8 @@ pub async fn apply(
     params: &PatchParams,
     body: &Value,
 ) -> kube::Result<Value> {
-    let request = Request::new(DynamicObject::url_path(resource, Some(namespace)))
-        .patch(name, params, &Patch::Apply(body))
-        .map_err(kube::Error::BuildRequest)?;
+    let request =
+        at(resource, namespace).patch(name, params, &Patch::Apply(body)).map_err(kube::Error::BuildRequest)?;
     returned(client, request).await
 }
 
@@ -59,9 +55,7 @@ pub async fn create(
     body: &Value,
 ) -> kube::Result<Value> {
     let data = serde_json::to_vec(body).map_err(kube::Error::SerdeError)?;
-    let request = Request::new(DynamicObject::url_path(resource, Some(namespace)))
-        .create(params, data)
-        .map_err(kube::Error::BuildRequest)?;
+    let request = at(resource, namespace).create(params, data).map_err(kube::Error::BuildRequest)?;
     returned(client, request).await
 }
 
@@ -80,6 +74,11 @@ where
         .patch_subresource("status", name, params, patch)
         .map_err(kube::Error::BuildRequest)?;
     client.request_text(request).await.map(drop)
+}
+
+/// Requests for `resource` in `namespace` ("": cluster-scoped, or every namespace).
+fn at(resource: &ApiResource, namespace: &str) -> Request {
+    Request::new(DynamicObject::url_path(resource, Some(namespace).filter(|ns| !ns.is_empty())))
 }
 
 async fn returned(client: &Client, request: http::Request<Vec<u8>>) -> kube::Result<Value> {
