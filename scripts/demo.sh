@@ -56,7 +56,12 @@ k() { "$KUBECTL" "$@"; }
 
 step "installing the CRD"
 k apply --server-side -f deploy/crds/dittoservers.yaml
-k wait --for=condition=Established crd/dittoservers.dittofs.dittofs.com --timeout=30s
+# `kubectl wait` fails at once while the new CRD has no conditions at all: retry until a deadline.
+for _ in $(seq 1 60); do
+  k wait --for=condition=Established crd/dittoservers.dittofs.dittofs.com --timeout=30s 2>/dev/null && break
+  sleep 0.5
+done
+k wait --for=condition=Established crd/dittoservers.dittofs.dittofs.com --timeout=1s
 
 # kwok has no volume provisioner: one pre-bound PersistentVolume per claim of the sample.
 for claim in controlplane-demo-0 metadata-demo-0; do
@@ -81,6 +86,7 @@ OPERATOR_PID=$!
 
 step "applying deploy/samples/minimal-sqlite.yaml"
 k apply --server-side -f deploy/samples/minimal-sqlite.yaml
+APPLIED=$SECONDS
 for _ in $(seq 1 120); do
   k get statefulset demo >/dev/null 2>&1 && break
   sleep 0.5
@@ -98,6 +104,7 @@ if ! k wait --for=condition=Ready dittoserver/demo --timeout=180s; then
   k get dittoserver demo -o yaml >&2 || true
   exit 1
 fi
+echo "Ready $((SECONDS - APPLIED)) s after applying the sample"
 
 step "kubectl get dittoservers"
 k get dittoservers -A

@@ -159,6 +159,17 @@ fn pending_claims(claims: &[PersistentVolumeClaim], now: i64, grace: Duration) -
     Observed { degraded, recheck_after, stuck_on_old_revision: None, foreign_pod: None }
 }
 
+/// When the pod is Ready and not going away: its uid and when it turned Ready, which changes
+/// whenever it comes up again (a restart, a roll, a re-created pod). `None`: not Ready.
+pub fn ready_since(pod: &Pod) -> Option<String> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let ready = pod.status.as_ref()?.conditions.iter().flatten().find(|c| c.type_ == "Ready" && c.status == "True")?;
+    let since = ready.last_transition_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    Some(format!("{}/{since}", pod.uid().unwrap_or_default()))
+}
+
 fn stuck_container(pod: &Pod) -> Option<Decided> {
     let status = pod.status.as_ref()?;
     let containers = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
@@ -259,6 +270,27 @@ mod tests {
 
         let bound = pending_claims(&[claim("data-demo-0", created, "Bound")], t0 + 500, grace);
         assert_eq!((bound.degraded.status, bound.recheck_after), (false, None));
+    }
+
+    #[test]
+    fn a_pod_is_ready_from_its_condition_and_each_time_it_turns_ready_differs() {
+        let pod = |ready: &str, since: &str, deleting: bool| -> Pod {
+            let mut meta = json!({"name": "demo-0", "uid": "u1"});
+            if deleting {
+                meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            serde_json::from_value(json!({"metadata": meta, "status": {"conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": ready, "lastTransitionTime": since}]}}))
+            .unwrap()
+        };
+        let first = ready_since(&pod("True", "2026-01-01T00:00:00Z", false)).expect("ready");
+        assert_eq!(first, "u1/2026-01-01T00:00:00Z");
+        assert_ne!(ready_since(&pod("True", "2026-01-01T00:01:00Z", false)), Some(first));
+        assert_eq!(ready_since(&pod("False", "2026-01-01T00:00:00Z", false)), None);
+        assert_eq!(ready_since(&pod("True", "2026-01-01T00:00:00Z", true)), None, "going away");
+        let no_status: Pod = serde_json::from_value(json!({"metadata": {"name": "demo-0"}})).unwrap();
+        assert_eq!(ready_since(&no_status), None);
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! - [`render`]: templates → typed objects (pure)
 //! - [`input`]: reading CR files for the offline commands
 //! - [`apply`]: server-side apply and pruning
+//! - [`backoff`]: retry schedules, and the runtime step's gate that counts time, not passes
 //! - [`responses`]: objects the API server returns, read without their managedFields
 //! - [`status`]: conditions and phase
 //! - [`controller`]: the reconcile pipeline tying them together (docs/architecture.md)
 
 pub mod apply;
+pub mod backoff;
 pub mod cache;
 pub mod controller;
 pub mod crd;

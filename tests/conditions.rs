@@ -72,13 +72,7 @@ async fn crash_looping_pod_degrades_the_server_until_it_recovers() {
     condition(&servers, "Degraded", "False", "AsExpected").await;
 
     // Tier api has no kubelet: play its part for the pod the StatefulSet would run.
-    let template = sts.spec.unwrap().template;
-    let mut pod = Pod { metadata: template.metadata.unwrap(), spec: template.spec, ..Default::default() };
-    pod.metadata.name = Some("demo-0".into());
-    pod.spec.as_mut().unwrap().volumes.get_or_insert_with(Vec::new).retain(|v| v.name == "config" || v.name == "tmp");
-    for c in pod.spec.as_mut().unwrap().containers.iter_mut() {
-        c.volume_mounts.get_or_insert_with(Vec::new).retain(|m| m.name == "config" || m.name == "tmp");
-    }
+    let pod = pod_from_template(&sts);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let waiting = |reason: &str, restarts: i32| {
@@ -160,14 +154,8 @@ async fn a_pod_stuck_on_an_old_revision_is_rolled_forward() {
         "spec": {"logging": {"level": "DEBUG"}}});
     servers.patch("demo", &PatchParams::default(), &Patch::Merge(paused)).await.unwrap();
     condition(&servers, "InSync", "False", "Paused").await;
-    let template = sts.spec.unwrap().template;
-    let mut pod = Pod { metadata: template.metadata.unwrap(), spec: template.spec, ..Default::default() };
-    pod.metadata.name = Some("demo-0".into());
+    let mut pod = pod_from_template(&sts);
     pod.metadata.labels.get_or_insert_default().insert("controller-revision-hash".into(), "demo-bad".into());
-    pod.spec.as_mut().unwrap().volumes.get_or_insert_with(Vec::new).retain(|v| v.name == "config" || v.name == "tmp");
-    for c in pod.spec.as_mut().unwrap().containers.iter_mut() {
-        c.volume_mounts.get_or_insert_with(Vec::new).retain(|m| m.name == "config" || m.name == "tmp");
-    }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let created = pods.create(&PostParams::default(), &pod).await.unwrap();
     let crash = json!({"status": {"containerStatuses": [{"name": "dittofs", "image": "marmos91c/dittofs:v0.29.0", "imageID": "",

@@ -15,7 +15,6 @@ mod watches;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -51,8 +50,8 @@ pub struct Context {
     pub http: crate::runtime::api::HttpClient,
     /// Each server's access token, in memory only (refreshed by logging in again when refused).
     runtime_sessions: Mutex<HashMap<ObjectRef<DittoServer>, String>>,
-    /// Consecutive runtime-step failures per CR, for its backoff.
-    runtime_failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
+    /// Runtime-step failures per CR: when the DittoFS API is tried next, and what it said last.
+    runtime_failures: Mutex<HashMap<ObjectRef<DittoServer>, crate::backoff::RetryGate<crate::status::Decided>>>,
     /// What the watches know (filled by [`run`]), so a quiet pass reads nothing from the API server.
     pub cache: Arc<Cache>,
     /// The last render of each DittoServer, reused while its inputs stay the same.
@@ -180,8 +179,7 @@ pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) 
         *count += 1;
         *count
     };
-    // 1 s, 2 s, 4 s … capped at 5 minutes.
-    let delay = Duration::from_secs(1u64 << (attempt - 1).min(9)).min(Duration::from_secs(300));
+    let delay = crate::backoff::RECONCILE.delay(attempt);
     warn!(name = %server.name_any(), namespace = ?server.namespace(), %error, attempt, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }

@@ -3,7 +3,7 @@
 //! (plan, then write only when allowed; paused and `--dry-run` list instead). Failures become
 //! the `Serving` condition, never a crashed reconcile; secrets stay in request bodies.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::EventType;
@@ -12,8 +12,11 @@ use tracing::{debug, info};
 
 use super::decide::Mode;
 use super::{Context, events};
+use crate::backoff::{self, Due, RetryGate};
+use crate::cache::Need;
 use crate::crd::{AdapterStatus, DittoServer, RuntimeStatus};
 use crate::discover::SecretsByName;
+use crate::health;
 use crate::render::Rendered;
 use crate::runtime::api::{Api, LiveAdapter};
 use crate::runtime::plan::{self, Area, Live};
@@ -32,9 +35,6 @@ pub struct RuntimeOutcome {
     pub retry: Option<Duration>,
 }
 
-/// The first retry after a failure; doubled per consecutive failure up to [`MAX_RETRY`].
-const FIRST_RETRY: Duration = Duration::from_secs(5);
-const MAX_RETRY: Duration = Duration::from_secs(300);
 /// After a write, look again soon: an adapter restarts on its new port in the background.
 const VERIFY_AFTER_WRITE: Duration = Duration::from_secs(5);
 
@@ -54,37 +54,71 @@ pub async fn runtime(
     }
     let namespace = rendered.cr.namespace.clone();
     let key = ObjectRef::from_obj(server);
-    let token = ctx.runtime_sessions.lock().expect("sessions lock").get(&key).cloned();
     let secrets = Secrets::new(&ctx.client, &namespace, secrets);
-    let result = match session::api_for(&ctx.http, template, rendered, &secrets).await {
-        Ok(api) => {
-            let mut api = api.with_token(token);
-            let result = pass(ctx, server, rendered, desired, &secrets, &mut api, mode).await;
-            let mut sessions = ctx.runtime_sessions.lock().expect("sessions lock");
-            match api.token() {
-                Some(token) => sessions.insert(key.clone(), token.to_string()),
-                None => sessions.remove(&key),
-            };
-            result
-        }
-        Err(problem) => Err(problem),
+    // What the client needs (the API's TLS Secrets) is checked first: a missing one also keeps
+    // the pod from starting, and is the thing to fix.
+    let api = match session::api_for(&ctx.http, template, rendered, &secrets).await {
+        Ok(api) => api,
+        Err(problem) => return not_serving(Decided::new(SERVING, false, problem.reason, problem.message)),
     };
-    let mut outcome = result.unwrap_or_else(|problem| RuntimeOutcome {
-        condition: Some(Decided::new(SERVING, false, problem.reason, problem.message)),
-        ..RuntimeOutcome::default()
-    });
-    // Not serving (and not held on purpose): look again with backoff, 5 s doubling to 5 min.
-    let mut failures = ctx.runtime_failures.lock().expect("failures lock");
-    if outcome.condition.as_ref().is_some_and(|c| !c.status) && outcome.held.is_empty() {
-        let attempt = failures.entry(key).or_insert(0);
-        *attempt += 1;
-        let retry = FIRST_RETRY.saturating_mul(1 << (*attempt - 1).min(6)).min(MAX_RETRY);
-        debug!(attempt = *attempt, ?retry, "DittoFS not serving yet; retrying");
-        outcome.retry = Some(retry);
-    } else {
-        failures.remove(&key);
+    // The pod's readiness probe is the API's own: before the pod is Ready nothing answers, so
+    // nothing is dialled. The pod watch wakes the server when that changes.
+    let pod_name = format!("{}-0", c.names.stateful_set);
+    let pod = match ctx.reads().get_as::<Pod>(&namespace, &pod_name, Need::Status).await {
+        Ok(pod) => pod,
+        Err(e) => {
+            let message = format!("reading pod {pod_name}: {e}");
+            return not_serving(Decided::new(SERVING, false, "PodUnreadable", message));
+        }
+    };
+    let Some(ready_since) = pod.as_ref().and_then(health::ready_since) else {
+        let message = format!(
+            "Waiting for pod {pod_name} to be Ready: DittoFS's API answers once it is, and then the operator sets up its adapters, stores and shares"
+        );
+        return not_serving(Decided::new(SERVING, false, "PodNotReady", message));
+    };
+    // After a failure, a pass woken by any other event before the next try is due reports the
+    // last failure and neither dials nor counts.
+    let now = Instant::now();
+    {
+        let gates = ctx.runtime_failures.lock().expect("failures lock");
+        if let Due::In(wait) = RetryGate::due(gates.get(&key), now, &ready_since) {
+            debug!(?wait, "DittoFS API: next try not due yet");
+            let last = gates.get(&key).map(|g| g.last.clone());
+            return RuntimeOutcome { condition: last, retry: Some(wait), ..RuntimeOutcome::default() };
+        }
+    }
+    let token = ctx.runtime_sessions.lock().expect("sessions lock").get(&key).cloned();
+    let mut api = api.with_token(token);
+    let result = pass(ctx, server, rendered, desired, &secrets, &mut api, mode).await;
+    {
+        let mut sessions = ctx.runtime_sessions.lock().expect("sessions lock");
+        match api.token() {
+            Some(token) => sessions.insert(key.clone(), token.to_string()),
+            None => sessions.remove(&key),
+        };
+    }
+    let mut outcome =
+        result.unwrap_or_else(|problem| not_serving(Decided::new(SERVING, false, problem.reason, problem.message)));
+    // Not serving (and not held on purpose): the next try is due one backoff interval later.
+    let mut gates = ctx.runtime_failures.lock().expect("failures lock");
+    match outcome.condition.clone().filter(|c| !c.status && outcome.held.is_empty()) {
+        Some(failed) => {
+            let gate = RetryGate::failed(gates.remove(&key), backoff::RUNTIME, now, &ready_since, failed);
+            let retry = gate.retry_in(Instant::now());
+            debug!(attempt = gate.failures(), ?retry, "DittoFS not serving yet; retrying");
+            gates.insert(key, gate);
+            outcome.retry = Some(retry);
+        }
+        None => {
+            gates.remove(&key);
+        }
     }
     outcome
+}
+
+fn not_serving(condition: Decided) -> RuntimeOutcome {
+    RuntimeOutcome { condition: Some(condition), ..RuntimeOutcome::default() }
 }
 
 async fn pass(

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::Client;
 use kube::api::Api;
 
@@ -43,6 +43,35 @@ pub struct Dfs {
     pub log: PathBuf,
     /// Kept to start the same server again.
     launch: Launch,
+    /// The pod object this process stands for (tier `api` has no kubelet): Ready while dfs is.
+    pod: Option<PlayedPod>,
+}
+
+/// The pod `<name>-0` a test plays the kubelet for: created from the StatefulSet's template when
+/// missing (also after the operator deleted it to restart DittoFS), Ready once dfs answers.
+#[derive(Clone)]
+struct PlayedPod {
+    client: Client,
+    namespace: String,
+    stateful_set: String,
+}
+
+impl PlayedPod {
+    async fn ready(&self, ready: bool) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = format!("{}-0", self.stateful_set);
+        let exists = pods.get_opt(&name).await.unwrap().is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+        if !exists && ready {
+            let sts = Api::<StatefulSet>::namespaced(self.client.clone(), &self.namespace)
+                .get(&self.stateful_set)
+                .await
+                .unwrap();
+            pods.create(&Default::default(), &super::pod_from_template(&sts)).await.unwrap();
+        }
+        if exists || ready {
+            super::set_pod_ready(&self.client, &self.namespace, &name, ready).await;
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -122,7 +151,7 @@ impl Dfs {
             .stdin(Stdio::null())
             .spawn()
             .expect("dfs starts");
-        Dfs { child, log, launch }
+        Dfs { child, log, launch, pod: None }
     }
 
     /// Polls `/health/ready` until 200 (over HTTPS: until the API port accepts connections).
@@ -166,12 +195,21 @@ impl Dfs {
         }
     }
 
-    /// Stops cleanly and starts the same server again, on the same directories.
-    pub async fn restart(self, dir: &Path) -> Dfs {
+    /// Stops cleanly and starts the same server again, on the same directories; its pod turns
+    /// not Ready while it is down and Ready again once it answers, as the kubelet would show it.
+    pub async fn restart(mut self, dir: &Path) -> Dfs {
         let launch = self.launch.clone();
+        let pod = self.pod.take();
+        if let Some(pod) = &pod {
+            pod.ready(false).await;
+        }
         self.stop_within_grace(60);
-        let dfs = Self::spawn(dir, launch);
+        let mut dfs = Self::spawn(dir, launch);
         dfs.wait_ready().await;
+        if let Some(pod) = &pod {
+            pod.ready(true).await;
+        }
+        dfs.pod = pod;
         dfs
     }
 }
@@ -211,8 +249,11 @@ pub async fn run_rendered_server(client: &Client, ns: &str, name: &str, dir: &Pa
         }
         secret_mounts.push((target, mount.mount_path.clone()));
     }
-    let dfs = Dfs::start(dir, &container, &config, &env, api_port, secret_mounts);
+    let mut dfs = Dfs::start(dir, &container, &config, &env, api_port, secret_mounts);
     dfs.wait_ready().await;
+    let pod = PlayedPod { client: client.clone(), namespace: ns.to_string(), stateful_set: name.to_string() };
+    pod.ready(true).await;
+    dfs.pod = Some(pod);
     dfs
 }
 

@@ -290,6 +290,40 @@ where
     }
 }
 
+/// The pod `<sts>-0` as the StatefulSet controller would create it from its template (tier `api`
+/// has none): its labels and containers; volumes other than the template's own (the claims)
+/// are left out, and so are their mounts.
+pub fn pod_from_template(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> k8s_openapi::api::core::v1::Pod {
+    let template = sts.spec.clone().unwrap().template;
+    let mut pod = k8s_openapi::api::core::v1::Pod {
+        metadata: template.metadata.unwrap_or_default(),
+        spec: template.spec,
+        ..Default::default()
+    };
+    pod.metadata.name = Some(format!("{}-0", sts.metadata.name.as_deref().unwrap()));
+    let spec = pod.spec.as_mut().unwrap();
+    let volumes: Vec<String> = spec.volumes.iter().flatten().map(|v| v.name.clone()).collect();
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        c.volume_mounts.get_or_insert_with(Vec::new).retain(|m| volumes.contains(&m.name));
+    }
+    pod
+}
+
+/// Plays the kubelet's part for a pod: its `Ready` condition turns `ready`, now (unchanged
+/// when it already is, as the kubelet keeps its transition time).
+pub async fn set_pod_ready(client: &Client, ns: &str, pod: &str, ready: bool) {
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = if ready { "True" } else { "False" };
+    let current = pods.get(pod).await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default();
+    if current.iter().any(|c| c.type_ == "Ready" && c.status == status) {
+        return;
+    }
+    let patch = serde_json::json!({"status": {"conditions": [
+        {"type": "Ready", "status": status, "lastTransitionTime": now}]}});
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+}
+
 /// kwok has no provisioner: one pre-bound PV per claim the StatefulSet will make.
 pub async fn volumes_for(client: &Client, ns: &str, claims: &[&str]) {
     use k8s_openapi::api::core::v1::PersistentVolume;
