@@ -22,6 +22,8 @@ const STUCK: &[(&str, &str)] = &[
     ("CrashLoopBackOff", "PodCrashLooping"),
     ("ImagePullBackOff", "ImagePullFailed"),
     ("ErrImagePull", "ImagePullFailed"),
+    // imagePullPolicy Never and the image is not on the node.
+    ("ErrImageNeverPull", "ImagePullFailed"),
     ("InvalidImageName", "ImagePullFailed"),
     ("CreateContainerConfigError", "ContainerConfigError"),
     ("CreateContainerError", "ContainerConfigError"),
@@ -178,20 +180,46 @@ fn stuck_container(pod: &Pod) -> Option<Decided> {
         let reason = waiting.reason.as_deref().unwrap_or_default();
         if let Some((_, ours)) = STUCK.iter().find(|(theirs, _)| *theirs == reason) {
             let detail = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            let image =
+                if *ours == "ImagePullFailed" { format!(" (image {})", container.image) } else { String::new() };
             return Some(Decided::new(
                 DEGRADED,
                 true,
                 ours,
                 format!(
-                    "Pod {}: container {} is {reason}{detail} (restarts: {})",
+                    "Pod {}: container {} is {reason}{detail}{image} (restarts: {}){}",
                     pod.name_any(),
                     container.name,
-                    container.restart_count
+                    container.restart_count,
+                    last_words(container)
                 ),
             ));
         }
     }
     None
+}
+
+/// How much of a container's last termination message a condition quotes (its end).
+const LAST_WORDS: usize = 1024;
+
+/// `. Last exit (code 1): <the end of its termination message>` when the container ran and
+/// exited before; empty otherwise. With `terminationMessagePolicy: FallbackToLogsOnError` the
+/// message is the end of its log.
+fn last_words(container: &k8s_openapi::api::core::v1::ContainerStatus) -> String {
+    let Some(ended) = container.last_state.as_ref().and_then(|s| s.terminated.as_ref()) else {
+        return String::new();
+    };
+    let said = ended.message.as_deref().map(str::trim).unwrap_or_default();
+    let said = match said.char_indices().rev().nth(LAST_WORDS - 1) {
+        Some((cut, _)) => format!("…{}", &said[cut..]),
+        None => said.to_string(),
+    };
+    let reason = ended.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default();
+    if said.is_empty() {
+        format!(". Last exit: code {}{reason}", ended.exit_code)
+    } else {
+        format!(". Last exit: code {}{reason}: {said}", ended.exit_code)
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +257,32 @@ mod tests {
         let ours =
             pod(json!({"app.kubernetes.io/instance": "files", "app.kubernetes.io/name": "dittofs", "extra": "x"}));
         assert!(foreign_pod(&ours, &selector).is_none());
+    }
+
+    #[test]
+    fn crash_loop_quotes_the_end_of_the_last_words_and_image_failures_name_the_image() {
+        let long = format!("{}Error: failed to load configuration: bad key", "x".repeat(5000));
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "demo-0"},
+            "status": {"containerStatuses": [{"name": "dittofs", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": long}}}]}
+        }))
+        .unwrap();
+        let d = stuck_container(&pod).unwrap();
+        assert!(d.message.contains("Last exit: code 1, Error: …x"), "{}", d.message);
+        assert!(d.message.ends_with("failed to load configuration: bad key"), "{}", d.message);
+        assert!(d.message.len() < 1300, "cut to about 1 KiB: {}", d.message.len());
+
+        let never: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "demo-0"},
+            "status": {"containerStatuses": [{"name": "dittofs", "image": "marmos91c/dittofs:v9", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "Container image \"marmos91c/dittofs:v9\" is not present with pull policy of Never"}}}]}
+        }))
+        .unwrap();
+        let d = stuck_container(&never).unwrap();
+        assert_eq!(d.reason, "ImagePullFailed");
+        assert!(d.message.contains("(image marmos91c/dittofs:v9)"), "{}", d.message);
     }
 
     #[test]
