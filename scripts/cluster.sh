@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Run a local Kubernetes control plane as plain processes on 127.0.0.1 (no containers), for tests.
 #
-#   scripts/cluster.sh start --tier api|full --dir DIR [--owner-pid PID]
+#   scripts/cluster.sh start --tier api|full|node --dir DIR [--owner-pid PID]
 #       tier api : etcd + kube-apiserver
 #       tier full: + kube-controller-manager + kube-scheduler + kwok with a fake Node kwok-node-0
+#       tier node: api + kcm + scheduler + a real node (containerd, runc, CNI bridge, kubelet,
+#                  kube-proxy) + CoreDNS + local-path-provisioner; root only, one per machine;
+#                  binaries from scripts/testbin.sh --node (see scripts/node/tier.sh)
 #       Returns 0 once ready; processes keep running detached. Writes DIR/kubeconfig, DIR/env,
 #       DIR/pids, DIR/logs/*.log. On failure: prints log tails, kills what it started, removes DIR.
 #       --owner-pid: a detached watchdog runs "stop --dir DIR" once PID has exited.
@@ -21,6 +24,10 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF=$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")
+# shellcheck source=versions.env source-path=SCRIPTDIR
+. "$SCRIPT_DIR/versions.env"
+# shellcheck source=node/tier.sh source-path=SCRIPTDIR
+. "$SCRIPT_DIR/node/tier.sh"
 READY_TIMEOUT=${DITTOFS_CLUSTER_TIMEOUT:-60}   # seconds, per wait
 STOP_TIMEOUT=10                                # seconds before SIGKILL
 NODE_NAME=kwok-node-0
@@ -28,7 +35,7 @@ NODE_NAME=kwok-node-0
 log() { printf '[cluster %6.1fs] %s\n' "$(elapsed)" "$*" >&2; }
 T0=${EPOCHREALTIME/,/.}
 elapsed() { awk -v a="$T0" -v b="${EPOCHREALTIME/,/.}" 'BEGIN { printf "%.1f", b - a }'; }
-usage() { sed -n '2,15p' "$SELF" >&2; exit 2; }
+usage() { sed -n '2,18p' "$SELF" >&2; exit 2; }
 
 # ---------------------------------------------------------------- process bookkeeping
 
@@ -47,10 +54,16 @@ proc_start() {
 # alive PID START: is PID still the process that was started?
 alive() { [[ -n "$2" && "$(proc_start "$1")" == "$2" ]]; }
 
-# Stop everything listed in DIR/pids (reverse order), then remove DIR.
+# Stop everything listed in DIR/pids (reverse order), then remove DIR. Tier node (DIR/node):
+# node_stop also undoes its changes to the host; DIR stays if a mount under it could not go.
 do_stop() {
   local dir=$1 lines=() i name pid start deadline
   [[ -e "$dir" ]] || return 0
+  if [[ -d "$dir/node" ]]; then
+    node_stop "$dir" || { echo "cluster: $dir kept (see above)" >&2; return 1; }
+    rm -rf --one-file-system "$dir"
+    return 0
+  fi
   if [[ -f "$dir/pids" ]]; then
     mapfile -t lines <"$dir/pids"
     deadline=$((SECONDS + STOP_TIMEOUT))
@@ -174,7 +187,7 @@ gen_certs() {
     rm -f "$d/$1.csr"
   }
   issue serving "/CN=kube-apiserver" \
-    "$(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature')"
+    "$(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost%s\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature' "${EXTRA_SANS:-}")"
   issue admin "/O=system:masters/CN=admin" \
     "$(printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature')"
   "${o[@]}" genrsa -out "$d/sa.key" 2048
@@ -226,8 +239,33 @@ start_once() {
   mkdir -p "$DIR/logs" "$DIR/certs"
   : >"$DIR/pids"
   EP=$(free_port); PP=$(free_port); AP=$(free_port)
+  local -a apiserver_flags=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1
+    --authorization-mode=RBAC --disable-admission-plugins=ServiceAccount --endpoint-reconciler-type=none)
+  EXTRA_SANS=""
+  if [[ "$TIER" == node ]]; then
+    KP=$(free_port); KHP=$(free_port); PHP=$(free_port); PMP=$(free_port)
+    node_preflight
+    node_lock
+    node_prepare
+    node_apiserver_dnat
+    # Pods reach the apiserver through Service kubernetes (10.0.0.1:443 -> bridge address:AP);
+    # the Endpoints are maintained (lease reconciler); kubelet and pods get ServiceAccount tokens.
+    # shellcheck disable=SC2054  # commas inside flag values
+    apiserver_flags=(--bind-address="$NODE_GW" --advertise-address="$NODE_GW"
+      --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction
+      --kubelet-client-certificate="$DIR/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$DIR/apiserver-kubelet-client.key"
+      --kubelet-certificate-authority="$DIR/ca.crt" --kubelet-preferred-address-types=InternalIP)
+    EXTRA_SANS=",IP:$NODE_GW,IP:$NODE_KUBERNETES_SVC_IP,DNS:kubernetes,DNS:kubernetes.default"
+    EXTRA_SANS+=",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  fi
 
   gen_certs >"$DIR/logs/openssl.log" 2>&1 || fail "certificate generation failed" openssl
+  if [[ "$TIER" == node ]]; then
+    NODE_NAME=$NODE_NODE_NAME
+    node_issue_certs >>"$DIR/logs/openssl.log" 2>&1 || fail "certificate generation failed" openssl
+    node_write_configs
+  fi
   write_kubeconfig
   log "certificates + kubeconfig written"
 
@@ -240,16 +278,14 @@ start_once() {
 
   launch kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$EP" \
-    --bind-address=127.0.0.1 --secure-port="$AP" --advertise-address=127.0.0.1 \
+    --secure-port="$AP" \
     --tls-cert-file="$DIR/serving.crt" --tls-private-key-file="$DIR/serving.key" \
     --cert-dir="$DIR/certs" --client-ca-file="$DIR/ca.crt" \
     --service-account-issuer="https://127.0.0.1:$AP/" \
     --service-account-key-file="$DIR/sa.pub" --service-account-signing-key-file="$DIR/sa.key" \
     --service-cluster-ip-range=10.0.0.0/16 --service-node-port-range=20000-60000 \
-    --authorization-mode=RBAC \
-    --disable-admission-plugins=ServiceAccount \
     --allow-privileged=true \
-    --endpoint-reconciler-type=none
+    "${apiserver_flags[@]}"
   wait_for "kube-apiserver /readyz" api "https://127.0.0.1:$AP/readyz"
   wait_for "namespace default" api "https://127.0.0.1:$AP/api/v1/namespaces/default"
 
@@ -272,6 +308,7 @@ start_once() {
     # The service-account controller of kcm creates this; proves kcm's controllers run.
     wait_for "ServiceAccount default/default" api "https://127.0.0.1:$AP/api/v1/namespaces/default/serviceaccounts/default"
   fi
+  [[ "$TIER" == node ]] && node_start_components
 
   cat >"$DIR/env" <<EOF
 KUBECONFIG=$DIR/kubeconfig
@@ -280,6 +317,7 @@ DITTOFS_APISERVER_URL=https://127.0.0.1:$AP
 DITTOFS_ETCD_URL=http://127.0.0.1:$EP
 DITTOFS_TESTBIN=$BIN
 EOF
+  [[ "$TIER" == node ]] && node_env >>"$DIR/env"
   trap - INT TERM
 }
 
@@ -308,20 +346,29 @@ start_watchdog() {
 }
 
 resolve_bin() {
+  local node_flag=()
+  [[ "$TIER" == node ]] && node_flag=(--node)
   if [[ -n "${DITTOFS_TESTBIN:-}" ]]; then
     BIN=$DITTOFS_TESTBIN
   else
-    BIN=$("$SCRIPT_DIR/testbin.sh" | tail -n 1) || { echo "cluster: testbin.sh failed" >&2; exit 1; }
+    BIN=$("$SCRIPT_DIR/testbin.sh" "${node_flag[@]}" | tail -n 1) || { echo "cluster: testbin.sh failed" >&2; exit 1; }
   fi
   local b
   for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kwok-stages.yaml; do
     [[ "$TIER" == api && "$b" != etcd && "$b" != kube-apiserver ]] && continue
+    [[ "$TIER" == node && "$b" == kwok* ]] && continue
     [[ -e "$BIN/$b" ]] || { echo "cluster: $BIN/$b missing (run scripts/testbin.sh)" >&2; exit 1; }
   done
+  if [[ "$TIER" == node ]]; then
+    NB=${DITTOFS_NODEBIN:-$BIN/node-$NODE_KEY}
+    [[ -s "$NB/VERSIONS" && -x "$BIN/kubectl" ]] ||
+      { echo "cluster: node set $NB incomplete (run scripts/testbin.sh --node)" >&2; exit 1; }
+  fi
 }
 
 do_start() {
-  [[ "$TIER" == api || "$TIER" == full ]] || { echo "cluster: --tier api|full required" >&2; exit 2; }
+  [[ "$TIER" == api || "$TIER" == full || "$TIER" == node ]] ||
+    { echo "cluster: --tier api|full|node required" >&2; exit 2; }
   [[ -n "$DIR" ]] || { echo "cluster: --dir required" >&2; exit 2; }
   DIR=$(realpath -m "$DIR")
   if [[ -e "$DIR" ]] && [[ -n "$(ls -A "$DIR")" ]]; then
@@ -347,6 +394,8 @@ do_start() {
       log "tier $TIER ready (KUBECONFIG=$DIR/kubeconfig)"
       return 0
     fi
+    # An attempt that died without fail() (errexit) may have left processes or host state.
+    [[ -d "$DIR" ]] && do_stop "$DIR"
     [[ -s "$PORT_CLASH_FLAG" ]] || break
     log "port clash, retrying with new ports (attempt $((attempt + 1)))"
   done
@@ -417,6 +466,7 @@ case "$cmd" in
     [[ -n "$DIR" ]] || { echo "cluster: --dir required" >&2; exit 2; }
     DIR=$(realpath -m "$DIR")
     exec 3>&2
+    [[ -d "$DIR/node" ]] && node_path "$DIR"
     do_restart "$COMPONENT"
     ;;
   run)
