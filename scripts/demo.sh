@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# One step to see the operator work: builds what is missing, starts a local control plane
-# (etcd, kube-apiserver, controller-manager, scheduler, kwok with a fake node), installs the CRD,
-# runs the operator, applies deploy/samples/minimal-sqlite.yaml, and runs the real DittoFS (`dfs`)
-# with what the operator rendered, as the pod would (scripts/run-dfs.sh: kwok's pod runs no
-# container). The operator sets up dfs's adapters, store and share through its REST API; the demo
-# waits for Ready, prints the objects and the status, then writes and lists a file in the share
-# with a real NFS client (libnfs-utils). It keeps running until Ctrl-C, which stops everything.
-# Run as root (apt-get for the NFS client, a private mount namespace for dfs's /data).
+# One step to see the operator work, on a real local node: builds what is missing, starts the
+# local cluster's node tier (etcd, kube-apiserver, controller-manager, scheduler, and a real
+# kubelet with containerd, runc, CNI, kube-proxy, CoreDNS and a local-path provisioner; see
+# scripts/node/README.md), imports the operator's image (scripts/image.sh) and installs it from
+# deploy/ as a Deployment with leader election, applies deploy/samples/minimal-sqlite.yaml, waits
+# for it to be Ready (a real DittoFS pod: its probes, then the operator sets up its store, share
+# and adapters through the `demo-api` Service), then writes a file over NFS and reads it back
+# over NFS and SMB through the file Service's ClusterIP (ports 2049 and 445). It keeps running
+# until Ctrl-C, which stops everything and leaves the host as it was. Run as root.
 #
 #   scripts/demo.sh           interactive: leaves the cluster up, prints how to use it
-#   scripts/demo.sh --exit    stop after printing (a smoke test)
+#   scripts/demo.sh --exit    stop after the file is read back (a smoke test; CI runs it)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -18,9 +19,10 @@ EXIT_AFTER=false
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "building the operator and the control-plane binaries (cached after the first run)"
+step "building the operator, its image and the cluster's binaries (cached after the first run)"
 cargo build --quiet
-BIN_DIR=$(scripts/testbin.sh | tail -n 1)
+BIN_DIR=$(scripts/testbin.sh --node | tail -n 1)
+IMAGE_ARCHIVE=$ROOT/$(scripts/image.sh | tail -n 1)
 scripts/clients.sh
 export DITTOFS_TESTBIN=$BIN_DIR
 KUBECTL=$BIN_DIR/kubectl
@@ -28,113 +30,85 @@ OPERATOR=$ROOT/target/debug/dittofs-operator
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dittofs-demo.XXXXXX")
 CLUSTER=$WORK/cluster
-OPERATOR_PID= DFS_PID=
 cleanup() {
   trap - EXIT INT TERM
   step "stopping"
-  [[ -n "$DFS_PID" ]] && kill "$DFS_PID" 2>/dev/null && wait "$DFS_PID" 2>/dev/null || true
-  [[ -n "$OPERATOR_PID" ]] && kill "$OPERATOR_PID" 2>/dev/null && wait "$OPERATOR_PID" 2>/dev/null || true
   scripts/cluster.sh stop --dir "$CLUSTER" || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# dfs runs on this host's network, with the sample's ports (API 8080, NFS 12049, SMB 12445, and
-# SMB's first-boot 1445 until the operator moves it).
-for port in 8080 12049 12445 1445; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is in use on this machine; the demo's DittoFS needs it" >&2
-    exit 1
-  fi
-done
-
-step "starting the local control plane (tier full)"
-scripts/cluster.sh start --tier full --dir "$CLUSTER" --owner-pid $$
-export KUBECONFIG=$CLUSTER/kubeconfig
+step "starting the local cluster (tier node: a real kubelet)"
+scripts/cluster.sh start --tier node --dir "$CLUSTER" --owner-pid $$
+set -a; . "$CLUSTER/env"; set +a
 k() { "$KUBECTL" "$@"; }
 
-step "installing the CRD"
-k apply --server-side -f deploy/crds/dittoservers.yaml
+step "importing the operator's image into the node's containerd (nothing is pulled)"
+"$DITTOFS_CTR" images import "$IMAGE_ARCHIVE"
+
+step "installing the operator from deploy/ (CRD, RBAC, a Deployment of 2 replicas)"
+k apply --server-side -k deploy/
 # `kubectl wait` fails at once while the new CRD has no conditions at all: retry until a deadline.
 for _ in $(seq 1 60); do
   k wait --for=condition=Established crd/dittoservers.dittofs.dittofs.com --timeout=30s 2>/dev/null && break
   sleep 0.5
 done
 k wait --for=condition=Established crd/dittoservers.dittofs.dittofs.com --timeout=1s
-
-# kwok has no volume provisioner: one pre-bound PersistentVolume per claim of the sample.
-for claim in controlplane-demo-0 metadata-demo-0; do
-  k apply --server-side -f - >/dev/null <<YAML
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: demo-$claim}
-spec:
-  capacity: {storage: 100Gi}
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: ""
-  hostPath: {path: /nonexistent}
-  claimRef: {namespace: default, name: $claim}
-YAML
-done
-
-step "running the operator (logs: $WORK/operator.log)"
-# Out of the cluster, the operator reaches each server's API on this host.
-"$OPERATOR" run --dittofs-api 'http://127.0.0.1:{port}' >"$WORK/operator.log" 2>&1 &
-OPERATOR_PID=$!
+k -n dittofs-system rollout status deployment/dittofs-operator --timeout=120s
 
 step "applying deploy/samples/minimal-sqlite.yaml"
 k apply --server-side -f deploy/samples/minimal-sqlite.yaml
 APPLIED=$SECONDS
-for _ in $(seq 1 120); do
-  k get statefulset demo >/dev/null 2>&1 && break
-  sleep 0.5
-done
 
-step "running DittoFS as the pod would (scripts/run-dfs.sh; logs: $WORK/dfs.log)"
-KUBECTL=$KUBECTL scripts/run-dfs.sh --name demo --namespace default --dir "$WORK/demo-0" >"$WORK/dfs.log" 2>&1 &
-DFS_PID=$!
-
-step "waiting for Ready (the operator creates the store, the share /export and moves SMB to 12445)"
+step "waiting for Ready (the pod's probes, then the store, the share /export and the adapters)"
 if ! k wait --for=condition=Ready dittoserver/demo --timeout=180s; then
-  echo "demo did not become Ready; operator and dfs log tails:" >&2
-  tail -n 40 "$WORK/operator.log" >&2
-  tail -n 20 "$WORK/dfs.log" >&2
+  echo "demo did not become Ready; the status, the pods and the operator's log:" >&2
   k get dittoserver demo -o yaml >&2 || true
+  k get pods -A -o wide >&2 || true
+  k describe pod demo-0 >&2 || true
+  k -n dittofs-system logs deployment/dittofs-operator --tail=60 >&2 || true
   exit 1
 fi
 echo "Ready $((SECONDS - APPLIED)) s after applying the sample"
 
 step "kubectl get dittoservers"
-k get dittoservers -A
-step "objects owned by dittoserver/demo"
+k get dittoservers -A -o wide
+step "the operator's pods and the objects of dittoserver/demo"
+k -n dittofs-system get pods -o wide
 k get statefulsets,pods,services,configmaps,secrets,pvc -l app.kubernetes.io/instance=demo
 step "status of dittoserver/demo"
 k get dittoserver demo -o jsonpath='{.status}' | python3 -m json.tool
 
-step "writing a file into /export over NFS (nfs-cp, userspace) and listing the share (nfs-ls)"
-NFS="nfs://127.0.0.1/export"
-Q="nfsport=12049&mountport=12049&version=3"
+FILE_IP=$(k get service demo-file -o jsonpath='{.spec.clusterIP}')
+step "writing a file into /export over NFS through Service demo-file ($FILE_IP:2049) and reading it back"
+NFS="nfs://$FILE_IP/export"
+Q="nfsport=2049&mountport=2049&version=3"
 date -u +"written by scripts/demo.sh at %FT%TZ" >"$WORK/hello.txt"
 nfs-cp "$WORK/hello.txt" "$NFS/hello.txt?$Q"
 nfs-ls "$NFS?$Q"
 nfs-cp "$NFS/hello.txt?$Q" "$WORK/hello.back"
 cmp "$WORK/hello.txt" "$WORK/hello.back" && echo "read back over NFS: $(cat "$WORK/hello.back")"
 
+step "reading it over SMB through Service demo-file ($FILE_IP:445) as the admin"
+PASSWORD=$(k get secret demo-admin-bootstrap-credentials -o jsonpath='{.data.password}' | base64 -d)
+smbclient "//$FILE_IP/export" -p 445 -U "admin%$PASSWORD" -c "get hello.txt $WORK/hello.smb" >/dev/null
+cmp "$WORK/hello.txt" "$WORK/hello.smb" && echo "read back over SMB: $(cat "$WORK/hello.smb")"
+
 if $EXIT_AFTER; then
   exit 0
 fi
 cat <<TXT
 
-The operator is running against a local cluster. In another shell:
+DittoFS runs in a real pod, managed by the operator's own pod. In another shell:
   export KUBECONFIG=$KUBECONFIG
   alias kubectl=$KUBECTL
   kubectl describe dittoserver demo
-  kubectl patch dittoserver demo --type merge -p '{"spec":{"logging":{"level":"DEBUG"}}}'
-  $OPERATOR diff demo --dittofs-api 'http://127.0.0.1:{port}'   # what the operator would change (exit 1 if anything)
-  nfs-ls 'nfs://127.0.0.1/export?nfsport=12049&mountport=12049&version=3'
-  smbclient //127.0.0.1/export -p 12445 -U "admin%\$(kubectl get secret demo-admin-bootstrap-credentials -o jsonpath='{.data.password}' | base64 -d)" -c ls
-Ctrl-C stops DittoFS, the operator and the control plane.
+  kubectl -n dittofs-system logs deployment/dittofs-operator
+  kubectl patch dittoserver demo --type merge -p '{"spec":{"logging":{"level":"DEBUG"}}}'   # rolls the pod once
+  $OPERATOR diff demo     # what the operator would change (exit 1 if anything); DittoFS's side needs a port-forward
+  nfs-ls 'nfs://$FILE_IP/export?$Q'
+  smbclient //$FILE_IP/export -p 445 -U "admin%\$(kubectl get secret demo-admin-bootstrap-credentials -o jsonpath='{.data.password}' | base64 -d)" -c ls
+Ctrl-C stops everything and leaves the host as it was.
 TXT
 while true; do sleep 3600 & wait $!; done
