@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-DITTOFS_TESTBIN=$(scripts/testbin.sh | tail -n 1)
+# --node: also the real node of tests/node.rs (kubelet, containerd, ...; scripts/node/README.md).
+DITTOFS_TESTBIN=$(scripts/testbin.sh --node | tail -n 1)
 scripts/clients.sh       # the NFS and SMB clients of tests/serving.rs (apt-get when missing)
 # The operator's image (static release binary in an OCI archive), run in-cluster by tests/image.rs.
 DITTOFS_IMAGE_ARCHIVE=$PWD/$(scripts/image.sh | tail -n 1)

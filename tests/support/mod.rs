@@ -25,6 +25,17 @@ pub struct TestCluster {
     pub kubeconfig: PathBuf,
 }
 
+impl TestCluster {
+    /// What `scripts/cluster.sh` wrote to `DIR/env` (`DITTOFS_CTR`, `DITTOFS_NODE_IP`, ...).
+    pub fn env(&self) -> std::collections::BTreeMap<String, String> {
+        std::fs::read_to_string(self.dir.join("env"))
+            .expect("DIR/env")
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    }
+}
+
 static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
 
 /// The shared control plane of this test binary (tier `api`: etcd + kube-apiserver).
@@ -32,8 +43,9 @@ pub fn cluster() -> &'static TestCluster {
     cluster_tier("api")
 }
 
-/// The shared control plane of this test binary in the given tier (`api` or `full`: with
-/// controller-manager, scheduler and kwok, so StatefulSets get Ready pods). One per binary.
+/// The shared control plane of this test binary in the given tier (`api`; `full`: with
+/// controller-manager, scheduler and kwok, so StatefulSets get Ready pods; `node`: with a real
+/// kubelet, see scripts/node/README.md). One per binary.
 pub fn cluster_tier(tier: &'static str) -> &'static TestCluster {
     CLUSTER.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -43,6 +55,8 @@ pub fn cluster_tier(tier: &'static str) -> &'static TestCluster {
             .args(["start", "--tier", tier, "--dir"])
             .arg(&dir)
             .args(["--owner-pid", &std::process::id().to_string()])
+            // One node tier per machine: wait while the previous test binary's is stopping.
+            .env("DITTOFS_NODE_LOCK_WAIT", "180")
             .status()
             .expect("running scripts/cluster.sh");
         assert!(

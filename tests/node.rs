@@ -1,0 +1,414 @@
+//! On a real node (tier `node`: kubelet, containerd, runc, CNI, kube-proxy, CoreDNS, the
+//! local-path provisioner): the operator runs from its own image as `deploy/`'s Deployment (two
+//! replicas, leader election), each DittoServer is a real DittoFS pod, and real clients reach
+//! it through its Services. What a user's cluster does that the other tiers only imitate: the
+//! pod's security settings and probes, claims mounted with fsGroup, rolls, restarts, the
+//! operator reaching `<name>-api.<namespace>.svc` through cluster DNS.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dittofs_operator::crd::DittoServer;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::*;
+
+/// A pod's start on this node plus the operator's first runtime pass, with room for a Lease
+/// takeover (15 s) in a test that kills the leader meanwhile.
+const NODE_DEADLINE: Duration = Duration::from_secs(180);
+
+fn node() -> &'static TestCluster {
+    cluster_tier("node")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let mut all = vec!["--kubeconfig", node().kubeconfig.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(testbin().join("kubectl").to_str().unwrap(), &all)
+}
+
+/// The operator's image (`DITTOFS_IMAGE_ARCHIVE` from scripts/test.sh, else scripts/image.sh)
+/// imported into the node's containerd, and `deploy/` applied, once per test binary.
+fn operator_installed() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let archive = match std::env::var_os("DITTOFS_IMAGE_ARCHIVE") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                let out = run("bash", &[root().join("scripts/image.sh").to_str().unwrap()]);
+                root().join(out.lines().last().unwrap().trim())
+            }
+        };
+        let ctr = node().env()["DITTOFS_CTR"].clone();
+        run(&ctr, &["images", "import", archive.to_str().unwrap()]);
+        kubectl(&["apply", "--server-side", "-k", root().join("deploy").to_str().unwrap()]);
+        let crd = "crd/dittoservers.dittofs.dittofs.com";
+        for _ in 0..100 {
+            let established = Command::new(testbin().join("kubectl"))
+                .args(["--kubeconfig", node().kubeconfig.to_str().unwrap()])
+                .args(["wait", "--for=condition=Established", crd, "--timeout=30s"])
+                .output()
+                .unwrap();
+            if established.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        kubectl(&["-n", "dittofs-system", "rollout", "status", "deployment/dittofs-operator", "--timeout=180s"]);
+    });
+}
+
+async fn setup_node(prefix: &str) -> (Client, String) {
+    operator_installed();
+    let client = client_of(node()).await;
+    let ns = namespace(&client, prefix, &[]).await;
+    (client, ns)
+}
+
+const CR: &str = "apiVersion: dittofs.dittofs.com/v1alpha1
+kind: DittoServer
+metadata: {name: files}
+spec:
+  storage: {metadataSize: 1Gi, contentSize: 1Gi}
+  adapterServices: {type: ClusterIP}
+  shutdownTimeout: 5s
+";
+
+async fn create(client: &Client, ns: &str, yaml: &str) {
+    Api::<DittoServer>::namespaced(client.clone(), ns).create(&PostParams::default(), &server(ns, yaml)).await.unwrap();
+}
+
+async fn condition(client: &Client, ns: &str, type_: &str) -> Option<Condition> {
+    let server = Api::<DittoServer>::namespaced(client.clone(), ns).get_opt("files").await.ok()??;
+    server.status?.conditions.into_iter().find(|c| c.type_ == type_)
+}
+
+/// Ready at the DittoServer's current generation: the pod runs the current spec and serves.
+async fn wait_ready(client: &Client, ns: &str) {
+    let servers = Api::<DittoServer>::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + NODE_DEADLINE;
+    loop {
+        let server = servers.get("files").await.unwrap();
+        let generation = server.metadata.generation;
+        let status = server.status.unwrap_or_default();
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        if ready.is_some_and(|c| c.status == "True" && c.observed_generation == generation) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let pods = kubectl(&["-n", ns, "get", "pods", "-o", "wide"]);
+            let describe = Command::new(testbin().join("kubectl"))
+                .args(["--kubeconfig", node().kubeconfig.to_str().unwrap(), "-n", ns, "describe", "pod", "files-0"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!("files not Ready at generation {generation:?}: {:#?}\n{pods}\n{describe}", status.conditions);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn file_ip(client: &Client, ns: &str) -> String {
+    let service = Api::<Service>::namespaced(client.clone(), ns).get("files-file").await.unwrap();
+    service.spec.unwrap().cluster_ip.unwrap()
+}
+
+fn nfs_url(ip: &str, path: &str) -> String {
+    format!("nfs://{ip}/export{path}?nfsport=2049&mountport=2049&version=3")
+}
+
+/// Writes `content` as `/export/<file>` over NFS through the file Service.
+fn nfs_write(dir: &Path, ip: &str, file: &str, content: &[u8]) {
+    let local = dir.join(file);
+    std::fs::write(&local, content).unwrap();
+    run("nfs-cp", &[local.to_str().unwrap(), &nfs_url(ip, &format!("/{file}"))]);
+}
+
+/// Reads `/export/<file>` over NFS through the file Service.
+fn nfs_read(dir: &Path, ip: &str, file: &str) -> Vec<u8> {
+    let back = dir.join(format!("{file}.nfs"));
+    let _ = std::fs::remove_file(&back);
+    run("nfs-cp", &[&nfs_url(ip, &format!("/{file}")), back.to_str().unwrap()]);
+    std::fs::read(&back).unwrap()
+}
+
+/// Reads `/export/<file>` over SMB (port 445 of the file Service) as the bootstrap admin.
+async fn smb_read(client: &Client, ns: &str, dir: &Path, ip: &str, file: &str) -> Vec<u8> {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .get("files-admin-bootstrap-credentials")
+        .await
+        .unwrap();
+    let password = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
+    let out = dir.join(format!("{file}.smb"));
+    let command = format!("get {file} {}", out.display());
+    run("smbclient", &[&format!("//{ip}/export"), "-p", "445", "-U", &format!("admin%{password}"), "-c", &command]);
+    std::fs::read(&out).unwrap()
+}
+
+async fn pod_uid(pods: &Api<Pod>) -> Option<String> {
+    pods.get_opt("files-0").await.ok()?.and_then(|p| p.metadata.uid)
+}
+
+/// Events the operator published with `reason`, counting each repeat of a series.
+async fn events_with(client: &Client, ns: &str, reason: &str) -> i32 {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns);
+    let list = events.list(&Default::default()).await.unwrap();
+    list.items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
+}
+
+fn content(seed: u32, len: u32) -> Vec<u8> {
+    (0..len / 4).map(|i| i.wrapping_mul(2_654_435_761) ^ seed).flat_map(u32::to_le_bytes).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_pod_serves_through_its_services_and_a_deleted_pod_comes_back_with_its_files() {
+    clients_installed();
+    let (client, ns) = setup_node("node-serve").await;
+    let dir = tempfile::tempdir().unwrap();
+    create(&client, &ns, CR).await;
+    wait_ready(&client, &ns).await;
+    let serving = condition(&client, &ns, "Serving").await.unwrap();
+    assert_eq!(serving.message, "Exports /export over NFS on port 12049 and SMB on port 12445");
+
+    // The pod as the kubelet runs it: the restricted settings, the claims with fsGroup.
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns).get("files-0").await.unwrap();
+    let id = kubectl(&[
+        "-n",
+        &ns,
+        "exec",
+        "files-0",
+        "-c",
+        "dittofs",
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; id -g; stat -c %g /data/store/metadata; touch /probe 2>&1 || true",
+    ]);
+    let lines: Vec<&str> = id.lines().collect();
+    assert_eq!(&lines[..3], ["65532", "65532", "65532"], "uid, gid, the claim's group (fsGroup): {id}");
+    assert!(lines[3].contains("Read-only file system"), "root filesystem writable: {id}");
+    assert!(pod.status.unwrap().container_statuses.unwrap()[0].ready);
+
+    // NFS and SMB through the file Service's ClusterIP (2049 and 445 onto the pod's ports).
+    let ip = file_ip(&client, &ns).await;
+    let data = content(1, 1 << 20);
+    nfs_write(dir.path(), &ip, "hello.bin", &data);
+    assert_eq!(nfs_read(dir.path(), &ip, "hello.bin"), data, "read back over NFS");
+    assert_eq!(smb_read(&client, &ns, dir.path(), &ip, "hello.bin").await, data, "read over SMB");
+
+    // The pod deleted: the StatefulSet re-creates it on the same claims, the file is there, and
+    // the runtime step finds nothing to change.
+    let updates = events_with(&client, &ns, "RuntimeUpdated").await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let before = pod_uid(&pods).await.unwrap();
+    pods.delete("files-0", &DeleteParams::default()).await.unwrap();
+    // A pod being deleted is not Ready: the operator says so (its preStop hook takes seconds).
+    eventually("Serving False while the pod goes", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Serving").await.filter(|c| c.status == "False").map(|_| ())
+    })
+    .await;
+    eventually("a new pod files-0", NODE_DEADLINE, || async {
+        pod_uid(&pods).await.filter(|uid| *uid != before).map(|_| ())
+    })
+    .await;
+    wait_ready(&client, &ns).await;
+    assert_eq!(nfs_read(dir.path(), &ip, "hello.bin"), data, "the file after the pod was re-created");
+    assert_eq!(events_with(&client, &ns, "RuntimeUpdated").await, updates, "the runtime step changed something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_rolls_the_pod_once_and_the_files_stay() {
+    clients_installed();
+    let (client, ns) = setup_node("node-roll").await;
+    let dir = tempfile::tempdir().unwrap();
+    create(&client, &ns, CR).await;
+    wait_ready(&client, &ns).await;
+    let ip = file_ip(&client, &ns).await;
+    let data = content(2, 300_000);
+    nfs_write(dir.path(), &ip, "before-roll.bin", &data);
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let first = pod_uid(&pods).await.unwrap();
+    let patch = json!({"spec": {"logging": {"level": "DEBUG"}}});
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .patch("files", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    // Every pod seen until the server is Ready at the new generation, its config rolled out.
+    let mut seen = BTreeSet::from([first.clone()]);
+    let deadline = tokio::time::Instant::now() + NODE_DEADLINE;
+    loop {
+        if let Some(uid) = pod_uid(&pods).await {
+            seen.insert(uid);
+        }
+        let config = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("files-config").await.unwrap();
+        let rolled = config.data.unwrap()["config.yaml"].contains("DEBUG");
+        let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns).get("files").await.unwrap();
+        let status = sts.status.unwrap_or_default();
+        let settled = status.current_revision.is_some() && status.current_revision == status.update_revision;
+        let ready = condition(&client, &ns, "Ready").await.is_some_and(|c| c.status == "True");
+        if rolled && settled && ready && seen.len() > 1 && status.ready_replicas == Some(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no roll: {seen:?} {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_ready(&client, &ns).await;
+    if let Some(uid) = pod_uid(&pods).await {
+        seen.insert(uid);
+    }
+    assert_eq!(seen.len(), 2, "exactly one roll (one new pod): {seen:?}");
+    assert_eq!(nfs_read(dir.path(), &ip, "before-roll.bin"), data, "the file after the roll");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_to_zero_and_back_the_claims_and_files_stay() {
+    clients_installed();
+    let (client, ns) = setup_node("node-scale").await;
+    let dir = tempfile::tempdir().unwrap();
+    create(&client, &ns, CR).await;
+    wait_ready(&client, &ns).await;
+    let ip = file_ip(&client, &ns).await;
+    let data = content(3, 200_000);
+    nfs_write(dir.path(), &ip, "kept.bin", &data);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    let uids = |list: Vec<PersistentVolumeClaim>| -> BTreeSet<String> {
+        list.into_iter().filter_map(|c| c.metadata.uid).collect()
+    };
+    let before = uids(claims.list(&Default::default()).await.unwrap().items);
+    assert_eq!(before.len(), 3, "controlplane, metadata, content");
+
+    let servers = Api::<DittoServer>::namespaced(client.clone(), &ns);
+    servers.patch("files", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    eventually("the pod gone", NODE_DEADLINE, || async { pod_uid(&pods).await.is_none().then_some(()) }).await;
+    eventually("phase Stopped", NODE_DEADLINE, || async {
+        let phase = servers.get("files").await.ok()?.status?.phase?;
+        (phase == dittofs_operator::crd::Phase::Stopped).then_some(())
+    })
+    .await;
+    assert_eq!(uids(claims.list(&Default::default()).await.unwrap().items), before, "claims kept at 0");
+
+    servers.patch("files", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
+    wait_ready(&client, &ns).await;
+    assert_eq!(uids(claims.list(&Default::default()).await.unwrap().items), before, "the same claims");
+    assert_eq!(nfs_read(dir.path(), &ip, "kept.bin"), data, "the file after 0 and back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_dittoserver_leaves_its_claims_and_a_new_one_serves_the_old_files() {
+    clients_installed();
+    let (client, ns) = setup_node("node-recreate").await;
+    let dir = tempfile::tempdir().unwrap();
+    create(&client, &ns, CR).await;
+    wait_ready(&client, &ns).await;
+    let ip = file_ip(&client, &ns).await;
+    let data = content(4, 200_000);
+    nfs_write(dir.path(), &ip, "survivor.bin", &data);
+
+    let servers = Api::<DittoServer>::namespaced(client.clone(), &ns);
+    servers.delete("files", &DeleteParams::default()).await.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    eventually("the DittoServer and its pod gone", NODE_DEADLINE, || async {
+        let gone = servers.get_opt("files").await.ok()?.is_none() && pod_uid(&pods).await.is_none();
+        gone.then_some(())
+    })
+    .await;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap();
+    assert_eq!(claims.items.len(), 3, "every claim kept");
+
+    create(&client, &ns, CR).await;
+    wait_ready(&client, &ns).await;
+    let ip = file_ip(&client, &ns).await;
+    assert_eq!(nfs_read(dir.path(), &ip, "survivor.bin"), data, "the re-created server serves the old file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_operator_takes_over_when_the_leader_pod_is_killed() {
+    let (client, ns) = setup_node("node-leader").await;
+    create(&client, &ns, CR).await;
+    wait_ready(&client, &ns).await;
+
+    let leases = Api::<Lease>::namespaced(client.clone(), "dittofs-system");
+    let holder = |lease: Lease| lease.spec.and_then(|s| s.holder_identity);
+    let leader = holder(leases.get("dittofs-operator").await.unwrap()).expect("a leader");
+    let operator_pods = Api::<Pod>::namespaced(client.clone(), "dittofs-system");
+    operator_pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    let next = eventually("another replica holds the Lease", NODE_DEADLINE, || async {
+        holder(leases.get("dittofs-operator").await.ok()?).filter(|h| *h != leader)
+    })
+    .await;
+    assert_ne!(next, leader);
+
+    // A change after the takeover lands.
+    let patch = json!({"spec": {"logging": {"level": "WARN"}}});
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .patch("files", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("the new config rendered by the new leader", NODE_DEADLINE, || async {
+        let config = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("files-config").await.ok()?;
+        config.data?.get("config.yaml")?.contains("WARN").then_some(())
+    })
+    .await;
+    wait_ready(&client, &ns).await;
+    kubectl(&["-n", "dittofs-system", "rollout", "status", "deployment/dittofs-operator", "--timeout=180s"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_is_not_on_the_node_is_named_in_the_status() {
+    let (client, ns) = setup_node("node-image").await;
+    let yaml = format!("{CR}  image: marmos91c/dittofs:v0.0.0-not-imported\n  imagePullPolicy: Never\n");
+    create(&client, &ns, &yaml).await;
+    let degraded = eventually("Degraded names the image", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Degraded").await.filter(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(degraded.reason, "ImagePullFailed", "{}", degraded.message);
+    assert!(degraded.message.contains("marmos91c/dittofs:v0.0.0-not-imported"), "{}", degraded.message);
+    assert!(degraded.message.contains("ErrImageNeverPull"), "{}", degraded.message);
+    let ready = condition(&client, &ns, "Ready").await.unwrap();
+    assert_eq!(ready.status, "False");
+
+    // Back to the imported image: the pod is replaced and serves.
+    let patch = json!({"spec": {"image": null, "imagePullPolicy": null}});
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .patch("files", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_ready(&client, &ns).await;
+}
+
+fn clients_installed() {
+    let out = Command::new("bash").arg(root().join("scripts/clients.sh")).output().unwrap();
+    assert!(out.status.success(), "scripts/clients.sh: {}", String::from_utf8_lossy(&out.stderr));
+}
