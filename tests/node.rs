@@ -118,6 +118,10 @@ async fn wait_ready(client: &Client, ns: &str) {
         let status = server.status.unwrap_or_default();
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
         if ready.is_some_and(|c| c.status == "True" && c.observed_generation == generation) {
+            eprintln!(
+                "{ns}: Ready at generation {generation:?} after {:?}",
+                NODE_DEADLINE - (deadline - tokio::time::Instant::now())
+            );
             return;
         }
         if tokio::time::Instant::now() > deadline {
