@@ -178,6 +178,16 @@ async fn pod_uid(pods: &Api<Pod>) -> Option<String> {
     pods.get_opt("files-0").await.ok()?.and_then(|p| p.metadata.uid)
 }
 
+/// Waits until `files-0` is a pod other than `before` and Ready.
+async fn new_pod_ready(pods: &Api<Pod>, before: &str) {
+    eventually("a new pod files-0, Ready", NODE_DEADLINE, || async {
+        let pod = pods.get_opt("files-0").await.ok()??;
+        (pod.metadata.uid.as_deref() != Some(before)).then_some(())?;
+        dittofs_operator::health::ready_since(&pod).map(|_| ())
+    })
+    .await;
+}
+
 /// Events the operator published with `reason`, counting each repeat of a series.
 async fn events_with(client: &Client, ns: &str, reason: &str) -> i32 {
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns);
@@ -240,10 +250,7 @@ async fn a_real_pod_serves_through_its_services_and_a_deleted_pod_comes_back_wit
         condition(&client, &ns, "Serving").await.filter(|c| c.status == "False").map(|_| ())
     })
     .await;
-    eventually("a new pod files-0", NODE_DEADLINE, || async {
-        pod_uid(&pods).await.filter(|uid| *uid != before).map(|_| ())
-    })
-    .await;
+    new_pod_ready(&pods, &before).await;
     wait_ready(&client, &ns).await;
     assert_eq!(nfs_read(dir.path(), &ip, "hello.bin"), data, "the file after the pod was re-created");
     assert_eq!(events_with(&client, &ns, "RuntimeUpdated").await, updates, "the runtime step changed something");
@@ -415,4 +422,64 @@ async fn an_image_that_is_not_on_the_node_is_named_in_the_status() {
 fn clients_installed() {
     let out = Command::new("bash").arg(root().join("scripts/clients.sh")).output().unwrap();
     assert!(out.status.success(), "scripts/clients.sh: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `kubectl delete pod` while a client writes: the pod ends within its grace period (5 s preStop,
+/// then DittoFS's own shutdown), and every file whose write the server acknowledged is there
+/// after the StatefulSet brings the pod back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_while_a_client_writes_stops_within_its_grace_and_keeps_what_was_acknowledged() {
+    clients_installed();
+    let (client, ns) = setup_node("node-graceful").await;
+    let dir = tempfile::tempdir().unwrap();
+    create(&client, &ns, CR).await;
+    wait_ready(&client, &ns).await;
+    let ip = file_ip(&client, &ns).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let pod = pods.get("files-0").await.unwrap();
+    let grace = pod.spec.unwrap().termination_grace_period_seconds.unwrap();
+    assert_eq!(grace, 30, "5 + 3 × 5 + 10 s for shutdownTimeout 5s");
+    let before = pod.metadata.uid.unwrap();
+
+    // The client writes one file after another until the server stops answering.
+    let writer = {
+        let (dir, ip) = (dir.path().to_path_buf(), ip.clone());
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            for i in 0..10_000u32 {
+                let name = format!("w{i:05}.bin");
+                let local = dir.join(&name);
+                std::fs::write(&local, content(i, 64 * 1024)).unwrap();
+                let out = Command::new("nfs-cp").arg(&local).arg(nfs_url(&ip, &format!("/{name}"))).output().unwrap();
+                if !out.status.success() {
+                    break;
+                }
+                acknowledged.push((name, i));
+            }
+            acknowledged
+        })
+    };
+    // Some writes land before the delete.
+    eventually("a first acknowledged write", NODE_DEADLINE, || async {
+        dir.path().join("w00003.bin").exists().then_some(())
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    pods.delete("files-0", &DeleteParams::default()).await.unwrap();
+    eventually("the old pod gone", Duration::from_secs(grace as u64 + 30), || async {
+        let uid = pod_uid(&pods).await;
+        (uid.as_deref() != Some(before.as_str())).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(grace as u64), "the pod took {took:?} to stop, over its {grace} s grace period");
+    let acknowledged = writer.join().unwrap();
+    assert!(acknowledged.len() >= 3, "only {} writes before the delete", acknowledged.len());
+
+    new_pod_ready(&pods, &before).await;
+    wait_ready(&client, &ns).await;
+    for (name, seed) in &acknowledged {
+        assert_eq!(nfs_read(dir.path(), &ip, name), content(*seed, 64 * 1024), "{name} after the restart");
+    }
+    eprintln!("{ns}: the pod stopped {took:?} after the delete; {} acknowledged writes read back", acknowledged.len());
 }
