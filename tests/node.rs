@@ -35,17 +35,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn kubectl(args: &[&str]) -> String {
     let mut all = vec!["--kubeconfig", node().kubeconfig.to_str().unwrap()];
     all.extend_from_slice(args);
@@ -417,11 +406,6 @@ async fn an_image_that_is_not_on_the_node_is_named_in_the_status() {
         .await
         .unwrap();
     wait_ready(&client, &ns).await;
-}
-
-fn clients_installed() {
-    let out = Command::new("bash").arg(root().join("scripts/clients.sh")).output().unwrap();
-    assert!(out.status.success(), "scripts/clients.sh: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `kubectl delete pod` while a client writes: the pod ends within its grace period (5 s preStop,

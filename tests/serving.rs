@@ -25,12 +25,6 @@ const LOCAL_API: &str = "http://127.0.0.1:{port}";
 /// First contact includes dfs's own start-up and an adapter restart.
 const SERVE_DEADLINE: Duration = Duration::from_secs(90);
 
-fn clients_installed() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clients.sh");
-    let out = Command::new("bash").arg(script).output().unwrap();
-    assert!(out.status.success(), "scripts/clients.sh: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn start_operator(client: &Client, ns: &str) -> Operator {
     let mut settings = Settings::for_tests(Some(ns.to_string()));
     settings.dittofs_api = Some(LOCAL_API.into());
@@ -87,17 +81,6 @@ async fn poke(client: &Client, ns: &str) {
 
 fn nfs_url(port: u16, path: &str) -> String {
     format!("nfs://127.0.0.1{path}?nfsport={port}&mountport={port}&version=3")
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Writes `content` into the share over NFS, lists it, reads it back.

@@ -244,6 +244,25 @@ pub fn public_tables(pg: &std::collections::BTreeMap<String, String>, database: 
     (count, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Runs `program` and returns its stdout; panics with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The real NFS and SMB clients (`scripts/clients.sh`: Debian's libnfs-utils and smbclient).
+pub fn clients_installed() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clients.sh");
+    let out = std::process::Command::new("bash").arg(script).output().unwrap();
+    assert!(out.status.success(), "scripts/clients.sh: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The cached control-plane binaries directory (`scripts/testbin.sh`).
 pub fn testbin() -> PathBuf {
     match std::env::var_os("DITTOFS_TESTBIN") {
