@@ -5,7 +5,7 @@
 # is ever pulled; scripts/cluster.sh (tier node) imports them.
 #
 #   scripts/node-images.sh NAME OUT.oci.tar TESTBIN_DIR NODE_DIR
-#     NAME: pause | busybox | coredns | local-path-provisioner | dittofs
+#     NAME: pause | busybox | coredns | local-path-provisioner | dittofs | postgres-client
 #     TESTBIN_DIR: scripts/testbin.sh's directory (dfs); NODE_DIR: its node-$NODE_KEY/ (pause,
 #     coredns, local-path-provisioner). Called by `scripts/testbin.sh --node`.
 #
@@ -13,7 +13,9 @@
 # $BUSYBOX_IMAGE (Debian's static busybox: shell for preStop hooks, helper pods, nslookup),
 # $COREDNS_IMAGE (/coredns), $LOCAL_PATH_PROVISIONER_IMAGE (/usr/bin/local-path-provisioner),
 # $DITTOFS_IMAGE (laid out like upstream's Dockerfile: /app/dfs, user 65532, /data/*, /config,
-# plus busybox as /bin/sh etc. and the shared libraries dfs links against, if any).
+# plus busybox as /bin/sh etc. and the shared libraries dfs links against, if any),
+# $POSTGRES_CLIENT_IMAGE (what the wait-for-postgres init container runs: busybox's sh, date and
+# sleep, and Debian's pg_isready with the libraries ldd lists).
 set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env source-path=SCRIPTDIR
@@ -93,6 +95,19 @@ case "$NAME" in
             "org.opencontainers.image.description": "dfs from scripts/testbin.sh (local test image)"}}
 EOF
 )
+    ;;
+  postgres-client)
+    busybox_entries; tmp_dir
+    PG_ISREADY=$(ls /usr/lib/postgresql/*/bin/pg_isready 2>/dev/null | sort -V | tail -n 1)
+    [[ -n "$PG_ISREADY" ]] || { echo "node-images: no pg_isready (apt-get install postgresql-client)" >&2; exit 1; }
+    add f usr/local/bin/pg_isready 0755 0 0 "$PG_ISREADY"
+    while read -r lib; do
+      add f "${lib#/}" 0755 0 0 "$(readlink -f "$lib")"
+    done < <(ldd "$PG_ISREADY" | grep -o '/[^ ]*' | sort -u)
+    add t etc/passwd 0644 0 0 'root:x:0:0:root:/root:/bin/sh\npostgres:x:70:70:postgres:/var/lib/postgresql:/bin/sh\n'
+    add t etc/group 0644 0 0 'root:x:0:\npostgres:x:70:\n'
+    REF=$POSTGRES_CLIENT_IMAGE
+    CONFIG='{"Env": ["'$PATH_ENV'"], "Cmd": ["sh"]}'
     ;;
   *) echo "node-images: unknown image $NAME" >&2; exit 2 ;;
 esac

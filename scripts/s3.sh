@@ -3,7 +3,9 @@
 # built into the test cache by scripts/testbin.sh, on 127.0.0.1 and free ports, data in DIR.
 # One identity with generated keys; one bucket created.
 #
-#   scripts/s3.sh start --dir DIR [--bucket NAME] [--owner-pid PID]   prints KEY=VALUE lines (also in DIR/env):
+#   scripts/s3.sh start --dir DIR [--bucket NAME] [--owner-pid PID] [--listen ADDR]
+#       ADDR (default 127.0.0.1): where it listens; the node tier's pods reach the host at its
+#       bridge address (10.244.0.1). Prints KEY=VALUE lines (also in DIR/env):
 #       S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, S3_ACCESS_KEY_2, S3_SECRET_KEY_2 (a second pair of
 #       the same identity, for rotations), S3_BUCKET, S3_FILER (HTTP listing of the buckets)
 #   scripts/s3.sh stop --dir DIR
@@ -11,13 +13,14 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 cmd=${1:-}; shift || true
-DIR= OWNER_PID= BUCKET=dittofs
+DIR= OWNER_PID= BUCKET=dittofs LISTEN=127.0.0.1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dir) DIR=$2; shift 2 ;;
     --bucket) BUCKET=$2; shift 2 ;;
     --owner-pid) OWNER_PID=$2; shift 2 ;;
-    *) echo "usage: $0 start|stop --dir DIR [--bucket NAME] [--owner-pid PID]" >&2; exit 2 ;;
+    --listen) LISTEN=$2; shift 2 ;;
+    *) echo "usage: $0 start|stop --dir DIR [--bucket NAME] [--owner-pid PID] [--listen ADDR]" >&2; exit 2 ;;
   esac
 done
 [[ -n "$DIR" ]] || { echo "--dir is required" >&2; exit 2; }
@@ -36,7 +39,7 @@ case $cmd in
 JSON
     master=$(free_port) master_grpc=$(free_port) volume=$(free_port) volume_grpc=$(free_port)
     filer=$(free_port) filer_grpc=$(free_port) s3=$(free_port) s3_grpc=$(free_port)
-    "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DIR/data" \
+    "$WEED" server -ip="$LISTEN" -ip.bind="$LISTEN" -dir="$DIR/data" \
       -master.port="$master" -master.port.grpc="$master_grpc" -master.telemetry=false -master.volumeSizeLimitMB=64 \
       -volume.port="$volume" -volume.port.grpc="$volume_grpc" -volume.max=20 \
       -filer -filer.port="$filer" -filer.port.grpc="$filer_grpc" \
@@ -49,29 +52,29 @@ JSON
       ( while kill -0 "$OWNER_PID" 2>/dev/null; do sleep 1; done; kill "$pid" 2>/dev/null ) >/dev/null 2>&1 &
     fi
     for _ in $(seq 1 120); do
-      if curl -fsS -o /dev/null "http://127.0.0.1:$filer/" 2>/dev/null &&
-         [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3/") != 000 ]]; then
+      if curl -fsS -o /dev/null "http://$LISTEN:$filer/" 2>/dev/null &&
+         [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$LISTEN:$s3/") != 000 ]]; then
         break
       fi
       kill -0 "$pid" 2>/dev/null || { cat "$DIR/weed.log" >&2; exit 1; }
       sleep 0.5
     done
     # A bucket is a directory under /buckets of the filer.
-    echo "s3.bucket.create -name $BUCKET" | "$WEED" shell -master="127.0.0.1:$master.$master_grpc" >"$DIR/shell.log" 2>&1 ||
+    echo "s3.bucket.create -name $BUCKET" | "$WEED" shell -master="$LISTEN:$master.$master_grpc" >"$DIR/shell.log" 2>&1 ||
       { cat "$DIR/shell.log" >&2; exit 1; }
     cat >"$DIR/env" <<ENV
-S3_ENDPOINT=http://127.0.0.1:$s3
+S3_ENDPOINT=http://$LISTEN:$s3
 S3_ACCESS_KEY=$access
 S3_SECRET_KEY=$secret
 S3_ACCESS_KEY_2=$access2
 S3_SECRET_KEY_2=$secret2
 S3_BUCKET=$BUCKET
-S3_FILER=http://127.0.0.1:$filer
+S3_FILER=http://$LISTEN:$filer
 ENV
     cat "$DIR/env"
     ;;
   stop)
     [[ -f "$DIR/pid" ]] && kill "$(cat "$DIR/pid")" 2>/dev/null || true
     ;;
-  *) echo "usage: $0 start|stop --dir DIR [--bucket NAME] [--owner-pid PID]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop --dir DIR [--bucket NAME] [--owner-pid PID] [--listen ADDR]" >&2; exit 2 ;;
 esac

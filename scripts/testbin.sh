@@ -70,7 +70,7 @@ NODE_OUT=$OUT/node-$NODE_KEY
 NODE_FILES=(runc containerd containerd-shim-runc-v2 ctr kubelet kube-proxy coredns local-path-provisioner
   pause cni/bridge cni/host-local cni/loopback cni/portmap
   images/pause.oci.tar images/busybox.oci.tar images/coredns.oci.tar
-  images/local-path-provisioner.oci.tar images/dittofs.oci.tar VERSIONS)
+  images/local-path-provisioner.oci.tar images/dittofs.oci.tar images/postgres-client.oci.tar VERSIONS)
 node_complete() {
   local f
   for f in "${NODE_FILES[@]}"; do [[ -s "$NODE_OUT/$f" ]] || return 1; done
@@ -290,6 +290,7 @@ C
 # build_image NAME: an OCI image-layout tar (scripts/node-images.sh), imported by cluster.sh.
 build_image() {
   need_pkg 'test -x /bin/busybox && file -L /bin/busybox | grep -q static' busybox-static
+  [[ "$1" == postgres-client ]] && need_pkg 'ls /usr/lib/postgresql/*/bin/pg_isready' postgresql-client
   "$SCRIPT_DIR/node-images.sh" "$1" "$DSTAGE/images/$1.oci.tar" "$OUT" "$NODE_OUT"
 }
 
@@ -318,6 +319,7 @@ build_node_set() {
   step images/coredns.oci.tar build_image coredns
   step images/local-path-provisioner.oci.tar build_image local-path-provisioner
   step images/dittofs.oci.tar build_image dittofs
+  step images/postgres-client.oci.tar build_image postgres-client
   {
     echo "kubelet, kube-proxy v$K8S_VERSION"
     echo "runc $RUNC_VERSION"

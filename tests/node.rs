@@ -79,6 +79,8 @@ async fn setup_node(prefix: &str) -> (Client, String) {
     (client, ns)
 }
 
+/// The tests' DittoServer. It asks for little CPU: the default request (250m) of nine servers at
+/// once is more than this 2-core node can schedule.
 const CR: &str = "apiVersion: dittofs.dittofs.com/v1alpha1
 kind: DittoServer
 metadata: {name: files}
@@ -86,6 +88,7 @@ spec:
   storage: {metadataSize: 1Gi, contentSize: 1Gi}
   adapterServices: {type: ClusterIP}
   shutdownTimeout: 5s
+  resources: {requests: {cpu: 20m, memory: 64Mi}, limits: {memory: 1Gi}}
 ";
 
 async fn create(client: &Client, ns: &str, yaml: &str) {
@@ -466,4 +469,120 @@ async fn a_pod_deleted_while_a_client_writes_stops_within_its_grace_and_keeps_wh
         assert_eq!(nfs_read(dir.path(), &ip, name), content(*seed, 64 * 1024), "{name} after the restart");
     }
     eprintln!("{ns}: the pod stopped {took:?} after the delete; {} acknowledged writes read back", acknowledged.len());
+}
+
+/// The Percona path on a real pod: the cluster is ready and its user Secret points at a
+/// PostgreSQL (TLS only) on the node's address, which is down when the pod starts. The
+/// `wait-for-postgres` init container holds DittoFS back until it answers; then DittoFS migrates
+/// its control plane there and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_percona_the_init_container_waits_for_postgresql_then_dittofs_serves() {
+    clients_installed();
+    let (client, ns) = setup_node("node-percona").await;
+    let dir = tempfile::tempdir().unwrap();
+    install_percona_crd(&client).await;
+    let node_ip = node().env()["DITTOFS_NODE_IP"].clone();
+    let pg_dir = dir.path().join("pg");
+    let pg = start_script_server_with("postgres.sh", &pg_dir, &["--listen", &node_ip]);
+    let postgres = |command: &str| {
+        run("bash", &[root().join("scripts/postgres.sh").to_str().unwrap(), command, "--dir", pg_dir.to_str().unwrap()])
+    };
+    postgres("pause");
+
+    // A ready cluster "db" and the user Secret Percona would write for it.
+    let clusters: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &dittofs_operator::percona::api_resource());
+    let fixture = std::fs::read_to_string(root().join("tests/fixtures/percona/perconapgcluster.example.yaml")).unwrap();
+    let mut cluster: serde_json::Value = serde_saphyr::from_str(&fixture).unwrap();
+    cluster.as_object_mut().unwrap().remove("status");
+    cluster["metadata"] = json!({"name": "db", "namespace": ns});
+    clusters.create(&PostParams::default(), &serde_json::from_value(cluster).unwrap()).await.unwrap();
+    let ready = json!({"status": {"state": "ready", "observedGeneration": 1}});
+    clusters.patch_status("db", &PatchParams::default(), &Patch::Merge(ready)).await.unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db-pguser-dittofs", "labels": {
+            "postgres-operator.crunchydata.com/cluster": "db", "postgres-operator.crunchydata.com/pguser": "dittofs"}},
+        "stringData": {"host": node_ip, "port": pg["PGPORT"], "user": "dittofs", "dbname": "dittofs",
+            "password": pg["PGPASSWORD"]}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+    let yaml = format!("{CR}  database:\n    percona: {{clusterName: db, user: dittofs}}\n");
+    create(&client, &ns, &yaml).await;
+
+    // The init container runs and waits; DittoFS has not started.
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    eventually("wait-for-postgres running, dittofs not started", NODE_DEADLINE, || async {
+        let status = pods.get_opt("files-0").await.ok()??.status?;
+        let init = status.init_container_statuses?.into_iter().find(|c| c.name == "wait-for-postgres")?;
+        let waiting = status.container_statuses?.into_iter().find(|c| c.name == "dittofs")?.state?.waiting?;
+        (init.state?.running.is_some() && waiting.reason.as_deref() == Some("PodInitializing")).then_some(())
+    })
+    .await;
+    let logs = kubectl(&["-n", &ns, "logs", "files-0", "-c", "wait-for-postgres"]);
+    assert!(logs.contains("no response"), "pg_isready's answer while PostgreSQL is down: {logs}");
+    assert_eq!(condition(&client, &ns, "Ready").await.map(|c| c.status).as_deref(), Some("False"));
+
+    postgres("resume");
+    wait_ready(&client, &ns).await;
+    let (tables, error) = public_tables(&pg, "dittofs");
+    assert!(tables > 0, "DittoFS migrated its control plane into PostgreSQL: {error}");
+    let ip = file_ip(&client, &ns).await;
+    let data = content(7, 100_000);
+    nfs_write(dir.path(), &ip, "on-postgres.bin", &data);
+    assert_eq!(nfs_read(dir.path(), &ip, "on-postgres.bin"), data);
+}
+
+/// An S3 remote store on a real pod: SeaweedFS on the node's address, keys from a Secret. A file
+/// written over NFS ends up as objects in the bucket; new keys in the Secret update the store,
+/// and the operator restarts the pod (DittoFS loads keys at start), which the StatefulSet brings
+/// back with the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_store_on_a_real_pod_holds_the_blocks_and_new_keys_restart_the_pod() {
+    clients_installed();
+    let (client, ns) = setup_node("node-s3").await;
+    let dir = tempfile::tempdir().unwrap();
+    let node_ip = node().env()["DITTOFS_NODE_IP"].clone();
+    let s3 = start_script_server_with("s3.sh", &dir.path().join("s3"), &["--listen", &node_ip]);
+    let keys = |access: &str, secret: &str| -> k8s_openapi::api::core::v1::Secret {
+        serde_json::from_value(json!({"metadata": {"name": "s3-keys"},
+            "stringData": {"accessKeyId": access, "secretAccessKey": secret, "endpoint": s3["S3_ENDPOINT"]}}))
+        .unwrap()
+    };
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+    let apply = PatchParams::apply("node-test").force();
+    secrets.patch("s3-keys", &apply, &Patch::Apply(keys(&s3["S3_ACCESS_KEY"], &s3["S3_SECRET_KEY"]))).await.unwrap();
+    let yaml = CR.replace(
+        "  storage: {metadataSize: 1Gi, contentSize: 1Gi}\n",
+        "  storage: {metadataSize: 1Gi, cacheSize: 1Gi}\n",
+    ) + &format!(
+        "  s3:\n    bucket: {}\n    prefix: ditto/\n    forcePathStyle: true\n    allowPrivateEndpoint: true\n    credentialsSecretRef: {{secretName: s3-keys}}\n",
+        s3["S3_BUCKET"]
+    );
+    create(&client, &ns, &yaml).await;
+    wait_ready(&client, &ns).await;
+
+    let ip = file_ip(&client, &ns).await;
+    let data = content(8, 6 << 20);
+    nfs_write(dir.path(), &ip, "big.bin", &data);
+    let bucket_dir = format!("/buckets/{}/ditto", s3["S3_BUCKET"]);
+    eventually("the blocks in the bucket", NODE_DEADLINE, || async {
+        (bytes_under(&s3["S3_FILER"], &bucket_dir).await >= data.len() as u64 / 2).then_some(())
+    })
+    .await;
+
+    // Rotation: the store gets the new keys and the pod is restarted by the operator.
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let before = pod_uid(&pods).await.unwrap();
+    secrets
+        .patch("s3-keys", &apply, &Patch::Apply(keys(&s3["S3_ACCESS_KEY_2"], &s3["S3_SECRET_KEY_2"])))
+        .await
+        .unwrap();
+    new_pod_ready(&pods, &before).await;
+    assert_eq!(events_with(&client, &ns, "Restarted").await, 1, "one restart for the new keys");
+    eventually("Serving with the new keys", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Serving").await.filter(|c| c.status == "True").map(|_| ())
+    })
+    .await;
+    assert_eq!(nfs_read(dir.path(), &ip, "big.bin"), data, "the file after the restart");
 }

@@ -9,7 +9,6 @@ use dittofs_operator::crd::DittoServer;
 use dittofs_operator::percona;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -18,19 +17,6 @@ use support::*;
 
 const OWNER: &str = dittofs_operator::apply::OWNER_ANNOTATION;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/percona");
-
-async fn install_percona_crd(client: &Client) {
-    let crd: CustomResourceDefinition =
-        serde_saphyr::from_str(&std::fs::read_to_string(format!("{FIXTURES}/perconapgclusters.crd.yaml")).unwrap())
-            .unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(percona::CRD_NAME, &PatchParams::apply("percona-tests").force(), &Patch::Apply(&crd)).await.unwrap();
-    eventually("Percona CRD established", DEADLINE, || async {
-        let crd = crds.get(percona::CRD_NAME).await.ok()?;
-        crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
-    })
-    .await;
-}
 
 /// Both CRDs installed and a fresh namespace: the client, the namespace, and the DittoServer and
 /// PerconaPGCluster APIs in it.

@@ -254,40 +254,6 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     dfs.stop_within_grace(30);
 }
 
-/// Bytes of every object under `path` of the filer (the bucket's directory tree), walked over
-/// its HTTP listing API.
-async fn bytes_under(filer: &str, path: &str) -> u64 {
-    let addr = filer.trim_start_matches("http://");
-    let mut total = 0;
-    let mut dirs = vec![path.to_string()];
-    while let Some(dir) = dirs.pop() {
-        let url = format!("{}/?limit=10000", dir.trim_end_matches('/'));
-        let Ok((200, body)) = http_accept_json(addr, &url).await else { continue };
-        let listing: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        for entry in listing["Entries"].as_array().cloned().unwrap_or_default() {
-            let full = entry["FullPath"].as_str().unwrap_or_default().to_string();
-            // os.ModeDir is the top bit of Go's FileMode.
-            if entry["Mode"].as_u64().unwrap_or(0) & (1 << 31) != 0 {
-                dirs.push(full);
-            } else {
-                total += entry["FileSize"].as_u64().unwrap_or(0);
-            }
-        }
-    }
-    total
-}
-
-async fn http_accept_json(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
-}
-
 /// One call to the DittoFS API as the bootstrap admin: status and JSON body.
 async fn as_admin(
     api_port: u16,

@@ -59,7 +59,7 @@ pub async fn runtime(
     // the pod from starting, and is the thing to fix.
     let api = match session::api_for(&ctx.http, template, rendered, &secrets).await {
         Ok(api) => api,
-        Err(problem) => return not_serving(Decided::new(SERVING, false, problem.reason, problem.message)),
+        Err(problem) => return failed(problem),
     };
     // The pod's readiness probe is the API's own: before the pod is Ready nothing answers, so
     // nothing is dialled. The pod watch wakes the server when that changes.
@@ -98,8 +98,7 @@ pub async fn runtime(
             None => sessions.remove(&key),
         };
     }
-    let mut outcome =
-        result.unwrap_or_else(|problem| not_serving(Decided::new(SERVING, false, problem.reason, problem.message)));
+    let mut outcome = result.unwrap_or_else(failed);
     // Not serving (and not held on purpose): the next try is due one backoff interval later.
     let mut gates = ctx.runtime_failures.lock().expect("failures lock");
     match outcome.condition.clone().filter(|c| !c.status && outcome.held.is_empty()) {
@@ -119,6 +118,10 @@ pub async fn runtime(
 
 fn not_serving(condition: Decided) -> RuntimeOutcome {
     RuntimeOutcome { condition: Some(condition), ..RuntimeOutcome::default() }
+}
+
+fn failed(problem: Problem) -> RuntimeOutcome {
+    not_serving(Decided::new(SERVING, false, problem.reason, problem.message))
 }
 
 async fn pass(

@@ -109,6 +109,22 @@ pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -
     name
 }
 
+/// Installs Percona's PerconaPGCluster CRD (the fixture from its v3.0.0 release) and waits
+/// until it is served.
+pub async fn install_percona_crd(client: &Client) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/percona");
+    let text = std::fs::read_to_string(fixtures.join("perconapgclusters.crd.yaml")).unwrap();
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = dittofs_operator::percona::CRD_NAME;
+    crds.patch(name, &PatchParams::apply("percona-tests").force(), &Patch::Apply(&crd)).await.unwrap();
+    eventually("Percona CRD established", DEADLINE, || async {
+        let crd = crds.get(name).await.ok()?;
+        crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+    })
+    .await;
+}
+
 /// Everything a test needs: a client, a namespace with the CRD installed.
 pub async fn setup(prefix: &str) -> (Client, String) {
     let client = client().await;
@@ -213,9 +229,19 @@ pub async fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> s
 /// Runs `scripts/<script> start --dir DIR --owner-pid <this process>` (a throw-away server that
 /// stops with this test binary) and returns the `KEY=VALUE` lines it prints.
 pub fn start_script_server(script: &str, dir: &Path) -> std::collections::BTreeMap<String, String> {
+    start_script_server_with(script, dir, &[])
+}
+
+/// [`start_script_server`] with more arguments after `start` (`--listen ADDR`).
+pub fn start_script_server_with(
+    script: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> std::collections::BTreeMap<String, String> {
     let out = std::process::Command::new("bash")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script))
         .args(["start", "--dir", dir.to_str().unwrap(), "--owner-pid", &std::process::id().to_string()])
+        .args(extra)
         .env("DITTOFS_TESTBIN", testbin())
         .output()
         .unwrap();
@@ -242,6 +268,40 @@ pub fn public_tables(pg: &std::collections::BTreeMap<String, String>, database: 
         .unwrap();
     let count = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
     (count, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Bytes of every object under `path` of the filer (the bucket's directory tree), walked over
+/// its HTTP listing API.
+pub async fn bytes_under(filer: &str, path: &str) -> u64 {
+    let addr = filer.trim_start_matches("http://");
+    let mut total = 0;
+    let mut dirs = vec![path.to_string()];
+    while let Some(dir) = dirs.pop() {
+        let url = format!("{}/?limit=10000", dir.trim_end_matches('/'));
+        let Ok((200, body)) = http_accept_json(addr, &url).await else { continue };
+        let listing: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        for entry in listing["Entries"].as_array().cloned().unwrap_or_default() {
+            let full = entry["FullPath"].as_str().unwrap_or_default().to_string();
+            // os.ModeDir is the top bit of Go's FileMode.
+            if entry["Mode"].as_u64().unwrap_or(0) & (1 << 31) != 0 {
+                dirs.push(full);
+            } else {
+                total += entry["FileSize"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+async fn http_accept_json(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: application/json\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
 }
 
 /// Runs `program` and returns its stdout; panics with its output when it fails.
