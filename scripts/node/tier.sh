@@ -11,7 +11,7 @@
 # undone by node_stop (sysctls, iptables/ip6tables rules and chains, nftables tables, the bridge,
 # cgroups, hard-coded paths); a start that fails half way is undone the same way.
 #
-# Requires root, iproute2, iptables (Debian: apt-get install iptables), flock, cgroup v1 (v2 is
+# Requires root, iproute2 and iptables (installed with apt-get when missing), flock, cgroup v1 (v2 is
 # handled but untested). Uses globals of cluster.sh: DIR BIN AP TIER NODE_NAME, launch, wait_for,
 # fail, alive, proc_start, api, log.
 
@@ -68,6 +68,15 @@ node_ipt_save() { # node_ipt_save v4|v6
 # Checks that need no lock; fails with a clear message.
 node_preflight() {
   [[ $(id -u) == 0 ]] || fail "tier node needs root (kubelet, containerd, bridge, iptables)"
+  # A fresh Debian has no iptables: install what is missing (kube-proxy, portmap and the bridge
+  # plugin's masquerade rules need the binaries).
+  if ! command -v iptables >/dev/null || ! command -v iptables-save >/dev/null || ! command -v ip >/dev/null; then
+    log "installing Debian packages iptables iproute2 (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 >&2 ||
+      { DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 >&2; } ||
+      fail "tier node needs iptables and iproute2; apt-get install failed"
+  fi
   local c
   for c in ip iptables iptables-save ip6tables-save flock mount umount; do
     command -v "$c" >/dev/null || fail "tier node needs $c (Debian: apt-get install iproute2 iptables util-linux mount)"
