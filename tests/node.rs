@@ -16,7 +16,8 @@ use std::time::Duration;
 use dittofs_operator::crd::DittoServer;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -42,7 +43,8 @@ fn kubectl(args: &[&str]) -> String {
 }
 
 /// The operator's image (`DITTOFS_IMAGE_ARCHIVE` from scripts/test.sh, else scripts/image.sh)
-/// imported into the node's containerd, and `deploy/` applied, once per test binary.
+/// imported into the node's containerd, and `deploy/` applied with two test flags
+/// (`tests/fixtures/operator-under-test`), once per test binary.
 fn operator_installed() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
@@ -55,7 +57,8 @@ fn operator_installed() {
         };
         let ctr = node().env()["DITTOFS_CTR"].clone();
         run(&ctr, &["images", "import", archive.to_str().unwrap()]);
-        kubectl(&["apply", "--server-side", "-k", root().join("deploy").to_str().unwrap()]);
+        let install = root().join("tests/fixtures/operator-under-test");
+        kubectl(&["apply", "--server-side", "-k", install.to_str().unwrap()]);
         let crd = "crd/dittoservers.dittofs.dittofs.com";
         for _ in 0..100 {
             let established = Command::new(testbin().join("kubectl"))
@@ -155,10 +158,7 @@ fn nfs_read(dir: &Path, ip: &str, file: &str) -> Vec<u8> {
 
 /// Reads `/export/<file>` over SMB (port 445 of the file Service) as the bootstrap admin.
 async fn smb_read(client: &Client, ns: &str, dir: &Path, ip: &str, file: &str) -> Vec<u8> {
-    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
-        .get("files-admin-bootstrap-credentials")
-        .await
-        .unwrap();
+    let secret = Api::<Secret>::namespaced(client.clone(), ns).get("files-admin-bootstrap-credentials").await.unwrap();
     let password = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
     let out = dir.join(format!("{file}.smb"));
     let command = format!("get {file} {}", out.display());
@@ -499,7 +499,7 @@ async fn with_percona_the_init_container_waits_for_postgresql_then_dittofs_serve
     clusters.create(&PostParams::default(), &serde_json::from_value(cluster).unwrap()).await.unwrap();
     let ready = json!({"status": {"state": "ready", "observedGeneration": 1}});
     clusters.patch_status("db", &PatchParams::default(), &Patch::Merge(ready)).await.unwrap();
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+    let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "db-pguser-dittofs", "labels": {
             "postgres-operator.crunchydata.com/cluster": "db", "postgres-operator.crunchydata.com/pguser": "dittofs"}},
         "stringData": {"host": node_ip, "port": pg["PGPORT"], "user": "dittofs", "dbname": "dittofs",
@@ -544,12 +544,12 @@ async fn an_s3_store_on_a_real_pod_holds_the_blocks_and_new_keys_restart_the_pod
     let dir = tempfile::tempdir().unwrap();
     let node_ip = node().env()["DITTOFS_NODE_IP"].clone();
     let s3 = start_script_server_with("s3.sh", &dir.path().join("s3"), &["--listen", &node_ip]);
-    let keys = |access: &str, secret: &str| -> k8s_openapi::api::core::v1::Secret {
+    let keys = |access: &str, secret: &str| -> Secret {
         serde_json::from_value(json!({"metadata": {"name": "s3-keys"},
             "stringData": {"accessKeyId": access, "secretAccessKey": secret, "endpoint": s3["S3_ENDPOINT"]}}))
         .unwrap()
     };
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     let apply = PatchParams::apply("node-test").force();
     secrets.patch("s3-keys", &apply, &Patch::Apply(keys(&s3["S3_ACCESS_KEY"], &s3["S3_SECRET_KEY"]))).await.unwrap();
     let yaml = CR.replace(
@@ -585,4 +585,193 @@ async fn an_s3_store_on_a_real_pod_holds_the_blocks_and_new_keys_restart_the_pod
     })
     .await;
     assert_eq!(nfs_read(dir.path(), &ip, "big.bin"), data, "the file after the restart");
+}
+
+/// A DittoFS that cannot log into its PostgreSQL exits at start; the kubelet restarts it, and the
+/// status says the pod crash-loops with the container's last words (the end of its log), never a
+/// password. Pointing the spec at the right Secret makes a new revision; the StatefulSet
+/// controller does not replace a pod that never turned Ready, so the operator deletes it, and the
+/// new pod serves with its file metadata in PostgreSQL, kept across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_server_is_named_with_its_last_words_and_a_fixed_spec_rolls_it_forward() {
+    clients_installed();
+    let (client, ns) = setup_node("node-crash").await;
+    let dir = tempfile::tempdir().unwrap();
+    let node_ip = node().env()["DITTOFS_NODE_IP"].clone();
+    let pg = start_script_server_with("postgres.sh", &dir.path().join("pg"), &["--listen", &node_ip]);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let wrong_password = "not-the-password-of-dittofs";
+    for (name, password) in [("db-wrong", wrong_password), ("db", pg["PGPASSWORD"].as_str())] {
+        let secret: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
+            "host": node_ip, "port": pg["PGPORT"], "dbname": "dittofs", "user": "dittofs", "password": password}}))
+        .unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let database = "  database:\n    postgresSecretRef: {name: db-wrong}\n  stores:\n    metadata: {type: postgres}\n";
+    create(&client, &ns, &format!("{CR}{database}")).await;
+
+    let degraded = eventually("Degraded: the pod crash-loops", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Degraded").await.filter(|c| c.status == "True" && c.reason == "PodCrashLooping")
+    })
+    .await;
+    assert!(degraded.message.contains("Last exit (code 1)"), "{}", degraded.message);
+    assert!(degraded.message.contains("failed to initialize control plane store"), "{}", degraded.message);
+    for password in [wrong_password, pg["PGPASSWORD"].as_str()] {
+        assert!(!degraded.message.contains(password), "a password in the status: {}", degraded.message);
+    }
+    assert_eq!(condition(&client, &ns, "Ready").await.map(|c| c.status).as_deref(), Some("False"));
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let stuck = pod_uid(&pods).await.unwrap();
+    let patch = json!({"spec": {"database": {"postgresSecretRef": {"name": "db"}}}});
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .patch("files", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    new_pod_ready(&pods, &stuck).await;
+    wait_ready(&client, &ns).await;
+    assert_eq!(events_with(&client, &ns, "RolledForward").await, 1, "the operator deleted the stuck pod once");
+
+    let ip = file_ip(&client, &ns).await;
+    let data = content(9, 100_000);
+    nfs_write(dir.path(), &ip, "on-postgres.bin", &data);
+    let (tables, error) = public_tables(&pg, "dittofs_metadata");
+    assert!(tables > 0, "file metadata in PostgreSQL: {error}");
+    let before = pod_uid(&pods).await.unwrap();
+    pods.delete("files-0", &DeleteParams::default()).await.unwrap();
+    new_pod_ready(&pods, &before).await;
+    wait_ready(&client, &ns).await;
+    assert_eq!(nfs_read(dir.path(), &ip, "on-postgres.bin"), data, "the file after the pod was re-created");
+}
+
+/// Claims of a StorageClass that no provisioner serves stay Pending: once the grace is over (20 s
+/// in the test install) the status names every claim, and the server is not Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_that_cannot_bind_are_named_in_the_status() {
+    let (client, ns) = setup_node("node-claims").await;
+    let class = format!("nobody-provisions-{ns}");
+    let storage_class: StorageClass = serde_json::from_value(json!({"metadata": {"name": class},
+        "provisioner": "example.com/nobody", "volumeBindingMode": "Immediate"}))
+    .unwrap();
+    let classes = Api::<StorageClass>::all(client.clone());
+    classes.create(&PostParams::default(), &storage_class).await.unwrap();
+    let storage = format!("{{metadataSize: 1Gi, contentSize: 1Gi, storageClassName: {class}}}");
+    create(&client, &ns, &CR.replace("{metadataSize: 1Gi, contentSize: 1Gi}", &storage)).await;
+
+    let degraded = eventually("Degraded: claims Pending", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Degraded").await.filter(|c| c.status == "True" && c.reason == "VolumeClaimPending")
+    })
+    .await;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap();
+    assert_eq!(claims.items.len(), 3, "controlplane, metadata, content");
+    for claim in &claims.items {
+        let name = claim.metadata.name.as_deref().unwrap();
+        assert!(degraded.message.contains(name), "{name} not named: {}", degraded.message);
+    }
+    assert_eq!(condition(&client, &ns, "Ready").await.map(|c| c.status).as_deref(), Some("False"));
+    Api::<DittoServer>::namespaced(client.clone(), &ns).delete("files", &DeleteParams::default()).await.unwrap();
+    classes.delete(&class, &DeleteParams::default()).await.unwrap();
+}
+
+/// Credentials the server no longer accepts (the operator's own and the bootstrap admin's, both
+/// changed in their Secrets): the status names the Secret, never a password; DittoFS keeps serving
+/// files; putting the passwords back makes the server Serving again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_the_server_refuses_are_named_and_the_files_are_still_served() {
+    clients_installed();
+    let (client, ns) = setup_node("node-login").await;
+    let dir = tempfile::tempdir().unwrap();
+    create(&client, &ns, CR).await;
+    wait_ready(&client, &ns).await;
+    let ip = file_ip(&client, &ns).await;
+    let data = content(10, 100_000);
+    nfs_write(dir.path(), &ip, "before.bin", &data);
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let names = ["files-operator-credentials", "files-admin-bootstrap-credentials"];
+    let mut originals = Vec::new();
+    for name in names {
+        let password = secrets.get(name).await.unwrap().data.unwrap()["password"].0.clone();
+        originals.push(String::from_utf8(password).unwrap());
+    }
+    let wrong = "not-the-password-anymore";
+    for name in names {
+        let patch = json!({"stringData": {"password": wrong}});
+        secrets.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    let refused = eventually("Serving False LoginRefused", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Serving").await.filter(|c| c.status == "False" && c.reason == "LoginRefused")
+    })
+    .await;
+    assert!(refused.message.contains("files-admin-bootstrap-credentials"), "{}", refused.message);
+    for password in originals.iter().map(String::as_str).chain([wrong]) {
+        assert!(!refused.message.contains(password), "a password in the status: {}", refused.message);
+    }
+    assert_eq!(nfs_read(dir.path(), &ip, "before.bin"), data, "DittoFS still serves the file");
+
+    for (name, password) in names.iter().zip(&originals) {
+        let patch = json!({"stringData": {"password": password}});
+        secrets.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    eventually("Serving again with the old passwords", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Serving").await.filter(|c| c.status == "True").map(|_| ())
+    })
+    .await;
+}
+
+/// A sidecar that holds the SMB port inside the pod (a template override of this server's
+/// StatefulSet): the status names the SMB adapter and its port, NFS keeps serving, and without
+/// the override the pod rolls and serves SMB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_taken_inside_the_pod_is_named_and_nfs_still_serves() {
+    clients_installed();
+    let (client, ns) = setup_node("node-port").await;
+    let dir = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(root().join("templates/statefulset.yaml.j2")).unwrap();
+    // A native sidecar: the kubelet starts it, and waits for its port, before DittoFS.
+    let squatter = concat!(
+        "      initContainers:\n",
+        "        - name: squatter\n",
+        "          image: {{ computed.image | quote }}\n",
+        "          restartPolicy: Always\n",
+        "          command: [\"/bin/nc\", \"-lk\", \"-p\", \"12445\"]\n",
+        "          startupProbe: {tcpSocket: {port: 12445}, periodSeconds: 1}\n",
+        "          resources: {requests: {cpu: 5m, memory: 8Mi}}\n",
+        "          securityContext: {{ computed.securityContext | tojson }}\n",
+    );
+    assert!(template.contains("\n      containers:\n"));
+    let template = template.replacen("\n      containers:\n", &format!("\n{squatter}      containers:\n"), 1);
+    let overrides: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "squat"},
+        "data": {"statefulset.yaml.j2": template}}))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &overrides).await.unwrap();
+    create(&client, &ns, &format!("{CR}  templates: {{configMapRef: {{name: squat}}}}\n")).await;
+
+    let busy = eventually("Serving names the SMB adapter", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Serving").await.filter(|c| c.status == "False" && c.message.contains("adapter smb"))
+    })
+    .await;
+    assert!(
+        ["AdapterNotRunning", "AdapterRejected"].contains(&busy.reason.as_str()),
+        "{}: {}",
+        busy.reason,
+        busy.message
+    );
+    assert!(busy.message.contains("12445"), "{}", busy.message);
+    let ip = file_ip(&client, &ns).await;
+    let data = content(11, 100_000);
+    nfs_write(dir.path(), &ip, "still.bin", &data);
+    assert_eq!(nfs_read(dir.path(), &ip, "still.bin"), data, "NFS serves while SMB cannot");
+
+    let patch = json!({"spec": {"templates": null}});
+    Api::<DittoServer>::namespaced(client.clone(), &ns)
+        .patch("files", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let serving = eventually("Serving with SMB once the sidecar is gone", NODE_DEADLINE, || async {
+        condition(&client, &ns, "Serving").await.filter(|c| c.status == "True")
+    })
+    .await;
+    assert!(serving.message.contains("SMB on port 12445"), "{}", serving.message);
+    assert_eq!(smb_read(&client, &ns, dir.path(), &ip, "still.bin").await, data, "read over SMB");
 }
