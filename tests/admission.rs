@@ -125,6 +125,42 @@ async fn invalid_servers_are_rejected_naming_the_field() {
             json!({"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}}),
             "spec.podSecurityContext.seccompProfile.type",
         ),
+        // The rest of Pod Security restricted/baseline, each naming its field.
+        (json!({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}), "spec.securityContext.seLinuxOptions"),
+        (
+            json!({"podSecurityContext": {"seLinuxOptions": {"user": "system_u"}}}),
+            "spec.podSecurityContext.seLinuxOptions",
+        ),
+        (
+            json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}),
+            "spec.securityContext.appArmorProfile.type",
+        ),
+        (
+            json!({"podSecurityContext": {"appArmorProfile": {"type": "Unconfined"}}}),
+            "spec.podSecurityContext.appArmorProfile.type",
+        ),
+        (
+            json!({"podAnnotations": {"container.apparmor.security.beta.kubernetes.io/dittofs": "unconfined"}}),
+            "spec.podAnnotations",
+        ),
+        (json!({"securityContext": {"procMount": "Unmasked"}}), "spec.securityContext.procMount"),
+        (
+            json!({"securityContext": {"windowsOptions": {"hostProcess": true}}}),
+            "spec.securityContext.windowsOptions.hostProcess",
+        ),
+        (json!({"securityContext": {"runAsGroup": 0}}), "spec.securityContext.runAsGroup"),
+        (json!({"podSecurityContext": {"runAsGroup": 0}}), "spec.podSecurityContext.runAsGroup"),
+        (json!({"podSecurityContext": {"fsGroup": 0}}), "spec.podSecurityContext.fsGroup"),
+        (
+            json!({"podSecurityContext": {"supplementalGroups": [65532, 0]}}),
+            "spec.podSecurityContext.supplementalGroups",
+        ),
+        (
+            json!({"podSecurityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "65536"}]}}),
+            "spec.podSecurityContext.sysctls",
+        ),
+        (json!({"priorityClassName": "system-node-critical"}), "spec.priorityClassName"),
+        (json!({"priorityClassName": "system-cluster-critical"}), "spec.priorityClassName"),
         // What the StatefulSet would be refused for later.
         (json!({"podLabels": {"bad key!": "x"}}), "spec.podLabels"),
         (json!({"podLabels": {"team": "not a valid value"}}), "spec.podLabels"),
@@ -201,9 +237,14 @@ async fn valid_hardening_labels_and_quantities_are_accepted() {
     let spec = json!({
         "storage": {"metadataSize": "10Gi"},
         "securityContext": {"runAsUser": 65532, "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}},
-        "podSecurityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "podSecurityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"},
+            "seLinuxOptions": {"type": "container_t", "level": "s0:c123,c456"}, "appArmorProfile": {"type": "RuntimeDefault"},
+            "fsGroup": 65532, "supplementalGroups": [65532, 1000],
+            "sysctls": [{"name": "net.ipv4.tcp_keepalive_time", "value": "600"}]},
         "podLabels": {"team": "storage", "example.com/tier": "gold_1.0"},
-        "podAnnotations": {"example.com/note": "any text at all: yes"},
+        "podAnnotations": {"example.com/note": "any text at all: yes",
+            "container.apparmor.security.beta.kubernetes.io/dittofs": "runtime/default"},
+        "priorityClassName": "high-priority",
         "resources": {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "500m", "memory": 1073741824}},
         "shutdownTimeout": "10m",
         "terminationGracePeriodSeconds": 3600

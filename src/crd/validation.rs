@@ -50,6 +50,13 @@ macro_rules! metrics_port {
         "(has(self.metrics) && has(self.metrics.port) ? self.metrics.port : 9090)"
     };
 }
+/// SELinux options Pod Security baseline allows: a container type of the standard set, no user,
+/// no role.
+macro_rules! selinux_allowed {
+    () => {
+        "!has(self.seLinuxOptions) || ((!has(self.seLinuxOptions.type) || self.seLinuxOptions.type in ['', 'container_t', 'container_init_t', 'container_kvm_t', 'container_engine_t']) && (!has(self.seLinuxOptions.user) || self.seLinuxOptions.user == '') && (!has(self.seLinuxOptions.role) || self.seLinuxOptions.role == ''))"
+    };
+}
 macro_rules! smb_off {
     () => {
         "(has(self.smb) && has(self.smb.enabled) && !self.smb.enabled)"
@@ -453,6 +460,90 @@ const RULES: &[Rule] = &[
         "!has(self.seccompProfile) || !has(self.seccompProfile.type) || self.seccompProfile.type != 'Unconfined'",
         "spec.podSecurityContext.seccompProfile.type must not be Unconfined",
     ),
+    // The rest of Pod Security `restricted` (and `baseline`) for what the CR can set, so a
+    // DittoServer is refused at admission rather than its pod by a namespace's enforcement.
+    rule_at(
+        "securityContext",
+        ".seLinuxOptions",
+        selinux_allowed!(),
+        "spec.securityContext.seLinuxOptions: type may only be container_t, container_init_t, container_kvm_t or container_engine_t, and user and role must not be set (Pod Security baseline)",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".seLinuxOptions",
+        selinux_allowed!(),
+        "spec.podSecurityContext.seLinuxOptions: type may only be container_t, container_init_t, container_kvm_t or container_engine_t, and user and role must not be set (Pod Security baseline)",
+    ),
+    rule_at(
+        "securityContext",
+        ".appArmorProfile.type",
+        "!has(self.appArmorProfile) || self.appArmorProfile.type != 'Unconfined'",
+        "spec.securityContext.appArmorProfile.type must not be Unconfined (Pod Security baseline)",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".appArmorProfile.type",
+        "!has(self.appArmorProfile) || self.appArmorProfile.type != 'Unconfined'",
+        "spec.podSecurityContext.appArmorProfile.type must not be Unconfined (Pod Security baseline)",
+    ),
+    rule_at(
+        "securityContext",
+        ".procMount",
+        "!has(self.procMount) || self.procMount == 'Default'",
+        "spec.securityContext.procMount must be Default: an Unmasked /proc is refused (Pod Security baseline)",
+    ),
+    rule_at(
+        "securityContext",
+        ".windowsOptions.hostProcess",
+        "!has(self.windowsOptions) || !has(self.windowsOptions.hostProcess) || !self.windowsOptions.hostProcess",
+        "spec.securityContext.windowsOptions.hostProcess must not be true (Pod Security baseline)",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".windowsOptions.hostProcess",
+        "!has(self.windowsOptions) || !has(self.windowsOptions.hostProcess) || !self.windowsOptions.hostProcess",
+        "spec.podSecurityContext.windowsOptions.hostProcess must not be true (Pod Security baseline)",
+    ),
+    rule_at(
+        "securityContext",
+        ".runAsGroup",
+        "!has(self.runAsGroup) || self.runAsGroup != 0",
+        "spec.securityContext.runAsGroup must not be 0 (the root group): DittoFS runs as gid 65532",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".runAsGroup",
+        "!has(self.runAsGroup) || self.runAsGroup != 0",
+        "spec.podSecurityContext.runAsGroup must not be 0 (the root group): DittoFS runs as gid 65532",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".fsGroup",
+        "!has(self.fsGroup) || self.fsGroup != 0",
+        "spec.podSecurityContext.fsGroup must not be 0 (the root group): the claims would be group-owned by root",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".supplementalGroups",
+        "!has(self.supplementalGroups) || self.supplementalGroups.all(g, g != 0)",
+        "spec.podSecurityContext.supplementalGroups must not hold 0 (the root group)",
+    ),
+    rule_at(
+        "podSecurityContext",
+        ".sysctls",
+        "!has(self.sysctls) || self.sysctls.all(s, s.name in ['kernel.shm_rmid_forced', 'net.ipv4.ip_local_port_range', 'net.ipv4.ip_unprivileged_port_start', 'net.ipv4.tcp_syncookies', 'net.ipv4.ping_group_range', 'net.ipv4.ip_local_reserved_ports', 'net.ipv4.tcp_keepalive_time', 'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_keepalive_intvl', 'net.ipv4.tcp_keepalive_probes'])",
+        "spec.podSecurityContext.sysctls may only name the safe set of Pod Security baseline (kernel.shm_rmid_forced, net.ipv4.ip_local_port_range, net.ipv4.ip_unprivileged_port_start, net.ipv4.tcp_syncookies, net.ipv4.ping_group_range, net.ipv4.ip_local_reserved_ports, net.ipv4.tcp_keepalive_time, net.ipv4.tcp_fin_timeout, net.ipv4.tcp_keepalive_intvl, net.ipv4.tcp_keepalive_probes)",
+    ),
+    rule(
+        "podAnnotations",
+        "self.all(k, !k.startsWith('container.apparmor.security.beta.kubernetes.io/') || self[k] == 'runtime/default' || self[k].startsWith('localhost/'))",
+        "spec.podAnnotations: container.apparmor.security.beta.kubernetes.io/* may only be runtime/default or localhost/<profile>, not unconfined (Pod Security baseline)",
+    ),
+    rule(
+        "priorityClassName",
+        "self != 'system-node-critical' && self != 'system-cluster-critical'",
+        "spec.priorityClassName must not be system-node-critical or system-cluster-critical: those classes are for the cluster's own components, and DittoFS would evict them under pressure",
+    ),
     // Labels, annotations and quantities the API server would refuse later, on the StatefulSet.
     rule(
         "podLabels",
@@ -529,6 +620,16 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
 const BOUNDS: &[(&str, &str, u64)] = &[
     ("securityContext.capabilities.add", "maxItems", 16),
     ("securityContext.capabilities.add.[]", "maxLength", 64),
+    ("podSecurityContext.supplementalGroups", "maxItems", 64),
+    ("podSecurityContext.sysctls", "maxItems", 32),
+    ("podSecurityContext.sysctls.[].name", "maxLength", 253),
+    ("podSecurityContext.sysctls.[].value", "maxLength", 1024),
+    ("securityContext.seLinuxOptions.type", "maxLength", 253),
+    ("securityContext.seLinuxOptions.user", "maxLength", 253),
+    ("securityContext.seLinuxOptions.role", "maxLength", 253),
+    ("podSecurityContext.seLinuxOptions.type", "maxLength", 253),
+    ("podSecurityContext.seLinuxOptions.user", "maxLength", 253),
+    ("podSecurityContext.seLinuxOptions.role", "maxLength", 253),
     ("podLabels", "maxProperties", 64),
     ("podLabels.*", "maxLength", 63),
     ("podAnnotations", "maxProperties", 64),

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::ResourceExt;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::crd::{DatabaseType, DittoServer, DittoServerSpec, LogFormat, ServiceType, TrafficPolicy};
 use crate::discover::{Discovered, PostgresConnection, SecretKeyRef};
@@ -509,11 +510,7 @@ fn compute(
         termination_grace_period_seconds,
         probes: values.probes.clone(),
         resources: spec.resources.as_deref().cloned().unwrap_or_else(|| values.resources.clone()),
-        pod_security_context: spec
-            .pod_security_context
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(|| values.pod_security_context.clone()),
+        pod_security_context: merge_pod_security(spec.pod_security_context.as_deref(), &values.pod_security_context),
         security_context: harden(spec.security_context.as_deref().cloned(), &values.security_context),
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         tolerations: spec.tolerations.clone().unwrap_or_default(),
@@ -794,6 +791,23 @@ fn harden(user: Option<SecurityContext>, defaults: &SecurityContext) -> Security
     sc
 }
 
+/// The user's pod security context over the defaults, field by field: a field the user sets wins
+/// (whole, as `seccompProfile`), one left unset keeps the default. Setting `fsGroup` alone no
+/// longer drops `runAsNonRoot` and the seccomp profile.
+fn merge_pod_security(user: Option<&PodSecurityContext>, defaults: &PodSecurityContext) -> PodSecurityContext {
+    let Some(user) = user else {
+        return defaults.clone();
+    };
+    let mut merged = serde_json::to_value(defaults).expect("a PodSecurityContext serializes");
+    let (Value::Object(merged_fields), Value::Object(user_fields)) =
+        (&mut merged, serde_json::to_value(user).expect("a PodSecurityContext serializes"))
+    else {
+        return user.clone();
+    };
+    merged_fields.extend(user_fields.into_iter().filter(|(_, v)| !v.is_null()));
+    serde_json::from_value(merged).expect("merged fields of two PodSecurityContexts")
+}
+
 /// Seconds in a Go duration (`1h30m`, `45s`, `500ms`); `None` when it does not parse or is not positive.
 pub fn parse_go_duration_seconds(text: &str) -> Option<f64> {
     let mut rest = text.trim();
@@ -871,6 +885,18 @@ mod tests {
         assert_eq!(sc.run_as_user, Some(1000));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL".to_string()]);
+    }
+
+    #[test]
+    fn a_pod_security_context_merges_over_the_defaults_field_by_field() {
+        let defaults = crate::values::ValuesBuilder::new().build().unwrap().pod_security_context;
+        let user = PodSecurityContext { fs_group: Some(2000), ..Default::default() };
+        let merged = merge_pod_security(Some(&user), &defaults);
+        assert_eq!(merged.fs_group, Some(2000), "the user's field wins");
+        assert_eq!(merged.run_as_non_root, Some(true), "a field left unset keeps the default");
+        assert_eq!(merged.run_as_user, Some(65532));
+        assert_eq!(merged.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(merge_pod_security(None, &defaults), defaults);
     }
 
     #[test]
