@@ -19,6 +19,8 @@ pub const VALUES_KEY: &str = "values.yaml";
 /// The most an override set may hold, templates and values together: generous for templates
 /// (the shipped ones total about 20 KiB), small enough that parsing them stays cheap.
 pub const MAX_OVERRIDE_BYTES: usize = 256 * 1024;
+/// The most templates an override set may hold (the shipped set has 14).
+pub const MAX_OVERRIDE_TEMPLATES: usize = 32;
 
 /// One set of overrides and where it came from (`ConfigMap ns/name` or a directory).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,6 +36,8 @@ pub enum OverrideError {
     UnknownKey { origin: String, key: String },
     #[error("{origin}: {bytes} bytes of overrides are over the limit of {MAX_OVERRIDE_BYTES} bytes")]
     TooLarge { origin: String, bytes: usize },
+    #[error("{origin}: {count} templates are over the limit of {MAX_OVERRIDE_TEMPLATES}")]
+    TooMany { origin: String, count: usize },
     #[error(transparent)]
     Values(#[from] ValuesError),
 }
@@ -43,6 +47,10 @@ impl Overrides {
         let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
         if bytes > MAX_OVERRIDE_BYTES {
             return Err(OverrideError::TooLarge { origin: origin.to_string(), bytes });
+        }
+        let count = entries.keys().filter(|k| k.ends_with(".j2")).count();
+        if count > MAX_OVERRIDE_TEMPLATES {
+            return Err(OverrideError::TooMany { origin: origin.to_string(), count });
         }
         let mut overrides = Self { origin: origin.to_string(), ..Default::default() };
         for (key, text) in entries {
@@ -199,6 +207,14 @@ mod tests {
         let big = "#".repeat(MAX_OVERRIDE_BYTES);
         let err = Overrides::from_entries("ConfigMap ops/t", entries(&[("a.yaml.j2", &big)])).unwrap_err().to_string();
         assert!(err.starts_with("ConfigMap ops/t:") && err.contains("over the limit"), "{err}");
+    }
+
+    #[test]
+    fn too_many_templates_are_refused_naming_their_origin() {
+        let names: Vec<String> = (0..=MAX_OVERRIDE_TEMPLATES).map(|i| format!("t{i}.yaml.j2")).collect();
+        let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "")).collect();
+        let err = Overrides::from_entries("ConfigMap ops/t", entries(&many)).unwrap_err().to_string();
+        assert_eq!(err, "ConfigMap ops/t: 33 templates are over the limit of 32");
     }
 
     #[test]

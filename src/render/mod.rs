@@ -32,6 +32,11 @@ pub const FUEL_LIMIT: u64 = 2_000_000;
 /// The most one template (or one filter call) may produce: far above any manifest (the API server
 /// stores at most about 1.5 MiB per object), far below what could exhaust the operator's memory.
 pub const MAX_TEMPLATE_OUTPUT: usize = 1024 * 1024;
+/// The work of one render of a whole template set (every template of one DittoServer), so that
+/// many small templates cannot multiply [`FUEL_LIMIT`]: the shipped set uses about a tenth.
+pub const SET_FUEL_LIMIT: u64 = 3 * FUEL_LIMIT;
+/// What one render of a whole set may produce, all templates together.
+pub const MAX_SET_OUTPUT: usize = 4 * MAX_TEMPLATE_OUTPUT;
 /// Nesting of macros, includes and blocks: the shipped templates need a few levels; a template
 /// recursing into itself to grow a value fails early.
 const RECURSION_LIMIT: usize = 100;
@@ -109,14 +114,17 @@ impl Rendered {
 
 pub struct Renderer<'a> {
     source: &'a TemplateSource,
+    /// Fuel and output bytes this render has used so far, every template together.
+    spent: std::cell::Cell<(u64, usize)>,
 }
 
 impl<'a> Renderer<'a> {
     pub fn new(source: &'a TemplateSource) -> Self {
-        Self { source }
+        Self { source, spent: std::cell::Cell::new((0, 0)) }
     }
 
     pub fn render(&self, cr: &DittoServer, values: &Values, discovered: &Discovered) -> Result<Rendered, RenderError> {
+        self.spent.set((0, 0));
         let mut context = RenderContext::build(cr, values, discovered)?;
         let env = self.environment();
 
@@ -275,7 +283,21 @@ impl<'a> Renderer<'a> {
     ) -> Result<String, RenderError> {
         let template = env.get_template(name).map_err(|e| template_error(name, &e))?;
         let mut output = BoundedOutput(Vec::new());
-        template.render_captured_to(context, &mut output).map_err(|e| template_error(name, &e))?;
+        let captured = template.render_captured_to(context, &mut output).map_err(|e| template_error(name, &e))?;
+        let fuel = captured.state().fuel_levels().map_or(0, |(consumed, _)| consumed);
+        let (set_fuel, set_bytes) = self.spent.get();
+        let spent = (set_fuel + fuel, set_bytes + output.0.len());
+        self.spent.set(spent);
+        if spent.0 > SET_FUEL_LIMIT || spent.1 > MAX_SET_OUTPUT {
+            return Err(RenderError::Template {
+                template: name.to_string(),
+                line: 0,
+                message: format!(
+                    "the template set is over its budget for one render ({} of {SET_FUEL_LIMIT} fuel, {} of {MAX_SET_OUTPUT} bytes, every template together)",
+                    spent.0, spent.1
+                ),
+            });
+        }
         String::from_utf8(output.0).map_err(|e| RenderError::Template {
             template: name.to_string(),
             line: 0,
@@ -362,8 +384,15 @@ fn protect_data(template: &str, object: &mut ManagedObject) -> Result<(), Render
                 }
             }
         }
-        // Every Secret is created once and left alone (the kinds table: `create_only`).
+        // Every Secret is created once and left alone (the kinds table: `create_only`). Only
+        // Opaque: a template must not mint a service-account token or a dockerconfig.
         ManagedObject::Secret(secret) => {
+            if let Some(other) = secret.type_.as_deref().filter(|t| *t != "Opaque") {
+                return Err(RenderError::Forbidden {
+                    template: template.to_string(),
+                    message: format!("{reference}: type {other:?}; a rendered Secret may only be Opaque"),
+                });
+            }
             secret
                 .metadata
                 .annotations
@@ -515,6 +544,27 @@ mod bounds {
     #[test]
     fn output_past_the_limit_is_refused() {
         fails("{% for i in range(20000) %}{{ 'x' * 100 }}{% endfor %}", "over the limit");
+    }
+
+    /// Many templates each within its own fuel cannot add up past the set's budget.
+    #[test]
+    fn many_templates_share_one_budget() {
+        let busy = "{% for i in range(90000) %}{% endfor %}{% for i in range(90000) %}{% endfor %}\n".to_string();
+        let many: Vec<(String, String)> = (0..20).map(|i| (format!("busy-{i:02}.yaml.j2"), busy.clone())).collect();
+        let refs: Vec<(&str, String)> = many.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let err = render_source(&refs).unwrap_err().to_string();
+        assert!(err.contains("over its budget for one render"), "{err}");
+        // One such template alone renders.
+        render_source(&refs[..1]).unwrap();
+    }
+
+    #[test]
+    fn a_rendered_secret_may_only_be_opaque() {
+        let token = "apiVersion: v1\nkind: Secret\nmetadata: {name: demo-token, annotations: {kubernetes.io/service-account.name: default}}\ntype: kubernetes.io/service-account-token\n";
+        let err = render_source(&[("token.yaml.j2", token.to_string())]).unwrap_err().to_string();
+        assert!(err.contains("token.yaml.j2") && err.contains("a rendered Secret may only be Opaque"), "{err}");
+        let opaque = "apiVersion: v1\nkind: Secret\nmetadata: {name: demo-extra}\ntype: Opaque\nstringData: {a: b}\n";
+        render_source(&[("extra.yaml.j2", opaque.to_string())]).unwrap();
     }
 
     #[test]
