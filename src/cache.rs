@@ -100,13 +100,33 @@ fn keep_ownership(meta: &mut serde_json::Map<String, Value>) {
     }
     if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
         annotations.retain(|k, _| k == OWNER_ANNOTATION);
+        for value in annotations.values_mut() {
+            *value = Value::from(&*uid_or_marker(value.as_str().unwrap_or_default()));
+        }
     }
     if let Some(Value::Array(owners)) = meta.get_mut("ownerReferences") {
         owners.retain(|o| o["controller"] == true);
         for owner in owners.iter_mut().filter_map(Value::as_object_mut) {
             owner.retain(|k, _| k == "uid" || k == "controller");
+            if let Some(uid) = owner.get_mut("uid") {
+                *uid = Value::from(&*uid_or_marker(uid.as_str().unwrap_or_default()));
+            }
         }
     }
+}
+
+/// What stands for an owner uid that is not shaped like one: it matches no DittoServer, as the
+/// value it replaces did not either.
+pub const NOT_A_UID: &str = "<not a uid>";
+
+/// `value` when it is shaped like a Kubernetes uid (letters, digits and dashes, at most 64
+/// characters; a real one is 36), else [`NOT_A_UID`]. The watches see every object of a kind in the cluster, and an annotation can
+/// hold 256 KiB: keeping such values as given would let anyone who may create a ConfigMap fill
+/// the operator's memory.
+fn uid_or_marker(value: &str) -> Box<str> {
+    let shaped =
+        !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if shaped { value.into() } else { NOT_A_UID.into() }
 }
 
 fn resource_key(resource: &ApiResource) -> String {
@@ -138,10 +158,10 @@ impl Lean {
             version: meta.resource_version.as_deref().unwrap_or_default().into(),
             instance: label(LABEL_INSTANCE).map(|i| i.as_str().into()),
             managed_by_us: label(LABEL_MANAGED_BY).is_some_and(|m| m == MANAGED_BY),
-            controller_uid: controller.map(|o| o.uid.as_str().into()),
+            controller_uid: controller.map(|o| uid_or_marker(&o.uid)),
             create_only: meta.annotations.as_ref().and_then(|a| a.get(LIFECYCLE_ANNOTATION)).map(String::as_str)
                 == Some(LIFECYCLE_CREATE_ONLY),
-            owner: meta.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)).map(|o| o.as_str().into()),
+            owner: meta.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)).map(|o| uid_or_marker(o)),
         }
     }
 
@@ -807,6 +827,33 @@ mod tests {
         assert!(crate::apply::controlled_by(&kept, "u-1", "ConfigMap"));
         assert!(crate::apply::controlled_by(&kept, "u-1", "PerconaPGCluster"), "by the annotation too");
         assert!(!crate::apply::controlled_by(&kept, "o-1", "ConfigMap"));
+    }
+
+    /// Owner values that are not uid-shaped (anyone may write 256 KiB into an annotation of an
+    /// object the watches see) are kept as a marker of a few bytes, in the store and in a kept
+    /// object alike; they match no DittoServer, as before.
+    #[test]
+    fn an_owner_value_not_shaped_like_a_uid_is_kept_as_a_marker() {
+        let huge = "x".repeat(200 * 1024);
+        let live = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": "filler", "namespace": "ns", "resourceVersion": "3",
+                "annotations": {crate::names::OWNER_ANNOTATION: huge},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": huge, "controller": true}],
+            },
+        });
+        let lean = Lean::of(&serde_json::from_value(live["metadata"].clone()).expect("metadata"));
+        assert_eq!(lean.owner.as_deref(), Some(NOT_A_UID));
+        assert_eq!(lean.controller_uid.as_deref(), Some(NOT_A_UID));
+        let cache = Cache::default();
+        let resource = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+        let kept = cache.keep_as(Key::new(&resource, "ns", "filler"), live, Need::Metadata);
+        assert!(serde_json::to_string(&*kept).expect("JSON").len() < 1024, "{kept}");
+        assert_eq!(kept["metadata"]["annotations"][crate::names::OWNER_ANNOTATION], NOT_A_UID);
+        assert_eq!(kept["metadata"]["ownerReferences"][0]["uid"], NOT_A_UID);
+        assert!(!crate::apply::controlled_by(&kept, &huge, "ConfigMap"));
+        assert_eq!(&*uid_or_marker("0b7e4c2a-5d3f-4e8a-9c1b-2f6d8e0a4b3c"), "0b7e4c2a-5d3f-4e8a-9c1b-2f6d8e0a4b3c");
     }
 
     #[test]
