@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use serde_json::Value;
 
@@ -141,6 +141,9 @@ pub struct PlannedPrune {
     pub resource: ApiResource,
     pub name: String,
     pub diff: ObjectDiff,
+    /// The resourceVersion the plan saw: the delete is of exactly that object, so one changed
+    /// or re-created since (by someone else) is not deleted on a stale decision.
+    pub version: Option<String>,
 }
 
 /// An object the API server refused (a 4xx on the dry run): invalid, immutable or forbidden.
@@ -478,9 +481,10 @@ async fn plan_prunes(
             let mut live = Value::clone(&live);
             live["apiVersion"] = Value::from(resource.api_version.clone());
             live["kind"] = Value::from(resource.kind.clone());
+            let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
             let file = diff::file_name(&resource.api_version, &resource.kind, namespace, &name);
             let diff = diff::compare(&reference, &file, Some(&live), None);
-            prunes.push(PlannedPrune { resource: resource.clone(), name, diff });
+            prunes.push(PlannedPrune { resource: resource.clone(), name, diff, version });
         }
     }
     Ok(prunes)
@@ -545,7 +549,9 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
     }
     for prune in plan.prunes {
         let api = api(reads.client, namespace, &prune.resource);
-        match api.delete(&prune.name, &DeleteParams::background()).await {
+        let exactly = Preconditions { uid: None, resource_version: prune.version.clone() };
+        let params = DeleteParams { preconditions: Some(exactly), ..DeleteParams::background() };
+        match api.delete(&prune.name, &params).await {
             Ok(_) => outcome.applied.push(prune.diff),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(ApplyError::new("pruning", prune.diff.reference.clone())(e)),

@@ -28,7 +28,7 @@ pub struct PostgresConnection {
 }
 
 /// Values for the credentials Secrets the operator creates when the user references none.
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Clone, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GeneratedCredentials {
     pub jwt_secret: Option<String>,
@@ -45,7 +45,7 @@ pub struct PinnedPostgres {
     pub image: String,
 }
 
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Clone, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Discovered {
     pub postgres: Option<PostgresConnection>,
@@ -62,6 +62,30 @@ pub struct Discovered {
     /// guesses of a Secret's value. Empty offline (`render`).
     #[serde(skip)]
     pub checksum_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for GeneratedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedCredentials")
+            .field("jwt_secret", &crate::redact::hidden(&self.jwt_secret))
+            .field("admin_password", &crate::redact::hidden(&self.admin_password))
+            .field("operator_password", &crate::redact::hidden(&self.operator_password))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Discovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret_keys: BTreeMap<&String, Vec<&String>> =
+            self.secret_data.iter().map(|(name, data)| (name, crate::redact::keys(data))).collect();
+        f.debug_struct("Discovered")
+            .field("postgres", &self.postgres)
+            .field("pinned_postgres", &self.pinned_postgres)
+            .field("generated", &self.generated)
+            .field("secret_data (keys)", &secret_keys)
+            .field("checksum_key", &crate::redact::Bytes(self.checksum_key.len()))
+            .finish()
+    }
 }
 
 /// Secrets by name, as found in the cluster or in `render`'s input file.

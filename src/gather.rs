@@ -38,7 +38,7 @@ pub fn read_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReadEr
 }
 
 /// The Percona cluster a DittoServer's database lives in, and what was found of it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PerconaFound {
     pub target: Target,
     /// The connection and the password (for the checksum), or why the database is not ready.
@@ -48,7 +48,6 @@ pub struct PerconaFound {
 }
 
 /// What one pass read, before any decision.
-#[derive(Debug)]
 pub struct Gathered {
     /// The templates and values in effect, or why the overrides cannot be used (then nothing
     /// else is read).
@@ -62,6 +61,29 @@ pub struct Gathered {
     /// This DittoServer's DittoFS has started before (its StatefulSet or metadata claim exists). Only looked at when the admin Secret the operator generates is missing: then a
     /// new password would not match the one DittoFS keeps.
     pub has_run: bool,
+}
+
+impl std::fmt::Debug for PerconaFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let found = self.found.as_ref().map(|(connection, _password)| (connection, crate::redact::Hidden));
+        f.debug_struct("PerconaFound")
+            .field("target", &self.target)
+            .field("found", &found)
+            .field("cluster", &self.cluster.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Gathered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gathered")
+            .field("overrides", &self.overrides)
+            .field("secrets (names)", &crate::redact::keys(&self.secrets))
+            .field("percona", &self.percona)
+            .field("checksum_key", &crate::redact::Bytes(self.checksum_key.len()))
+            .field("has_run", &self.has_run)
+            .finish()
+    }
 }
 
 /// What the database lets this pass do.

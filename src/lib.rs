@@ -12,6 +12,7 @@
 //! - [`backoff`]: retry schedules, and the runtime step's gate that counts time, not passes
 //! - [`responses`]: objects the API server returns, read without their managedFields
 //! - [`status`]: conditions and phase
+//! - [`redact`]: `Debug` that shows a secret is there, never its value
 //! - [`controller`]: the reconcile pipeline tying them together (docs/architecture.md)
 
 pub mod apply;
@@ -32,6 +33,7 @@ pub mod operator;
 pub mod overrides;
 pub mod percona;
 pub mod preview;
+pub mod redact;
 pub mod render;
 pub mod responses;
 pub mod runtime;

@@ -1,9 +1,9 @@
 //! Prometheus metrics of the operator itself (not of DittoFS).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -43,6 +43,10 @@ pub struct Metrics {
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
     in_flight_count: AtomicI64,
+    /// When each reconcile in flight started, by a number of its own: the oldest tells a
+    /// stalled controller (`/healthz`).
+    in_flight_since: Mutex<BTreeMap<u64, Instant>>,
+    next_pass: AtomicU64,
     /// `namespace/name` of the DittoServers behind `queue_depth`.
     queued: Mutex<HashSet<String>>,
 }
@@ -88,6 +92,8 @@ impl Metrics {
             queue_depth,
             leader,
             in_flight_count: AtomicI64::new(0),
+            in_flight_since: Mutex::default(),
+            next_pass: AtomicU64::new(0),
             queued: Mutex::default(),
         }
     }
@@ -125,7 +131,15 @@ impl Metrics {
         self.dequeued(key);
         let now = self.in_flight_count.fetch_add(1, Ordering::SeqCst) + 1;
         self.in_flight.set(now);
-        InFlight(self)
+        let pass = self.next_pass.fetch_add(1, Ordering::Relaxed);
+        self.in_flight_since.lock().expect("in-flight lock").insert(pass, Instant::now());
+        InFlight(self, pass)
+    }
+
+    /// How long the oldest reconcile in flight has run, if any runs.
+    pub fn oldest_in_flight(&self) -> Option<Duration> {
+        let since = self.in_flight_since.lock().expect("in-flight lock");
+        since.values().min().map(Instant::elapsed)
     }
 
     pub fn finished(&self, result: &str, took: Duration) {
@@ -156,12 +170,13 @@ impl Metrics {
 }
 
 /// A reconcile in flight (see [`Metrics::started`]).
-pub struct InFlight<'a>(&'a Metrics);
+pub struct InFlight<'a>(&'a Metrics, u64);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let now = self.0.in_flight_count.fetch_sub(1, Ordering::SeqCst) - 1;
         self.0.in_flight.set(now);
+        self.0.in_flight_since.lock().expect("in-flight lock").remove(&self.1);
     }
 }
 
@@ -181,8 +196,10 @@ mod tests {
         m.finished("ok", Duration::from_millis(20));
         drop(running);
         let cancelled = m.started("ns/b");
+        assert!(m.oldest_in_flight().is_some());
         drop(cancelled);
         assert_eq!(m.in_flight.get(), 0, "a cancelled reconcile leaves the in-flight count");
+        assert_eq!(m.oldest_in_flight(), None, "and its start time");
         m.enqueued("ns/c".into());
         m.applied(1, 6);
         m.rendered(false);

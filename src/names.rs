@@ -25,6 +25,11 @@ pub const PAUSED: &str = "paused";
 /// `--cascade=orphan` semantics (the pod and every claim stay), then created anew.
 pub const IMMUTABLE_CHANGE_ANNOTATION: &str = "dittofs.dittofs.com/on-immutable-change";
 pub const RECREATE: &str = "recreate";
+/// `dittofs.dittofs.com/on-store-location-change: repoint` on a DittoServer lets the runtime
+/// step point a store that shares use at another bucket, prefix, endpoint, region, path or
+/// database (after the user has moved the data there). Without it such a change is refused.
+pub const STORE_LOCATION_ANNOTATION: &str = "dittofs.dittofs.com/on-store-location-change";
+pub const REPOINT: &str = "repoint";
 /// Held on every DittoServer so deletion waits for the operator's cleanup.
 pub const FINALIZER: &str = "dittofs.dittofs.com/finalizer";
 

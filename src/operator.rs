@@ -14,6 +14,10 @@ use crate::leader::{self, LeaseSettings, STOP_TIMEOUT};
 use crate::serve::{self, Health};
 use crate::settings::{RunArgs, Settings, operator_namespace};
 
+/// An API server that sends nothing for this long on a request of a pass has hung: the request
+/// fails and the pass is retried. Watches use a client without it (they are quiet for minutes).
+const API_SERVER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .json()
@@ -29,8 +33,14 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings::from_args(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let client = Client::try_default().await?;
-        let ctx = Arc::new(Context::new(client, settings));
+        let config = kube::Config::infer().await?;
+        let watch_client = Client::try_from(config.clone())?;
+        let mut with_deadline = config;
+        with_deadline.read_timeout = Some(API_SERVER_READ_TIMEOUT);
+        // Count from the request, not from when a pooled connection went idle.
+        with_deadline.reset_reader_on_write = true;
+        let client = Client::try_from(with_deadline)?;
+        let ctx = Arc::new(Context::new(client, settings).with_watch_client(watch_client));
         let (stop, stopping) = watch::channel(false);
         // Not ready until the controller's cache is synced or, with leader election, the Lease is
         // known; not ready again from the moment a shutdown is asked for.

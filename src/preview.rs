@@ -183,7 +183,9 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     let objects = plan.changes().into_iter().cloned().collect();
     let runtime = match args.dittofs_api.template() {
         Some(template) if !database_only => {
-            runtime_changes(&client, &template, &rendered, &gathered.secrets, gathered.checksum_key.clone()).await
+            let repoint = crate::runtime::plan::repoint_allowed(server.annotations());
+            runtime_changes(&client, &template, &rendered, &gathered.secrets, gathered.checksum_key.clone(), repoint)
+                .await
         }
         _ => Vec::new(),
     };
@@ -198,6 +200,7 @@ async fn runtime_changes(
     rendered: &crate::render::Rendered,
     gathered: &crate::discover::SecretsByName,
     key: Vec<u8>,
+    repoint_allowed: bool,
 ) -> Vec<String> {
     use crate::runtime::{api, plan, session};
     let Some(desired) = &rendered.runtime else { return Vec::new() };
@@ -212,7 +215,7 @@ async fn runtime_changes(
         let (live, _) =
             session::login_and_read(&secrets, &mut api, rendered, desired, session::AccountSetup::ReadOnly).await?;
         let (stores, _) = session::resolve_stores(&secrets, desired, &key).await?;
-        let planned = plan::plan(desired, &stores, &live);
+        let planned = plan::plan(desired, &stores, &live, repoint_allowed);
         let mut lines = planned.descriptions();
         lines.extend(planned.refused.iter().map(|r| format!("refused: {r}")));
         Ok::<_, session::Problem>(lines)

@@ -107,6 +107,11 @@ pub struct RunArgs {
     /// (`VolumeClaimPending`); binding may legitimately wait for the pod's scheduling.
     #[arg(long, default_value_t = 120)]
     pub claim_pending_grace_seconds: u64,
+    /// How long one request to a DittoFS API may take, its answer's body included. Store
+    /// creation probes the backend (an S3 bucket), so allow it time; a server that stops
+    /// answering mid-way is given up after this and retried on the runtime backoff.
+    #[arg(long, default_value_t = 30)]
+    pub dittofs_api_timeout_seconds: u64,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8081")]
     pub health_address: String,
@@ -128,6 +133,8 @@ pub struct Settings {
     pub claim_pending_grace: std::time::Duration,
     /// URL template of each server's REST API (`--dittofs-api`); `None` = no runtime step.
     pub dittofs_api: Option<String>,
+    /// The deadline of one DittoFS API request, body included (`--dittofs-api-timeout-seconds`).
+    pub dittofs_api_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -138,6 +145,8 @@ impl Settings {
         settings.dry_run = args.dry_run;
         settings.claim_pending_grace = std::time::Duration::from_secs(args.claim_pending_grace_seconds);
         settings.dittofs_api = args.dittofs_api.template();
+        anyhow::ensure!(args.dittofs_api_timeout_seconds > 0, "--dittofs-api-timeout-seconds must be at least 1");
+        settings.dittofs_api_timeout = std::time::Duration::from_secs(args.dittofs_api_timeout_seconds);
         Ok(settings)
     }
 
@@ -194,6 +203,7 @@ impl Default for Settings {
             dry_run: false,
             claim_pending_grace: crate::health::DEFAULT_CLAIM_PENDING_GRACE,
             dittofs_api: Some(DEFAULT_DITTOFS_API.into()),
+            dittofs_api_timeout: crate::runtime::api::REQUEST_TIMEOUT,
         }
     }
 }

@@ -356,6 +356,52 @@ async fn an_api_that_comes_up_late_is_tried_on_the_backoff_schedule() {
     dfs.stop_within_grace(30);
 }
 
+/// A DittoFS API that sends its headers and then nothing holds no worker. With a single worker,
+/// the pass over the hung server ends at the request deadline (`ApiUnreachable`, said within
+/// seconds), and another DittoServer created meanwhile gets its objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_hangs_after_its_headers_holds_no_worker() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, ns) = setup("serve-hung").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n{").await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(socket);
+            });
+        }
+    });
+    let mut settings = Settings::for_tests(Some(ns.to_string()));
+    settings.dittofs_api = Some(LOCAL_API.into());
+    settings.dittofs_api_timeout = Duration::from_secs(2);
+    settings.concurrency = 1;
+    let operator = Operator::start_with(&client, settings);
+    let servers = Api::<DittoServer>::namespaced(client.clone(), &ns);
+    servers.create(&PostParams::default(), &server(&ns, &cr(api_port, free_port(), free_port(), ""))).await.unwrap();
+    let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
+    let sts = eventually("StatefulSet", DEADLINE, || async { statefulsets.get_opt("demo").await.ok().flatten() }).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod_from_template(&sts)).await.unwrap();
+    set_pod_ready(&client, &ns, "demo-0", true).await;
+    let unreachable = wait_condition(&client, &ns, "Serving", "False", "ApiUnreachable").await;
+    assert!(unreachable.message.contains("no complete answer in 2s"), "{}", unreachable.message);
+
+    // The one worker is free: another server's objects land while the hung one is retried.
+    let other = cr(free_port(), free_port(), free_port(), "").replace("{name: demo}", "{name: other}");
+    servers.create(&PostParams::default(), &server(&ns, &other)).await.unwrap();
+    eventually("the other server's StatefulSet", DEADLINE, || async {
+        statefulsets.get_opt("other").await.ok().flatten()
+    })
+    .await;
+    assert!(operator.ctx.metrics.oldest_in_flight().is_none_or(|running| running < Duration::from_secs(10)));
+    operator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_remote_store_holds_the_blocks_with_keys_from_a_secret() {
     clients_installed();

@@ -15,6 +15,7 @@ mod watches;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -35,8 +36,16 @@ use decide::{Decision, Mode};
 use recorder::Recorder;
 pub use watches::run;
 
+/// The longest one reconcile pass may take. Every request it makes has a deadline of its own
+/// (the DittoFS API 30 s, the API server the client's read timeout); this one bounds their sum,
+/// so no worker is held for ever. A pass cut off is retried on the error backoff.
+pub const PASS_DEADLINE: Duration = Duration::from_secs(120);
+
 pub struct Context {
+    /// Requests of the passes (reads, applies, status writes), with a read timeout.
     pub client: Client,
+    /// The watches' client: a watch may be quiet for minutes, so no read timeout.
+    pub watch_client: Client,
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -44,8 +53,9 @@ pub struct Context {
     pub ready: Arc<AtomicBool>,
     /// Consecutive failures per CR, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
-    /// The checksum key of each namespace, read (or created) once.
-    checksum_keys: tokio::sync::Mutex<HashMap<String, Vec<u8>>>,
+    /// The checksum key of each namespace, read (or created) once. A cell per namespace: a slow
+    /// read of one namespace's key holds that namespace's passes only.
+    checksum_keys: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<u8>>>>>,
     /// The DittoFS REST client, shared by every server (it counts its requests).
     pub http: crate::runtime::api::HttpClient,
     /// Each server's access token, in memory only (refreshed by logging in again when refused).
@@ -66,15 +76,17 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
+        let http = crate::runtime::api::HttpClient::default().with_deadline(settings.dittofs_api_timeout);
         Self {
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into(), std::env::var("POD_NAME").ok()),
+            watch_client: client.clone(),
             client,
             settings,
             metrics: Arc::new(Metrics::new()),
             ready: Arc::default(),
             failures: Mutex::default(),
-            checksum_keys: tokio::sync::Mutex::default(),
-            http: crate::runtime::api::HttpClient::default(),
+            checksum_keys: Mutex::default(),
+            http,
             runtime_sessions: Mutex::default(),
             runtime_failures: Mutex::default(),
             cache: Arc::default(),
@@ -82,6 +94,12 @@ impl Context {
             written_status: Mutex::default(),
             servers: std::sync::RwLock::default(),
         }
+    }
+
+    /// The same context with watches on `client` (one without a read timeout).
+    pub fn with_watch_client(mut self, client: Client) -> Self {
+        self.watch_client = client;
+        self
     }
 
     /// Reads through the cache.
@@ -132,18 +150,21 @@ impl Context {
     }
 
     async fn checksum_key(&self, namespace: &str) -> Result<Vec<u8>, Error> {
-        let mut keys = self.checksum_keys.lock().await;
-        if let Some(key) = keys.get(namespace) {
-            return Ok(key.clone());
-        }
-        // With --dry-run nothing is written, not even the key: without one, checksums are unkeyed.
-        let key = if self.settings.dry_run {
-            crate::gather::read_checksum_key(&self.client, namespace).await?.unwrap_or_default()
-        } else {
-            crate::gather::ensure_checksum_key(&self.client, namespace).await?
-        };
-        keys.insert(namespace.to_string(), key.clone());
-        Ok(key)
+        let cell =
+            self.checksum_keys.lock().expect("checksum keys lock").entry(namespace.to_string()).or_default().clone();
+        let key = cell
+            .get_or_try_init(|| async {
+                // With --dry-run nothing is written, not even the key: without one, checksums are unkeyed.
+                if self.settings.dry_run {
+                    Ok::<_, ReadError>(
+                        crate::gather::read_checksum_key(&self.client, namespace).await?.unwrap_or_default(),
+                    )
+                } else {
+                    crate::gather::ensure_checksum_key(&self.client, namespace).await
+                }
+            })
+            .await?;
+        Ok(key.clone())
     }
 }
 
@@ -157,6 +178,8 @@ pub enum Error {
     Read(#[from] ReadError),
     #[error("writing status: {0}")]
     Status(kube::Error),
+    #[error("the pass did not finish within {}s; it was cut off and is retried", .0.as_secs())]
+    PassTimedOut(Duration),
 }
 
 impl Error {
@@ -167,6 +190,7 @@ impl Error {
             Self::Read(_) => "ReadFailed",
             Self::Status(_) => "StatusFailed",
             Self::Finalizer(_) => "FinalizerFailed",
+            Self::PassTimedOut(_) => "PassTimedOut",
         }
     }
 }
@@ -189,16 +213,19 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
     let started = std::time::Instant::now();
     let server = ctx.with_written_status(server);
     let _in_flight = ctx.metrics.started(&watches::queue_key(server.namespace().as_deref(), &server.name_any()));
-    let result = if ctx.settings.dry_run {
-        // Observe-only: not even a finalizer is added, nor removed.
-        match server.meta().deletion_timestamp {
-            Some(_) => cleanup::held_back(&server, &ctx).await,
-            None => apply_pass(&server, &ctx).await,
+    let pass = async {
+        if ctx.settings.dry_run {
+            // Observe-only: not even a finalizer is added, nor removed.
+            match server.meta().deletion_timestamp {
+                Some(_) => cleanup::held_back(&server, &ctx).await,
+                None => apply_pass(&server, &ctx).await,
+            }
+        } else {
+            let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+            with_finalizer(&api, server.clone(), &ctx).await
         }
-    } else {
-        let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-        with_finalizer(&api, server.clone(), &ctx).await
     };
+    let result = tokio::time::timeout(PASS_DEADLINE, pass).await.unwrap_or(Err(Error::PassTimedOut(PASS_DEADLINE)));
     ctx.metrics.finished(result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.reason()), started.elapsed());
     // Deleted while this pass ran: what the pass kept would outlive the watch's forgetting it.
     let reference = ObjectRef::from_obj(&*server);

@@ -6,6 +6,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info};
@@ -99,6 +101,13 @@ pub async fn runtime(
         };
     }
     let mut outcome = result.unwrap_or_else(failed);
+    // Whatever DittoFS said (a login, a user call, a refused change) is scrubbed of every
+    // credential this pass read, its token included, and cut, before a condition carries it.
+    let mut credentials = secrets.handed_out();
+    credentials.extend(api.token().map(str::to_string));
+    if let Some(condition) = outcome.condition.as_mut() {
+        condition.message = session::scrub_and_cut(&condition.message, &credentials);
+    }
     // Not serving (and not held on purpose): the next try is due one backoff interval later.
     let mut gates = ctx.runtime_failures.lock().expect("failures lock");
     match outcome.condition.clone().filter(|c| !c.status && outcome.held.is_empty()) {
@@ -148,7 +157,7 @@ async fn pass(
     }
     let digest_key = ctx.checksum_key(namespace).await.map_err(|e| Problem::new("SecretUnreadable", e.to_string()))?;
     let (stores, secret_values) = session::resolve_stores(secrets, desired, &digest_key).await?;
-    let planned = plan::plan(desired, &stores, &live);
+    let planned = plan::plan(desired, &stores, &live, plan::repoint_allowed(server.annotations()));
 
     if !planned.changes.is_empty() && !mode.writes() {
         let held = planned.descriptions();
@@ -175,7 +184,10 @@ async fn pass(
                 (_, Area::Store) => "StoreRejected",
                 (_, Area::Share) => "ShareRejected",
             };
-            let detail = session::scrub(&error.to_string(), &secret_values);
+            let mut known = secrets.handed_out();
+            known.extend(secret_values.iter().cloned());
+            known.extend(api.token().map(str::to_string));
+            let detail = session::scrub_and_cut(&error.to_string(), &known);
             let message = format!(
                 "{}: DittoFS refused \"{}\": {detail}{}",
                 change.subject,
@@ -209,13 +221,23 @@ async fn pass(
 }
 
 /// DittoFS loads a store's credentials with the shares at start: after new ones are saved,
-/// the pod is deleted so the StatefulSet starts it again (its claims stay).
+/// the pod is deleted so the StatefulSet starts it again (its claims stay). Exactly the pod this
+/// pass talked to (uid precondition): one already replaced loads the new credentials anyway.
 async fn restart(ctx: &Context, server: &DittoServer, rendered: &Rendered) -> Result<(), Problem> {
     let pod = format!("{}-0", rendered.outline.names.stateful_set);
-    let pods: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), &rendered.cr.namespace);
-    match pods.delete(&pod, &Default::default()).await {
+    let namespace = &rendered.cr.namespace;
+    // The pod the pass found Ready, as the pod watch keeps it (no request).
+    let uid = match ctx.reads().get_as::<Pod>(namespace, &pod, Need::Status).await {
+        Ok(Some(found)) => found.metadata.uid,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(Problem::new("RestartFailed", format!("reading pod {pod}: {e}"))),
+    };
+    let pods: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), namespace);
+    let this_one =
+        DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
+    match pods.delete(&pod, &this_one).await {
         Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => return Ok(()),
         Err(e) => {
             return Err(Problem::new(
                 "RestartFailed",

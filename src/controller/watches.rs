@@ -295,7 +295,7 @@ fn controller_owner<K: Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
 
 /// Runs the controller until `shutdown` resolves. Tests call this in-process.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
+    let client = ctx.watch_client.clone();
     let settings = ctx.settings.clone();
     /// An Api over the watched namespace, or all of them.
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>

@@ -21,10 +21,30 @@ use serde_json::Value;
 
 /// A connection that cannot be made in this long means the server is not up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Store creation probes the backend (an S3 bucket): allow it time, but not forever.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Store creation probes the backend (an S3 bucket): allow it time, but not forever. One deadline
+/// covers the whole exchange, the answer's body included: a server that sends headers and then
+/// nothing must not hold a reconcile worker.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Answers are small lists; anything larger is not DittoFS.
 const MAX_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// What a name may not carry unencoded into one segment of a URL path: everything but RFC 3986's
+/// unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// A share's name is a path (`/export`, maybe `/a/b`): its slashes stay, the rest is encoded.
+const SHARE_PATH: &percent_encoding::AsciiSet = &SEGMENT.remove(b'/');
+
+/// `name` as one segment of an API path (a store or a user): `?`, `#`, `/`, `%` and the rest of
+/// what would change the request's meaning are percent-encoded.
+pub fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+/// A share's name in an API path, without its leading slash (`/export` → `export`).
+pub fn share_path(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name.trim_start_matches('/'), SHARE_PATH).to_string()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -66,15 +86,27 @@ impl RequestCounts {
 pub struct HttpClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     pub counts: Arc<RequestCounts>,
+    /// How long one request may take, from sending it to the last byte of its answer.
+    deadline: Duration,
 }
 
 /// What a server's HTTPS needs from its Secrets (PEM): the CA that signed its certificate
 /// (else the system's roots), and a client certificate when it requires one.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct TlsMaterial {
     pub ca_pem: Option<Vec<u8>>,
     pub client_cert_pem: Option<Vec<u8>>,
     pub client_key_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client_cert_pem", &self.client_cert_pem.as_ref().map(Vec::len))
+            .field("client_key_pem", &crate::redact::hidden(&self.client_key_pem))
+            .finish()
+    }
 }
 
 fn build(tls: rustls::ClientConfig) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
@@ -103,11 +135,17 @@ impl Default for HttpClient {
             .expect("ring supports the default TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Self { inner: build(tls), counts: Arc::default() }
+        Self { inner: build(tls), counts: Arc::default(), deadline: REQUEST_TIMEOUT }
     }
 }
 
 impl HttpClient {
+    /// The same client with another per-request deadline (tests use a short one).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// A client that trusts `material`'s CA (else the system's roots) and presents its client
     /// certificate; it counts into the same counters.
     pub fn with_tls(&self, material: &TlsMaterial) -> Result<Self, String> {
@@ -140,7 +178,7 @@ impl HttpClient {
             }
             _ => builder.with_no_client_auth(),
         };
-        Ok(Self { inner: build(tls), counts: self.counts.clone() })
+        Ok(Self { inner: build(tls), counts: self.counts.clone(), deadline: self.deadline })
     }
 }
 
@@ -151,7 +189,7 @@ impl std::fmt::Debug for HttpClient {
 }
 
 /// The API of one server: its base URL and, once logged in, a token.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Api {
     pub base: String,
     http: HttpClient,
@@ -166,12 +204,28 @@ struct Problem {
     title: Option<String>,
 }
 
-#[derive(Deserialize, Clone, Debug)]
+#[derive(Deserialize, Clone)]
 pub struct Login {
     pub access_token: String,
     #[serde(default)]
     pub expires_in: Option<u64>,
     pub user: LoginUser,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("base", &self.base).field("token", &crate::redact::hidden(&self.token)).finish()
+    }
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("access_token", &crate::redact::Hidden)
+            .field("expires_in", &self.expires_in)
+            .field("user", &self.user)
+            .finish()
+    }
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -234,16 +288,25 @@ impl Api {
             &self.http.counts.writes
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.inner.request(request))
+        let exchange = async {
+            let response = self
+                .http
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| ApiError::Unreachable(format!("{method} {url}: {}", error_chain(&e))))?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| ApiError::Unreachable(format!("{method} {url}: reading the answer: {e}")))?
+                .to_bytes();
+            Ok::<_, ApiError>((status, body))
+        };
+        let deadline = self.http.deadline;
+        let (status, body) = tokio::time::timeout(deadline, exchange)
             .await
-            .map_err(|_| ApiError::Unreachable(format!("{method} {url}: no answer in {}s", REQUEST_TIMEOUT.as_secs())))?
-            .map_err(|e| ApiError::Unreachable(format!("{method} {url}: {}", error_chain(&e))))?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| ApiError::Unreachable(format!("{method} {url}: reading the answer: {e}")))?
-            .to_bytes();
+            .map_err(|_| ApiError::Unreachable(format!("{method} {url}: no complete answer in {:?}", deadline)))??;
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -365,4 +428,42 @@ pub struct LiveSnapshotPolicy {
     pub ttl: Option<String>,
     #[serde(default)]
     pub name_prefix: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn names_in_api_paths_are_percent_encoded() {
+        assert_eq!(segment("s3-main_1.x~"), "s3-main_1.x~");
+        assert_eq!(segment("a/b?c#d%e f"), "a%2Fb%3Fc%23d%25e%20f");
+        assert_eq!(share_path("/export"), "export");
+        assert_eq!(share_path("/a/b c?"), "a/b%20c%3F");
+    }
+
+    /// A server that answers with headers promising a body and then sends nothing: the request
+    /// ends at its deadline with `Unreachable`, not never.
+    #[tokio::test]
+    async fn an_answer_that_stops_after_its_headers_ends_at_the_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
+            // Hold the connection open without a further byte.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(socket);
+        });
+        let api = Api::new(HttpClient::default().with_deadline(Duration::from_millis(300)), base);
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), api.get::<Value>("/api/v1/adapters")).await;
+        let error = outcome.expect("the request outlived its deadline").unwrap_err();
+        assert!(matches!(error, ApiError::Unreachable(_)), "{error}");
+        assert!(error.to_string().contains("no complete answer in 300ms"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }

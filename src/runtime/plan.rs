@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::api::{LiveAdapter, LiveShare, LiveSnapshotPolicy, LiveStore};
+use super::api::{LiveAdapter, LiveShare, LiveSnapshotPolicy, LiveStore, segment, share_path};
 use super::desired::{DesiredRuntime, DesiredStore, StoreKind, interval_seconds};
 
 /// Config key under which the operator records a keyed digest of the store's Secret values:
@@ -44,7 +44,7 @@ impl Live {
 }
 
 /// A desired store with its Secret values filled in.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ResolvedStore {
     pub kind: StoreKind,
     pub desired: DesiredStore,
@@ -52,6 +52,25 @@ pub struct ResolvedStore {
     pub config: Map<String, Value>,
     /// Keys whose values came from Secrets: compared through the digest, never shown.
     pub secret_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for ResolvedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config: BTreeMap<&String, &dyn std::fmt::Debug> = self
+            .config
+            .iter()
+            .map(|(k, v)| {
+                let shown: &dyn std::fmt::Debug = if self.secret_keys.contains(k) { &crate::redact::Hidden } else { v };
+                (k, shown)
+            })
+            .collect();
+        f.debug_struct("ResolvedStore")
+            .field("kind", &self.kind)
+            .field("desired", &self.desired)
+            .field("config", &config)
+            .field("secret_keys", &self.secret_keys)
+            .finish()
+    }
 }
 
 impl ResolvedStore {
@@ -135,7 +154,17 @@ impl Plan {
     }
 }
 
-pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> Plan {
+/// Config keys that say where a store's data is: changing one on a store that shares use points
+/// it at other data (the files stay where they were, and the shares look empty).
+const LOCATION_KEYS: &[&str] = &["bucket", "prefix", "endpoint", "region", "path", "database", "host", "port"];
+
+/// Whether a location change of a store in use may be made (the DittoServer carries
+/// `dittofs.dittofs.com/on-store-location-change: repoint`).
+pub fn repoint_allowed(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.get(crate::names::STORE_LOCATION_ANNOTATION).map(String::as_str) == Some(crate::names::REPOINT)
+}
+
+pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, repoint_allowed: bool) -> Plan {
     let mut out = Plan::default();
     for adapter in &desired.adapters {
         let t = &adapter.adapter_type;
@@ -214,16 +243,48 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                 l.store_type, store.desired.store_type
             )),
             Some(l) => {
-                let what = config_differences(store, &l.config);
-                if !what.is_empty() {
-                    let in_use = live.shares.iter().any(|s| {
+                let users: Vec<&str> = live
+                    .shares
+                    .iter()
+                    .filter(|s| {
                         [Some(&s.metadata_store_id), Some(&s.local_block_store_id), s.remote_block_store_id.as_ref()]
                             .contains(&Some(&l.id))
-                    });
+                    })
+                    .map(|s| s.name.as_str())
+                    .collect();
+                let in_use = !users.is_empty();
+                let mut config = store.config.clone();
+                if in_use && store.kind == StoreKind::Local {
+                    // A local store in use stays where it is: its claim is still mounted (claims
+                    // cannot be added or removed), and the files are there. Adding spec.s3 to a
+                    // running server would otherwise move it from the content to the cache claim.
+                    if let Some(path) = l.config.get("path").filter(|_| config.contains_key("path")) {
+                        config.insert("path".into(), path.clone());
+                    }
+                }
+                let store = &ResolvedStore { config, ..store.clone() };
+                let moved: Vec<&str> = LOCATION_KEYS
+                    .iter()
+                    .copied()
+                    .filter(|k| l.config.get(*k).is_some_and(|now| store.config.get(*k) != Some(now)))
+                    .collect();
+                if in_use && !moved.is_empty() && !repoint_allowed {
+                    out.refused.push(format!(
+                        "{label} holds the data of share {}: changing its {} would point it at other data (the files stay where they are, and the share would look empty). \
+                         Move the data first, then annotate the DittoServer {}={}; or give the new location a store of another name",
+                        users.join(", "),
+                        moved.iter().map(|k| format!("{k} ({} → {})", shown(l.config.get(*k)), shown(store.config.get(*k)))).collect::<Vec<_>>().join(", "),
+                        crate::names::STORE_LOCATION_ANNOTATION,
+                        crate::names::REPOINT,
+                    ));
+                    continue;
+                }
+                let what = config_differences(store, &l.config);
+                if !what.is_empty() {
                     out.changes.push(Change {
                         description: format!("{label}: {}", what.join(", ")),
                         method: "PUT",
-                        path: format!("/api/v1/{route}/{}", store.desired.name),
+                        path: format!("/api/v1/{route}/{}", segment(&store.desired.name)),
                         body: Some(json!({"config": store.config_string()})),
                         subject: label,
                         area: Area::Store,
@@ -236,7 +297,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
 
     for share in &desired.shares {
         let subject = format!("share {}", share.name);
-        let path = format!("/api/v1/shares/{}", share.name.trim_start_matches('/'));
+        let path = format!("/api/v1/shares/{}", share_path(&share.name));
         let Some(l) = live.share(&share.name) else {
             let mut body = json!({
                 "name": share.name,
@@ -345,7 +406,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
         out.changes.push(Change {
             description: format!("snapshot policy of {}: {}", policy.share, what.join(", ")),
             method: "PUT",
-            path: format!("/api/v1/shares/{}/snapshot-policy", policy.share.trim_start_matches('/')),
+            path: format!("/api/v1/shares/{}/snapshot-policy", share_path(&policy.share)),
             body: Some(body),
             subject: format!("snapshot policy of {}", policy.share),
             area: Area::Share,
@@ -381,7 +442,7 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live) -> 
                 out.changes.push(Change {
                     description: format!("{label}: delete with its data (spec.stores.delete)"),
                     method: "DELETE",
-                    path: format!("/api/v1/{}/{name}", kind.route()),
+                    path: format!("/api/v1/{}/{}", kind.route(), segment(name)),
                     body: None,
                     subject: label,
                     area: Area::Store,
@@ -413,11 +474,14 @@ fn config_differences(store: &ResolvedStore, live: &Value) -> Vec<String> {
         if key == CREDENTIALS_DIGEST_KEY {
             what.push(format!("credentials ({}) changed", store.secret_keys.join(", ")));
         } else {
-            let shown = |v: Option<&Value>| v.map_or("unset".to_string(), |v| v.to_string());
             what.push(format!("{key} {} → {}", shown(current), shown(Some(wanted))));
         }
     }
     what
+}
+
+fn shown(value: Option<&Value>) -> String {
+    value.map_or("unset".to_string(), |v| v.to_string())
 }
 
 #[cfg(test)]
@@ -519,7 +583,7 @@ shares:
     fn a_first_boot_gets_stores_a_share_and_the_smb_port() {
         let d = desired(WANTED);
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
-        let plan = plan(&d, &stores, &first_boot());
+        let plan = plan(&d, &stores, &first_boot(), false);
         assert_eq!(
             plan.descriptions(),
             [
@@ -543,7 +607,7 @@ shares:
         let d = desired(WANTED);
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
-        assert_eq!(plan(&d, &stores, &configured(&digest)), Plan::default());
+        assert_eq!(plan(&d, &stores, &configured(&digest), false), Plan::default());
     }
 
     #[test]
@@ -552,7 +616,7 @@ shares:
         let old = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = old[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
         let new = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "ROTATED-LONGER")]);
-        let plan = plan(&d, &new, &configured(&digest));
+        let plan = plan(&d, &new, &configured(&digest), false);
         assert_eq!(
             plan.descriptions(),
             ["remote block store s3: credentials (access_key_id, secret_access_key) changed"]
@@ -567,10 +631,41 @@ shares:
         let d = desired(&WANTED.replace("readOnly: false", "readOnly: true"));
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
-        let plan = plan(&d, &stores, &configured(&digest));
+        let plan = plan(&d, &stores, &configured(&digest), false);
         assert_eq!(plan.descriptions(), ["share /export: read-only false → true"]);
         assert_eq!(plan.changes[0].path, "/api/v1/shares/export");
         assert_eq!(plan.changes[0].body, Some(json!({"read_only": true})));
+    }
+
+    #[test]
+    fn a_store_in_use_is_pointed_at_other_data_only_with_the_annotation() {
+        let d = desired(&WANTED.replace("bucket: b,", "bucket: other,"));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let refused = plan(&d, &stores, &configured(&digest), false);
+        assert!(refused.changes.is_empty(), "{:?}", refused.descriptions());
+        assert!(
+            refused.refused[0].starts_with(
+                "remote block store s3 holds the data of share /export: changing its bucket (\"b\" → \"other\")"
+            ),
+            "{}",
+            refused.refused[0]
+        );
+        assert!(refused.refused[0].contains("dittofs.dittofs.com/on-store-location-change=repoint"));
+        let allowed = plan(&d, &stores, &configured(&digest), true);
+        assert_eq!(allowed.descriptions(), ["remote block store s3: bucket \"b\" → \"other\""]);
+        assert!(allowed.changes[0].needs_restart);
+    }
+
+    #[test]
+    fn a_local_store_in_use_stays_where_its_files_are() {
+        // As when spec.s3 is added to a server with a content and a cache claim.
+        let d =
+            desired(&WANTED.replace("config: {path: /data/cache/local}", "config: {path: /data/store/block/local}"));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        assert_eq!(plan(&d, &stores, &configured(&digest), false), Plan::default());
+        assert_eq!(plan(&d, &stores, &configured(&digest), true), Plan::default());
     }
 
     #[test]
@@ -581,7 +676,7 @@ shares:
         ));
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
-        let plan = plan(&d, &stores, &configured(&digest));
+        let plan = plan(&d, &stores, &configured(&digest), false);
         assert!(plan.changes.is_empty(), "{:?}", plan.descriptions());
         assert!(
             plan.refused[0].starts_with("metadata store meta is badger on the server but the spec asks for memory")
@@ -595,15 +690,15 @@ shares:
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
         let mut live = configured(&digest);
         live.stores.get_mut(&StoreKind::Local).unwrap().push(store("l2", "old", "fs", json!({"path": "/x"})));
-        assert_eq!(plan(&d, &stores, &live), Plan::default(), "an unlisted store is left alone");
+        assert_eq!(plan(&d, &stores, &live, false), Plan::default(), "an unlisted store is left alone");
 
         d.delete_stores = vec!["old".into()];
-        let p = plan(&d, &stores, &live);
+        let p = plan(&d, &stores, &live, false);
         assert_eq!(p.descriptions(), ["local block store old: delete with its data (spec.stores.delete)"]);
         assert_eq!(p.changes[0].path, "/api/v1/store/block/local/old");
 
         live.shares[0].local_block_store_id = "l2".into();
-        let p = plan(&d, &stores, &live);
+        let p = plan(&d, &stores, &live, false);
         assert_eq!(
             p.descriptions(),
             [
@@ -622,9 +717,9 @@ shares:
         let mut live = configured(&digest);
         live.adapters[1].status = json!({"status": "unknown", "message": "SMB adapter has not started yet"});
         live.adapters[1].updated_at = Some("2026-01-01T00:00:50Z".into());
-        assert_eq!(plan(&d, &stores, &live), Plan::default(), "10 s after a restart: still starting");
+        assert_eq!(plan(&d, &stores, &live, false), Plan::default(), "10 s after a restart: still starting");
         live.adapters[1].updated_at = Some("2026-01-01T00:00:30Z".into());
-        let p = plan(&d, &stores, &live);
+        let p = plan(&d, &stores, &live, false);
         assert_eq!(
             p.descriptions(),
             [
@@ -644,7 +739,7 @@ shares:
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
         let mut live = configured(&digest);
-        let p = plan(&d, &stores, &live);
+        let p = plan(&d, &stores, &live, false);
         assert_eq!(p.descriptions(), ["snapshot policy of /export: create"]);
         assert_eq!(p.changes[0].path, "/api/v1/shares/export/snapshot-policy");
         assert_eq!(
@@ -660,10 +755,13 @@ shares:
             ttl: Some("168h0m0s".into()),
             name_prefix: None,
         }];
-        assert_eq!(plan(&d, &stores, &live), Plan::default());
+        assert_eq!(plan(&d, &stores, &live, false), Plan::default());
         live.snapshot_policies[0].keep_last = 3;
         live.snapshot_policies[0].enabled = false;
-        assert_eq!(plan(&d, &stores, &live).descriptions(), ["snapshot policy of /export: keep last 3 → 24, enable"]);
+        assert_eq!(
+            plan(&d, &stores, &live, false).descriptions(),
+            ["snapshot policy of /export: keep last 3 → 24, enable"]
+        );
     }
 
     #[test]

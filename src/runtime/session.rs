@@ -9,7 +9,7 @@ use kube::Client;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::api::{Api, ApiError, HttpClient, LiveAdapter, LiveShare, LiveStore, TlsMaterial};
+use super::api::{Api, ApiError, HttpClient, LiveAdapter, LiveShare, LiveStore, TlsMaterial, segment};
 use super::desired::{DesiredRuntime, StoreKind};
 use super::plan::{Live, ResolvedStore};
 use crate::discover::SecretsByName;
@@ -103,25 +103,42 @@ pub struct LoggedIn {
 }
 
 /// The Secrets of one pass: those the gather step read, and those read since (created this pass).
+/// It remembers every value it handed out, so whatever the pass reports can be scrubbed of them.
 pub struct Secrets<'a> {
     client: &'a Client,
     namespace: &'a str,
     gathered: &'a SecretsByName,
+    handed_out: std::sync::Mutex<Vec<String>>,
 }
 
 impl<'a> Secrets<'a> {
     pub fn new(client: &'a Client, namespace: &'a str, gathered: &'a SecretsByName) -> Self {
-        Self { client, namespace, gathered }
+        Self { client, namespace, gathered, handed_out: std::sync::Mutex::default() }
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Secret>, Problem> {
-        if let Some(secret) = self.gathered.get(name) {
-            return Ok(Some(secret.clone()));
+        let found = match self.gathered.get(name) {
+            Some(secret) => Some(secret.clone()),
+            None => kube::Api::<Secret>::namespaced(self.client.clone(), self.namespace)
+                .get_opt(name)
+                .await
+                .map_err(|e| Problem::new("SecretUnreadable", format!("reading Secret {name}: {e}")))?,
+        };
+        if let Some(data) = found.as_ref().and_then(|s| s.data.as_ref()) {
+            let mut handed_out = self.handed_out.lock().expect("secrets lock");
+            for value in data.values().filter_map(|v| std::str::from_utf8(&v.0).ok()) {
+                // Shorter values would redact ordinary words; DittoFS's own minimum is 8.
+                if value.len() >= 4 && !handed_out.iter().any(|v| v == value) {
+                    handed_out.push(value.to_string());
+                }
+            }
         }
-        kube::Api::<Secret>::namespaced(self.client.clone(), self.namespace)
-            .get_opt(name)
-            .await
-            .map_err(|e| Problem::new("SecretUnreadable", format!("reading Secret {name}: {e}")))
+        Ok(found)
+    }
+
+    /// Every value of every Secret this pass read so far.
+    pub fn handed_out(&self) -> Vec<String> {
+        self.handed_out.lock().expect("secrets lock").clone()
     }
 
     /// One value, `None` when the Secret or the key is missing.
@@ -185,7 +202,7 @@ pub async fn login(
         // It exists with another password (its Secret was re-created): reset it.
         Err(e) if e.status() == Some(409) => {
             admin
-                .send("POST", &format!("/api/v1/users/{user}/password"), &json!({"new_password": password}))
+                .send("POST", &format!("/api/v1/users/{}/password", segment(&user)), &json!({"new_password": password}))
                 .await
                 .map_err(|e| {
                     Problem::new("LoginFailed", format!("resetting the password of DittoFS user {user}: {e}"))
@@ -338,4 +355,41 @@ pub async fn resolve_stores(
 /// A server's words with any Secret value it may echo replaced.
 pub fn scrub(message: &str, secrets: &[String]) -> String {
     secrets.iter().fold(message.to_string(), |m, s| m.replace(s.as_str(), "<redacted>"))
+}
+
+/// How much of a message about DittoFS a condition or an Event carries: a server's error can be
+/// a page of HTML or a stack; its start says what went wrong.
+pub const MESSAGE_LIMIT: usize = 1024;
+
+/// `message` scrubbed of `secrets` and cut to [`MESSAGE_LIMIT`] bytes (at a character boundary).
+pub fn scrub_and_cut(message: &str, secrets: &[String]) -> String {
+    let mut scrubbed = scrub(message, secrets);
+    if scrubbed.len() > MESSAGE_LIMIT {
+        let mut end = MESSAGE_LIMIT;
+        while !scrubbed.is_char_boundary(end) {
+            end -= 1;
+        }
+        scrubbed.truncate(end);
+        scrubbed.push('…');
+    }
+    scrubbed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_scrubbed_of_every_credential_and_cut() {
+        let credentials = vec!["hunter2-password".to_string(), "eyJhbGciOi.token".to_string()];
+        let said = "login as admin with hunter2-password refused (token eyJhbGciOi.token expired)";
+        assert_eq!(
+            scrub_and_cut(said, &credentials),
+            "login as admin with <redacted> refused (token <redacted> expired)"
+        );
+        let page = format!("<html>{}</html> hunter2-password", "é".repeat(2000));
+        let cut = scrub_and_cut(&page, &credentials);
+        assert!(cut.len() <= MESSAGE_LIMIT + '…'.len_utf8() && cut.ends_with('…'), "{} bytes", cut.len());
+        assert!(!cut.contains("hunter2"));
+    }
 }
