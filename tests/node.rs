@@ -132,6 +132,24 @@ async fn wait_ready(client: &Client, ns: &str) {
     }
 }
 
+/// Waits until a condition of `files` satisfies `wanted`; on timeout, shows every condition and
+/// the pods, so a failure says what the operator reported instead.
+async fn wait_condition(client: &Client, ns: &str, what: &str, wanted: impl Fn(&Condition) -> bool) -> Condition {
+    let servers = Api::<DittoServer>::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + NODE_DEADLINE;
+    loop {
+        let conditions = servers.get_opt("files").await.ok().flatten().and_then(|s| s.status).map(|s| s.conditions);
+        if let Some(found) = conditions.iter().flatten().find(|c| wanted(c)) {
+            return found.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            let pods = kubectl(&["-n", ns, "get", "pods", "-o", "wide"]);
+            panic!("timed out waiting for {what}: {conditions:#?}\n{pods}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn file_ip(client: &Client, ns: &str) -> String {
     let service = Api::<Service>::namespaced(client.clone(), ns).get("files-file").await.unwrap();
     service.spec.unwrap().cluster_ip.unwrap()
@@ -154,6 +172,23 @@ fn nfs_read(dir: &Path, ip: &str, file: &str) -> Vec<u8> {
     let _ = std::fs::remove_file(&back);
     run("nfs-cp", &[&nfs_url(ip, &format!("/{file}")), back.to_str().unwrap()]);
     std::fs::read(&back).unwrap()
+}
+
+/// [`nfs_read`], retried for a while: right after a roll the Service may still route to the pod
+/// that went (kube-proxy syncs its rules a moment after the endpoints change), as an NFS client
+/// with a hard mount would retry.
+async fn nfs_read_soon(dir: &Path, ip: &str, file: &str) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let back = dir.join(format!("{file}.nfs"));
+        let _ = std::fs::remove_file(&back);
+        let out = Command::new("nfs-cp").arg(nfs_url(ip, &format!("/{file}"))).arg(&back).output().unwrap();
+        if out.status.success() {
+            return std::fs::read(&back).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nfs-cp {file}: {}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Reads `/export/<file>` over SMB (port 445 of the file Service) as the bootstrap admin.
@@ -244,7 +279,7 @@ async fn a_real_pod_serves_through_its_services_and_a_deleted_pod_comes_back_wit
     .await;
     new_pod_ready(&pods, &before).await;
     wait_ready(&client, &ns).await;
-    assert_eq!(nfs_read(dir.path(), &ip, "hello.bin"), data, "the file after the pod was re-created");
+    assert_eq!(nfs_read_soon(dir.path(), &ip, "hello.bin").await, data, "the file after the pod was re-created");
     assert_eq!(events_with(&client, &ns, "RuntimeUpdated").await, updates, "the runtime step changed something");
 }
 
@@ -290,7 +325,7 @@ async fn a_config_change_rolls_the_pod_once_and_the_files_stay() {
         seen.insert(uid);
     }
     assert_eq!(seen.len(), 2, "exactly one roll (one new pod): {seen:?}");
-    assert_eq!(nfs_read(dir.path(), &ip, "before-roll.bin"), data, "the file after the roll");
+    assert_eq!(nfs_read_soon(dir.path(), &ip, "before-roll.bin").await, data, "the file after the roll");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +359,7 @@ async fn scaled_to_zero_and_back_the_claims_and_files_stay() {
     servers.patch("files", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
     wait_ready(&client, &ns).await;
     assert_eq!(uids(claims.list(&Default::default()).await.unwrap().items), before, "the same claims");
-    assert_eq!(nfs_read(dir.path(), &ip, "kept.bin"), data, "the file after 0 and back");
+    assert_eq!(nfs_read_soon(dir.path(), &ip, "kept.bin").await, data, "the file after 0 and back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +387,26 @@ async fn a_deleted_dittoserver_leaves_its_claims_and_a_new_one_serves_the_old_fi
     create(&client, &ns, CR).await;
     wait_ready(&client, &ns).await;
     let ip = file_ip(&client, &ns).await;
-    assert_eq!(nfs_read(dir.path(), &ip, "survivor.bin"), data, "the re-created server serves the old file");
+    assert_eq!(nfs_read_soon(dir.path(), &ip, "survivor.bin").await, data, "the re-created server serves the old file");
+}
+
+/// Kills the operator pod holding the Lease (no grace); returns the next holder once there is one.
+async fn kill_the_leader(client: &Client) -> (String, String) {
+    let leases = Api::<Lease>::namespaced(client.clone(), "dittofs-system");
+    let holder = |lease: Lease| lease.spec.and_then(|s| s.holder_identity);
+    let leader = holder(leases.get("dittofs-operator").await.unwrap()).expect("a leader");
+    let operator_pods = Api::<Pod>::namespaced(client.clone(), "dittofs-system");
+    // Another test may have killed it a moment ago (404): the takeover is under way all the same.
+    match operator_pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => panic!("deleting the leader {leader}: {e}"),
+    }
+    let next = eventually("another replica holds the Lease", NODE_DEADLINE, || async {
+        holder(leases.get("dittofs-operator").await.ok()?).filter(|h| *h != leader)
+    })
+    .await;
+    (leader, next)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,15 +415,7 @@ async fn the_standby_operator_takes_over_when_the_leader_pod_is_killed() {
     create(&client, &ns, CR).await;
     wait_ready(&client, &ns).await;
 
-    let leases = Api::<Lease>::namespaced(client.clone(), "dittofs-system");
-    let holder = |lease: Lease| lease.spec.and_then(|s| s.holder_identity);
-    let leader = holder(leases.get("dittofs-operator").await.unwrap()).expect("a leader");
-    let operator_pods = Api::<Pod>::namespaced(client.clone(), "dittofs-system");
-    operator_pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
-    let next = eventually("another replica holds the Lease", NODE_DEADLINE, || async {
-        holder(leases.get("dittofs-operator").await.ok()?).filter(|h| *h != leader)
-    })
-    .await;
+    let (leader, next) = kill_the_leader(&client).await;
     assert_ne!(next, leader);
 
     // A change after the takeover lands.
@@ -466,7 +512,7 @@ async fn a_pod_deleted_while_a_client_writes_stops_within_its_grace_and_keeps_wh
     new_pod_ready(&pods, &before).await;
     wait_ready(&client, &ns).await;
     for (name, seed) in &acknowledged {
-        assert_eq!(nfs_read(dir.path(), &ip, name), content(*seed, 64 * 1024), "{name} after the restart");
+        assert_eq!(nfs_read_soon(dir.path(), &ip, name).await, content(*seed, 64 * 1024), "{name} after the restart");
     }
     eprintln!("{ns}: the pod stopped {took:?} after the delete; {} acknowledged writes read back", acknowledged.len());
 }
@@ -584,7 +630,7 @@ async fn an_s3_store_on_a_real_pod_holds_the_blocks_and_new_keys_restart_the_pod
         condition(&client, &ns, "Serving").await.filter(|c| c.status == "True").map(|_| ())
     })
     .await;
-    assert_eq!(nfs_read(dir.path(), &ip, "big.bin"), data, "the file after the restart");
+    assert_eq!(nfs_read_soon(dir.path(), &ip, "big.bin").await, data, "the file after the restart");
 }
 
 /// A DittoFS that cannot log into its PostgreSQL exits at start; the kubelet restarts it, and the
@@ -610,11 +656,11 @@ async fn a_crash_looping_server_is_named_with_its_last_words_and_a_fixed_spec_ro
     let database = "  database:\n    postgresSecretRef: {name: db-wrong}\n  stores:\n    metadata: {type: postgres}\n";
     create(&client, &ns, &format!("{CR}{database}")).await;
 
-    let degraded = eventually("Degraded: the pod crash-loops", NODE_DEADLINE, || async {
-        condition(&client, &ns, "Degraded").await.filter(|c| c.status == "True" && c.reason == "PodCrashLooping")
+    let degraded = wait_condition(&client, &ns, "Degraded: the pod crash-loops", |c| {
+        c.type_ == "Degraded" && c.status == "True" && c.reason == "PodCrashLooping"
     })
     .await;
-    assert!(degraded.message.contains("Last exit (code 1)"), "{}", degraded.message);
+    assert!(degraded.message.contains("Last exit: code 1"), "{}", degraded.message);
     assert!(degraded.message.contains("failed to initialize control plane store"), "{}", degraded.message);
     for password in [wrong_password, pg["PGPASSWORD"].as_str()] {
         assert!(!degraded.message.contains(password), "a password in the status: {}", degraded.message);
@@ -641,7 +687,7 @@ async fn a_crash_looping_server_is_named_with_its_last_words_and_a_fixed_spec_ro
     pods.delete("files-0", &DeleteParams::default()).await.unwrap();
     new_pod_ready(&pods, &before).await;
     wait_ready(&client, &ns).await;
-    assert_eq!(nfs_read(dir.path(), &ip, "on-postgres.bin"), data, "the file after the pod was re-created");
+    assert_eq!(nfs_read_soon(dir.path(), &ip, "on-postgres.bin").await, data, "the file after the pod was re-created");
 }
 
 /// Claims of a StorageClass that no provisioner serves stay Pending: once the grace is over (20 s
@@ -658,8 +704,8 @@ async fn claims_that_cannot_bind_are_named_in_the_status() {
     let storage = format!("{{metadataSize: 1Gi, contentSize: 1Gi, storageClassName: {class}}}");
     create(&client, &ns, &CR.replace("{metadataSize: 1Gi, contentSize: 1Gi}", &storage)).await;
 
-    let degraded = eventually("Degraded: claims Pending", NODE_DEADLINE, || async {
-        condition(&client, &ns, "Degraded").await.filter(|c| c.status == "True" && c.reason == "VolumeClaimPending")
+    let degraded = wait_condition(&client, &ns, "Degraded: claims Pending", |c| {
+        c.type_ == "Degraded" && c.status == "True" && c.reason == "VolumeClaimPending"
     })
     .await;
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap();
@@ -699,22 +745,25 @@ async fn credentials_the_server_refuses_are_named_and_the_files_are_still_served
         let patch = json!({"stringData": {"password": wrong}});
         secrets.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     }
-    let refused = eventually("Serving False LoginRefused", NODE_DEADLINE, || async {
-        condition(&client, &ns, "Serving").await.filter(|c| c.status == "False" && c.reason == "LoginRefused")
+    // The operator keeps its DittoFS session (a token valid across DittoFS restarts) and logs in
+    // only when it has none or it is refused: an operator restart makes it log in again.
+    kill_the_leader(&client).await;
+    let refused = wait_condition(&client, &ns, "Serving False LoginRefused", |c| {
+        c.type_ == "Serving" && c.status == "False" && c.reason == "LoginRefused"
     })
     .await;
     assert!(refused.message.contains("files-admin-bootstrap-credentials"), "{}", refused.message);
     for password in originals.iter().map(String::as_str).chain([wrong]) {
         assert!(!refused.message.contains(password), "a password in the status: {}", refused.message);
     }
-    assert_eq!(nfs_read(dir.path(), &ip, "before.bin"), data, "DittoFS still serves the file");
+    assert_eq!(nfs_read_soon(dir.path(), &ip, "before.bin").await, data, "DittoFS still serves the file");
 
     for (name, password) in names.iter().zip(&originals) {
         let patch = json!({"stringData": {"password": password}});
         secrets.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     }
-    eventually("Serving again with the old passwords", NODE_DEADLINE, || async {
-        condition(&client, &ns, "Serving").await.filter(|c| c.status == "True").map(|_| ())
+    wait_condition(&client, &ns, "Serving again with the old passwords", |c| {
+        c.type_ == "Serving" && c.status == "True"
     })
     .await;
 }
@@ -728,17 +777,18 @@ async fn a_port_taken_inside_the_pod_is_named_and_nfs_still_serves() {
     let (client, ns) = setup_node("node-port").await;
     let dir = tempfile::tempdir().unwrap();
     let template = std::fs::read_to_string(root().join("templates/statefulset.yaml.j2")).unwrap();
-    // A native sidecar: the kubelet starts it, and waits for its port, before DittoFS.
-    let squatter = concat!(
-        "      initContainers:\n",
-        "        - name: squatter\n",
-        "          image: {{ computed.image | quote }}\n",
-        "          restartPolicy: Always\n",
-        "          command: [\"/bin/nc\", \"-lk\", \"-p\", \"12445\"]\n",
-        "          startupProbe: {tcpSocket: {port: 12445}, periodSeconds: 1}\n",
-        "          resources: {requests: {cpu: 5m, memory: 8Mi}}\n",
-        "          securityContext: {{ computed.securityContext | tojson }}\n",
-    );
+    // A native sidecar (busybox's httpd): the kubelet starts it, and waits for its port, before
+    // DittoFS.
+    let busybox = node().env()["DITTOFS_BUSYBOX_IMAGE"].clone();
+    let squatter = String::from("      initContainers:\n        - name: squatter\n")
+        + &format!("          image: {busybox:?}\n          imagePullPolicy: Never\n")
+        + concat!(
+            "          restartPolicy: Always\n",
+            "          command: [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"12445\"]\n",
+            "          startupProbe: {tcpSocket: {port: 12445}, periodSeconds: 1}\n",
+            "          resources: {requests: {cpu: 5m, memory: 8Mi}}\n",
+            "          securityContext: {{ computed.securityContext | tojson }}\n",
+        );
     assert!(template.contains("\n      containers:\n"));
     let template = template.replacen("\n      containers:\n", &format!("\n{squatter}      containers:\n"), 1);
     let overrides: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "squat"},
@@ -747,8 +797,8 @@ async fn a_port_taken_inside_the_pod_is_named_and_nfs_still_serves() {
     Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &overrides).await.unwrap();
     create(&client, &ns, &format!("{CR}  templates: {{configMapRef: {{name: squat}}}}\n")).await;
 
-    let busy = eventually("Serving names the SMB adapter", NODE_DEADLINE, || async {
-        condition(&client, &ns, "Serving").await.filter(|c| c.status == "False" && c.message.contains("adapter smb"))
+    let busy = wait_condition(&client, &ns, "Serving names the SMB adapter", |c| {
+        c.type_ == "Serving" && c.status == "False" && c.message.contains("adapter smb")
     })
     .await;
     assert!(
@@ -768,8 +818,8 @@ async fn a_port_taken_inside_the_pod_is_named_and_nfs_still_serves() {
         .patch("files", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let serving = eventually("Serving with SMB once the sidecar is gone", NODE_DEADLINE, || async {
-        condition(&client, &ns, "Serving").await.filter(|c| c.status == "True")
+    let serving = wait_condition(&client, &ns, "Serving with SMB once the sidecar is gone", |c| {
+        c.type_ == "Serving" && c.status == "True"
     })
     .await;
     assert!(serving.message.contains("SMB on port 12445"), "{}", serving.message);

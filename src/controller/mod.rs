@@ -60,6 +60,9 @@ pub struct Context {
     pub http: crate::runtime::api::HttpClient,
     /// Each server's access token, in memory only (refreshed by logging in again when refused).
     runtime_sessions: Mutex<HashMap<ObjectRef<DittoServer>, String>>,
+    /// When the runtime step last changed something in each server: it is looked at again soon
+    /// for a while after (`VERIFY_WINDOW`).
+    runtime_writes: Mutex<HashMap<ObjectRef<DittoServer>, std::time::Instant>>,
     /// Runtime-step failures per CR: when the DittoFS API is tried next, and what it said last.
     runtime_failures: Mutex<HashMap<ObjectRef<DittoServer>, crate::backoff::RetryGate<crate::status::Decided>>>,
     /// What the watches know (filled by [`run`]), so a quiet pass reads nothing from the API server.
@@ -89,6 +92,7 @@ impl Context {
             http,
             runtime_sessions: Mutex::default(),
             runtime_failures: Mutex::default(),
+            runtime_writes: Mutex::default(),
             cache: Arc::default(),
             renders: RenderMemo::default(),
             written_status: Mutex::default(),
@@ -142,6 +146,7 @@ impl Context {
         self.failures.lock().expect("failures lock").remove(server);
         self.runtime_sessions.lock().expect("sessions lock").remove(server);
         self.runtime_failures.lock().expect("failures lock").remove(server);
+        self.runtime_writes.lock().expect("writes lock").remove(server);
     }
 
     /// The watch no longer shows `server`: deleted while its pass ran.

@@ -35,10 +35,17 @@ pub struct RuntimeOutcome {
     pub held: Vec<String>,
     /// When to look again, sooner than the resync.
     pub retry: Option<Duration>,
+    /// This pass changed something in DittoFS.
+    pub wrote: bool,
 }
 
-/// After a write, look again soon: an adapter restarts on its new port in the background.
+/// After a write, look again soon: an adapter restarts on its new port in the background, and
+/// its health report right after the call may still describe the old listener.
 const VERIFY_AFTER_WRITE: Duration = Duration::from_secs(5);
+/// How long after a write the server is looked at every [`VERIFY_AFTER_WRITE`], whatever other
+/// passes come in between (a later pass's requeue replaces an earlier one's): long enough for
+/// an adapter that cannot bind to show it, and for the operator's restart of it (after 15 s).
+const VERIFY_WINDOW: Duration = Duration::from_secs(30);
 
 pub async fn runtime(
     ctx: &Context,
@@ -115,12 +122,26 @@ pub async fn runtime(
             let gate = RetryGate::failed(gates.remove(&key), backoff::RUNTIME, now, &ready_since, failed);
             let retry = gate.retry_in(Instant::now());
             debug!(attempt = gate.failures(), ?retry, "DittoFS not serving yet; retrying");
-            gates.insert(key, gate);
+            gates.insert(key.clone(), gate);
             outcome.retry = Some(retry);
         }
         None => {
             gates.remove(&key);
         }
+    }
+    drop(gates);
+    let mut writes = ctx.runtime_writes.lock().expect("writes lock");
+    if outcome.wrote {
+        writes.insert(key.clone(), now);
+    }
+    match writes.get(&key) {
+        Some(at) if now.duration_since(*at) < VERIFY_WINDOW => {
+            outcome.retry = Some(outcome.retry.map_or(VERIFY_AFTER_WRITE, |r| r.min(VERIFY_AFTER_WRITE)));
+        }
+        Some(_) => {
+            writes.remove(&key);
+        }
+        None => {}
     }
     outcome
 }
@@ -168,6 +189,7 @@ async fn pass(
             status: Some(status(desired, &live)),
             held,
             retry: None,
+            wrote: false,
         });
     }
 
@@ -214,6 +236,7 @@ async fn pass(
     let condition = serving(desired, &live, &planned.refused, &secret_values);
     Ok(RuntimeOutcome {
         retry: (!applied.is_empty()).then_some(VERIFY_AFTER_WRITE),
+        wrote: !applied.is_empty(),
         condition: Some(condition),
         status: Some(status(desired, &live)),
         held: Vec::new(),

@@ -102,6 +102,11 @@ pub struct LoggedIn {
     pub created_account: Option<String>,
 }
 
+/// Keys of credentials Secrets that name things rather than hold secrets: redacting their values
+/// would blank ordinary words of a message (`admin`, a host name).
+const NOT_SECRET_KEYS: &[&str] =
+    &["username", "user", "host", "port", "dbname", "database", "endpoint", "ca.crt", "tls.crt"];
+
 /// The Secrets of one pass: those the gather step read, and those read since (created this pass).
 /// It remembers every value it handed out, so whatever the pass reports can be scrubbed of them.
 pub struct Secrets<'a> {
@@ -126,7 +131,8 @@ impl<'a> Secrets<'a> {
         };
         if let Some(data) = found.as_ref().and_then(|s| s.data.as_ref()) {
             let mut handed_out = self.handed_out.lock().expect("secrets lock");
-            for value in data.values().filter_map(|v| std::str::from_utf8(&v.0).ok()) {
+            let secret_values = data.iter().filter(|(key, _)| !NOT_SECRET_KEYS.contains(&key.as_str()));
+            for value in secret_values.filter_map(|(_, v)| std::str::from_utf8(&v.0).ok()) {
                 // Shorter values would redact ordinary words; DittoFS's own minimum is 8.
                 if value.len() >= 4 && !handed_out.iter().any(|v| v == value) {
                     handed_out.push(value.to_string());
