@@ -87,4 +87,43 @@ impl Names {
             percona_cluster: format!("{name}-postgres"),
         }
     }
+
+    /// What follows a DittoServer's name in the names of its objects (`-config`, `-api`, …;
+    /// not the StatefulSet's, which is the name itself).
+    pub fn suffixes() -> [&'static str; 9] {
+        [
+            "-config",
+            "-headless",
+            "-file",
+            "-api",
+            "-metrics",
+            "-jwt-secret",
+            "-admin-bootstrap-credentials",
+            "-operator-credentials",
+            "-postgres",
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Names;
+
+    #[test]
+    fn every_name_but_the_statefulsets_ends_in_a_listed_suffix() {
+        let n = Names::for_cr("x");
+        let names = [
+            &n.config_map,
+            &n.headless_service,
+            &n.file_service,
+            &n.api_service,
+            &n.metrics_service,
+            &n.jwt_secret,
+            &n.admin_secret,
+            &n.operator_secret,
+            &n.percona_cluster,
+        ];
+        let suffixes: Vec<String> = names.iter().map(|name| name.strip_prefix('x').unwrap().to_string()).collect();
+        assert_eq!(suffixes, Names::suffixes());
+    }
 }

@@ -357,6 +357,16 @@ fn contain(template: &str, object: &mut ManagedObject, cr: &CrInfo) -> Result<()
             cr.name
         )));
     }
+    // `a` may not make `a-b-admin-bootstrap-credentials` before a DittoServer `a-b` exists: that
+    // one would then start with a password chosen by `a`'s templates.
+    for suffix in crate::names::Names::suffixes() {
+        if let Some(other) = name.strip_suffix(suffix).filter(|prefix| *prefix != cr.name) {
+            return Err(forbidden(format!(
+                "{} is the name the DittoServer {other:?} would give its own object; a DittoServer may not make objects in another's names",
+                object.reference()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -556,6 +566,15 @@ mod bounds {
         assert!(err.contains("over its budget for one render"), "{err}");
         // One such template alone renders.
         render_source(&refs[..1]).unwrap();
+    }
+
+    #[test]
+    fn no_object_in_the_names_of_another_dittoserver() {
+        let squat = "apiVersion: v1\nkind: Secret\nmetadata: {name: demo-b-admin-bootstrap-credentials}\nstringData: {password: chosen}\n";
+        let err = render_source(&[("squat.yaml.j2", squat.to_string())]).unwrap_err().to_string();
+        assert!(err.contains("the name the DittoServer \"demo-b\" would give its own object"), "{err}");
+        let own = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo-extra}\n";
+        render_source(&[("extra.yaml.j2", own.to_string())]).unwrap();
     }
 
     #[test]
