@@ -155,6 +155,10 @@ async fn file_ip(client: &Client, ns: &str) -> String {
     service.spec.unwrap().cluster_ip.unwrap()
 }
 
+/// Seconds one `nfs-cp` may take (`timeout`): files here are at most a few MiB, and a client
+/// whose server went away mid-copy may never return.
+const NFS_CP_TIMEOUT: &str = "60";
+
 fn nfs_url(ip: &str, path: &str) -> String {
     format!("nfs://{ip}/export{path}?nfsport=2049&mountport=2049&version=3")
 }
@@ -163,14 +167,14 @@ fn nfs_url(ip: &str, path: &str) -> String {
 fn nfs_write(dir: &Path, ip: &str, file: &str, content: &[u8]) {
     let local = dir.join(file);
     std::fs::write(&local, content).unwrap();
-    run("nfs-cp", &[local.to_str().unwrap(), &nfs_url(ip, &format!("/{file}"))]);
+    run("timeout", &[NFS_CP_TIMEOUT, "nfs-cp", local.to_str().unwrap(), &nfs_url(ip, &format!("/{file}"))]);
 }
 
 /// Reads `/export/<file>` over NFS through the file Service.
 fn nfs_read(dir: &Path, ip: &str, file: &str) -> Vec<u8> {
     let back = dir.join(format!("{file}.nfs"));
     let _ = std::fs::remove_file(&back);
-    run("nfs-cp", &[&nfs_url(ip, &format!("/{file}")), back.to_str().unwrap()]);
+    run("timeout", &[NFS_CP_TIMEOUT, "nfs-cp", &nfs_url(ip, &format!("/{file}")), back.to_str().unwrap()]);
     std::fs::read(&back).unwrap()
 }
 
@@ -182,7 +186,12 @@ async fn nfs_read_soon(dir: &Path, ip: &str, file: &str) -> Vec<u8> {
     loop {
         let back = dir.join(format!("{file}.nfs"));
         let _ = std::fs::remove_file(&back);
-        let out = Command::new("nfs-cp").arg(nfs_url(ip, &format!("/{file}"))).arg(&back).output().unwrap();
+        let out = Command::new("timeout")
+            .args([NFS_CP_TIMEOUT, "nfs-cp"])
+            .arg(nfs_url(ip, &format!("/{file}")))
+            .arg(&back)
+            .output()
+            .unwrap();
         if out.status.success() {
             return std::fs::read(&back).unwrap();
         }
@@ -483,7 +492,14 @@ async fn a_pod_deleted_while_a_client_writes_stops_within_its_grace_and_keeps_wh
                 let name = format!("w{i:05}.bin");
                 let local = dir.join(&name);
                 std::fs::write(&local, content(i, 64 * 1024)).unwrap();
-                let out = Command::new("nfs-cp").arg(&local).arg(nfs_url(&ip, &format!("/{name}"))).output().unwrap();
+                // A write cut by the pod's end is not acknowledged; libnfs may then spin without
+                // end (seen 2026-12-07: 3 min of CPU), so each copy has a deadline.
+                let out = Command::new("timeout")
+                    .args([NFS_CP_TIMEOUT, "nfs-cp"])
+                    .arg(&local)
+                    .arg(nfs_url(&ip, &format!("/{name}")))
+                    .output()
+                    .unwrap();
                 if !out.status.success() {
                     break;
                 }
