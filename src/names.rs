@@ -60,6 +60,10 @@ pub struct Names {
     pub admin_secret: String,
     /// The operator's own DittoFS account (`username`, `password`); created once, kept.
     pub operator_secret: String,
+    /// NetworkPolicies: the pod's baseline (API and metrics ports) and one per file adapter.
+    pub baseline_network_policy: String,
+    pub nfs_network_policy: String,
+    pub smb_network_policy: String,
     /// The PerconaPGCluster the operator creates for `spec.percona.enabled` (templates see it
     /// as `computed.percona.name`).
     #[serde(skip)]
@@ -84,13 +88,16 @@ impl Names {
             jwt_secret: format!("{name}-jwt-secret"),
             admin_secret: format!("{name}-admin-bootstrap-credentials"),
             operator_secret: format!("{name}-operator-credentials"),
+            baseline_network_policy: format!("{name}-baseline"),
+            nfs_network_policy: format!("{name}-adapter-nfs"),
+            smb_network_policy: format!("{name}-adapter-smb"),
             percona_cluster: format!("{name}-postgres"),
         }
     }
 
     /// What follows a DittoServer's name in the names of its objects (`-config`, `-api`, …;
     /// not the StatefulSet's, which is the name itself).
-    pub fn suffixes() -> [&'static str; 9] {
+    pub fn suffixes() -> [&'static str; 12] {
         [
             "-config",
             "-headless",
@@ -100,6 +107,9 @@ impl Names {
             "-jwt-secret",
             "-admin-bootstrap-credentials",
             "-operator-credentials",
+            "-baseline",
+            "-adapter-nfs",
+            "-adapter-smb",
             "-postgres",
         ]
     }
@@ -121,6 +131,9 @@ mod tests {
             &n.jwt_secret,
             &n.admin_secret,
             &n.operator_secret,
+            &n.baseline_network_policy,
+            &n.nfs_network_policy,
+            &n.smb_network_policy,
             &n.percona_cluster,
         ];
         let suffixes: Vec<String> = names.iter().map(|name| name.strip_prefix('x').unwrap().to_string()).collect();

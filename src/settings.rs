@@ -22,6 +22,11 @@ pub struct ValuesArgs {
 impl ValuesArgs {
     pub fn builder(&self) -> anyhow::Result<ValuesBuilder> {
         let mut builder = ValuesBuilder::new();
+        // An operator in a pod admits its own namespace to each server's API port
+        // (values `networkPolicy.operator.namespace`; a file or --set still wins).
+        if let Some(namespace) = std::env::var("POD_NAMESPACE").ok().filter(|ns| !ns.is_empty()) {
+            builder = builder.set(&format!("networkPolicy.operator.namespace={namespace}"))?;
+        }
         for path in &self.values {
             let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
             builder = builder.layer_yaml(&path.display().to_string(), &text)?;

@@ -35,6 +35,7 @@ pub struct Values {
     pub api_service: ApiServiceValues,
     pub file_service: FileServiceValues,
     pub smb: SmbValues,
+    pub network_policy: NetworkPolicyValues,
     pub metrics: MetricsValues,
     pub storage: StorageValues,
     pub database: DatabaseValues,
@@ -111,6 +112,21 @@ pub struct FileServiceValues {
     pub service_type: ServiceType,
     pub nfs_port: i32,
     pub smb_port: i32,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicyValues {
+    pub enabled: bool,
+    pub operator: OperatorPods,
+}
+
+/// The operator's pods, as a NetworkPolicy peer admitted to each server's API port.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperatorPods {
+    pub namespace: String,
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]

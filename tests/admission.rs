@@ -62,6 +62,23 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"service": {"type": "ExternalName"}}), "spec.service.type"),
         (json!({"adapterServices": {"type": "Ingress"}}), "spec.adapterServices.type"),
         (json!({"adapterServices": {"nfsPort": 445, "smbPort": 445}}), "spec.adapterServices.smbPort"),
+        (
+            json!({"adapterServices": {"loadBalancerSourceRanges": ["office"]}}),
+            "spec.adapterServices.loadBalancerSourceRanges",
+        ),
+        (
+            json!({"networkPolicy": {"fileClients": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}}),
+            "spec.networkPolicy.fileClients[].ipBlock",
+        ),
+        (
+            json!({"networkPolicy": {"fileClients": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["ten"]}}]}}),
+            "spec.networkPolicy.fileClients[].ipBlock",
+        ),
+        (
+            json!({"networkPolicy": {"apiClients": [{"ipBlock": {"cidr": "laptop"}}]}}),
+            "spec.networkPolicy.apiClients[].ipBlock",
+        ),
+        (json!({"networkPolicy": {"enabled": "yes"}}), "spec.networkPolicy.enabled"),
         (json!({"database": {"type": "mysql"}}), "spec.database.type"),
         (json!({"database": {"postgresSecretRef": {"name": "a"}}, "percona": {"enabled": true}}), "spec.database"),
         (json!({"database": {"postgresSecretRef": {"name": "a"}, "percona": {"clusterName": "pg"}}}), "spec.database"),
@@ -247,7 +264,12 @@ async fn valid_hardening_labels_and_quantities_are_accepted() {
         "priorityClassName": "high-priority",
         "resources": {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "500m", "memory": 1073741824}},
         "shutdownTimeout": "10m",
-        "terminationGracePeriodSeconds": 3600
+        "terminationGracePeriodSeconds": 3600,
+        "adapterServices": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24", "2001:db8::/32"]},
+        "networkPolicy": {"fileClients": [
+            {"namespaceSelector": {"matchLabels": {"team": "media"}}, "podSelector": {"matchLabels": {"app": "render"}}},
+            {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}
+        ], "apiClients": [{"podSelector": {"matchLabels": {"app": "dfsctl"}}}]}
     });
     apply(&api, &cr("hardened", spec)).await.expect("a valid spec is accepted");
 }

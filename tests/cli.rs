@@ -3,7 +3,17 @@
 use std::process::Command;
 
 fn operator(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dittofs-operator")).args(args).output().expect("binary runs");
+    operator_in(None, args)
+}
+
+/// The binary run as in a pod of `namespace` (`POD_NAMESPACE`), or outside any pod.
+fn operator_in(namespace: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dittofs-operator"));
+    command.args(args).env_remove("POD_NAMESPACE");
+    if let Some(namespace) = namespace {
+        command.env("POD_NAMESPACE", namespace);
+    }
+    let out = command.output().expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -39,6 +49,21 @@ fn render_with_values_and_set() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("marmos91c/dittofs:v0.29.2"), "--set wins over --values");
     assert!(stdout.contains("cost-center: platform"), "values file applied");
+}
+
+/// In a pod, the operator admits its own namespace to each server's API port; a value wins.
+#[test]
+fn the_operators_namespace_is_the_one_its_network_policy_admits() {
+    let input = root().join("golden/minimal-sqlite/input.yaml");
+    let input = input.to_str().unwrap();
+    let peer = |ns: &str| format!("kubernetes.io/metadata.name: {ns}\n      podSelector:");
+    let (code, stdout, stderr) = operator_in(Some("storage-ops"), &["render", "-f", input]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&peer("storage-ops")), "{stdout}");
+    let set = ["render", "-f", input, "--set", "networkPolicy.operator.namespace=platform"];
+    let (code, stdout, stderr) = operator_in(Some("storage-ops"), &set);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&peer("platform")), "--set wins: {stdout}");
 }
 
 #[test]

@@ -11,7 +11,9 @@ use dittofs_operator::settings::Settings;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -91,6 +93,22 @@ async fn sample_yields_owned_objects_applied_by_the_operator() {
         owned(&Api::<Service>::namespaced(client.clone(), &ns).get(svc).await.unwrap().metadata);
     }
     assert!(Api::<Service>::namespaced(client.clone(), &ns).get_opt("demo-metrics").await.unwrap().is_none());
+    // Safe by default: the shares are reachable in the cluster only, and NetworkPolicies narrow
+    // that to the namespace's pods (file ports) and the operator's pods (API port).
+    let file = Api::<Service>::namespaced(client.clone(), &ns).get("demo-file").await.unwrap();
+    assert_eq!(file.spec.unwrap().type_.as_deref(), Some("ClusterIP"));
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    for name in ["demo-baseline", "demo-adapter-nfs", "demo-adapter-smb"] {
+        owned(&policies.get(name).await.unwrap().metadata);
+    }
+    let baseline = policies.get("demo-baseline").await.unwrap().spec.unwrap();
+    let api_rule = &baseline.ingress.unwrap()[0];
+    let operator_peer = &api_rule.from.as_ref().unwrap()[0];
+    assert_eq!(
+        operator_peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+        "dittofs-system"
+    );
+    assert_eq!(api_rule.ports.as_ref().unwrap()[0].port, Some(IntOrString::String("api".into())));
 
     // Generated credentials: present, strong, and not owned (they outlive the CR like the PVCs).
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -107,7 +125,9 @@ async fn sample_yields_owned_objects_applied_by_the_operator() {
     .await;
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(status.config_hash.as_deref(), Some(checksum(&sts).as_str()));
-    assert_eq!(status.endpoints.unwrap().file.as_deref(), Some(format!("demo-file.{ns}.svc:2049").as_str()));
+    let endpoints = status.endpoints.unwrap();
+    assert_eq!(endpoints.file.as_deref(), Some(format!("demo-file.{ns}.svc:2049").as_str()));
+    assert_eq!(endpoints.clients, Some(format!("pods in namespace {ns}")));
     let types: Vec<_> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
     for t in ["Ready", "Available", "Progressing", "ConfigReady"] {
         assert!(types.contains(&t), "condition {t} in {types:?}");

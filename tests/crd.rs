@@ -28,7 +28,7 @@ fn identity_matches_the_earlier_operator() {
     assert!(version.subresources.as_ref().unwrap().status.is_some());
     let columns: Vec<_> =
         version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Ready", "Phase", "Replicas", "NFS", "SMB", "Age"]);
+    assert_eq!(columns, ["Ready", "Phase", "Replicas", "NFS", "SMB", "Clients", "Age"]);
 }
 
 #[test]

@@ -228,6 +228,7 @@ fn endpoints(rendered: &Rendered, file_service: Option<&Service>) -> Endpoints {
         api: Some(format!("{}.{ns}.svc:{}", c.names.api_service, c.ports.api)),
         nfs: first_share.as_ref().map(|share| format!("{host}:{share}")),
         smb: first_share.as_ref().filter(|_| c.smb_enabled).map(|share| format!("//{host}{share}")),
+        clients: Some(c.clients.clone()),
     }
 }
 

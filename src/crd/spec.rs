@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,7 @@ use super::status::DittoServerStatus;
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Ready replicas"}"#,
     printcolumn = r#"{"name":"NFS","type":"string","jsonPath":".status.endpoints.nfs","description":"mount source of the first share (NFS)"}"#,
     printcolumn = r#"{"name":"SMB","type":"string","jsonPath":".status.endpoints.smb","priority":1,"description":"UNC path of the first share (SMB)"}"#,
+    printcolumn = r#"{"name":"Clients","type":"string","jsonPath":".status.endpoints.clients","description":"who can reach NFS and SMB"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -62,9 +64,14 @@ pub struct DittoServerSpec {
     /// The REST API Service `<name>-api`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Box<ApiServiceSpec>>,
-    /// The NFS/SMB Service `<name>-file`.
+    /// The NFS/SMB Service `<name>-file`. ClusterIP unless `type` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter_services: Option<Box<FileServiceSpec>>,
+    /// Who may reach the server's pod: the NetworkPolicies `<name>-baseline` (the API port from
+    /// the operator's pods only) and `<name>-adapter-nfs`/`-smb` (the file ports from
+    /// `fileClients`). On by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<Box<NetworkPolicySpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Box<IdentitySpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -509,7 +516,8 @@ pub enum TrafficPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileServiceSpec {
-    /// Default LoadBalancer.
+    /// Default ClusterIP (reachable inside the cluster only). The earlier Go operator defaulted
+    /// to LoadBalancer: a migrated CR that relied on it sets `LoadBalancer` here.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub service_type: Option<ServiceType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -528,6 +536,22 @@ pub struct FileServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub smb_port: Option<i32>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Default true. false renders no NetworkPolicy: whoever reaches the pod reaches every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Who may reach NFS and SMB (NetworkPolicy peers). Default: the pods of the DittoServer's
+    /// namespace when the file Service is ClusterIP; any address when it is a LoadBalancer or
+    /// NodePort (then `adapterServices.loadBalancerSourceRanges` is the filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_clients: Option<Vec<NetworkPolicyPeer>>,
+    /// Who besides the operator may reach the REST API port (`dfsctl` users, say). Default: nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_clients: Option<Vec<NetworkPolicyPeer>>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -53,6 +53,10 @@ pub struct Endpoints {
     /// UNC path of the first share over SMB, such as `//demo-file.default.svc/export`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smb: Option<String>,
+    /// Who can reach NFS and SMB: what the file Service exposes, narrowed by the NetworkPolicies,
+    /// such as `pods in namespace storage` or `LoadBalancer from 203.0.113.0/24`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -570,6 +570,21 @@ const RULES: &[Rule] = &[
         "spec.resources.requests: every value must be a quantity such as 500m or 1Gi",
     ),
     rule("logging.output", "self == 'stdout'", "spec.logging.output: only stdout is supported in a pod"),
+    rule(
+        "networkPolicy.fileClients.[].ipBlock",
+        "isCIDR(self.cidr) && (!has(self.except) || self.except.all(e, isCIDR(e)))",
+        "spec.networkPolicy.fileClients[].ipBlock: cidr and every except entry must be a CIDR such as 10.0.0.0/8",
+    ),
+    rule(
+        "networkPolicy.apiClients.[].ipBlock",
+        "isCIDR(self.cidr) && (!has(self.except) || self.except.all(e, isCIDR(e)))",
+        "spec.networkPolicy.apiClients[].ipBlock: cidr and every except entry must be a CIDR such as 10.0.0.0/8",
+    ),
+    rule(
+        "adapterServices.loadBalancerSourceRanges",
+        "self.all(r, isCIDR(r))",
+        "spec.adapterServices.loadBalancerSourceRanges: every entry must be a CIDR such as 203.0.113.0/24",
+    ),
     rule("image", "self.size() > 0 && !self.contains(' ')", "spec.image must be a non-empty image reference"),
 ];
 
@@ -637,6 +652,16 @@ const BOUNDS: &[(&str, &str, u64)] = &[
     ("resources.limits", "maxProperties", 8),
     ("resources.requests", "maxProperties", 8),
     ("terminationGracePeriodSeconds", "maximum", 3600),
+    ("networkPolicy.fileClients", "maxItems", 64),
+    ("networkPolicy.fileClients.[].ipBlock.cidr", "maxLength", 43),
+    ("networkPolicy.fileClients.[].ipBlock.except", "maxItems", 64),
+    ("networkPolicy.fileClients.[].ipBlock.except.[]", "maxLength", 43),
+    ("networkPolicy.apiClients", "maxItems", 64),
+    ("networkPolicy.apiClients.[].ipBlock.cidr", "maxLength", 43),
+    ("networkPolicy.apiClients.[].ipBlock.except", "maxItems", 64),
+    ("networkPolicy.apiClients.[].ipBlock.except.[]", "maxLength", 43),
+    ("adapterServices.loadBalancerSourceRanges", "maxItems", 64),
+    ("adapterServices.loadBalancerSourceRanges.[]", "maxLength", 43),
 ];
 
 /// The CRD as installed: generated schema plus the admission rules above.

@@ -173,6 +173,9 @@ pub struct Computed {
     pub service_monitor: Option<crate::crd::ServiceMonitorSpec>,
     pub api_service: ServiceSettings,
     pub file_service: FileServiceSettings,
+    pub network_policy: super::reach::NetworkPolicySettings,
+    /// Who can reach the file ports, in a few words (`status.endpoints.clients`).
+    pub clients: String,
     pub storage: Storage,
     pub database: Database,
     pub credentials: Credentials,
@@ -219,6 +222,8 @@ pub struct Outline {
     pub smb_enabled: bool,
     /// The file Service's NFS port (the address the status reports).
     pub nfs_port: i32,
+    /// Who can reach the file ports, in a few words.
+    pub clients: String,
     /// The PostgreSQL connection, when rendered against PostgreSQL.
     pub postgres: Option<PostgresConnection>,
     /// The user the operator creates in DittoFS for its REST calls.
@@ -235,6 +240,7 @@ impl Outline {
             replicas: computed.replicas,
             smb_enabled: computed.smb_enabled,
             nfs_port: computed.file_service.nfs_port,
+            clients: computed.clients.clone(),
             postgres: computed.database.postgres.clone(),
             operator_user: computed.runtime.operator_user.clone(),
             admin_password: computed.credentials.admin_password.clone(),
@@ -372,7 +378,7 @@ impl RenderContext {
     pub fn build(cr: &DittoServer, values: &Values, discovered: &Discovered) -> Result<Self, ContextError> {
         let name = cr.name_any();
         let namespace = cr.namespace().unwrap_or_else(|| "default".into());
-        let computed = compute(&name, &cr.spec, values, discovered)?;
+        let computed = compute(&name, &namespace, &cr.spec, values, discovered)?;
         Ok(Self {
             cr: CrInfo { name, namespace, generation: cr.metadata.generation },
             values: values.clone(),
@@ -385,6 +391,7 @@ impl RenderContext {
 
 fn compute(
     name: &str,
+    namespace: &str,
     spec: &DittoServerSpec,
     values: &Values,
     discovered: &Discovered,
@@ -433,6 +440,9 @@ fn compute(
     if smb_enabled && file_service.nfs_port == file_service.smb_port {
         return Err(invalid("spec.adapterServices.smbPort", "must differ from spec.adapterServices.nfsPort"));
     }
+
+    let network_policy = super::reach::network_policy(spec, values, &file_service);
+    let clients = super::reach::clients(&file_service, &network_policy, namespace);
 
     let storage = storage(spec, values);
     let database = database(spec, values, discovered)?;
@@ -493,6 +503,8 @@ fn compute(
             service_type: api.service_type.unwrap_or(values.api_service.service_type),
             annotations: api.annotations.unwrap_or_default(),
         },
+        network_policy,
+        clients,
         file_service,
         storage,
         database,

@@ -8,6 +8,7 @@ mod context;
 mod filters;
 mod memo;
 mod objects;
+mod reach;
 mod source;
 
 use std::collections::BTreeMap;
