@@ -117,7 +117,7 @@ FLOOR_SECONDS=$("$FLOOR" floor "$N" "$CONCURRENCY" "$ROOT/deploy/samples/minimal
 # publish some of its own (its ClusterIP repair loop), which `POST events` counts too.
 EVENTS=$($PY events bench dittofs-operator)
 
-OBJECTS_PER_SERVER=$(kubectl get configmaps,secrets,services,statefulsets -n bench \
+OBJECTS_PER_SERVER=$(kubectl get configmaps,secrets,services,networkpolicies,statefulsets -n bench \
   -l app.kubernetes.io/instance=probe -o name | wc -l)
 python3 - "$N" "$FIRST" "$OBJECTS" "$STATUS" "$REQUESTS" "$IDLE" "$PROCESS" "$FLOOR_SECONDS" "$OBJECTS_PER_SERVER" "$CONCURRENCY" "$PASSES" "$CREATES" "$EVENTS" <<'EOF'
 import json, os, sys

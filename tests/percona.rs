@@ -382,6 +382,7 @@ async fn collect_garbage(client: &Client, ns: &str, owner_uid: &str) {
     }
     sweep(Api::<ConfigMap>::namespaced(client.clone(), ns), owner_uid).await;
     sweep(Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns), owner_uid).await;
+    sweep(Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), ns), owner_uid).await;
     sweep(Api::<StatefulSet>::namespaced(client.clone(), ns), owner_uid).await;
 }
 
