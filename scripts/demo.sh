@@ -76,7 +76,7 @@ step "kubectl get dittoservers"
 k get dittoservers -A -o wide
 step "the operator's pods and the objects of dittoserver/demo"
 k -n dittofs-system get pods -o wide
-k get statefulsets,pods,services,configmaps,secrets,pvc -l app.kubernetes.io/instance=demo
+k get statefulsets,pods,services,networkpolicies,configmaps,secrets,pvc -l app.kubernetes.io/instance=demo
 step "status of dittoserver/demo"
 k get dittoserver demo -o jsonpath='{.status}' | python3 -m json.tool
 

@@ -35,6 +35,8 @@ pub struct GeneratedCredentials {
     pub admin_password: Option<String>,
     /// The password of the operator's DittoFS account (never in the checksum: DittoFS does not read it).
     pub operator_password: Option<String>,
+    /// The API's CA and serving certificate (HTTPS by default).
+    pub api_tls: Option<crate::api_tls::GeneratedTls>,
 }
 
 /// The PostgreSQL major version and image an existing operator-created cluster keeps.
@@ -70,6 +72,7 @@ impl std::fmt::Debug for GeneratedCredentials {
             .field("jwt_secret", &crate::redact::hidden(&self.jwt_secret))
             .field("admin_password", &crate::redact::hidden(&self.admin_password))
             .field("operator_password", &crate::redact::hidden(&self.operator_password))
+            .field("api_tls", &self.api_tls)
             .finish()
     }
 }
@@ -104,6 +107,15 @@ pub fn generated_admin_secret(spec: &crate::crd::DittoServerSpec, cr_name: &str)
     referenced.is_none().then(|| crate::names::Names::for_cr(cr_name).admin_secret)
 }
 
+/// The Secret holding the API's generated certificate: HTTPS is the default, and the spec names
+/// no certificate of its own (`controlPlane.certSecretName`) nor plain HTTP (`controlPlane.tls: false`).
+pub fn generated_api_tls_secret(spec: &crate::crd::DittoServerSpec, cr_name: &str) -> Option<String> {
+    let control_plane = spec.control_plane.as_deref();
+    let own_certificate = control_plane.and_then(|c| c.cert_secret_name.as_ref()).is_some();
+    let plain = control_plane.and_then(|c| c.tls) == Some(false);
+    (!own_certificate && !plain).then(|| crate::names::Names::for_cr(cr_name).api_tls_secret)
+}
+
 /// Secrets DittoFS reads besides the credentials (identity, the metrics token): in the checksum.
 fn file_secret_names(spec: &crate::crd::DittoServerSpec) -> Vec<String> {
     let mut names: Vec<String> = crate::render::Directory::of(spec).secret_keys().into_iter().map(|r| r.name).collect();
@@ -131,6 +143,7 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
     if let Some(cp) = &spec.control_plane {
         out.extend(cp.cert_secret_name.iter().chain(cp.client_ca_secret_name.iter()).cloned());
     }
+    out.extend(generated_api_tls_secret(spec, cr_name));
     out.extend(backup_secret_name(spec));
     out.sort();
     out.dedup();
@@ -150,6 +163,7 @@ fn backup_secret_name(spec: &crate::crd::DittoServerSpec) -> Option<String> {
 pub fn resolve(
     spec: &crate::crd::DittoServerSpec,
     cr_name: &str,
+    namespace: &str,
     values: &crate::values::Values,
     secrets: &SecretsByName,
     generate: bool,
@@ -209,6 +223,19 @@ pub fn resolve(
     }
     if !secrets.contains_key(&names.operator_secret) {
         discovered.generated.operator_password = Some(fresh(32));
+    }
+    if let Some(name) = generated_api_tls_secret(spec, cr_name).filter(|n| !secrets.contains_key(n)) {
+        discovered.generated.api_tls = Some(match generate {
+            true => crate::api_tls::generate(cr_name, namespace).map_err(|e| DiscoverError::Missing {
+                field: "spec.controlPlane".into(),
+                message: format!("generating the API's certificate for Secret {name}: {e}"),
+            })?,
+            false => crate::api_tls::GeneratedTls {
+                ca_pem: crate::names::OFFLINE_GENERATED.into(),
+                cert_pem: crate::names::OFFLINE_GENERATED.into(),
+                key_pem: crate::names::OFFLINE_GENERATED.into(),
+            },
+        });
     }
     if generate {
         // The directory's Secrets must hold their keys: DittoFS cannot bind or accept tickets without them.

@@ -151,7 +151,14 @@ impl Gathered {
     /// `generate` makes fresh credentials for the Secrets the operator creates (only when they
     /// will be created now: a held-back pass must stay deterministic).
     pub fn discover(&self, server: &DittoServer, values: &Values, generate: bool) -> Result<Discovered, DiscoverError> {
-        let mut discovered = discover::resolve(&server.spec, &server.name_any(), values, &self.secrets, generate)?;
+        let mut discovered = discover::resolve(
+            &server.spec,
+            &server.name_any(),
+            &server.namespace().unwrap_or_else(|| "default".into()),
+            values,
+            &self.secrets,
+            generate,
+        )?;
         discovered.checksum_key = self.checksum_key.clone();
         if let Some(PerconaFound { found: Ok((connection, password)), .. }) = &self.percona {
             percona::attach(&mut discovered, connection.clone(), password.clone());

@@ -15,6 +15,7 @@
 //! - [`redact`]: `Debug` that shows a secret is there, never its value
 //! - [`controller`]: the reconcile pipeline tying them together (docs/architecture.md)
 
+pub mod api_tls;
 pub mod apply;
 pub mod backoff;
 pub mod cache;

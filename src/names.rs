@@ -60,6 +60,8 @@ pub struct Names {
     pub admin_secret: String,
     /// The operator's own DittoFS account (`username`, `password`); created once, kept.
     pub operator_secret: String,
+    /// The API's CA and serving certificate, generated once unless the spec names its own.
+    pub api_tls_secret: String,
     /// NetworkPolicies: the pod's baseline (API and metrics ports) and one per file adapter.
     pub baseline_network_policy: String,
     pub nfs_network_policy: String,
@@ -88,6 +90,7 @@ impl Names {
             jwt_secret: format!("{name}-jwt-secret"),
             admin_secret: format!("{name}-admin-bootstrap-credentials"),
             operator_secret: format!("{name}-operator-credentials"),
+            api_tls_secret: format!("{name}-api-tls"),
             baseline_network_policy: format!("{name}-baseline"),
             nfs_network_policy: format!("{name}-adapter-nfs"),
             smb_network_policy: format!("{name}-adapter-smb"),
@@ -97,7 +100,7 @@ impl Names {
 
     /// What follows a DittoServer's name in the names of its objects (`-config`, `-api`, …;
     /// not the StatefulSet's, which is the name itself).
-    pub fn suffixes() -> [&'static str; 12] {
+    pub fn suffixes() -> [&'static str; 13] {
         [
             "-config",
             "-headless",
@@ -107,6 +110,7 @@ impl Names {
             "-jwt-secret",
             "-admin-bootstrap-credentials",
             "-operator-credentials",
+            "-api-tls",
             "-baseline",
             "-adapter-nfs",
             "-adapter-smb",
@@ -131,6 +135,7 @@ mod tests {
             &n.jwt_secret,
             &n.admin_secret,
             &n.operator_secret,
+            &n.api_tls_secret,
             &n.baseline_network_policy,
             &n.nfs_network_policy,
             &n.smb_network_policy,

@@ -43,6 +43,11 @@ mod tests {
             jwt_secret: Some("jwt-SECRET-1".into()),
             admin_password: Some("admin-SECRET-2".into()),
             operator_password: None,
+            api_tls: Some(crate::api_tls::GeneratedTls {
+                ca_pem: "ca".into(),
+                cert_pem: "cert".into(),
+                key_pem: "key-SECRET-7".into(),
+            }),
         };
         let mut discovered = Discovered { generated, checksum_key: b"key-SECRET-3".to_vec(), ..Default::default() };
         discovered.secret_data.insert("db".into(), [("password".to_string(), b"pg-SECRET-4".to_vec())].into());

@@ -184,7 +184,7 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"podAnnotations": {"-leading-dash": "x"}}), "spec.podAnnotations"),
         (json!({"resources": {"limits": {"cpu": "banana"}}}), "spec.resources.limits"),
         (json!({"resources": {"requests": {"memory": "1 Gi"}}}), "spec.resources.requests"),
-        (json!({"controlPlane": {"tls": true}}), "spec.controlPlane.certSecretName"),
+        (json!({"controlPlane": {"tls": false, "certSecretName": "api-tls"}}), "spec.controlPlane.tls"),
         (json!({"controlPlane": {"clientCASecretName": "ca"}}), "spec.controlPlane.clientCASecretName"),
         // An S3 store without its credentials Secret.
         (json!({"s3": {"bucket": "x"}}), "spec.s3"),

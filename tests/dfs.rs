@@ -14,19 +14,17 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::dfs::{Dfs, secret_value};
+use support::dfs::{AdminApi, Dfs};
 use support::*;
 
 /// Renders through the operator, runs dfs, and checks it is ready and accepts the admin login.
 async fn run_rendered_server(client: &Client, ns: &str, dir: &Path, api_port: u16) -> Dfs {
     let dfs = support::dfs::run_rendered_server(client, ns, "demo", dir, api_port).await;
-    let addr = format!("127.0.0.1:{api_port}");
-    // The generated admin password reached DittoFS (DITTOFS_ADMIN_INITIAL_PASSWORD), and the JWT key signs tokens.
-    let password = secret_value(client, ns, "demo-admin-bootstrap-credentials", "password").await;
-    let login = json!({"username": "admin", "password": password}).to_string();
-    let (status, body) = http(&addr, "POST", "/api/v1/auth/login", Some(&login)).await.unwrap();
+    // The generated admin password reached DittoFS (DITTOFS_ADMIN_INITIAL_PASSWORD), and the JWT
+    // key signs tokens; over HTTPS with the operator's generated certificate (the default).
+    let (status, body) = AdminApi::of(client, ns, dir, api_port).await.login();
     assert_eq!(status, 200, "admin login failed: {body}\n{}", dfs.log());
-    assert!(body.contains("access_token"), "{body}");
+    assert!(body["access_token"].is_string(), "{body}");
     dfs
 }
 

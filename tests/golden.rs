@@ -130,7 +130,8 @@ fn diff_output_matches_golden() {
         let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
         let parsed = input::parse("input.yaml", &text).unwrap();
         let values = ValuesBuilder::new().build().unwrap();
-        let discovered = discover::resolve(&parsed.server.spec, "demo", &values, &parsed.secrets, false).unwrap();
+        let discovered =
+            discover::resolve(&parsed.server.spec, "demo", "default", &values, &parsed.secrets, false).unwrap();
         let source = render::TemplateSource::embedded();
         let rendered = render::Renderer::new(&source).render(&parsed.server, &values, &discovered).unwrap();
         let mut output = String::new();

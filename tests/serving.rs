@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::dfs::{run_rendered_server, secret_value};
+use support::dfs::{AdminApi, run_rendered_server, secret_value};
 use support::*;
 
 const LOCAL_API: &str = "http://127.0.0.1:{port}";
@@ -152,6 +152,9 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     // dfs starts with what was rendered; before the operator's first runtime pass, diff lists
     // what it would do to DittoFS (read only: nothing is created by looking).
     let dfs = run_rendered_server(&client, &ns, "demo", dir.path(), api_port).await;
+    // HTTPS by default, with the certificate the operator generated: plain HTTP gets no answer.
+    let plain = http(&format!("127.0.0.1:{api_port}"), "GET", "/health", None).await;
+    assert!(!matches!(plain, Ok((200, _))), "the API answered plain HTTP: {plain:?}");
     let preview = preview::preview(&client, &diff_args(&ns)).await.unwrap();
     assert_eq!(
         preview.runtime,
@@ -213,17 +216,18 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     let policy = json!({"spec": {"snapshotPolicies": [{"share": "/export", "interval": "@daily", "keepLast": 7, "ttl": "720h"}]}});
     api.patch("demo", &PatchParams::default(), &Patch::Merge(&policy)).await.unwrap();
     let path = "/api/v1/shares/export/snapshot-policy";
+    let admin = AdminApi::of(&client, &ns, dir.path(), api_port).await;
     let stored = eventually("the snapshot policy in DittoFS", SERVE_DEADLINE, || async {
-        let (status, body) = as_admin(api_port, &password, "GET", path, None).await;
+        let (status, body) = admin.call("GET", path, None);
         (status == 200 && body["keep_last"] == 7).then_some(body)
     })
     .await;
     assert_eq!((stored["interval"].as_str(), stored["ttl"].as_str()), (Some("24h0m0s"), Some("720h0m0s")), "{stored}");
-    let (status, _) = as_admin(api_port, &password, "PUT", path, Some(r#"{"interval":"1h","keep_last":1}"#)).await;
+    let (status, _) = admin.call("PUT", path, Some(r#"{"interval":"1h","keep_last":1}"#));
     assert_eq!(status, 200);
     poke(&client, &ns).await;
     eventually("the policy corrected back", SERVE_DEADLINE, || async {
-        let (_, body) = as_admin(api_port, &password, "GET", path, None).await;
+        let (_, body) = admin.call("GET", path, None);
         (body["keep_last"] == 7 && body["interval"] == "24h0m0s").then_some(())
     })
     .await;
@@ -254,37 +258,9 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     dfs.stop_within_grace(30);
 }
 
-/// One call to the DittoFS API as the bootstrap admin: status and JSON body.
-async fn as_admin(
-    api_port: u16,
-    admin_password: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = format!("127.0.0.1:{api_port}");
-    let login = json!({"username": "admin", "password": admin_password}).to_string();
-    let (_, answer) = http(&addr, "POST", "/api/v1/auth/login", Some(&login)).await.unwrap();
-    let token =
-        serde_json::from_str::<serde_json::Value>(&answer).unwrap()["access_token"].as_str().unwrap().to_string();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let body = body.unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or_default())
-}
-
 /// The `s3` remote store's config as DittoFS reports it (secrets masked), read as the admin.
-async fn remote_store_config(api_port: u16, admin_password: &str) -> serde_json::Value {
-    as_admin(api_port, admin_password, "GET", "/api/v1/store/block/remote/s3", None).await.1["config"].clone()
+fn remote_store_config(api: &AdminApi) -> serde_json::Value {
+    api.call("GET", "/api/v1/store/block/remote/s3", None).1["config"].clone()
 }
 
 /// Every Event of the namespace, as JSON text.
@@ -382,7 +358,12 @@ async fn an_api_that_hangs_after_its_headers_holds_no_worker() {
     settings.concurrency = 1;
     let operator = Operator::start_with(&client, settings);
     let servers = Api::<DittoServer>::namespaced(client.clone(), &ns);
-    servers.create(&PostParams::default(), &server(&ns, &cr(api_port, free_port(), free_port(), ""))).await.unwrap();
+    // The fake speaks plain HTTP: the spec says so (HTTPS is the default).
+    let plain = cr(api_port, free_port(), free_port(), "").replace(
+        &format!("controlPlane: {{port: {api_port}}}"),
+        &format!("controlPlane: {{port: {api_port}, tls: false}}"),
+    );
+    servers.create(&PostParams::default(), &server(&ns, &plain)).await.unwrap();
     let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
     let sts = eventually("StatefulSet", DEADLINE, || async { statefulsets.get_opt("demo").await.ok().flatten() }).await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
@@ -435,9 +416,9 @@ async fn an_s3_remote_store_holds_the_blocks_with_keys_from_a_secret() {
     // The right keys (the Secret changes; the operator watches it): the store's row is updated
     // and the pod restarted (DittoFS loads keys at start), which the test plays by restarting dfs.
     put_keys(&client, &ns, &s3["S3_ACCESS_KEY"], &s3["S3_SECRET_KEY"], &s3["S3_ENDPOINT"]).await;
-    let admin = secret_value(&client, &ns, "demo-admin-bootstrap-credentials", "password").await;
+    let admin = AdminApi::of(&client, &ns, dir.path(), api_port).await;
     eventually("the store to hold the right access key", SERVE_DEADLINE, || async {
-        let config = remote_store_config(api_port, &admin).await;
+        let config = remote_store_config(&admin);
         (config["access_key_id"] == s3["S3_ACCESS_KEY"].as_str()).then_some(())
     })
     .await;
@@ -464,11 +445,11 @@ async fn an_s3_remote_store_holds_the_blocks_with_keys_from_a_secret() {
     // plays by restarting dfs); the file is still there.
     put_keys(&client, &ns, &s3["S3_ACCESS_KEY_2"], &s3["S3_SECRET_KEY_2"], &s3["S3_ENDPOINT"]).await;
     eventually("the store to hold the new access key", SERVE_DEADLINE, || async {
-        let config = remote_store_config(api_port, &admin).await;
+        let config = remote_store_config(&admin);
         (config["access_key_id"] == s3["S3_ACCESS_KEY_2"].as_str()).then_some(())
     })
     .await;
-    let secret = remote_store_config(api_port, &admin).await["secret_access_key"].clone();
+    let secret = remote_store_config(&admin)["secret_access_key"].clone();
     assert_eq!(secret, "********", "DittoFS masks the key on reads");
     let dfs = dfs.restart(dir.path()).await;
     assert_eq!(nfs_read(dir.path(), nfs_port, "/export", "big.bin"), content, "{}", dfs.log());
@@ -491,14 +472,21 @@ async fn file_metadata_on_the_tls_postgresql_survives_a_restart() {
 
     let (api_port, nfs_port, smb_port) = (free_port(), free_port(), free_port());
     let extra = "  database:\n    postgresSecretRef: {name: db}\n  stores:\n    metadata: {type: postgres}\n";
+    // The API on plain HTTP, asked for: it serves, and Serving says what that costs.
+    let yaml = cr(api_port, nfs_port, smb_port, extra).replace(
+        &format!("controlPlane: {{port: {api_port}}}"),
+        &format!("controlPlane: {{port: {api_port}, tls: false}}"),
+    );
     let operator = start_operator(&client, &ns);
     Api::<DittoServer>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &server(&ns, &cr(api_port, nfs_port, smb_port, extra)))
+        .create(&PostParams::default(), &server(&ns, &yaml))
         .await
         .unwrap();
     let dfs = run_rendered_server(&client, &ns, "demo", dir.path(), api_port).await;
     poke(&client, &ns).await;
-    wait_serving(&client, &ns, "Exports /export over").await;
+    let serving = wait_serving(&client, &ns, "Exports /export over").await;
+    assert!(serving.message.ends_with("travel in clear"), "{}", serving.message);
+    assert!(Api::<Secret>::namespaced(client.clone(), &ns).get_opt("demo-api-tls").await.unwrap().is_none());
     nfs_write_and_read(dir.path(), nfs_port, "/export", "notes.txt", b"metadata lives in PostgreSQL\n");
 
     // The file's metadata is in the second database (over TLS), and the password never left its Secret.

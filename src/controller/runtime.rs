@@ -233,7 +233,10 @@ async fn pass(
             .map_err(|e| Problem::new("ApiError", format!("reading DittoFS's state: {e}")))?;
     }
 
-    let condition = serving(desired, &live, &planned.refused, &secret_values);
+    let mut condition = serving(desired, &live, &planned.refused, &secret_values);
+    if condition.status && rendered.outline.api_tls.is_none() {
+        condition.message.push_str(PLAIN_HTTP);
+    }
     Ok(RuntimeOutcome {
         retry: (!applied.is_empty()).then_some(VERIFY_AFTER_WRITE),
         wrote: !applied.is_empty(),
@@ -272,6 +275,9 @@ async fn restart(ctx: &Context, server: &DittoServer, rendered: &Rendered) -> Re
     events::publish(ctx, server, EventType::Normal, "Restarted", &note).await;
     Ok(())
 }
+
+/// Said on `Serving` when the spec turned HTTPS off: what that costs.
+const PLAIN_HTTP: &str = "; the API is plain HTTP (spec.controlPlane.tls: false): the passwords, tokens and keys the operator sends DittoFS travel in clear";
 
 /// `Serving` from what the server reports after this pass.
 fn serving(desired: &crate::runtime::DesiredRuntime, live: &Live, refused: &[String], secrets: &[String]) -> Decided {

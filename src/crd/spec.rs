@@ -463,8 +463,9 @@ pub struct ControlPlaneSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
-    /// The API is served over HTTPS (the earlier operator's flag); needs `certSecretName`,
-    /// which alone already turns HTTPS on.
+    /// HTTPS on the API. Default true: with `certSecretName`, else with a CA and certificate the
+    /// operator generates once (Secret `<name>-api-tls`). `false` is plain HTTP: the passwords,
+    /// tokens and keys the operator sends DittoFS then travel in clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<bool>,
     /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`; `ca.crt` to verify it) served by the

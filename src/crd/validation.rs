@@ -278,8 +278,8 @@ const RULES: &[Rule] = &[
     rule_at(
         "controlPlane",
         ".certSecretName",
-        "!(has(self.tls) && self.tls) || has(self.certSecretName)",
-        "spec.controlPlane.tls needs spec.controlPlane.certSecretName (the Secret with tls.crt and tls.key)",
+        "!(has(self.tls) && !self.tls) || !has(self.certSecretName)",
+        "spec.controlPlane.tls: false turns HTTPS off, and spec.controlPlane.certSecretName asks for it: set one",
     ),
     rule_at(
         "controlPlane",

@@ -301,6 +301,8 @@ impl Directory {
 pub struct ApiTls {
     pub cert_secret: String,
     pub client_ca_secret: Option<String>,
+    /// The certificate is the operator's own (`<name>-api-tls`), not `spec.controlPlane.certSecretName`.
+    pub generated: bool,
 }
 
 /// Stores and shares with every default applied (from the spec, else `values.runtime`).
@@ -553,13 +555,23 @@ fn compute(
         }),
         runtime,
         directory: Directory::of(spec),
-        api_tls: spec.control_plane.as_ref().and_then(|c| {
-            c.cert_secret_name
-                .as_ref()
-                .map(|cert| ApiTls { cert_secret: cert.clone(), client_ca_secret: c.client_ca_secret_name.clone() })
-        }),
+        api_tls: api_tls(spec, name),
         config_yaml: String::new(),
         checksum: String::new(),
+    })
+}
+
+/// HTTPS unless the spec asks for plain HTTP: with the spec's certificate, else the operator's.
+fn api_tls(spec: &DittoServerSpec, name: &str) -> Option<ApiTls> {
+    let control_plane = spec.control_plane.as_deref();
+    if let Some(cert) = control_plane.and_then(|c| c.cert_secret_name.clone()) {
+        let client_ca_secret = control_plane.and_then(|c| c.client_ca_secret_name.clone());
+        return Some(ApiTls { cert_secret: cert, client_ca_secret, generated: false });
+    }
+    crate::discover::generated_api_tls_secret(spec, name).map(|cert_secret| ApiTls {
+        cert_secret,
+        client_ca_secret: None,
+        generated: true,
     })
 }
 

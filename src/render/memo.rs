@@ -162,7 +162,8 @@ mod tests {
     fn inputs(yaml: &str) -> (DittoServer, Values, Discovered) {
         let server: DittoServer = serde_saphyr::from_str(yaml).unwrap();
         let values = crate::values::ValuesBuilder::new().build().unwrap();
-        let discovered = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), false).unwrap();
+        let discovered =
+            crate::discover::resolve(&server.spec, "demo", "default", &values, &Default::default(), false).unwrap();
         (server, values, discovered)
     }
 
@@ -235,7 +236,8 @@ mod tests {
         let server: DittoServer = serde_saphyr::from_str(CR).unwrap();
         let values = crate::values::ValuesBuilder::new().build().unwrap();
         // The first pass: no Secret exists, every credential is generated.
-        let creating = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), true).unwrap();
+        let creating =
+            crate::discover::resolve(&server.spec, "demo", "default", &values, &Default::default(), true).unwrap();
         assert_eq!(Generated::of(&creating), Generated([true; 3]));
         let first = memo.render(&source, &server, &values, &creating, |_| true).unwrap();
         let set = applied(&first);

@@ -443,7 +443,8 @@ mod tests_support {
     pub fn render_source(overrides: &[(&str, String)]) -> Result<Rendered, RenderError> {
         let server: DittoServer = serde_saphyr::from_str(CR).unwrap();
         let values = ValuesBuilder::new().build().unwrap();
-        let discovered = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), false).unwrap();
+        let discovered =
+            crate::discover::resolve(&server.spec, "demo", "default", &values, &Default::default(), false).unwrap();
         let map: BTreeMap<String, String> = overrides.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let source = TemplateSource::with_overrides(map);
         Renderer::new(&source).render(&server, &values, &discovered)
@@ -469,7 +470,7 @@ mod tests {
         let source = TemplateSource::embedded();
         let with_key = |key: &[u8]| {
             let mut discovered =
-                crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), false).unwrap();
+                crate::discover::resolve(&server.spec, "demo", "default", &values, &Default::default(), false).unwrap();
             discovered.checksum_key = key.to_vec();
             Renderer::new(&source).render(&server, &values, &discovered).unwrap().checksum
         };
@@ -484,7 +485,8 @@ mod tests {
         )
         .unwrap();
         let values = crate::values::ValuesBuilder::new().build().unwrap();
-        let discovered = crate::discover::resolve(&server.spec, "demo", &values, &Default::default(), true).unwrap();
+        let discovered =
+            crate::discover::resolve(&server.spec, "demo", "default", &values, &Default::default(), true).unwrap();
         let rendered = Renderer::new(&TemplateSource::embedded()).render(&server, &values, &discovered).unwrap();
         let cluster = rendered.objects.iter().find(|o| o.kind() == "PerconaPGCluster").expect("cluster");
         let cluster = cluster.to_json();

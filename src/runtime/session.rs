@@ -63,8 +63,12 @@ pub async fn api_for(
     let invalid = |message: String| Problem::new("TlsSecretInvalid", message);
     let cert = secrets.get(&tls.cert_secret).await?.and_then(|s| s.data).unwrap_or_default();
     if !cert.contains_key("tls.crt") || !cert.contains_key("tls.key") {
+        let whose = match tls.generated {
+            true => "the API's certificate, which the operator generates (it makes a new one on its next pass)",
+            false => "spec.controlPlane.certSecretName",
+        };
         return Err(invalid(format!(
-            "spec.controlPlane.certSecretName: Secret {} is missing or lacks tls.crt and tls.key; the API cannot serve HTTPS",
+            "{whose}: Secret {} is missing or lacks tls.crt and tls.key; the API cannot serve HTTPS",
             tls.cert_secret
         )));
     }

@@ -262,3 +262,50 @@ pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> S
     let secret = Api::<Secret>::namespaced(client.clone(), ns).get(name).await.unwrap();
     String::from_utf8(secret.data.unwrap()[key].0.clone()).unwrap()
 }
+
+/// The DittoFS API as the bootstrap admin sees it: over HTTPS (the default), trusting the CA the
+/// operator generated in `demo-api-tls`, on 127.0.0.1 (a name its certificate carries).
+pub struct AdminApi {
+    port: u16,
+    password: String,
+    ca: std::path::PathBuf,
+}
+
+impl AdminApi {
+    pub async fn of(client: &Client, ns: &str, dir: &Path, port: u16) -> Self {
+        let ca = dir.join("api-ca.crt");
+        std::fs::write(&ca, secret_value(client, ns, "demo-api-tls", "ca.crt").await).unwrap();
+        let password = secret_value(client, ns, "demo-admin-bootstrap-credentials", "password").await;
+        Self { port, password, ca }
+    }
+
+    /// The admin's login: status and body (the tokens).
+    pub fn login(&self) -> (u16, serde_json::Value) {
+        let login = serde_json::json!({"username": "admin", "password": self.password}).to_string();
+        self.curl("POST", "/api/v1/auth/login", None, Some(&login))
+    }
+
+    /// One call: status and JSON body. curl verifies the server against the CA.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let (_, answer) = self.login();
+        let token = answer["access_token"].as_str().expect("logged in").to_string();
+        self.curl(method, path, Some(&token), body)
+    }
+
+    fn curl(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
+        let url = format!("https://127.0.0.1:{}{path}", self.port);
+        let mut args = vec!["-sS", "--max-time", "20", "--cacert", self.ca.to_str().unwrap(), "-X", method];
+        args.extend(["-H", "Content-Type: application/json", "-w", "\n%{http_code}"]);
+        let bearer = token.map(|t| format!("Authorization: Bearer {t}"));
+        if let Some(bearer) = &bearer {
+            args.extend(["-H", bearer.as_str()]);
+        }
+        if let Some(body) = body {
+            args.extend(["--data", body]);
+        }
+        args.push(&url);
+        let out = super::run("curl", &args);
+        let (body, status) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+        (status.parse().unwrap_or(0), serde_json::from_str(body).unwrap_or_default())
+    }
+}
