@@ -82,6 +82,25 @@ async fn crash_looping_pod_degrades_the_server_until_it_recovers() {
     pods.patch_status("demo-0", &PatchParams::default(), &Patch::Merge(waiting("CrashLoopBackOff", 5))).await.unwrap();
     let degraded = condition(&servers, "Degraded", "True", "PodCrashLooping").await;
     assert!(degraded.message.contains("restarts: 5"), "{}", degraded.message);
+
+    // Its last words quote a credential (a server that logs its config, say): the condition
+    // carries them scrubbed.
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .get("demo-admin-bootstrap-credentials")
+        .await
+        .unwrap();
+    let password = String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap();
+    let said = json!({"status": {"containerStatuses": [{"name": "dittofs", "image": "marmos91c/dittofs:v0.29.0", "imageID": "",
+        "ready": false, "restartCount": 6, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": format!("admin password {password} refused")}}}]}});
+    pods.patch_status("demo-0", &PatchParams::default(), &Patch::Merge(said)).await.unwrap();
+    let degraded = eventually("the last words in Degraded", DEADLINE, || async {
+        let conditions = servers.get("demo").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "Degraded" && c.message.contains("Last exit: code 1"))
+    })
+    .await;
+    assert!(degraded.message.contains("admin password"), "{}", degraded.message);
+    assert!(!degraded.message.contains(&password), "a credential in Degraded: {}", degraded.message);
     eventually("phase Degraded", DEADLINE, || async {
         (servers.get("demo").await.ok()?.status?.phase == Some(Phase::Degraded)).then_some(())
     })

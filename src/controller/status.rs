@@ -35,6 +35,7 @@ pub async fn report(
     rendered: &Rendered,
     synced: Synced,
     runtime: RuntimeOutcome,
+    secret_values: &[String],
 ) -> Result<Action, Error> {
     let Synced { mut decided, stateful_set, file_service, missing_class, mode } = synced;
     let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.outline.replicas));
@@ -67,6 +68,8 @@ pub async fn report(
     if let Some(foreign) = &observed.foreign_pod {
         replace_foreign_pod(ctx, server, &namespace, foreign, mode, &mut observed.degraded).await?;
     }
+    // The kubelet's words (a crash loop's last log lines) may hold what DittoFS printed.
+    observed.degraded.message = crate::runtime::session::scrub_and_cut(&observed.degraded.message, secret_values);
     decided.push(observed.degraded);
     if !runtime.held.is_empty() {
         decide::with_runtime_pending(&mut decided, mode, &runtime.held);

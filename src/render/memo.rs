@@ -72,12 +72,12 @@ fn fingerprint(values: &Values, discovered: &Discovered) -> u64 {
 /// rendered as create-only Secrets, so a pass that generates one again (its Secret gone) finds
 /// that object missing from the cache and renders anew. One it did not generate must render anew.
 #[derive(Clone, Copy, PartialEq, Debug)]
-struct Generated([bool; 3]);
+struct Generated([bool; 4]);
 
 impl Generated {
     fn of(discovered: &Discovered) -> Self {
         let g = &discovered.generated;
-        Self([g.jwt_secret.is_some(), g.admin_password.is_some(), g.operator_password.is_some()])
+        Self([g.jwt_secret.is_some(), g.admin_password.is_some(), g.operator_password.is_some(), g.api_tls.is_some()])
     }
 
     /// Whether a render that generated `self` can serve a pass that generates `now`.
@@ -238,7 +238,7 @@ mod tests {
         // The first pass: no Secret exists, every credential is generated.
         let creating =
             crate::discover::resolve(&server.spec, "demo", "default", &values, &Default::default(), true).unwrap();
-        assert_eq!(Generated::of(&creating), Generated([true; 3]));
+        assert_eq!(Generated::of(&creating), Generated([true; 4]));
         let first = memo.render(&source, &server, &values, &creating, |_| true).unwrap();
         let set = applied(&first);
         first.note_applied(set.clone());

@@ -17,7 +17,10 @@ pub fn parse_documents(template: &str, rendered: &str) -> Result<Vec<ManagedObje
             continue;
         }
         let fail = |line: usize, message: String| RenderError::Object { template: template.to_string(), line, message };
-        let value: Value = serde_saphyr::from_str(&text).map_err(|e| fail(start_line, format!("invalid YAML: {e}")))?;
+        // No source snippet in the error: the text may be a rendered Secret.
+        let options = serde_saphyr::options! { with_snippet: false };
+        let value: Value = serde_saphyr::from_str_with_options(&text, options)
+            .map_err(|e| fail(start_line, format!("invalid YAML: {e}")))?;
         if value.is_null() {
             continue;
         }
@@ -82,6 +85,20 @@ mod tests {
         assert!(err.contains("t.yaml.j2"), "{err}");
         assert!(err.contains("metadata.labelz"), "{err}");
         assert!(err.contains("line 5"), "{err}");
+    }
+
+    /// A broken Secret is reported by template, line and field, never by quoting its values.
+    #[test]
+    fn a_broken_secret_is_reported_without_its_values() {
+        let unclosed = "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\nstringData:\n  password: \"hunter2-SECRET\n  other: [\n";
+        let not_base64 = "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\ndata:\n  password: hunter2-SECRET!\n";
+        let wrong_type =
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\nstringData:\n  password: [hunter2-SECRET]\n";
+        for doc in [unclosed, not_base64, wrong_type] {
+            let err = parse_documents("secret.yaml.j2", doc).unwrap_err().to_string();
+            assert!(err.contains("secret.yaml.j2"), "{err}");
+            assert!(!err.contains("hunter2"), "the error quotes the Secret: {err}");
+        }
     }
 
     #[test]

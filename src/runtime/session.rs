@@ -111,6 +111,27 @@ pub struct LoggedIn {
 const NOT_SECRET_KEYS: &[&str] =
     &["username", "user", "host", "port", "dbname", "database", "endpoint", "ca.crt", "tls.crt"];
 
+/// Adds the secret values of `secret` to `values` (once each).
+fn remember_values(secret: &Secret, values: &mut Vec<String>) {
+    let data = secret.data.iter().flatten().filter(|(key, _)| !NOT_SECRET_KEYS.contains(&key.as_str()));
+    for value in data.filter_map(|(_, v)| std::str::from_utf8(&v.0).ok()) {
+        // Shorter values would redact ordinary words; DittoFS's own minimum is 8.
+        if value.len() >= 4 && !values.iter().any(|v| v == value) {
+            values.push(value.to_string());
+        }
+    }
+}
+
+/// Every secret value of the Secrets a pass gathered: what a message from outside the operator
+/// (DittoFS's, the kubelet's) is scrubbed of before a condition or an Event carries it.
+pub fn values_of(secrets: &SecretsByName) -> Vec<String> {
+    let mut values = Vec::new();
+    for secret in secrets.values() {
+        remember_values(secret, &mut values);
+    }
+    values
+}
+
 /// The Secrets of one pass: those the gather step read, and those read since (created this pass).
 /// It remembers every value it handed out, so whatever the pass reports can be scrubbed of them.
 pub struct Secrets<'a> {
@@ -133,15 +154,9 @@ impl<'a> Secrets<'a> {
                 .await
                 .map_err(|e| Problem::new("SecretUnreadable", format!("reading Secret {name}: {e}")))?,
         };
-        if let Some(data) = found.as_ref().and_then(|s| s.data.as_ref()) {
+        if let Some(secret) = &found {
             let mut handed_out = self.handed_out.lock().expect("secrets lock");
-            let secret_values = data.iter().filter(|(key, _)| !NOT_SECRET_KEYS.contains(&key.as_str()));
-            for value in secret_values.filter_map(|(_, v)| std::str::from_utf8(&v.0).ok()) {
-                // Shorter values would redact ordinary words; DittoFS's own minimum is 8.
-                if value.len() >= 4 && !handed_out.iter().any(|v| v == value) {
-                    handed_out.push(value.to_string());
-                }
-            }
+            remember_values(secret, &mut handed_out);
         }
         Ok(found)
     }
