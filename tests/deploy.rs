@@ -12,45 +12,22 @@ use dittofs_operator::leader::{self, LeaseSettings};
 use dittofs_operator::settings::Settings;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use support::*;
 
 /// A client with exactly the RBAC of the operator's ServiceAccount in `namespace`.
 async fn as_operator_in(namespace: &str) -> Client {
-    let kubeconfig = Kubeconfig::read_from(&cluster().kubeconfig).unwrap();
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:dittofs-operator"));
-    config.auth_info.impersonate_groups = Some(vec![
-        "system:serviceaccounts".into(),
-        format!("system:serviceaccounts:{namespace}"),
-        "system:authenticated".into(),
-    ]);
-    Client::try_from(config).unwrap()
+    as_the_operator(cluster(), namespace).await
 }
 
 async fn as_operator() -> Client {
     as_operator_in("dittofs-system").await
 }
 
-/// `kubectl apply --server-side -k deploy/<dir>`; the objects it reports.
 async fn kubectl_apply(dir: &str) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(dir);
-    let kubectl = testbin().join("kubectl");
-    let apply = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(kubectl)
-            .args(["apply", "--server-side", "-k"])
-            .arg(root)
-            .env("KUBECONFIG", &cluster().kubeconfig)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(apply.status.success(), "kubectl apply -k deploy/{dir}: {}", String::from_utf8_lossy(&apply.stderr));
-    String::from_utf8_lossy(&apply.stdout).to_string()
+    apply_deploy(cluster(), dir).await
 }
 
 /// Whether `client` is refused `what`.
@@ -70,6 +47,8 @@ async fn kustomization_installs_and_its_rbac_is_enough_and_no_more() {
         "customresourcedefinition.apiextensions.k8s.io/dittoservers.dittofs.dittofs.com",
         "clusterrole.rbac.authorization.k8s.io/dittofs-operator",
         "deployment.apps/dittofs-operator",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/dittofs-operator-changes-only-its-own",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/dittofs-operator-changes-only-its-own",
     ] {
         assert!(applied.contains(object), "{object} not applied:\n{applied}");
     }
@@ -122,6 +101,54 @@ async fn kustomization_installs_and_its_rbac_is_enough_and_no_more() {
         0,
         "no permission errors"
     );
+
+    // Its own objects it may still delete: metrics off prunes the metrics Service.
+    servers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"metrics": {"enabled": false}}})),
+        )
+        .await
+        .unwrap();
+    let services = Api::<Service>::namespaced(admin.clone(), &ns);
+    eventually("demo-metrics pruned as the ServiceAccount", DEADLINE, || async {
+        services.get_opt("demo-metrics").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    // The ValidatingAdmissionPolicy: what is not its own it may not change, RBAC or not.
+    let strangers: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    let stranger: ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "someone-elses"}})).unwrap();
+    strangers.create(&PostParams::default(), &stranger).await.unwrap();
+    let pods = Api::<Pod>::namespaced(admin.clone(), &ns);
+    let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "someone-elses"},
+        "spec": {"containers": [{"name": "c", "image": "example.com/app:1"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let as_sa_configmaps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let as_sa_pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let refusal = eventually("the policy refuses a stranger's ConfigMap", DEADLINE, || async {
+        match as_sa_configmaps.delete("someone-elses", &Default::default()).await {
+            Err(kube::Error::Api(status)) => Some(status.message),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(refusal.contains("may change only its own objects"), "{refusal}");
+    let patch = Patch::Merge(serde_json::json!({"metadata": {"labels": {"taken": "yes"}}}));
+    match as_sa_configmaps.patch("someone-elses", &PatchParams::default(), &patch).await {
+        Err(kube::Error::Api(status)) => assert!(status.message.contains("its own objects"), "{}", status.message),
+        other => panic!("patching a stranger's ConfigMap: {other:?}"),
+    }
+    match as_sa_pods.delete("someone-elses", &Default::default()).await {
+        Err(kube::Error::Api(status)) => assert!(status.message.contains("its own objects"), "{}", status.message),
+        other => panic!("deleting a stranger's pod: {other:?}"),
+    }
+    assert!(strangers.get_opt("someone-elses").await.unwrap().is_some());
+    // The same request as an administrator is not the policy's business.
+    strangers.delete("someone-elses", &Default::default()).await.unwrap();
 
     // Least privilege: what it was not granted is refused.
     forbidden("list nodes", Api::<Node>::all(client.clone()).list(&Default::default()).await);

@@ -91,8 +91,12 @@ async fn a_server_of_the_earlier_operator_is_taken_over_with_its_claims() {
     };
     let claims_before = eventually("the three claims bound", DEADLINE, bound).await;
 
-    // This operator starts: the selector cannot change in place, so it says so and how.
-    let operator = Operator::start(&client, &ns);
+    // This operator starts, installed from deploy/ and acting as its ServiceAccount: its RBAC and
+    // the admission policy that confines it to its own objects (the earlier operator's are
+    // controlled by the DittoServer, its pod labelled app=dittofs-server). The selector cannot
+    // change in place, so it says so and how.
+    apply_deploy(cluster_tier("full"), "").await;
+    let operator = Operator::start(&as_the_operator(cluster_tier("full"), "dittofs-system").await, &ns);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let rejected = loop {
         let conditions = servers.get("files").await.unwrap().status.map(|s| s.conditions).unwrap_or_default();

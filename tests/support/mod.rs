@@ -447,3 +447,35 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// A client of `cluster` with exactly the RBAC of the operator's ServiceAccount in `namespace`
+/// (impersonated), so admission sees the operator as it runs in a pod.
+pub async fn as_the_operator(cluster: &TestCluster, namespace: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:dittofs-operator"));
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{namespace}"),
+        "system:authenticated".into(),
+    ]);
+    Client::try_from(config).unwrap()
+}
+
+/// `kubectl apply --server-side -k deploy/<dir>` on `cluster`; the objects it reports.
+pub async fn apply_deploy(cluster: &'static TestCluster, dir: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(dir);
+    let kubectl = testbin().join("kubectl");
+    let apply = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(kubectl)
+            .args(["apply", "--server-side", "-k"])
+            .arg(root)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(apply.status.success(), "kubectl apply -k deploy/{dir}: {}", String::from_utf8_lossy(&apply.stderr));
+    String::from_utf8_lossy(&apply.stdout).to_string()
+}
