@@ -26,6 +26,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::Value;
 
 use crate::names::{
@@ -273,6 +274,8 @@ pub struct LeanStore {
     listing: Mutex<Option<Objects>>,
     /// The first list is in.
     ready: AtomicBool,
+    /// Counts this store while its first list is not in.
+    first_list: Option<Gauge>,
 }
 
 impl LeanStore {
@@ -289,7 +292,11 @@ impl LeanStore {
                 if let Some(listed) = self.listing.lock().expect("store lock").take() {
                     *self.objects.write().expect("store lock") = listed;
                 }
-                self.ready.store(true, Ordering::SeqCst);
+                if !self.ready.swap(true, Ordering::SeqCst)
+                    && let Some(listing) = &self.first_list
+                {
+                    listing.dec();
+                }
             }
         }
     }
@@ -372,13 +379,21 @@ struct Entry {
 pub struct Cache {
     watched: RwLock<HashMap<String, Vec<Watched>>>,
     objects: Mutex<HashMap<Key, Entry>>,
+    /// Stores whose first list is not in yet (the metric `watches_listing`).
+    listing: Gauge,
 }
 
 impl Cache {
+    /// A cache that counts its stores still listing in `listing`.
+    pub fn counting(listing: Gauge) -> Self {
+        Self { listing, ..Self::default() }
+    }
+
     /// Registers the store of a complete watch (no label selector) of `resource` in
     /// `namespace` (all when `None`), optionally of one `name`; the watch feeds it its events.
     pub fn register(&self, resource: &ApiResource, namespace: Option<String>, name: Option<String>) -> Arc<LeanStore> {
-        let store = Arc::new(LeanStore::default());
+        self.listing.inc();
+        let store = Arc::new(LeanStore { first_list: Some(self.listing.clone()), ..LeanStore::default() });
         let watched = Watched { store: store.clone(), namespace, name };
         self.watched.write().expect("cache lock").entry(resource_key(resource)).or_default().push(watched);
         store

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Watch stores whose first list is not in yet.
+    pub watches_listing: Gauge,
     in_flight_count: AtomicI64,
     /// When each reconcile in flight started, by a number of its own: the oldest tells a
     /// stalled controller (`/healthz`).
@@ -82,6 +84,12 @@ impl Metrics {
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica is the leader", leader.clone());
+        let watches_listing = Gauge::default();
+        registry.register(
+            "watches_listing",
+            "Watches whose first list is not in yet (0: the operator knows every object it watches)",
+            watches_listing.clone(),
+        );
         Self {
             registry,
             renders,
@@ -91,6 +99,7 @@ impl Metrics {
             in_flight,
             queue_depth,
             leader,
+            watches_listing,
             in_flight_count: AtomicI64::new(0),
             in_flight_since: Mutex::default(),
             next_pass: AtomicU64::new(0),

@@ -1,6 +1,8 @@
 //! The operator's memory does not grow with what it does not manage: 500 Secrets of 512 KiB
 //! (Helm release Secrets are like this) in its namespace. Every watch is metadata-only, so the
-//! process holds names and labels, not 250 MiB of data. Prints the figures; holds the bound.
+//! process holds names and labels, not 250 MiB of data. Nor with what anyone writes into
+//! metadata: 2,000 ConfigMaps with a 200 KiB owner annotation (its value is what the cache
+//! reads). Prints the figures; holds the bound.
 
 mod support;
 
@@ -11,7 +13,7 @@ use dittofs_operator::crd::DittoServer;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
 use support::*;
 
@@ -24,6 +26,74 @@ fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Starts the operator binary on `ns`, creates DittoServer `demo`, waits for its StatefulSet and
+/// returns the process's peak RSS in KiB.
+async fn peak_rss_of_a_run(client: &kube::Client, ns: &str) -> u64 {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_dittofs-operator"))
+        .args(["run", "--namespace", ns, "--health-address", &addr])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("POD_NAMESPACE", ns)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("operator binary starts");
+    let operator = Running(child);
+    eventually("/readyz 200", DEADLINE, || async {
+        (http(&addr, "GET", "/readyz", None).await.ok()?.0 == 200).then_some(())
+    })
+    .await;
+    Api::<DittoServer>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &server(ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n"))
+        .await
+        .unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    eventually("StatefulSet applied", DEADLINE, || async { sts.get_opt("demo").await.ok().flatten() }).await;
+    // Every watch has listed what it watches (the objects above included) before the peak is read.
+    eventually("every watch listed", DEADLINE, || async {
+        let (_, body) = http(&addr, "GET", "/metrics", None).await.ok()?;
+        body.lines().any(|l| l == "dittofs_operator_watches_listing 0").then_some(())
+    })
+    .await;
+    peak_rss_kib(operator.0.id())
+}
+
+const CONFIG_MAPS: usize = 2000;
+const ANNOTATION_BYTES: usize = 200 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_beside_many_objects_with_large_owner_annotations() {
+    let (client, ns) = setup("memory-annotations").await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let started = std::time::Instant::now();
+    futures::stream::iter(0..CONFIG_MAPS)
+        .map(|i| {
+            let config_maps = config_maps.clone();
+            async move {
+                let mut cm = ConfigMap::default();
+                cm.metadata.name = Some(format!("inflated-{i}"));
+                let value: String = (0..ANNOTATION_BYTES).map(|b| (b'a' + ((b + i) % 26) as u8) as char).collect();
+                cm.metadata.annotations = Some(BTreeMap::from([("dittofs.dittofs.com/owner-uid".to_string(), value)]));
+                config_maps.create(&PostParams::default(), &cm).await.expect("create ConfigMap");
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    eprintln!(
+        "{CONFIG_MAPS} ConfigMaps with {} KiB annotations created in {:?}",
+        ANNOTATION_BYTES / 1024,
+        started.elapsed()
+    );
+    let peak = peak_rss_of_a_run(&client, &ns).await;
+    eprintln!(
+        "operator peak RSS beside {CONFIG_MAPS} objects with 200 KiB owner annotations: {} MiB (bound {} MiB)",
+        peak / 1024,
+        RSS_BOUND_KIB / 1024
+    );
+    assert!(peak < RSS_BOUND_KIB, "peak RSS {peak} KiB over {RSS_BOUND_KIB} KiB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,28 +117,7 @@ async fn memory_stays_bounded_beside_many_large_secrets() {
         .await;
     eprintln!("{SECRETS} Secrets of {} KiB created in {:?}", SECRET_BYTES / 1024, started.elapsed());
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_dittofs-operator"))
-        .args(["run", "--namespace", &ns, "--health-address", &addr])
-        .env("KUBECONFIG", &cluster().kubeconfig)
-        .env("POD_NAMESPACE", &ns)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("operator binary starts");
-    let operator = Running(child);
-    eventually("/readyz 200", DEADLINE, || async {
-        (http(&addr, "GET", "/readyz", None).await.ok()?.0 == 200).then_some(())
-    })
-    .await;
-    Api::<DittoServer>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &server(&ns, "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: demo}\nspec:\n  storage: {metadataSize: 10Gi}\n"))
-        .await
-        .unwrap();
-    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    eventually("StatefulSet applied", DEADLINE, || async { sts.get_opt("demo").await.ok().flatten() }).await;
-
-    let peak = peak_rss_kib(operator.0.id());
+    let peak = peak_rss_of_a_run(&client, &ns).await;
     eprintln!(
         "operator peak RSS beside {SECRETS} Secrets of 512 KiB: {} MiB (bound {} MiB)",
         peak / 1024,

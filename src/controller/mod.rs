@@ -80,12 +80,13 @@ pub struct Context {
 impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
         let http = crate::runtime::api::HttpClient::default().with_deadline(settings.dittofs_api_timeout);
+        let metrics = Arc::new(Metrics::new());
         Self {
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into(), std::env::var("POD_NAME").ok()),
             watch_client: client.clone(),
             client,
             settings,
-            metrics: Arc::new(Metrics::new()),
+            metrics: metrics.clone(),
             ready: Arc::default(),
             failures: Mutex::default(),
             checksum_keys: Mutex::default(),
@@ -93,7 +94,7 @@ impl Context {
             runtime_sessions: Mutex::default(),
             runtime_failures: Mutex::default(),
             runtime_writes: Mutex::default(),
-            cache: Arc::default(),
+            cache: Arc::new(crate::cache::Cache::counting(metrics.watches_listing.clone())),
             renders: RenderMemo::default(),
             written_status: Mutex::default(),
             servers: std::sync::RwLock::default(),

@@ -197,6 +197,10 @@ where
     }
 }
 
+/// Objects per page of a list where streaming lists are refused: 25 objects of 256 KiB of
+/// metadata are 6 MiB.
+const LIST_PAGE: u32 = 25;
+
 /// A watch that survives the API server. Errors are logged and retried with this watch's own
 /// backoff, never handed to the controller: its one backoff covers every watch together, so one
 /// failing watch would stall all of them. A 410 Gone (the resourceVersion expired, as after an
@@ -210,24 +214,59 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
 {
+    resilient_or(api, config, None)
+}
+
+/// [`resilient`], which switches to `fallback` for good if the API server refuses `config`
+/// (a streaming list where the WatchList feature is off).
+fn resilient_or<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    fallback: Option<watcher::Config>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
     let kind = api.resource_url().to_string();
-    let start = move || watcher(api.clone(), config.clone()).default_backoff().boxed();
-    futures::stream::unfold((start(), start), move |(mut inner, start)| {
+    let start = move |config: &watcher::Config| watcher(api.clone(), config.clone()).default_backoff().boxed();
+    let inner = start(&config);
+    futures::stream::unfold((inner, config, fallback, start), move |(mut inner, mut config, mut fallback, start)| {
         let kind = kind.clone();
         async move {
             loop {
                 match inner.next().await? {
-                    Ok(event) => return Some((Ok(event), (inner, start))),
+                    Ok(event) => return Some((Ok(event), (inner, config, fallback, start))),
                     Err(error) => {
+                        if refused(&error)
+                            && let Some(next) = fallback.take()
+                        {
+                            warn!(watch = %kind, %error, "streaming list refused; listing in pages instead");
+                            config = next;
+                            inner = start(&config);
+                            continue;
+                        }
                         warn!(watch = %kind, %error, "watch failed; retrying");
                         if expired(&error) {
-                            inner = start();
+                            inner = start(&config);
                         }
                     }
                 }
             }
         }
     })
+}
+
+/// The API server refused the request as such (400, 422): retrying it will not help.
+fn refused(error: &watcher::Error) -> bool {
+    let bad = |code: u16| code == 400 || code == 422;
+    match error {
+        watcher::Error::WatchError(status) => bad(status.code),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) | watcher::Error::InitialListFailed(e) => {
+            matches!(e, kube::Error::Api(status) if bad(status.code))
+        }
+        watcher::Error::NoResourceVersion => false,
+    }
 }
 
 /// A [`resilient`] metadata watch that also fills a store of the controller's cache, so the
@@ -241,12 +280,15 @@ fn cached(
     name: Option<String>,
 ) -> impl Stream<Item = Result<Meta, watcher::Error>> + Send + use<> {
     let store = cache.register(resource, namespace, name.clone());
-    let config = match &name {
-        Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
-        None => watcher::Config::default(),
+    // Whole kinds are listed as a stream of single objects: anyone can put 256 KiB of annotations
+    // on each of thousands of objects, and one page of 500 would then be 100 MiB. Where streaming
+    // lists are off, small pages.
+    let (config, fallback) = match &name {
+        Some(name) => (watcher::Config::default().fields(&format!("metadata.name={name}")), None),
+        None => (watcher::Config::default().streaming_lists(), Some(watcher::Config::default().page_size(LIST_PAGE))),
     };
     let (cache, kind) = (cache.clone(), resource.clone());
-    resilient(api, config)
+    resilient_or(api, config, fallback)
         .inspect_ok(move |event| {
             store.apply(event);
             // What the operator kept of it must not outlive it.
@@ -514,6 +556,57 @@ fn by_instance<K: kube::Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API server without streaming lists (WatchList off) refuses `sendInitialEvents`: the
+    /// watch lists in pages instead, and its store fills.
+    #[tokio::test]
+    async fn a_refused_streaming_list_falls_back_to_pages() {
+        let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = asked.clone();
+        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let query = request.uri().query().unwrap_or_default().to_string();
+            log.lock().unwrap().push(query.clone());
+            async move {
+                let (code, body) = if query.contains("sendInitialEvents=true") {
+                    (
+                        422,
+                        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#,
+                    )
+                } else if query.contains("watch=true") {
+                    futures::future::pending::<()>().await;
+                    unreachable!()
+                } else {
+                    (
+                        200,
+                        r#"{"apiVersion":"v1","kind":"ConfigMapList","metadata":{"resourceVersion":"7"},"items":[{"metadata":{"name":"a","namespace":"ns","resourceVersion":"7"}}]}"#,
+                    )
+                };
+                let response = http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let client = Client::new(service, "ns");
+        let api: Api<ConfigMap> = Api::namespaced(client, "ns");
+        let config = watcher::Config::default().streaming_lists();
+        let mut events = resilient_or(api, config, Some(watcher::Config::default().page_size(LIST_PAGE))).boxed();
+        let mut listed = Vec::new();
+        let deadline = std::time::Duration::from_secs(10);
+        while let Ok(Some(event)) = tokio::time::timeout(deadline, events.next()).await {
+            match event.expect("resilient yields no errors") {
+                watcher::Event::InitApply(cm) => listed.push(cm.name_any()),
+                watcher::Event::InitDone => break,
+                _ => {}
+            }
+        }
+        assert_eq!(listed, ["a"]);
+        let asked = asked.lock().unwrap().clone();
+        assert!(asked[0].contains("sendInitialEvents=true"), "{asked:?}");
+        assert!(asked.iter().any(|q| q.contains("limit=25") && !q.contains("watch")), "{asked:?}");
+    }
 
     fn server(name: &str, generation: i64, postgres_secret: Option<&str>) -> DittoServer {
         let mut spec = serde_json::json!({"storage": {"metadataSize": "1Gi"}});
