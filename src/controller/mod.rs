@@ -68,7 +68,9 @@ pub struct Context {
     /// What the watches know (filled by [`run`]), so a quiet pass reads nothing from the API server.
     pub cache: Arc<Cache>,
     /// The last render of each DittoServer, reused while its inputs stay the same.
-    renders: RenderMemo,
+    renders: Arc<RenderMemo>,
+    /// Renders running at once, on the blocking pool (one per core).
+    render_permits: tokio::sync::Semaphore,
     /// The status last written for a DittoServer, with the resourceVersion it was written over,
     /// until the watch shows the write.
     written_status: Mutex<HashMap<ObjectRef<DittoServer>, (String, crate::crd::DittoServerStatus)>>,
@@ -95,7 +97,8 @@ impl Context {
             runtime_failures: Mutex::default(),
             runtime_writes: Mutex::default(),
             cache: Arc::new(crate::cache::Cache::counting(metrics.watches_listing.clone())),
-            renders: RenderMemo::default(),
+            renders: Arc::default(),
+            render_permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             written_status: Mutex::default(),
             servers: std::sync::RwLock::default(),
         }
@@ -286,8 +289,17 @@ async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error
         Decision::Apply { effective, discovered, templates_ready } => (effective, discovered, templates_ready),
     };
     let (namespace, uid) = (server.namespace().unwrap_or_default(), server.uid().unwrap_or_default());
-    let settled = |set: &apply::AppliedSet| set.is_settled(&ctx.cache, &namespace, &uid);
-    let rendering = match ctx.renders.render(&effective.templates, server, &effective.values, &discovered, settled) {
+    let cache = ctx.cache.clone();
+    let settled = move |set: &apply::AppliedSet| set.is_settled(&cache, &namespace, &uid);
+    let rendering = ctx.renders.render_off_the_workers(
+        &ctx.render_permits,
+        effective.templates.clone(),
+        server.clone(),
+        effective.values.clone(),
+        discovered,
+        settled,
+    );
+    let rendering = match rendering.await {
         Ok(rendering) => {
             ctx.metrics.rendered(rendering.settled.is_some());
             rendering

@@ -149,6 +149,25 @@ impl RenderMemo {
         Ok(Rendering { rendered: Arc::new(rendered), settled: None, kept })
     }
 
+    /// [`RenderMemo::render`] on the blocking pool, at most `permits` at a time: a template
+    /// override may spend its whole fuel budget (seconds), which on the async workers would stall
+    /// every watch, reconcile and probe meanwhile.
+    pub async fn render_off_the_workers(
+        self: &Arc<Self>,
+        permits: &tokio::sync::Semaphore,
+        source: TemplateSource,
+        cr: DittoServer,
+        values: Values,
+        discovered: Discovered,
+        settled: impl FnOnce(&AppliedSet) -> bool + Send + 'static,
+    ) -> Result<Rendering, RenderError> {
+        let _permit = permits.acquire().await.expect("the render semaphore is never closed");
+        let memo = self.clone();
+        tokio::task::spawn_blocking(move || memo.render(&source, &cr, &values, &discovered, settled))
+            .await
+            .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))
+    }
+
     /// Forgets a deleted DittoServer.
     pub fn forget(&self, namespace: &str, name: &str) {
         self.kept.lock().expect("memo lock").remove(&(namespace.to_string(), name.to_string()));
@@ -172,6 +191,36 @@ mod tests {
     fn applied(rendering: &Rendering) -> AppliedSet {
         let objects = rendering.rendered.listing.iter().map(|(kind, name)| (*kind, name.clone(), 7)).collect();
         AppliedSet { owner_uid: "uid".into(), objects }
+    }
+
+    /// A render that spends most of its fuel leaves the async runtime free: on a runtime of one
+    /// thread, a task keeps ticking while it runs.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_long_render_leaves_the_runtime_free() {
+        let (server, values, discovered) = inputs(CR);
+        let busy = "{% for i in range(90000) %}{% endfor %}{% for i in range(90000) %}{% endfor %}\n".to_string();
+        let overrides: std::collections::BTreeMap<String, String> =
+            (0..10).map(|i| (format!("busy-{i}.yaml.j2"), busy.clone())).collect();
+        let source = TemplateSource::with_overrides(overrides);
+        let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let memo = Arc::new(RenderMemo::default());
+        let permits = tokio::sync::Semaphore::new(1);
+        let started = std::time::Instant::now();
+        memo.render_off_the_workers(&permits, source, server, values, discovered, |_| true).await.unwrap();
+        let took = started.elapsed();
+        ticker.abort();
+        let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        // At least a tenth of the ticks a free runtime makes in that time (it makes one per 5 ms).
+        let expected = took.as_millis() as u64 / 5;
+        assert!(took.as_millis() >= 50, "the render was too quick to tell ({took:?})");
+        assert!(ticks * 10 >= expected, "{ticks} ticks during a render of {took:?}");
     }
 
     #[test]
