@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -203,15 +203,7 @@ fn done_applies(metrics: &str) -> u64 {
 }
 
 fn operator_process(ns: &str) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_dittofs-operator"))
-        .args(["run", "--namespace", ns, "--health-address", &format!("127.0.0.1:{}", free_port())])
-        .env("KUBECONFIG", &cluster().kubeconfig)
-        .env("POD_NAMESPACE", ns)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("operator binary starts");
-    Running(child)
+    operator_binary(ns, &format!("127.0.0.1:{}", free_port()))
 }
 
 /// The operator process SIGKILLed in the middle of its first apply (the ConfigMap is written,

@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 
 use dittofs_operator::crd::DittoServer;
 use futures::StreamExt;
@@ -28,19 +27,26 @@ fn peak_rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Creates `count` objects made by `object`, eight at a time.
+async fn create_all<K>(api: &Api<K>, count: usize, object: impl Fn(usize) -> K)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let made = object(i);
+            async move { api.create(&PostParams::default(), &made).await.expect("create") }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+}
+
 /// Starts the operator binary on `ns`, creates DittoServer `demo`, waits for its StatefulSet and
 /// returns the process's peak RSS in KiB.
 async fn peak_rss_of_a_run(client: &kube::Client, ns: &str) -> u64 {
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_dittofs-operator"))
-        .args(["run", "--namespace", ns, "--health-address", &addr])
-        .env("KUBECONFIG", &cluster().kubeconfig)
-        .env("POD_NAMESPACE", ns)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("operator binary starts");
-    let operator = Running(child);
+    let operator = operator_binary(ns, &addr);
     eventually("/readyz 200", DEADLINE, || async {
         (http(&addr, "GET", "/readyz", None).await.ok()?.0 == 200).then_some(())
     })
@@ -68,20 +74,14 @@ async fn memory_stays_bounded_beside_many_objects_with_large_owner_annotations()
     let (client, ns) = setup("memory-annotations").await;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let started = std::time::Instant::now();
-    futures::stream::iter(0..CONFIG_MAPS)
-        .map(|i| {
-            let config_maps = config_maps.clone();
-            async move {
-                let mut cm = ConfigMap::default();
-                cm.metadata.name = Some(format!("inflated-{i}"));
-                let value: String = (0..ANNOTATION_BYTES).map(|b| (b'a' + ((b + i) % 26) as u8) as char).collect();
-                cm.metadata.annotations = Some(BTreeMap::from([("dittofs.dittofs.com/owner-uid".to_string(), value)]));
-                config_maps.create(&PostParams::default(), &cm).await.expect("create ConfigMap");
-            }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
+    create_all(&config_maps, CONFIG_MAPS, |i| {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(format!("inflated-{i}"));
+        let value: String = (0..ANNOTATION_BYTES).map(|b| (b'a' + ((b + i) % 26) as u8) as char).collect();
+        cm.metadata.annotations = Some(BTreeMap::from([("dittofs.dittofs.com/owner-uid".to_string(), value)]));
+        cm
+    })
+    .await;
     eprintln!(
         "{CONFIG_MAPS} ConfigMaps with {} KiB annotations created in {:?}",
         ANNOTATION_BYTES / 1024,
@@ -101,20 +101,14 @@ async fn memory_stays_bounded_beside_many_large_secrets() {
     let (client, ns) = setup("memory").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let started = std::time::Instant::now();
-    futures::stream::iter(0..SECRETS)
-        .map(|i| {
-            let secrets = secrets.clone();
-            async move {
-                let mut secret = Secret::default();
-                secret.metadata.name = Some(format!("release-{i}"));
-                let payload: Vec<u8> = (0..SECRET_BYTES).map(|b| (b * 31 + i) as u8).collect();
-                secret.data = Some(BTreeMap::from([("release".to_string(), ByteString(payload))]));
-                secrets.create(&PostParams::default(), &secret).await.expect("create Secret");
-            }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
+    create_all(&secrets, SECRETS, |i| {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some(format!("release-{i}"));
+        let payload: Vec<u8> = (0..SECRET_BYTES).map(|b| (b * 31 + i) as u8).collect();
+        secret.data = Some(BTreeMap::from([("release".to_string(), ByteString(payload))]));
+        secret
+    })
+    .await;
     eprintln!("{SECRETS} Secrets of {} KiB created in {:?}", SECRET_BYTES / 1024, started.elapsed());
 
     let peak = peak_rss_of_a_run(&client, &ns).await;

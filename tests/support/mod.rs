@@ -441,6 +441,20 @@ pub async fn volumes_for(client: &Client, ns: &str, claims: &[&str]) {
 /// A child process killed (and reaped) if the test fails before it has stopped it.
 pub struct Running(pub std::process::Child);
 
+/// The operator binary, `run` on `namespace` as if in a pod of it, its health endpoints on
+/// `health` (`ADDR:PORT`); stopped when dropped.
+pub fn operator_binary(namespace: &str, health: &str) -> Running {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dittofs-operator"))
+        .args(["run", "--namespace", namespace, "--health-address", health])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("POD_NAMESPACE", namespace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("operator binary starts");
+    Running(child)
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
