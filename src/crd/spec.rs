@@ -39,26 +39,32 @@ pub struct DittoServerSpec {
     /// DittoFS container image. Default: the release pinned in the operator's values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Pull policy of the DittoFS image. Default IfNotPresent (values `image.pullPolicy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
+    /// Secrets for pulling the DittoFS image from a private registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
     /// 0 stops the server, 1 runs it; DittoFS is single-instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1))]
     pub replicas: Option<i32>,
+    /// The volume claims (sizes immutable once set): `metadataSize` is required.
     pub storage: StorageSpec,
+    /// The control-plane database: SQLite on the controlplane claim (default), an external PostgreSQL, or a Percona cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<Box<DatabaseSpec>>,
     /// A PerconaPGCluster `<name>-postgres` created and owned by the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percona: Option<Box<PerconaSpec>>,
+    /// DittoFS REST API: its port and TLS (HTTPS by default, with a certificate the operator generates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<Box<ControlPlaneSpec>>,
     /// NFS port inside the pod. Default 12049.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub nfs_port: Option<i32>,
+    /// The SMB adapter: on by default, on `port` in the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smb: Option<Box<SmbSpec>>,
     /// The REST API Service `<name>-api`.
@@ -72,10 +78,13 @@ pub struct DittoServerSpec {
     /// `fileClients`). On by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<Box<NetworkPolicySpec>>,
+    /// The JWT signing key, the bootstrap admin password, LDAP and Kerberos.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Box<IdentitySpec>>,
+    /// DittoFS's Prometheus metrics, a `<name>-metrics` Service and optionally a ServiceMonitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Box<MetricsSpec>>,
+    /// DittoFS log level and format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Box<LoggingSpec>>,
     /// DittoFS `shutdown_timeout` (a Go duration such as `30s`); the pod's grace period derives from it.
@@ -87,16 +96,21 @@ pub struct DittoServerSpec {
     pub termination_grace_period_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Box<ResourceRequirements>>,
+    /// Pod nodeSelector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// Pod tolerations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Box<Affinity>>,
+    /// Pod priorityClassName; `system-node-critical` and `system-cluster-critical` are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// Annotations added to the pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_annotations: Option<BTreeMap<String, String>>,
+    /// Labels added to the pod template (the operator's own labels win).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_labels: Option<BTreeMap<String, String>>,
     /// Container security context, merged over the operator's hardened defaults.
@@ -138,6 +152,7 @@ pub struct DittoServerSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdapterDiscoverySpec {
+    /// Earlier Go operator only; no effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polling_interval: Option<String>,
 }
@@ -213,6 +228,7 @@ fn shares_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoresSpec {
+    /// The metadata store: `badger` on the metadata claim (default), or `postgres`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataStoreSpec>,
     /// The local block store (with a remote store: its cache tier).
@@ -298,6 +314,7 @@ pub struct S3Spec {
     /// Allow an endpoint on a private or loopback address (an in-cluster S3). Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_private_endpoint: Option<bool>,
+    /// The Secret holding the access key, the secret key and optionally the endpoint.
     pub credentials_secret_ref: S3CredentialsRef,
 }
 
@@ -362,6 +379,7 @@ pub struct DatabaseSpec {
     /// `sqlite` (default) or `postgres`; derived when a PostgreSQL source is given.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub db_type: Option<DatabaseType>,
+    /// Where the SQLite file lives (default on the controlplane claim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqlite: Option<SqliteSpec>,
     /// External PostgreSQL: a Secret with keys host, port, database (or dbname), user,
@@ -405,18 +423,23 @@ pub struct PerconaRef {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PerconaSpec {
+    /// Create and own the PerconaPGCluster `<name>-postgres` and use it as the control-plane database.
     #[serde(default)]
     pub enabled: bool,
     /// Delete the created cluster with the DittoServer; otherwise it is orphaned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_with_server: Option<bool>,
+    /// PostgreSQL instances. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas: Option<i32>,
+    /// Volume size of each instance. Default 10Gi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_size: Option<String>,
+    /// StorageClass of the instances' volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// The database DittoFS uses (user `dittofs`). Default dittofs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_name: Option<String>,
     /// pgBackRest backups of the cluster to S3 (Percona's `backups.pgbackrest`, repository `repo1`).
@@ -504,6 +527,7 @@ pub struct ApiServiceSpec {
     /// Default ClusterIP.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub service_type: Option<ServiceType>,
+    /// Service annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
@@ -521,12 +545,16 @@ pub struct FileServiceSpec {
     /// to LoadBalancer: a migrated CR that relied on it sets `LoadBalancer` here.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub service_type: Option<ServiceType>,
+    /// Service annotations (load-balancer settings, external-dns, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Used only with `type: LoadBalancer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_class: Option<String>,
+    /// Client CIDRs the load balancer admits (only with `type: LoadBalancer`). Without them, any address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_source_ranges: Option<Vec<String>>,
+    /// Used only when `type` is not ClusterIP; `Local` keeps the client address and the node hop out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_traffic_policy: Option<TrafficPolicy>,
     /// Service port for NFS. Default 2049.
@@ -561,8 +589,10 @@ pub struct IdentitySpec {
     /// Earlier Go operator only (`memory`); no effect.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub identity_type: Option<String>,
+    /// The JWT signing key from a Secret (else generated into `<name>-jwt-secret`) and token lifetimes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSpec>,
+    /// The bootstrap admin: its password from a Secret, else generated into `<name>-admin-bootstrap-credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSpec>,
     /// Users and groups from an LDAP directory (Active Directory or RFC 2307).
@@ -696,6 +726,7 @@ pub struct AdminSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsSpec {
+    /// Serve DittoFS's metrics and create the `<name>-metrics` Service. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Default 9090.
@@ -751,8 +782,10 @@ pub enum LogFormat {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoggingSpec {
+    /// DEBUG, INFO (default), WARN or ERROR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<LogLevel>,
+    /// `json` (default) or `text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<LogFormat>,
     /// Always stdout in a pod; accepted for earlier CRs.
@@ -763,6 +796,7 @@ pub struct LoggingSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplatesSpec {
+    /// A ConfigMap of template overrides in this namespace (honoured only when the operator runs with --allow-namespace-templates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<LocalObjectReference>,
 }
@@ -770,8 +804,10 @@ pub struct TemplatesSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LegacyCacheSpec {
+    /// Earlier Go operator only; no effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Earlier Go operator only; no effect (the cache claim is `storage.cacheSize`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
 }
