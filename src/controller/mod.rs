@@ -312,6 +312,5 @@ async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error
     };
     let rendered = &rendering.rendered;
     let outcome = runtime::runtime(ctx, server, rendered, &gathered.secrets, synced.mode).await;
-    let scrub = crate::runtime::session::values_of(&gathered.secrets);
-    status::report(ctx, server, rendered, synced, outcome, &scrub).await
+    status::report(ctx, server, rendered, synced, outcome, &gathered.secrets).await
 }

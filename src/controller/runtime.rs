@@ -238,7 +238,8 @@ async fn pass(
         condition.message.push_str(PLAIN_HTTP);
     }
     Ok(RuntimeOutcome {
-        retry: (!applied.is_empty()).then_some(VERIFY_AFTER_WRITE),
+        // The look again after a write comes from `runtime`'s verify window.
+        retry: None,
         wrote: !applied.is_empty(),
         condition: Some(condition),
         status: Some(status(desired, &live)),

@@ -35,7 +35,7 @@ pub async fn report(
     rendered: &Rendered,
     synced: Synced,
     runtime: RuntimeOutcome,
-    secret_values: &[String],
+    gathered_secrets: &crate::discover::SecretsByName,
 ) -> Result<Action, Error> {
     let Synced { mut decided, stateful_set, file_service, missing_class, mode } = synced;
     let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.outline.replicas));
@@ -68,8 +68,12 @@ pub async fn report(
     if let Some(foreign) = &observed.foreign_pod {
         replace_foreign_pod(ctx, server, &namespace, foreign, mode, &mut observed.degraded).await?;
     }
-    // The kubelet's words (a crash loop's last log lines) may hold what DittoFS printed.
-    observed.degraded.message = crate::runtime::session::scrub_and_cut(&observed.degraded.message, secret_values);
+    // The kubelet's words (a crash loop's last log lines) may hold what DittoFS printed; only a
+    // Degraded message quotes them, so a quiet pass does not collect the values.
+    if observed.degraded.status {
+        let secret_values = crate::runtime::session::values_of(gathered_secrets);
+        observed.degraded.message = crate::runtime::session::scrub_and_cut(&observed.degraded.message, &secret_values);
+    }
     decided.push(observed.degraded);
     if !runtime.held.is_empty() {
         decide::with_runtime_pending(&mut decided, mode, &runtime.held);
