@@ -30,8 +30,16 @@ pub struct RenderLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    /// The HTTP method: `GET` (reads, lists and watches), `PATCH` (applies, status), `POST`, `DELETE`.
+    pub method: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Requests this process sent the API server, watches included.
+    pub kube_requests: Family<MethodLabel, Counter>,
     pub renders: Family<RenderLabel, Counter>,
     pub reconciles: Family<ResultLabel, Counter>,
     pub reconcile_duration: Histogram,
@@ -74,6 +82,8 @@ impl Metrics {
             "Renders of the reconcile's apply step: rendered, or reused (inputs unchanged and every object as last applied)",
             renders.clone(),
         );
+        let kube_requests = Family::<MethodLabel, Counter>::default();
+        registry.register("kube_requests", "Requests sent to the API server, by HTTP method", kube_requests.clone());
         let in_flight = Gauge::default();
         registry.register("reconciles_in_flight", "Reconciles running now", in_flight.clone());
         let queue_depth = Gauge::default();
@@ -92,6 +102,7 @@ impl Metrics {
         );
         Self {
             registry,
+            kube_requests,
             renders,
             reconciles,
             reconcile_duration,
@@ -105,6 +116,17 @@ impl Metrics {
             next_pass: AtomicU64::new(0),
             queued: Mutex::default(),
         }
+    }
+
+    /// A layer for a kube client that counts its requests in `kube_requests`.
+    pub fn counting_requests<B>(
+        &self,
+    ) -> tower::util::MapRequestLayer<impl Fn(http::Request<B>) -> http::Request<B> + Clone + use<B>> {
+        let requests = self.kube_requests.clone();
+        tower::util::MapRequestLayer::new(move |request: http::Request<B>| {
+            requests.get_or_create(&MethodLabel { method: request.method().to_string() }).inc();
+            request
+        })
     }
 
     pub fn encode(&self) -> String {
@@ -192,6 +214,22 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_client_layer_counts_requests_by_method() {
+        use tower::{Layer, ServiceExt};
+        let m = Metrics::new();
+        let service = m
+            .counting_requests()
+            .layer(tower::service_fn(|_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(()) }));
+        for method in [http::Method::GET, http::Method::GET, http::Method::PATCH] {
+            let request = http::Request::builder().method(method).body(()).unwrap();
+            service.clone().oneshot(request).await.unwrap();
+        }
+        let text = m.encode();
+        assert!(text.contains("dittofs_operator_kube_requests_total{method=\"GET\"} 2"), "{text}");
+        assert!(text.contains("dittofs_operator_kube_requests_total{method=\"PATCH\"} 1"), "{text}");
+    }
 
     #[test]
     fn exposition_has_the_operator_series() {

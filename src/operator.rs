@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::Client;
+use kube::client::ClientBuilder;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -34,13 +35,17 @@ pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let config = kube::Config::infer().await?;
-        let watch_client = Client::try_from(config.clone())?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let counted = |config: kube::Config| -> anyhow::Result<Client> {
+            Ok(ClientBuilder::try_from(config)?.with_layer(&metrics.counting_requests()).build())
+        };
+        let watch_client = counted(config.clone())?;
         let mut with_deadline = config;
         with_deadline.read_timeout = Some(API_SERVER_READ_TIMEOUT);
         // Count from the request, not from when a pooled connection went idle.
         with_deadline.reset_reader_on_write = true;
-        let client = Client::try_from(with_deadline)?;
-        let ctx = Arc::new(Context::new(client, settings).with_watch_client(watch_client));
+        let client = counted(with_deadline)?;
+        let ctx = Arc::new(Context::with_metrics(client, settings, metrics.clone()).with_watch_client(watch_client));
         let (stop, stopping) = watch::channel(false);
         // Not ready until the controller's cache is synced or, with leader election, the Lease is
         // known; not ready again from the moment a shutdown is asked for.

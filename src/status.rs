@@ -21,13 +21,25 @@ pub const SERVING: &str = "Serving";
 pub struct Decided {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: &'static str,
+    /// Usually a constant; a condition carried over from the stored status has its own.
+    pub reason: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
 impl Decided {
     pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { type_, status, reason, message: message.into() }
+        Self { type_, status, reason: reason.into(), message: message.into() }
+    }
+
+    /// The stored condition `type_` of `conditions` as it is, for a pass that does not decide it anew.
+    pub fn stored(type_: &'static str, conditions: &[Condition]) -> Option<Self> {
+        let found = conditions.iter().find(|c| c.type_ == type_)?;
+        Some(Self {
+            type_,
+            status: found.status == "True",
+            reason: found.reason.clone().into(),
+            message: found.message.clone(),
+        })
     }
 }
 

@@ -332,9 +332,9 @@ async fn an_api_that_comes_up_late_is_tried_on_the_backoff_schedule() {
     dfs.stop_within_grace(30);
 }
 
-/// A DittoFS API that sends its headers and then nothing holds no worker. With a single worker,
-/// the pass over the hung server ends at the request deadline (`ApiUnreachable`, said within
-/// seconds), and another DittoServer created meanwhile gets its objects.
+/// A DittoFS API that sends its headers and then nothing: the request deadline covers the body,
+/// so the call ends at it (`ApiUnreachable`, said within seconds), and with a single worker
+/// another DittoServer created meanwhile gets its objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_that_hangs_after_its_headers_holds_no_worker() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -379,6 +379,68 @@ async fn an_api_that_hangs_after_its_headers_holds_no_worker() {
         statefulsets.get_opt("other").await.ok().flatten()
     })
     .await;
+    assert!(operator.ctx.metrics.oldest_in_flight().is_none_or(|running| running < Duration::from_secs(10)));
+    operator.shutdown().await;
+}
+
+/// A DittoFS API that accepts the connection and never answers is waited for off the reconcile
+/// workers. With a single worker and a request deadline far longer than the test, the server
+/// says `Connecting` while its API call hangs, and another DittoServer created meanwhile gets
+/// its objects: the call is still open when they land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_never_answers_is_waited_for_off_the_workers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let (client, ns) = setup("serve-silent").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    // Requests received and never answered, whose connection is still open.
+    let hanging = Arc::new(AtomicUsize::new(0));
+    let counted = hanging.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                if socket.read(&mut request).await.unwrap_or(0) > 0 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    // Read until the client gives up (it closes the connection).
+                    while socket.read(&mut request).await.unwrap_or(0) > 0 {}
+                    counted.fetch_sub(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let mut settings = Settings::for_tests(Some(ns.to_string()));
+    settings.dittofs_api = Some(LOCAL_API.into());
+    settings.dittofs_api_timeout = Duration::from_secs(3600);
+    settings.concurrency = 1;
+    let operator = Operator::start_with(&client, settings);
+    let servers = Api::<DittoServer>::namespaced(client.clone(), &ns);
+    let plain = cr(api_port, free_port(), free_port(), "").replace(
+        &format!("controlPlane: {{port: {api_port}}}"),
+        &format!("controlPlane: {{port: {api_port}, tls: false}}"),
+    );
+    servers.create(&PostParams::default(), &server(&ns, &plain)).await.unwrap();
+    let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
+    let sts = eventually("StatefulSet", DEADLINE, || async { statefulsets.get_opt("demo").await.ok().flatten() }).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod_from_template(&sts)).await.unwrap();
+    set_pod_ready(&client, &ns, "demo-0", true).await;
+    let connecting = wait_condition(&client, &ns, "Serving", "False", "Connecting").await;
+    assert!(connecting.message.contains("reaching DittoFS's API"), "{}", connecting.message);
+    eventually("the API call", DEADLINE, || async { (hanging.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+
+    // The one worker is free: another server's objects land while the call hangs.
+    let other = cr(free_port(), free_port(), free_port(), "").replace("{name: demo}", "{name: other}");
+    servers.create(&PostParams::default(), &server(&ns, &other)).await.unwrap();
+    eventually("the other server's StatefulSet", DEADLINE, || async {
+        statefulsets.get_opt("other").await.ok().flatten()
+    })
+    .await;
+    assert!(hanging.load(Ordering::SeqCst) > 0, "the API call ended before the other server's objects landed");
+    assert_eq!(condition(&client, &ns, "demo", "Serving").await.map(|c| c.reason).as_deref(), Some("Connecting"));
     assert!(operator.ctx.metrics.oldest_in_flight().is_none_or(|running| running < Duration::from_secs(10)));
     operator.shutdown().await;
 }

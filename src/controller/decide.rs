@@ -67,7 +67,7 @@ pub enum Next {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hold {
     pub decided: Vec<Decided>,
-    pub reason: &'static str,
+    pub reason: std::borrow::Cow<'static, str>,
     pub message: String,
     pub next: Next,
 }
@@ -99,7 +99,7 @@ pub fn decide<'a>(server: &DittoServer, gathered: &'a Gathered, mode: Mode) -> D
         Err(blocked) => {
             return Decision::Hold(Hold {
                 decided: vec![Decided::new(TEMPLATES_READY, false, blocked.reason, blocked.message.clone())],
-                reason: blocked.reason,
+                reason: blocked.reason.into(),
                 message: blocked.message.clone(),
                 next: Next::Change,
             });
@@ -121,12 +121,12 @@ pub fn decide<'a>(server: &DittoServer, gathered: &'a Gathered, mode: Mode) -> D
             if database {
                 decided.push(Decided::new(DATABASE_READY, false, reason, message.clone()));
             }
-            return Decision::Hold(Hold { decided, reason, message, next: Next::Wait });
+            return Decision::Hold(Hold { decided, reason: reason.into(), message, next: Next::Wait });
         }
     };
     if let Some(message) = admin_secret_lost(server, gathered, &discovered) {
         let decided = vec![templates_ready, Decided::new(CONFIG_READY, false, "SecretMissing", message.clone())];
-        return Decision::Hold(Hold { decided, reason: "SecretMissing", message, next: Next::Wait });
+        return Decision::Hold(Hold { decided, reason: "SecretMissing".into(), message, next: Next::Wait });
     }
     match gathered.database_gate() {
         DatabaseGate::Open => Decision::Apply { effective, discovered, templates_ready },
@@ -159,7 +159,7 @@ pub fn database_hold(templates_ready: Decided, not_ready: &NotReady, blocked: Op
     let mut decided = vec![Decided::new(DATABASE_READY, false, not_ready.reason, not_ready.message.clone())];
     let (reason, message) = match blocked {
         Some(problem) => {
-            let said = (problem.reason, problem.message.clone());
+            let said = (problem.reason.clone(), problem.message.clone());
             if problem.type_ != TEMPLATES_READY {
                 decided.push(templates_ready);
             }
@@ -168,7 +168,7 @@ pub fn database_hold(templates_ready: Decided, not_ready: &NotReady, blocked: Op
         }
         None => {
             decided.push(templates_ready);
-            (not_ready.reason, not_ready.message.clone())
+            (not_ready.reason.into(), not_ready.message.clone())
         }
     };
     Hold { decided, reason, message, next: Next::Wait }
@@ -188,7 +188,7 @@ pub fn render_failure(error: &RenderError) -> Decided {
 /// Neither fixes itself: wait for an edit.
 pub fn render_failed(templates_ready: Decided, error: &RenderError) -> Hold {
     let failure = render_failure(error);
-    let (reason, message) = (failure.reason, failure.message.clone());
+    let (reason, message) = (failure.reason.clone(), failure.message.clone());
     let decided = if failure.type_ == CONFIG_READY { vec![templates_ready, failure] } else { vec![failure] };
     Hold { decided, reason, message, next: Next::Change }
 }
@@ -199,7 +199,7 @@ pub fn kind_not_installed(reference: &str, crd: &str) -> Hold {
     let message = format!("{reference} is rendered but its CRD {crd} is not installed");
     Hold {
         decided: vec![Decided::new(TEMPLATES_READY, false, "KindNotInstalled", message.clone())],
-        reason: "KindNotInstalled",
+        reason: "KindNotInstalled".into(),
         message,
         next: Next::Wait,
     }
@@ -209,7 +209,7 @@ pub fn kind_not_installed(reference: &str, crd: &str) -> Hold {
 pub fn not_owned(templates_ready: Decided, conflict: String) -> Hold {
     Hold {
         decided: vec![templates_ready, Decided::new(IN_SYNC, false, "ObjectNotOwned", conflict.clone())],
-        reason: "ObjectNotOwned",
+        reason: "ObjectNotOwned".into(),
         message: conflict,
         next: Next::Wait,
     }
@@ -470,7 +470,7 @@ mod tests {
         let (server, mut gathered) = from_yaml(SERVER);
         gathered.has_run = true;
         let held = hold(decide(&server, &gathered, Mode::Apply));
-        assert_eq!((held.reason, held.next), ("SecretMissing", Next::Wait));
+        assert_eq!((&*held.reason, held.next), ("SecretMissing", Next::Wait));
         assert!(held.message.starts_with("Secret files-admin-bootstrap-credentials is missing"), "{}", held.message);
         assert!(!condition(&held, CONFIG_READY).status);
         // A user-referenced admin Secret is the user's to keep; a lost JWT key is generated again.
@@ -489,7 +489,7 @@ mod tests {
         gathered.overrides =
             Err(Blocked { reason: "ConfigMapNotFound", message: "spec.templates.configMapRef: gone".into() });
         let hold = hold(decide(&server, &gathered, Mode::Apply));
-        assert_eq!((hold.reason, hold.next), ("ConfigMapNotFound", Next::Change));
+        assert_eq!((&*hold.reason, hold.next), ("ConfigMapNotFound", Next::Change));
         assert!(!condition(&hold, TEMPLATES_READY).status);
     }
 
@@ -498,7 +498,7 @@ mod tests {
         let yaml = format!("{SERVER}  identity: {{jwt: {{secretRef: {{name: my-jwt}}}}}}\n");
         let (server, gathered) = from_yaml(&yaml);
         let hold = hold(decide(&server, &gathered, Mode::Apply));
-        assert_eq!((hold.reason, hold.next), ("SecretMissing", Next::Wait));
+        assert_eq!((&*hold.reason, hold.next), ("SecretMissing", Next::Wait));
         assert!(hold.message.starts_with("spec.identity.jwt.secretRef"), "{}", hold.message);
         assert!(condition(&hold, TEMPLATES_READY).status);
         assert!(!condition(&hold, CONFIG_READY).status);
@@ -531,7 +531,7 @@ mod tests {
         };
         assert_eq!(not_ready.reason, "PerconaClusterNotFound");
         let after = database_hold(templates_ready, &not_ready, None);
-        assert_eq!((after.reason, after.next), ("PerconaClusterNotFound", Next::Wait));
+        assert_eq!((&*after.reason, after.next), ("PerconaClusterNotFound", Next::Wait));
         for mode in [Mode::Paused, Mode::DryRun] {
             let hold = hold(decide(&server, &gathered, mode));
             assert_eq!(condition(&hold, DATABASE_READY).reason, "PerconaClusterNotFound");
@@ -575,7 +575,7 @@ mod tests {
         let yaml = format!("{SERVER}{EXISTING_PERCONA}{}", percona_cluster("pg", "initializing"));
         let (server, gathered) = from_yaml(&yaml);
         let hold = hold(decide(&server, &gathered, Mode::Apply));
-        assert_eq!((hold.reason, hold.next), ("PerconaNotReady", Next::Wait));
+        assert_eq!((&*hold.reason, hold.next), ("PerconaNotReady", Next::Wait));
         let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: pg-pguser-dittofs}\nstringData: {host: pg-primary, port: '5432', dbname: d, user: dittofs, password: p}\n";
         let yaml = format!("{SERVER}{EXISTING_PERCONA}{}{secret}", percona_cluster("pg", "ready"));
         let (server, gathered) = from_yaml(&yaml);
@@ -599,7 +599,7 @@ mod tests {
         let templates_ready = Decided::new(TEMPLATES_READY, true, "Embedded", "x");
         let template = RenderError::Template { template: "t.j2".into(), line: 2, message: "bad".into() };
         let hold = render_failed(templates_ready.clone(), &template);
-        assert_eq!((hold.reason, hold.next, hold.decided.len()), ("TemplateInvalid", Next::Change, 1));
+        assert_eq!((&*hold.reason, hold.next, hold.decided.len()), ("TemplateInvalid", Next::Change, 1));
         let spec =
             RenderError::Context(crate::render::ContextError::Invalid { field: "spec.x".into(), message: "no".into() });
         let hold = render_failed(templates_ready, &spec);
@@ -607,7 +607,7 @@ mod tests {
         assert!(condition(&hold, TEMPLATES_READY).status);
         let missing = kind_not_installed("ServiceMonitor/a", "crd");
         assert_eq!(
-            (missing.reason, missing.next),
+            (&*missing.reason, missing.next),
             ("KindNotInstalled", Next::Wait),
             "retried: a CRD install is not watched"
         );
@@ -640,7 +640,7 @@ mod tests {
         assert!(!plan.in_sync());
         assert_eq!(sync(&plan, Mode::Apply), Sync::Write);
         let condition = in_sync(&server, Sync::HoldBack, &plan, Mode::Paused, None);
-        assert_eq!((condition.reason, condition.status), ("ApplyRejected", false));
+        assert_eq!((&*condition.reason, condition.status), ("ApplyRejected", false));
         assert!(
             condition.message.contains("StatefulSet/files was refused by the API server: StatefulSet.apps"),
             "{}",

@@ -37,8 +37,9 @@ use recorder::Recorder;
 pub use watches::run;
 
 /// The longest one reconcile pass may take. Every request it makes has a deadline of its own
-/// (the DittoFS API 30 s, the API server the client's read timeout); this one bounds their sum,
-/// so no worker is held for ever. A pass cut off is retried on the error backoff.
+/// (the API server's is the client's read timeout; the DittoFS API is called from a task of its
+/// own, not the pass); this one bounds their sum, so no worker is held for ever. A pass cut off
+/// is retried on the error backoff.
 pub const PASS_DEADLINE: Duration = Duration::from_secs(120);
 
 pub struct Context {
@@ -58,13 +59,12 @@ pub struct Context {
     checksum_keys: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<u8>>>>>,
     /// The DittoFS REST client, shared by every server (it counts its requests).
     pub http: crate::runtime::api::HttpClient,
-    /// Each server's access token, in memory only (refreshed by logging in again when refused).
-    runtime_sessions: Mutex<HashMap<ObjectRef<DittoServer>, String>>,
-    /// When the runtime step last changed something in each server: it is looked at again soon
-    /// for a while after (`VERIFY_WINDOW`).
-    runtime_writes: Mutex<HashMap<ObjectRef<DittoServer>, std::time::Instant>>,
-    /// Runtime-step failures per CR: when the DittoFS API is tried next, and what it said last.
-    runtime_failures: Mutex<HashMap<ObjectRef<DittoServer>, crate::backoff::RetryGate<crate::status::Decided>>>,
+    /// Each server's runtime step between passes (its token, failures, task in flight).
+    runtime: Mutex<HashMap<ObjectRef<DittoServer>, runtime::RuntimeSlot>>,
+    /// The runtime steps' API tasks running at once.
+    runtime_permits: tokio::sync::Semaphore,
+    /// Wakes a DittoServer whose runtime task finished; set by each [`run`].
+    wake: Mutex<Option<futures::channel::mpsc::UnboundedSender<ObjectRef<DittoServer>>>>,
     /// What the watches know (filled by [`run`]), so a quiet pass reads nothing from the API server.
     pub cache: Arc<Cache>,
     /// The last render of each DittoServer, reused while its inputs stay the same.
@@ -81,8 +81,12 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
+        Self::with_metrics(client, settings, Arc::new(Metrics::new()))
+    }
+
+    /// With `metrics` made beforehand (the clients count their requests in them).
+    pub fn with_metrics(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
         let http = crate::runtime::api::HttpClient::default().with_deadline(settings.dittofs_api_timeout);
-        let metrics = Arc::new(Metrics::new());
         Self {
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into(), std::env::var("POD_NAME").ok()),
             watch_client: client.clone(),
@@ -93,9 +97,9 @@ impl Context {
             failures: Mutex::default(),
             checksum_keys: Mutex::default(),
             http,
-            runtime_sessions: Mutex::default(),
-            runtime_failures: Mutex::default(),
-            runtime_writes: Mutex::default(),
+            runtime: Mutex::default(),
+            runtime_permits: tokio::sync::Semaphore::new(runtime::RUNTIME_TASKS),
+            wake: Mutex::default(),
             cache: Arc::new(crate::cache::Cache::counting(metrics.watches_listing.clone())),
             renders: Arc::default(),
             render_permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
@@ -148,9 +152,16 @@ impl Context {
         self.renders.forget(server.namespace.as_deref().unwrap_or_default(), &server.name);
         self.written_status.lock().expect("status lock").remove(server);
         self.failures.lock().expect("failures lock").remove(server);
-        self.runtime_sessions.lock().expect("sessions lock").remove(server);
-        self.runtime_failures.lock().expect("failures lock").remove(server);
-        self.runtime_writes.lock().expect("writes lock").remove(server);
+        self.runtime.lock().expect("runtime lock").remove(server);
+    }
+
+    /// Asks the running controller for a pass over `server` (its runtime task finished).
+    fn wake(&self, server: ObjectRef<DittoServer>) {
+        if let Some(wake) = self.wake.lock().expect("wake lock").as_ref() {
+            self.metrics.enqueued(watches::queue_key(server.namespace.as_deref(), &server.name));
+            // Closed: that controller stopped (leadership lost); the next one lists every server.
+            let _ = wake.unbounded_send(server);
+        }
     }
 
     /// The watch no longer shows `server`: deleted while its pass ran.
@@ -253,7 +264,7 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
 /// kube's `finalizer()`, which adds it in a pass of its own and applies in the next, once the
 /// watch shows it: applying in the same pass would leave later passes, started from a store
 /// that does not show the finalizer yet, trying to add it again.
-async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>, ctx: &Context) -> Result<Action, Error> {
+async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let has_finalizer = server.finalizers().iter().any(|f| f == FINALIZER);
     if !has_finalizer && !cleanup::needs_finalizer(&server) {
         return match server.meta().deletion_timestamp {
@@ -276,7 +287,7 @@ async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>, ctx: &
 }
 
 /// One pass over a DittoServer that exists: the pipeline.
-async fn apply_pass(server: &DittoServer, ctx: &Context) -> Result<Action, Error> {
+async fn apply_pass(server: &DittoServer, ctx: &Arc<Context>) -> Result<Action, Error> {
     let mode = Mode::of(server, ctx.settings.dry_run);
     let key = ctx.checksum_key(&server.namespace().unwrap_or_default()).await?;
     let gathered = Gathered::from_cluster(ctx.reads(), &ctx.settings, server, key).await?;

@@ -2,7 +2,15 @@
 //! adapters, stores and shares match the runtime template, with the same rules as objects
 //! (plan, then write only when allowed; paused and `--dry-run` list instead). Failures become
 //! the `Serving` condition, never a crashed reconcile; secrets stay in request bodies.
+//!
+//! The DittoFS API work runs in a task of its own, never on a reconcile worker: a pod whose API
+//! is slow or silent (starting, or behind a NetworkPolicy) must not delay another server's
+//! objects. A pass starts the task, reports what is known meanwhile, and the task's end wakes
+//! the server; the pass after it reports what the task found.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -26,7 +34,7 @@ use crate::runtime::session::{self, AccountSetup, Problem, Secrets};
 use crate::status::{Decided, SERVING};
 
 /// What the step found and did, for the status step.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RuntimeOutcome {
     /// `Serving`; `None` when there is no runtime step (stopped server, `--dittofs-api off`).
     pub condition: Option<Decided>,
@@ -46,15 +54,38 @@ const VERIFY_AFTER_WRITE: Duration = Duration::from_secs(5);
 /// passes come in between (a later pass's requeue replaces an earlier one's): long enough for
 /// an adapter that cannot bind to show it, and for the operator's restart of it (after 15 s).
 const VERIFY_WINDOW: Duration = Duration::from_secs(30);
+/// The longest one server's API work may take: every request has its own deadline
+/// (`--dittofs-api-timeout`), and this bounds their sum.
+pub const RUNTIME_DEADLINE: Duration = Duration::from_secs(120);
+/// API tasks running at once. They mostly wait on sockets; the bound keeps a cluster of silent
+/// APIs from holding an unbounded number of connections.
+pub const RUNTIME_TASKS: usize = 64;
+
+/// One DittoServer's runtime step, between passes: all the memory it keeps.
+#[derive(Debug, Default)]
+pub struct RuntimeSlot {
+    /// The server's access token, in memory only (refreshed by logging in again when refused).
+    token: Option<String>,
+    /// Failures: when the API is tried next, and what it said last.
+    gate: Option<RetryGate<Decided>>,
+    /// When the step last changed something: looked at again soon for a while after.
+    wrote_at: Option<Instant>,
+    /// The inputs of the task in flight.
+    running: Option<u64>,
+    /// What the last task found, with its inputs, until a pass reports it.
+    finished: Option<(u64, RuntimeOutcome)>,
+    /// Changes the last reported outcome held back (paused, `--dry-run`), repeated meanwhile.
+    held: Vec<String>,
+}
 
 pub async fn runtime(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     server: &DittoServer,
-    rendered: &Rendered,
+    rendered: &Arc<Rendered>,
     secrets: &SecretsByName,
     mode: Mode,
 ) -> RuntimeOutcome {
-    let (Some(desired), Some(template)) = (&rendered.runtime, &ctx.settings.dittofs_api) else {
+    let (Some(_), Some(template)) = (&rendered.runtime, &ctx.settings.dittofs_api) else {
         return RuntimeOutcome::default();
     };
     let c = &rendered.outline;
@@ -63,10 +94,10 @@ pub async fn runtime(
     }
     let namespace = rendered.cr.namespace.clone();
     let key = ObjectRef::from_obj(server);
-    let secrets = Secrets::new(&ctx.client, &namespace, secrets);
+    let reader = Secrets::new(&ctx.client, &namespace, secrets);
     // What the client needs (the API's TLS Secrets) is checked first: a missing one also keeps
     // the pod from starting, and is the thing to fix.
-    let api = match session::api_for(&ctx.http, template, rendered, &secrets).await {
+    let api = match session::api_for(&ctx.http, template, rendered, &reader).await {
         Ok(api) => api,
         Err(problem) => return failed(problem),
     };
@@ -86,64 +117,164 @@ pub async fn runtime(
         );
         return not_serving(Decided::new(SERVING, false, "PodNotReady", message));
     };
-    // After a failure, a pass woken by any other event before the next try is due reports the
-    // last failure and neither dials nor counts.
-    let now = Instant::now();
-    {
-        let gates = ctx.runtime_failures.lock().expect("failures lock");
-        if let Due::In(wait) = RetryGate::due(gates.get(&key), now, &ready_since) {
+    let inputs = Inputs { server, rendered, secrets, mode, pod: &ready_since }.fingerprint();
+    let (token, reported) = {
+        let mut slots = ctx.runtime.lock().expect("runtime lock");
+        let slot = slots.entry(key.clone()).or_default();
+        // What a task found for these inputs: the news of this pass.
+        if let Some((ran_with, outcome)) = slot.finished.take() {
+            if ran_with == inputs {
+                slot.held = outcome.held.clone();
+                return outcome;
+            }
+            debug!("DittoFS API: the inputs changed while the last task ran; looking again");
+        }
+        if slot.running.is_some() {
+            return in_flight(server, slot);
+        }
+        // After a failure, a pass woken by any other event before the next try is due reports
+        // the last failure and neither dials nor counts.
+        if let Due::In(wait) = RetryGate::due(slot.gate.as_ref(), Instant::now(), &ready_since) {
             debug!(?wait, "DittoFS API: next try not due yet");
-            let last = gates.get(&key).map(|g| g.last.clone());
+            let last = slot.gate.as_ref().map(|g| g.last.clone());
             return RuntimeOutcome { condition: last, retry: Some(wait), ..RuntimeOutcome::default() };
         }
+        slot.running = Some(inputs);
+        (slot.token.clone(), in_flight(server, slot))
+    };
+    let task = Task {
+        ctx: ctx.clone(),
+        key,
+        inputs,
+        server: server.clone(),
+        rendered: rendered.clone(),
+        secrets: secrets.clone(),
+        handed_out: reader.handed_out(),
+        mode,
+        ready_since,
+    };
+    tokio::spawn(task.run(api.with_token(token)));
+    reported
+}
+
+/// What a pass reports while the server's task runs: the stored `Serving`, unless it says the
+/// pod is not Ready yet (it is now), and the changes last held back.
+fn in_flight(server: &DittoServer, slot: &RuntimeSlot) -> RuntimeOutcome {
+    let stored = server.status.as_ref().and_then(|s| Decided::stored(SERVING, &s.conditions));
+    let condition = stored.filter(|c| c.reason != "PodNotReady").unwrap_or_else(|| {
+        Decided::new(
+            SERVING,
+            false,
+            "Connecting",
+            "The pod is Ready: the operator is reaching DittoFS's API to set up its adapters, stores and shares",
+        )
+    });
+    RuntimeOutcome { condition: Some(condition), held: slot.held.clone(), ..RuntimeOutcome::default() }
+}
+
+/// What a task's outcome depends on: the same inputs give the same outcome, so a pass reports a
+/// finished task's outcome only when they are still its own.
+struct Inputs<'a> {
+    server: &'a DittoServer,
+    rendered: &'a Rendered,
+    secrets: &'a SecretsByName,
+    mode: Mode,
+    /// The Ready pod, [`health::ready_since`].
+    pod: &'a str,
+}
+
+impl Inputs<'_> {
+    fn fingerprint(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        self.server.metadata.uid.hash(&mut hasher);
+        self.server.metadata.generation.hash(&mut hasher);
+        // Annotations steer the step (a repoint allowed, paused), and a touched one asks for a fresh look.
+        self.server.metadata.annotations.hash(&mut hasher);
+        self.rendered.checksum.hash(&mut hasher);
+        serde_json::to_string(&self.rendered.runtime.as_deref()).unwrap_or_default().hash(&mut hasher);
+        for (name, secret) in self.secrets {
+            (name, &secret.metadata.resource_version).hash(&mut hasher);
+        }
+        format!("{:?}", self.mode).hash(&mut hasher);
+        self.pod.hash(&mut hasher);
+        hasher.finish()
     }
-    let token = ctx.runtime_sessions.lock().expect("sessions lock").get(&key).cloned();
-    let mut api = api.with_token(token);
-    let result = pass(ctx, server, rendered, desired, &secrets, &mut api, mode).await;
-    {
-        let mut sessions = ctx.runtime_sessions.lock().expect("sessions lock");
-        match api.token() {
-            Some(token) => sessions.insert(key.clone(), token.to_string()),
-            None => sessions.remove(&key),
+}
+
+/// One server's API work, off the reconcile workers.
+struct Task {
+    ctx: Arc<Context>,
+    key: ObjectRef<DittoServer>,
+    inputs: u64,
+    server: DittoServer,
+    rendered: Arc<Rendered>,
+    secrets: SecretsByName,
+    /// Values the pass read before the task (the TLS Secrets), scrubbed from what DittoFS says.
+    handed_out: Vec<String>,
+    mode: Mode,
+    ready_since: String,
+}
+
+impl Task {
+    async fn run(self, mut api: Api) {
+        let ctx = &self.ctx;
+        let Ok(_permit) = ctx.runtime_permits.acquire().await else { return };
+        let Some(desired) = self.rendered.runtime.clone() else { return };
+        let namespace = self.rendered.cr.namespace.clone();
+        let secrets = Secrets::new(&ctx.client, &namespace, &self.secrets);
+        let now = Instant::now();
+        let work = pass(ctx, &self.server, &self.rendered, &desired, &secrets, &mut api, self.mode);
+        let result = match tokio::time::timeout(RUNTIME_DEADLINE, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Problem::new(
+                "ApiUnreachable",
+                format!(
+                    "The DittoFS API at {} did not finish the operator's requests within {}s; the operator retries",
+                    api.base,
+                    RUNTIME_DEADLINE.as_secs()
+                ),
+            )),
         };
-    }
-    let mut outcome = result.unwrap_or_else(failed);
-    // Whatever DittoFS said (a login, a user call, a refused change) is scrubbed of every
-    // credential this pass read, its token included, and cut, before a condition carries it.
-    let mut credentials = secrets.handed_out();
-    credentials.extend(api.token().map(str::to_string));
-    if let Some(condition) = outcome.condition.as_mut() {
-        condition.message = session::scrub_and_cut(&condition.message, &credentials);
-    }
-    // Not serving (and not held on purpose): the next try is due one backoff interval later.
-    let mut gates = ctx.runtime_failures.lock().expect("failures lock");
-    match outcome.condition.clone().filter(|c| !c.status && outcome.held.is_empty()) {
-        Some(failed) => {
-            let gate = RetryGate::failed(gates.remove(&key), backoff::RUNTIME, now, &ready_since, failed);
-            let retry = gate.retry_in(Instant::now());
-            debug!(attempt = gate.failures(), ?retry, "DittoFS not serving yet; retrying");
-            gates.insert(key.clone(), gate);
-            outcome.retry = Some(retry);
+        let mut outcome = result.unwrap_or_else(failed);
+        // Whatever DittoFS said (a login, a user call, a refused change) is scrubbed of every
+        // credential this task read, its token included, and cut, before a condition carries it.
+        let mut credentials = secrets.handed_out();
+        credentials.extend(self.handed_out.iter().cloned());
+        credentials.extend(api.token().map(str::to_string));
+        if let Some(condition) = outcome.condition.as_mut() {
+            condition.message = session::scrub_and_cut(&condition.message, &credentials);
         }
-        None => {
-            gates.remove(&key);
+        {
+            let mut slots = ctx.runtime.lock().expect("runtime lock");
+            // Forgotten (the server was deleted) or replaced meanwhile: nothing to report.
+            let Some(slot) = slots.get_mut(&self.key).filter(|s| s.running == Some(self.inputs)) else { return };
+            slot.running = None;
+            slot.token = api.token().map(str::to_string);
+            // Not serving (and not held on purpose): the next try is due one backoff interval later.
+            match outcome.condition.clone().filter(|c| !c.status && outcome.held.is_empty()) {
+                Some(failed) => {
+                    let gate = RetryGate::failed(slot.gate.take(), backoff::RUNTIME, now, &self.ready_since, failed);
+                    let retry = gate.retry_in(Instant::now());
+                    debug!(attempt = gate.failures(), ?retry, "DittoFS not serving yet; retrying");
+                    slot.gate = Some(gate);
+                    outcome.retry = Some(retry);
+                }
+                None => slot.gate = None,
+            }
+            if outcome.wrote {
+                slot.wrote_at = Some(now);
+            }
+            match slot.wrote_at {
+                Some(at) if now.duration_since(at) < VERIFY_WINDOW => {
+                    outcome.retry = Some(outcome.retry.map_or(VERIFY_AFTER_WRITE, |r| r.min(VERIFY_AFTER_WRITE)));
+                }
+                Some(_) => slot.wrote_at = None,
+                None => {}
+            }
+            slot.finished = Some((self.inputs, outcome));
         }
+        ctx.wake(self.key);
     }
-    drop(gates);
-    let mut writes = ctx.runtime_writes.lock().expect("writes lock");
-    if outcome.wrote {
-        writes.insert(key.clone(), now);
-    }
-    match writes.get(&key) {
-        Some(at) if now.duration_since(*at) < VERIFY_WINDOW => {
-            outcome.retry = Some(outcome.retry.map_or(VERIFY_AFTER_WRITE, |r| r.min(VERIFY_AFTER_WRITE)));
-        }
-        Some(_) => {
-            writes.remove(&key);
-        }
-        None => {}
-    }
-    outcome
 }
 
 fn not_serving(condition: Decided) -> RuntimeOutcome {

@@ -66,7 +66,7 @@ pub async fn sync(
     let mut held_back = None;
     if let Some(missing) = &missing_class {
         let condition = health::storage_class_condition(missing);
-        events::publish(ctx, server, EventType::Warning, condition.reason, &condition.message).await;
+        events::publish(ctx, server, EventType::Warning, &condition.reason, &condition.message).await;
         // Claims of a missing class never bind: do not create the StatefulSet until the class exists.
         let sts = Kind::StatefulSet.resource();
         if !reads.exists(&sts, &namespace, &name).await.map_err(read_error("StatefulSet"))? {
@@ -212,7 +212,7 @@ async fn execute_and_publish(
 
 /// Nothing (more) is applied: report why (Warning Event, conditions) and leave every object as it is.
 pub async fn hold(ctx: &Context, server: &DittoServer, hold: Hold) -> Result<Action, Error> {
-    events::publish(ctx, server, EventType::Warning, hold.reason, &hold.message).await;
+    events::publish(ctx, server, EventType::Warning, &hold.reason, &hold.message).await;
     let name = server.name_any();
     let existing: Option<StatefulSet> = ctx
         .reads()
