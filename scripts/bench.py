@@ -7,6 +7,11 @@
   bench.py wait-objects NS N SECS SINCE  polls etcd (not the apiserver) until NS holds N StatefulSets;
                                     prints the seconds since the Unix time SINCE
   bench.py wait-status NS N SECS SINCE   polls etcd until N DittoServers of NS report InSync; same
+  bench.py wait-ready NS N SECS SINCE    polls etcd until N DittoServers of NS count their pod Ready; same
+  bench.py wait-runtime NS N SECS SINCE  polls etcd until N DittoServers of NS say their runtime
+                                    step finished a try at the API (Serving past PodNotReady, Connecting); same
+  bench.py silent-api PORT          listens on 127.0.0.1:PORT, accepts, never answers (runs until killed)
+  bench.py operator-requests URL    the operator's own API server requests by method (its /metrics)
   bench.py process PID              peak RSS (MiB) and CPU seconds of a process
   bench.py events NS REPORTER       Events of NS by reporting component and reason (JSON), and how
                                     many are not REPORTER's (the apiserver's own, say)
@@ -102,6 +107,54 @@ def reporting(namespace):
     return n
 
 
+def servers(namespace):
+    found = etcd_range(f"/registry/dittofs.dittofs.com/dittoservers/{namespace}/")
+    return [json.loads(base64.b64decode(kv["value"])) for kv in found.get("kvs", [])]
+
+
+def pods_ready(namespace):
+    """DittoServers whose status counts their pod Ready."""
+    return sum((s.get("status", {}).get("readyReplicas") or 0) >= 1 for s in servers(namespace))
+
+
+def tried_api(namespace):
+    """DittoServers whose runtime step has finished a try at their API: Serving is past
+    PodNotReady and Connecting."""
+    return sum(
+        any(c.get("type") == "Serving" and c.get("reason") not in ("PodNotReady", "Connecting")
+            for c in s.get("status", {}).get("conditions", []))
+        for s in servers(namespace))
+
+
+def silent_api(port):
+    """An API that accepts every connection and never answers (the worst case for the runtime
+    step: each request waits for its whole deadline)."""
+    import asyncio
+
+    async def hold(reader, writer):
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(hold, "127.0.0.1", int(port), backlog=4096)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def operator_requests(url):
+    """The operator's own API server requests by method, from its /metrics."""
+    text = urllib.request.urlopen(url).read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("dittofs_operator_kube_requests_total{"):
+            method = line.split('method="', 1)[1].split('"', 1)[0]
+            counts[method] = int(float(line.rsplit(" ", 1)[1]))
+    print(json.dumps(counts))
+
+
 def process(pid):
     # Peak RSS, and what is resident now split into the heap and such (anonymous) and the
     # binary's own pages (file: its code, read from the executable, shared and reclaimable).
@@ -183,6 +236,14 @@ def main():
         wait(lambda: statefulsets(args[0]) >= int(args[1]), float(args[2]), float(args[3]))
     elif command == "wait-status":
         wait(lambda: reporting(args[0]) >= int(args[1]), float(args[2]), float(args[3]))
+    elif command == "wait-ready":
+        wait(lambda: pods_ready(args[0]) >= int(args[1]), float(args[2]), float(args[3]))
+    elif command == "wait-runtime":
+        wait(lambda: tried_api(args[0]) >= int(args[1]), float(args[2]), float(args[3]))
+    elif command == "silent-api":
+        silent_api(args[0])
+    elif command == "operator-requests":
+        operator_requests(args[0])
     elif command == "process":
         process(args[0])
     elif command == "events":

@@ -31,6 +31,8 @@ SELF=$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")
 READY_TIMEOUT=${DITTOFS_CLUSTER_TIMEOUT:-60}   # seconds, per wait
 STOP_TIMEOUT=10                                # seconds before SIGKILL
 NODE_NAME=kwok-node-0
+# The fake node's capacity (scripts/bench.sh raises it to take every server's pod).
+KWOK_PODS=${DITTOFS_KWOK_PODS:-110} KWOK_CPU=${DITTOFS_KWOK_CPU:-32} KWOK_MEMORY=${DITTOFS_KWOK_MEMORY:-256Gi}
 
 log() { printf '[cluster %6.1fs] %s\n' "$(elapsed)" "$*" >&2; }
 T0=${EPOCHREALTIME/,/.}
@@ -227,8 +229,8 @@ create_node() {
    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
    "labels": {"kubernetes.io/hostname": "$NODE_NAME", "kubernetes.io/os": "linux",
               "kubernetes.io/arch": "amd64", "type": "kwok"}},
- "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}}}
+ "status": {"allocatable": {"cpu": "$KWOK_CPU", "memory": "$KWOK_MEMORY", "pods": "$KWOK_PODS"},
+            "capacity": {"cpu": "$KWOK_CPU", "memory": "$KWOK_MEMORY", "pods": "$KWOK_PODS"}}}
 EOF
 }
 

@@ -253,7 +253,11 @@ impl Task {
             // Not serving (and not held on purpose): the next try is due one backoff interval later.
             match outcome.condition.clone().filter(|c| !c.status && outcome.held.is_empty()) {
                 Some(failed) => {
-                    let gate = RetryGate::failed(slot.gate.take(), backoff::RUNTIME, now, &self.ready_since, failed);
+                    // Counted from the failure: a try that waited out its deadline is not
+                    // followed at once by the next.
+                    let failed_at = Instant::now();
+                    let gate =
+                        RetryGate::failed(slot.gate.take(), backoff::RUNTIME, failed_at, &self.ready_since, failed);
                     let retry = gate.retry_in(Instant::now());
                     debug!(attempt = gate.failures(), ?retry, "DittoFS not serving yet; retrying");
                     slot.gate = Some(gate);
