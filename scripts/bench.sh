@@ -137,7 +137,7 @@ STATUS=$($PY wait-status bench $((N + 1)) 600 "$CREATED")
 RUNTIME_SECONDS=null PODS_READY_SECONDS=null
 if [[ $TIER == full ]]; then PODS_READY_SECONDS=$($PY wait-ready bench $((N + 1)) 900 "$CREATED"); fi
 if ((RUNTIME)); then
-  RUNTIME_SECONDS=$($PY wait-runtime bench $((N + 1)) 900 "$CREATED")
+  RUNTIME_SECONDS=$($PY wait-runtime bench $((N + 1)) 1800 "$CREATED")
 fi
 wait "$CREATE_PID"
 CREATES=$(python3 -c 'import sys; print(f"{float(sys.argv[1]) - float(sys.argv[2]):.3f}")' "$(cat "$WORK/created-at")" "$CREATED")

@@ -140,7 +140,13 @@ pub struct Settings {
     pub dittofs_api: Option<String>,
     /// The deadline of one DittoFS API request, body included (`--dittofs-api-timeout-seconds`).
     pub dittofs_api_timeout: std::time::Duration,
+    /// Runtime-step tasks (DittoFS API work) running at once; the rest wait their turn.
+    pub dittofs_api_tasks: usize,
 }
+
+/// API tasks running at once. They mostly wait on sockets; the bound keeps a cluster of silent
+/// APIs from holding an unbounded number of connections.
+pub const DITTOFS_API_TASKS: usize = 64;
 
 impl Settings {
     pub fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
@@ -209,6 +215,7 @@ impl Default for Settings {
             claim_pending_grace: crate::health::DEFAULT_CLAIM_PENDING_GRACE,
             dittofs_api: Some(DEFAULT_DITTOFS_API.into()),
             dittofs_api_timeout: crate::runtime::api::REQUEST_TIMEOUT,
+            dittofs_api_tasks: DITTOFS_API_TASKS,
         }
     }
 }

@@ -445,6 +445,59 @@ async fn an_api_that_never_answers_is_waited_for_off_the_workers() {
     operator.shutdown().await;
 }
 
+/// With one runtime task at a time, a second server waits its turn by key (saying `Connecting`)
+/// and the end of the first one's task wakes it: both try their API and say `ApiUnreachable`
+/// well before any timed requeue (30 s) would have brought the second one back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_waiting_for_a_runtime_task_is_woken_when_one_ends() {
+    use tokio::io::AsyncReadExt;
+    let (client, ns) = setup("serve-turns").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                while socket.read(&mut request).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    let mut settings = Settings::for_tests(Some(ns.to_string()));
+    settings.dittofs_api = Some(LOCAL_API.into());
+    settings.dittofs_api_timeout = Duration::from_secs(3);
+    settings.dittofs_api_tasks = 1;
+    let operator = Operator::start_with(&client, settings);
+    let servers = Api::<DittoServer>::namespaced(client.clone(), &ns);
+    let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    for name in ["demo", "second"] {
+        let plain = cr(api_port, free_port(), free_port(), "")
+            .replace(
+                &format!("controlPlane: {{port: {api_port}}}"),
+                &format!("controlPlane: {{port: {api_port}, tls: false}}"),
+            )
+            .replace("{name: demo}", &format!("{{name: {name}}}"));
+        servers.create(&PostParams::default(), &server(&ns, &plain)).await.unwrap();
+    }
+    for name in ["demo", "second"] {
+        let sts =
+            eventually("StatefulSet", DEADLINE, || async { statefulsets.get_opt(name).await.ok().flatten() }).await;
+        pods.create(&PostParams::default(), &pod_from_template(&sts)).await.unwrap();
+    }
+    set_pod_ready(&client, &ns, "demo-0", true).await;
+    set_pod_ready(&client, &ns, "second-0", true).await;
+    let started = tokio::time::Instant::now();
+    for name in ["demo", "second"] {
+        eventually(&format!("{name}: Serving=False ApiUnreachable"), DEADLINE, || async {
+            condition(&client, &ns, name, "Serving").await.filter(|c| c.reason == "ApiUnreachable")
+        })
+        .await;
+    }
+    // Two tries of 3 s one after the other, and no 30 s requeue in between.
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    operator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_remote_store_holds_the_blocks_with_keys_from_a_secret() {
     clients_installed();

@@ -62,7 +62,10 @@ pub struct Context {
     /// Each server's runtime step between passes (its token, failures, task in flight).
     runtime: Mutex<HashMap<ObjectRef<DittoServer>, runtime::RuntimeSlot>>,
     /// The runtime steps' API tasks running at once.
-    runtime_permits: tokio::sync::Semaphore,
+    runtime_permits: Arc<tokio::sync::Semaphore>,
+    /// Servers whose runtime step waits for a permit, woken in turn as tasks end: first tries
+    /// ahead of retries. Only their keys wait, not their data.
+    runtime_waiting: Mutex<std::collections::VecDeque<ObjectRef<DittoServer>>>,
     /// Wakes a DittoServer whose runtime task finished; set by each [`run`].
     wake: Mutex<Option<futures::channel::mpsc::UnboundedSender<ObjectRef<DittoServer>>>>,
     /// What the watches know (filled by [`run`]), so a quiet pass reads nothing from the API server.
@@ -87,6 +90,7 @@ impl Context {
     /// With `metrics` made beforehand (the clients count their requests in them).
     pub fn with_metrics(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
         let http = crate::runtime::api::HttpClient::default().with_deadline(settings.dittofs_api_timeout);
+        let api_tasks = settings.dittofs_api_tasks.max(1);
         Self {
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into(), std::env::var("POD_NAME").ok()),
             watch_client: client.clone(),
@@ -98,7 +102,8 @@ impl Context {
             checksum_keys: Mutex::default(),
             http,
             runtime: Mutex::default(),
-            runtime_permits: tokio::sync::Semaphore::new(runtime::RUNTIME_TASKS),
+            runtime_permits: Arc::new(tokio::sync::Semaphore::new(api_tasks)),
+            runtime_waiting: Mutex::default(),
             wake: Mutex::default(),
             cache: Arc::new(crate::cache::Cache::counting(metrics.watches_listing.clone())),
             renders: Arc::default(),

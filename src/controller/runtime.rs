@@ -57,9 +57,6 @@ const VERIFY_WINDOW: Duration = Duration::from_secs(30);
 /// The longest one server's API work may take: every request has its own deadline
 /// (`--dittofs-api-timeout`), and this bounds their sum.
 pub const RUNTIME_DEADLINE: Duration = Duration::from_secs(120);
-/// API tasks running at once. They mostly wait on sockets; the bound keeps a cluster of silent
-/// APIs from holding an unbounded number of connections.
-pub const RUNTIME_TASKS: usize = 64;
 
 /// One DittoServer's runtime step, between passes: all the memory it keeps.
 #[derive(Debug, Default)]
@@ -118,7 +115,7 @@ pub async fn runtime(
         return not_serving(Decided::new(SERVING, false, "PodNotReady", message));
     };
     let inputs = Inputs { server, rendered, secrets, mode, pod: &ready_since }.fingerprint();
-    let (token, reported) = {
+    let (token, reported, permit) = {
         let mut slots = ctx.runtime.lock().expect("runtime lock");
         let slot = slots.entry(key.clone()).or_default();
         // What a task found for these inputs: the news of this pass.
@@ -139,8 +136,20 @@ pub async fn runtime(
             let last = slot.gate.as_ref().map(|g| g.last.clone());
             return RuntimeOutcome { condition: last, retry: Some(wait), ..RuntimeOutcome::default() };
         }
+        // A task runs only with a permit: without one, the server waits its turn by key, and the
+        // end of another task wakes it.
+        let Ok(permit) = ctx.runtime_permits.clone().try_acquire_owned() else {
+            let mut waiting = ctx.runtime_waiting.lock().expect("waiting lock");
+            if !waiting.contains(&key) {
+                match slot.gate {
+                    None => waiting.push_front(key.clone()),
+                    Some(_) => waiting.push_back(key.clone()),
+                }
+            }
+            return in_flight(server, slot);
+        };
         slot.running = Some(inputs);
-        (slot.token.clone(), in_flight(server, slot))
+        (slot.token.clone(), in_flight(server, slot), permit)
     };
     let task = Task {
         ctx: ctx.clone(),
@@ -153,7 +162,7 @@ pub async fn runtime(
         mode,
         ready_since,
     };
-    tokio::spawn(task.run(api.with_token(token)));
+    tokio::spawn(task.run(api.with_token(token), permit));
     reported
 }
 
@@ -216,9 +225,8 @@ struct Task {
 }
 
 impl Task {
-    async fn run(self, mut api: Api) {
+    async fn run(self, mut api: Api, permit: tokio::sync::OwnedSemaphorePermit) {
         let ctx = &self.ctx;
-        let Ok(_permit) = ctx.runtime_permits.acquire().await else { return };
         let Some(desired) = self.rendered.runtime.clone() else { return };
         let namespace = self.rendered.cr.namespace.clone();
         let secrets = Secrets::new(&ctx.client, &namespace, &self.secrets);
@@ -244,10 +252,12 @@ impl Task {
         if let Some(condition) = outcome.condition.as_mut() {
             condition.message = session::scrub_and_cut(&condition.message, &credentials);
         }
-        {
+        let reported = 'report: {
             let mut slots = ctx.runtime.lock().expect("runtime lock");
             // Forgotten (the server was deleted) or replaced meanwhile: nothing to report.
-            let Some(slot) = slots.get_mut(&self.key).filter(|s| s.running == Some(self.inputs)) else { return };
+            let Some(slot) = slots.get_mut(&self.key).filter(|s| s.running == Some(self.inputs)) else {
+                break 'report false;
+            };
             slot.running = None;
             slot.token = api.token().map(str::to_string);
             // Not serving (and not held on purpose): the next try is due one backoff interval later.
@@ -276,8 +286,17 @@ impl Task {
                 None => {}
             }
             slot.finished = Some((self.inputs, outcome));
+            true
+        };
+        drop(permit);
+        if reported {
+            ctx.wake(self.key);
         }
-        ctx.wake(self.key);
+        // The permit is free: the server waiting longest (a first try before any retry) takes it.
+        let next = ctx.runtime_waiting.lock().expect("waiting lock").pop_front();
+        if let Some(next) = next {
+            ctx.wake(next);
+        }
     }
 }
 
