@@ -22,6 +22,7 @@ fn identity_matches_the_earlier_operator() {
     let mut short = names.short_names.clone().unwrap();
     short.sort();
     assert_eq!(short, ["ditto", "dittofs"]);
+    assert_eq!(names.categories.clone().unwrap(), ["all", "dittofs-operator"]);
     assert_eq!(crd.spec.scope, "Namespaced");
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
@@ -53,5 +54,36 @@ fn collect_messages(v: &serde_json::Value, out: &mut Vec<String>) {
         }
         serde_json::Value::Array(items) => items.iter().for_each(|v| collect_messages(v, out)),
         _ => {}
+    }
+}
+
+/// `kubectl explain` has something to say at every level: the object, and every field of the
+/// spec and the status.
+#[test]
+fn every_field_has_a_description() {
+    let value: serde_json::Value = serde_saphyr::from_str(&crd::crd_yaml()).unwrap();
+    let schema = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let top = schema["description"].as_str().unwrap_or_default();
+    assert!(!top.is_empty() && !top.contains("Auto-generated"), "the object's description: {top:?}");
+    let mut undescribed = Vec::new();
+    let mut fields = 0;
+    undescribed_fields(schema, "", &mut undescribed, &mut fields);
+    assert!(fields > 400, "found {fields} fields");
+    assert!(undescribed.is_empty(), "fields without a description: {undescribed:?}");
+}
+
+fn undescribed_fields(schema: &serde_json::Value, path: &str, out: &mut Vec<String>, fields: &mut usize) {
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, field) in properties {
+            let here = format!("{path}.{name}");
+            *fields += 1;
+            if field["description"].as_str().is_none_or(str::is_empty) {
+                out.push(here.clone());
+            }
+            undescribed_fields(field, &here, out, fields);
+        }
+    }
+    if schema["items"].is_object() {
+        undescribed_fields(&schema["items"], &format!("{path}[]"), out, fields);
     }
 }

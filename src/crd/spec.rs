@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::status::DittoServerStatus;
 
-/// A DittoFS NFS/SMB file server.
+/// The server wanted: image, storage, database, identity, adapters, shares, and who may reach them.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "dittofs.dittofs.com",
@@ -24,6 +24,9 @@ use super::status::DittoServerStatus;
     singular = "dittoserver",
     shortname = "dittofs",
     shortname = "ditto",
+    category = "all",
+    category = "dittofs-operator",
+    doc = "A DittoFS file server (NFS and SMB) that the operator deploys and runs: its pod, volumes, Services, configuration, and the adapters, stores and shares it serves.",
     namespaced,
     status = "DittoServerStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
@@ -394,6 +397,8 @@ pub struct DatabaseSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SqliteSpec {
+    /// The SQLite file, under `/data/controlplane/` (the controlplane claim). Default
+    /// `/data/controlplane/controlplane.db`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
@@ -402,9 +407,12 @@ pub struct SqliteSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
+    /// The Secret's name, in the DittoServer's namespace.
     pub name: String,
+    /// The entry to read; each field that refers to a Secret says its default key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Earlier Go operator only; no effect: a Secret the spec names must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional: Option<bool>,
 }
@@ -412,10 +420,12 @@ pub struct SecretRef {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PerconaRef {
+    /// An existing PerconaPGCluster in the DittoServer's namespace.
     pub cluster_name: String,
     /// Default: the cluster's default user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The database to use. Default: the user Secret's `dbname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
 }
@@ -452,6 +462,7 @@ pub struct PerconaSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PerconaBackupSpec {
+    /// Render the pgBackRest repository and schedules. Default false.
     #[serde(default)]
     pub enabled: bool,
     /// A Secret projected into pgBackRest's `conf.d`: a key such as `s3.conf` holding
@@ -459,6 +470,7 @@ pub struct PerconaBackupSpec {
     /// pod's own credentials (`repo1-s3-key-type: auto`, an IAM role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<LocalObjectReference>,
+    /// The S3 bucket of repository `repo1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
     /// The S3 host (`s3.eu-west-1.amazonaws.com`, `host:port`); an `https://` prefix is dropped.
@@ -620,12 +632,16 @@ pub struct LdapSpec {
     /// `ldaps://host:636` or `ldap://host:389` (then `startTLS` or `allowPlaintext`).
     #[schemars(regex(pattern = r"^ldaps?://"))]
     pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
     #[serde(default, rename = "startTLS", skip_serializing_if = "Option::is_none")]
     pub start_tls: Option<bool>,
+    /// Allow an `ldap://` connection without TLS (the bind password then travels in clear).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_plaintext: Option<bool>,
+    /// Where users and groups are searched, such as `DC=example,DC=com`.
     #[serde(rename = "baseDN")]
     pub base_dn: String,
+    /// The account DittoFS binds as to search the directory.
     #[serde(rename = "bindDN")]
     pub bind_dn: String,
     /// The bind password (key `password` unless `key` says otherwise); reaches DittoFS as
@@ -635,16 +651,19 @@ pub struct LdapSpec {
     /// Default `sAMAccountName` (DittoFS's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_attr: Option<String>,
+    /// The directory's realm, such as `EXAMPLE.COM` (DittoFS's `ldap.realm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
     /// `rfc2307` (uidNumber/gidNumber, DittoFS's default) or `rid` (from Windows SIDs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idmap: Option<IdMap>,
+    /// Resolve group membership through nested groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nested_groups: Option<bool>,
     /// A CA file inside the pod (mount it with a template override); default the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert_file: Option<String>,
+    /// Accept any certificate from the directory server. Not for production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
 }
@@ -659,10 +678,13 @@ pub struct KerberosSpec {
     /// Such as `nfs/files.example.com@EXAMPLE.COM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_principal: Option<String>,
+    /// The Kerberos realm, such as `EXAMPLE.COM`. Default: taken from the service principal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// The domain's NetBIOS name, such as `EXAMPLE` (SMB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netbios_domain: Option<String>,
+    /// The domain's DNS name, such as `example.com`. Default: the realm in lower case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_domain: Option<String>,
     /// The service keytab (key `keytab` unless `key` says otherwise), mounted at /kerberos/dittofs.keytab.
@@ -674,6 +696,7 @@ pub struct KerberosSpec {
     /// krb5.conf inline (not secret: it goes into the config ConfigMap); `krb5ConfSecretRef` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub krb5_conf: Option<String>,
+    /// A computer account in the domain, for NETLOGON pass-through authentication of SMB users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_account: Option<MachineAccountSpec>,
 }
@@ -682,8 +705,10 @@ pub struct KerberosSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MachineAccountSpec {
+    /// Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// The computer account's name, such as `DITTOFS$`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_name: Option<String>,
     /// The account's password (key `password` unless `key` says otherwise):
@@ -693,6 +718,7 @@ pub struct MachineAccountSpec {
     /// Its keytab (key `keytab`), mounted at /kerberos-machine/machine.keytab.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keytab_secret_ref: Option<SecretRef>,
+    /// The domain controllers to reach, such as `dc1.example.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dc_address: Option<Vec<String>>,
 }
@@ -706,8 +732,10 @@ pub struct JwtSpec {
     /// Earlier Go operator (v0.4.1 schema default `dittofs`) only: DittoFS's issuer is fixed; no effect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// How long an API access token lasts, a Go duration. Default `15m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token_duration: Option<String>,
+    /// How long a refresh token lasts, a Go duration. Default `168h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token_duration: Option<String>,
 }
@@ -749,6 +777,7 @@ pub struct MetricsSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceMonitorSpec {
+    /// Create the ServiceMonitor. Default false; needs `metrics.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Scrape interval, such as `30s`. Default: Prometheus's.

@@ -4,27 +4,37 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// What the operator observed of the server: its phase, conditions, endpoints, database and what
+/// DittoFS itself reports. Written by the operator only.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DittoServerStatus {
+    /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Pending`, `Running`, `Stopped`, `Degraded` or `Deleting`: a summary of the conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// The pods the StatefulSet wants (`spec.replicas`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// The StatefulSet's Ready pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
     /// Checksum of the rendered config and the referenced Secrets' data (on the pod template too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// Where clients reach the server, and who may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// The control-plane database in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseStatus>,
     /// What DittoFS itself reports: the managed shares it exports and its adapters' live ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeStatus>,
+    /// `Ready`, `Available`, `Progressing`, `Degraded`, `ConfigReady`, `DatabaseReady`,
+    /// `TemplatesReady`, `InSync` and `Serving`, each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -45,6 +55,7 @@ pub struct Endpoints {
     /// `<name>-file.<namespace>.svc:<nfs port>` or the load balancer address once assigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The DittoFS REST API inside the cluster: `<name>-api.<namespace>.svc:<port>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
     /// Mount source of the first share over NFS, such as `demo-file.default.svc:/export`.
@@ -73,10 +84,14 @@ pub struct RuntimeStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdapterStatus {
+    /// `nfs` or `smb`.
     #[serde(rename = "type")]
     pub adapter_type: String,
+    /// The port DittoFS reports the adapter on.
     pub port: i32,
+    /// Whether the adapter is turned on in DittoFS.
     pub enabled: bool,
+    /// Listening and reported healthy.
     pub running: bool,
 }
 
@@ -85,8 +100,10 @@ pub struct AdapterStatus {
 pub struct DatabaseStatus {
     /// `sqlite`, `postgres` (external) or `percona`.
     pub kind: String,
+    /// `host:port` of PostgreSQL; absent for SQLite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The database was found ready when the configuration was rendered.
     pub ready: bool,
 }
 
