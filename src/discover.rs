@@ -145,6 +145,8 @@ pub fn referenced_secret_names(spec: &crate::crd::DittoServerSpec, cr_name: &str
     }
     out.extend(generated_api_tls_secret(spec, cr_name));
     out.extend(backup_secret_name(spec));
+    // Users' passwords: a rotated one is set on the account at the next pass.
+    out.extend(spec.users.iter().flatten().map(|u| u.password_secret_ref.name.clone()));
     out.sort();
     out.dedup();
     out

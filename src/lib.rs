@@ -34,6 +34,7 @@ pub mod operator;
 pub mod overrides;
 pub mod percona;
 pub mod preview;
+pub mod quantity;
 pub mod redact;
 pub mod render;
 pub mod responses;

@@ -55,16 +55,18 @@ struct JsonChange<'a> {
 }
 
 /// What `diff` found: object changes, then the DittoFS runtime changes (adapters, stores,
-/// shares) when its API was reached.
+/// shares, users) when its API was reached, and what the server holds beyond the spec.
 pub struct Preview {
     pub objects: Vec<ObjectDiff>,
     pub runtime: Vec<String>,
+    /// Users and groups in DittoFS that the spec does not list, left alone: not a change.
+    pub kept: Vec<String>,
 }
 
 /// Prints the diff; returns whether anything differs.
 pub async fn diff(args: DiffArgs) -> Result<bool> {
     let client = client(args.kubeconfig.as_ref()).await?;
-    let Preview { objects, runtime } = preview(&client, &args).await?;
+    let Preview { objects, runtime, kept } = preview(&client, &args).await?;
     match args.output {
         OutputFormat::Text => {
             for change in &objects {
@@ -76,10 +78,17 @@ pub async fn diff(args: DiffArgs) -> Result<bool> {
                     println!("~ {line}");
                 }
             }
+            if !kept.is_empty() {
+                println!("# DittoFS, kept (not in the spec, not changed):");
+                for line in &kept {
+                    println!("= {line}");
+                }
+            }
         }
         OutputFormat::Json => {
             let mut items: Vec<serde_json::Value> = serde_json::from_str(&to_json(&objects))?;
             items.extend(runtime.iter().map(|line| serde_json::json!({"runtime": line})));
+            items.extend(kept.iter().map(|line| serde_json::json!({"kept": line})));
             println!("{}", serde_json::to_string_pretty(&items)?);
         }
     }
@@ -149,7 +158,7 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     // Like the reconcile: a lost admin Secret is not generated again.
     if let Some(message) = crate::controller::decide::admin_secret_lost(&server, &gathered, &discovered) {
         eprintln!("note: {message}");
-        return Ok(Preview { objects: Vec::new(), runtime: Vec::new() });
+        return Ok(Preview { objects: Vec::new(), runtime: Vec::new(), kept: Vec::new() });
     }
     // Like the reconcile: while the database is not ready, only an operator-created cluster is applied.
     let database_only = match gathered.database_gate() {
@@ -166,7 +175,7 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
                 "note: database not ready ({}): {}; nothing would be applied",
                 not_ready.reason, not_ready.message
             );
-            return Ok(Preview { objects: Vec::new(), runtime: Vec::new() });
+            return Ok(Preview { objects: Vec::new(), runtime: Vec::new(), kept: Vec::new() });
         }
     };
     let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
@@ -181,15 +190,15 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     )
     .await?;
     let objects = plan.changes().into_iter().cloned().collect();
-    let runtime = match args.dittofs_api.template() {
+    let (runtime, kept) = match args.dittofs_api.template() {
         Some(template) if !database_only => {
             let repoint = crate::runtime::plan::repoint_allowed(server.annotations());
             runtime_changes(&client, &template, &rendered, &gathered.secrets, gathered.checksum_key.clone(), repoint)
                 .await
         }
-        _ => Vec::new(),
+        _ => (Vec::new(), Vec::new()),
     };
-    Ok(Preview { objects, runtime })
+    Ok(Preview { objects, runtime, kept })
 }
 
 /// The runtime plan against the live server, read only (as the operator's account, or the
@@ -201,12 +210,12 @@ async fn runtime_changes(
     gathered: &crate::discover::SecretsByName,
     key: Vec<u8>,
     repoint_allowed: bool,
-) -> Vec<String> {
-    use crate::runtime::{api, plan, session};
-    let Some(desired) = &rendered.runtime else { return Vec::new() };
+) -> (Vec<String>, Vec<String>) {
+    use crate::runtime::{api, session};
+    let Some(desired) = &rendered.runtime else { return (Vec::new(), Vec::new()) };
     let c = &rendered.outline;
     if c.replicas == 0 {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let secrets = session::Secrets::new(client, &rendered.cr.namespace, gathered);
     let read = async {
@@ -214,17 +223,24 @@ async fn runtime_changes(
         session::ready(&api).await?;
         let (live, _) =
             session::login_and_read(&secrets, &mut api, rendered, desired, session::AccountSetup::ReadOnly).await?;
-        let (stores, _) = session::resolve_stores(&secrets, desired, &key).await?;
-        let planned = plan::plan(desired, &stores, &live, repoint_allowed);
+        let inputs = session::PlanInputs {
+            rendered,
+            desired,
+            live: &live,
+            digest_key: &key,
+            remembered: &Default::default(),
+            repoint_allowed,
+        };
+        let planned = session::plan_against(&secrets, &api, inputs).await?.plan;
         let mut lines = planned.descriptions();
         lines.extend(planned.refused.iter().map(|r| format!("refused: {r}")));
-        Ok::<_, session::Problem>(lines)
+        Ok::<_, session::Problem>((lines, planned.kept))
     };
     match read.await {
-        Ok(lines) => lines,
+        Ok(found) => found,
         Err(problem) => {
             eprintln!("note: DittoFS runtime not compared ({}): {}", problem.reason, problem.message);
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     }
 }

@@ -35,6 +35,7 @@ pub struct Values {
     pub api_service: ApiServiceValues,
     pub file_service: FileServiceValues,
     pub smb: SmbValues,
+    pub nfs: NfsValues,
     pub network_policy: NetworkPolicyValues,
     pub metrics: MetricsValues,
     pub storage: StorageValues,
@@ -96,6 +97,7 @@ pub struct PortValues {
     pub nfs: i32,
     pub smb: i32,
     pub metrics: i32,
+    pub portmapper: i32,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -112,6 +114,7 @@ pub struct FileServiceValues {
     pub service_type: ServiceType,
     pub nfs_port: i32,
     pub smb_port: i32,
+    pub portmapper_port: i32,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -133,6 +136,13 @@ pub struct OperatorPods {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmbValues {
     pub enabled: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NfsValues {
+    pub portmapper: bool,
+    pub udp: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]

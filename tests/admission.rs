@@ -219,6 +219,64 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"percona": {"backup": {"fullSchedule": "daily at two"}}}), "spec.percona.backup.fullSchedule"),
         (json!({"percona": {"backup": {"incrSchedule": "0 * * *"}}}), "spec.percona.backup.incrSchedule"),
         (json!({"percona": {"backup": {"retentionDays": 0}}}), "spec.percona.backup.retentionDays"),
+        // Access: users, groups, grants and quotas.
+        (
+            json!({"users": [{"name": "alice", "passwordSecretRef": {"name": "p"}}, {"name": "alice", "passwordSecretRef": {"name": "q"}}]}),
+            "spec.users: duplicate entries for key [name=\"alice\"]",
+        ),
+        (
+            json!({"groups": [{"name": "staff"}, {"name": "staff"}]}),
+            "spec.groups: duplicate entries for key [name=\"staff\"]",
+        ),
+        (json!({"users": [{"name": "root", "uid": 0, "passwordSecretRef": {"name": "p"}}]}), "spec.users[0].uid"),
+        (json!({"users": [{"name": "wheel", "gid": 0, "passwordSecretRef": {"name": "p"}}]}), "spec.users[0].uid"),
+        (json!({"users": [{"name": "admin", "passwordSecretRef": {"name": "p"}}]}), "spec.users[0].name"),
+        (
+            json!({"users": [{"name": "alice", "role": "admin", "passwordSecretRef": {"name": "p"}}]}),
+            "spec.users[0].role",
+        ),
+        (json!({"users": [{"name": "alice"}]}), "spec.users[0].passwordSecretRef"),
+        (json!({"users": [{"name": "al ice", "passwordSecretRef": {"name": "p"}}]}), "spec.users[0].name"),
+        (json!({"users": [{"name": "alice", "groups": ["staff"], "passwordSecretRef": {"name": "p"}}]}), "spec.users"),
+        (json!({"groups": [{"name": "staff", "gid": 0}]}), "spec.groups[0].gid"),
+        (
+            json!({"shares": [{"name": "/export", "permissions": [{"user": "mallory", "level": "read"}]}]}),
+            "spec.shares[].permissions[].user must name a user of spec.users",
+        ),
+        (
+            json!({"shares": [{"name": "/export", "permissions": [{"group": "nobody", "level": "read"}]}]}),
+            "spec.shares[].permissions[].group must name a group of spec.groups",
+        ),
+        (
+            json!({"users": [{"name": "alice", "passwordSecretRef": {"name": "p"}}], "groups": [{"name": "staff"}],
+                   "shares": [{"name": "/export", "permissions": [{"user": "alice", "group": "staff", "level": "read"}]}]}),
+            "spec.shares[0].permissions[0].user",
+        ),
+        (
+            json!({"users": [{"name": "alice", "passwordSecretRef": {"name": "p"}}],
+                   "shares": [{"name": "/export", "permissions": [{"user": "alice", "level": "read"}, {"user": "alice", "level": "admin"}]}]}),
+            "spec.shares[0].permissions",
+        ),
+        (
+            json!({"users": [{"name": "alice", "passwordSecretRef": {"name": "p"}}],
+                   "shares": [{"name": "/export", "permissions": [{"user": "alice", "level": "all"}]}]}),
+            "spec.shares[0].permissions[0].level",
+        ),
+        (json!({"shares": [{"name": "/export", "quota": "-1Gi"}]}), "spec.shares[0].quota"),
+        (json!({"shares": [{"name": "/export", "quota": "0"}]}), "spec.shares[0].quota"),
+        (json!({"shares": [{"name": "/export", "quota": "lots"}]}), "spec.shares[0].quota"),
+        (json!({"deleteUsers": ["admin"]}), "spec.deleteUsers"),
+        (
+            json!({"users": [{"name": "alice", "passwordSecretRef": {"name": "p"}}], "deleteUsers": ["alice"]}),
+            "spec.deleteUsers",
+        ),
+        (json!({"groups": [{"name": "staff"}], "deleteGroups": ["staff"]}), "spec.deleteGroups"),
+        // Adapter settings.
+        (json!({"nfs": {"minVersion": "4.1", "maxVersion": "3"}}), "spec.nfs.minVersion"),
+        (json!({"nfs": {"maxVersion": "4.2"}}), "spec.nfs.maxVersion"),
+        (json!({"smb": {"minDialect": "SMB3.1.1", "maxDialect": "SMB2.0"}}), "spec.smb.minDialect"),
+        (json!({"smb": {"signing": "sometimes"}}), "spec.smb.signing"),
+        (json!({"nfsPort": 10111}), "spec.nfs.portmapper"),
         // Fields of the earlier operator that this one does not implement yet: refused, never dropped.
         (json!({"smb": {"maxConnections": 10}}), "spec.smb.maxConnections"),
     ];
@@ -269,7 +327,19 @@ async fn valid_hardening_labels_and_quantities_are_accepted() {
         "networkPolicy": {"fileClients": [
             {"namespaceSelector": {"matchLabels": {"team": "media"}}, "podSelector": {"matchLabels": {"app": "render"}}},
             {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}
-        ], "apiClients": [{"podSelector": {"matchLabels": {"app": "dfsctl"}}}]}
+        ], "apiClients": [{"podSelector": {"matchLabels": {"app": "dfsctl"}}}]},
+        "groups": [{"name": "staff", "gid": 2000}, {"name": "auditors"}],
+        "users": [
+            {"name": "alice", "uid": 1001, "gid": 2000, "groups": ["staff"], "passwordSecretRef": {"name": "users", "key": "alice"}},
+            {"name": "root", "uid": 0, "allowRoot": true, "role": "operator", "passwordSecretRef": {"name": "root"}}
+        ],
+        "deleteUsers": ["k8s-operator"],
+        "deleteGroups": ["old"],
+        "shares": [{"name": "/export", "quota": "1.5Ti", "permissions": [
+            {"user": "alice", "level": "read-write"}, {"group": "auditors", "level": "read"}, {"user": "root", "level": "none"}
+        ]}],
+        "nfs": {"minVersion": "3", "maxVersion": "4.0", "portmapper": false, "udp": false},
+        "smb": {"minDialect": "SMB2.1", "maxDialect": "SMB3.0.2", "signing": "required", "encryption": true}
     });
     apply(&api, &cr("hardened", spec)).await.expect("a valid spec is accepted");
 }

@@ -8,6 +8,7 @@
 //! objects. A pass starts the task, reports what is known meanwhile, and the task's end wakes
 //! the server; the pass after it reports what the task found.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use super::decide::Mode;
 use super::{Context, events};
 use crate::backoff::{self, Due, RetryGate};
 use crate::cache::Need;
-use crate::crd::{AdapterStatus, DittoServer, RuntimeStatus};
+use crate::crd::{AdapterStatus, DittoServer, QuotaStatus, RuntimeStatus};
 use crate::discover::SecretsByName;
 use crate::health;
 use crate::render::Rendered;
@@ -45,6 +46,8 @@ pub struct RuntimeOutcome {
     pub retry: Option<Duration>,
     /// This pass changed something in DittoFS.
     pub wrote: bool,
+    /// Users' passwords DittoFS is known to have (name → keyed digest), for the slot to keep.
+    pub passwords: Option<BTreeMap<String, String>>,
 }
 
 /// After a write, look again soon: an adapter restarts on its new port in the background, and
@@ -73,6 +76,8 @@ pub struct RuntimeSlot {
     finished: Option<(u64, RuntimeOutcome)>,
     /// Changes the last reported outcome held back (paused, `--dry-run`), repeated meanwhile.
     held: Vec<String>,
+    /// Users' passwords DittoFS has (name → keyed digest): not checked again by logging in.
+    passwords: BTreeMap<String, String>,
 }
 
 pub async fn runtime(
@@ -115,7 +120,7 @@ pub async fn runtime(
         return not_serving(Decided::new(SERVING, false, "PodNotReady", message));
     };
     let inputs = Inputs { server, rendered, secrets, mode, pod: &ready_since }.fingerprint();
-    let (token, reported, permit) = {
+    let (token, remembered, reported, permit) = {
         let mut slots = ctx.runtime.lock().expect("runtime lock");
         let slot = slots.entry(key.clone()).or_default();
         // What a task found for these inputs: the news of this pass.
@@ -149,7 +154,7 @@ pub async fn runtime(
             return in_flight(server, slot);
         };
         slot.running = Some(inputs);
-        (slot.token.clone(), in_flight(server, slot), permit)
+        (slot.token.clone(), slot.passwords.clone(), in_flight(server, slot), permit)
     };
     let task = Task {
         ctx: ctx.clone(),
@@ -161,6 +166,7 @@ pub async fn runtime(
         handed_out: reader.handed_out(),
         mode,
         ready_since,
+        remembered,
     };
     tokio::spawn(task.run(api.with_token(token), permit));
     reported
@@ -222,6 +228,8 @@ struct Task {
     handed_out: Vec<String>,
     mode: Mode,
     ready_since: String,
+    /// The slot's passwords when the task started.
+    remembered: BTreeMap<String, String>,
 }
 
 impl Task {
@@ -231,7 +239,7 @@ impl Task {
         let namespace = self.rendered.cr.namespace.clone();
         let secrets = Secrets::new(&ctx.client, &namespace, &self.secrets);
         let now = Instant::now();
-        let work = pass(ctx, &self.server, &self.rendered, &desired, &secrets, &mut api, self.mode);
+        let work = pass(&self, &desired, &secrets, &mut api);
         let result = match tokio::time::timeout(RUNTIME_DEADLINE, work).await {
             Ok(result) => result,
             Err(_) => Err(Problem::new(
@@ -260,6 +268,9 @@ impl Task {
             };
             slot.running = None;
             slot.token = api.token().map(str::to_string);
+            if let Some(passwords) = outcome.passwords.take() {
+                slot.passwords = passwords;
+            }
             // Not serving (and not held on purpose): the next try is due one backoff interval later.
             match outcome.condition.clone().filter(|c| !c.status && outcome.held.is_empty()) {
                 Some(failed) => {
@@ -309,14 +320,12 @@ fn failed(problem: Problem) -> RuntimeOutcome {
 }
 
 async fn pass(
-    ctx: &Context,
-    server: &DittoServer,
-    rendered: &Rendered,
+    task: &Task,
     desired: &crate::runtime::DesiredRuntime,
     secrets: &Secrets<'_>,
     api: &mut Api,
-    mode: Mode,
 ) -> Result<RuntimeOutcome, Problem> {
+    let (ctx, server, rendered, mode) = (&*task.ctx, &task.server, &*task.rendered, task.mode);
     let namespace = &rendered.cr.namespace;
     if api.token().is_none() {
         session::ready(api).await?;
@@ -331,8 +340,17 @@ async fn pass(
         events::publish(ctx, server, EventType::Normal, "OperatorAccountCreated", &note).await;
     }
     let digest_key = ctx.checksum_key(namespace).await.map_err(|e| Problem::new("SecretUnreadable", e.to_string()))?;
-    let (stores, secret_values) = session::resolve_stores(secrets, desired, &digest_key).await?;
-    let planned = plan::plan(desired, &stores, &live, plan::repoint_allowed(server.annotations()));
+    let repoint = plan::repoint_allowed(server.annotations());
+    let inputs = session::PlanInputs {
+        rendered,
+        desired,
+        live: &live,
+        digest_key: &digest_key,
+        remembered: &task.remembered,
+        repoint_allowed: repoint,
+    };
+    let session::Planned { plan: planned, secret_values, passwords, passwords_current } =
+        session::plan_against(secrets, api, inputs).await?;
 
     if !planned.changes.is_empty() && !mode.writes() {
         let held = planned.descriptions();
@@ -344,6 +362,7 @@ async fn pass(
             held,
             retry: None,
             wrote: false,
+            passwords: Some(passwords_current),
         });
     }
 
@@ -359,6 +378,7 @@ async fn pass(
                 (_, Area::Adapter) => "AdapterRejected",
                 (_, Area::Store) => "StoreRejected",
                 (_, Area::Share) => "ShareRejected",
+                (_, Area::Access) => "AccessRejected",
             };
             let mut known = secrets.handed_out();
             known.extend(secret_values.iter().cloned());
@@ -398,6 +418,7 @@ async fn pass(
         condition: Some(condition),
         status: Some(status(desired, &live)),
         held: Vec::new(),
+        passwords: Some(passwords),
     })
 }
 
@@ -488,6 +509,27 @@ fn status(desired: &crate::runtime::DesiredRuntime, live: &Live) -> RuntimeStatu
     RuntimeStatus {
         shares: desired.shares.iter().filter(|s| live.share(&s.name).is_some()).map(|s| s.name.clone()).collect(),
         adapters: live.adapters.iter().map(adapter_status).collect(),
+        users: desired
+            .users
+            .iter()
+            .filter(|u| live.users.iter().any(|l| l.username == u.name))
+            .map(|u| u.name.clone())
+            .collect(),
+        groups: desired
+            .groups
+            .iter()
+            .filter(|g| live.groups.iter().any(|l| l.name == g.name))
+            .map(|g| g.name.clone())
+            .collect(),
+        quotas: desired
+            .shares
+            .iter()
+            .filter_map(|s| live.share(&s.name))
+            .filter_map(|l| {
+                let quota = l.quota_bytes.clone().filter(|q| !q.is_empty())?;
+                Some(QuotaStatus { share: l.name.clone(), quota, used_bytes: l.used_bytes.unwrap_or(0) })
+            })
+            .collect(),
     }
 }
 

@@ -150,6 +150,147 @@ pub struct DittoServerSpec {
     /// every pass, so this has no effect (reported on the CR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter_discovery: Option<Box<AdapterDiscoverySpec>>,
+    /// DittoFS accounts that clients log in with (SMB) or are known by their uid (NFS), made
+    /// through its REST API with the password from a Secret. A rotated Secret sets the new
+    /// password. Only these accounts are managed: removing one from the list leaves it on the
+    /// server (`deleteUsers` deletes it). The bootstrap admin and the operator's own account
+    /// cannot be declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "users_schema")]
+    pub users: Option<Vec<UserSpec>>,
+    /// DittoFS groups, for share permissions given to many users at once. Removing one from
+    /// the list leaves it on the server (`deleteGroups` deletes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "groups_schema")]
+    pub groups: Option<Vec<GroupSpec>>,
+    /// Accounts to delete from DittoFS, by name: the only way the operator deletes a user.
+    /// A name may not also be in `users`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub delete_users: Option<Vec<String>>,
+    /// Groups to delete from DittoFS, by name. A name may not also be in `groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub delete_groups: Option<Vec<String>>,
+    /// NFS adapter settings: the versions offered, and the portmapper (port 111) and UDP that
+    /// clients without a port option need. Changed later, the NFS adapter restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<Box<NfsSpec>>,
+}
+
+/// A DittoFS account.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSpec {
+    /// Login name (SMB `-U name`).
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"))]
+    pub name: String,
+    /// The Secret entry holding the password (key default `password`). A new value is set
+    /// on the account at the next pass.
+    pub password_secret_ref: PasswordSecretRef,
+    /// The Unix uid NFS clients present for this user (AUTH_SYS): a request with it gets this
+    /// user's permissions. Unset: the account is for SMB only. 0 needs `allowRoot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4294967294u32))]
+    pub uid: Option<i64>,
+    /// The user's primary Unix gid. 0 needs `allowRoot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4294967294u32))]
+    pub gid: Option<i64>,
+    /// Groups of `spec.groups` the user belongs to (membership is set to exactly these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub groups: Option<Vec<String>>,
+    /// `user` (default): file access only. `operator`: may also read the server's adapters
+    /// through the API. Admin accounts are not declared here: DittoFS makes an admin change
+    /// the password it was given, which a password kept in a Secret cannot follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<UserRole>,
+    /// A disabled account cannot log in. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Allows uid or gid 0 (root) for this account. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_root: Option<bool>,
+}
+
+/// Where a user's password is: an entry of a Secret in the DittoServer's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordSecretRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The entry. Default `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserRole {
+    User,
+    Operator,
+}
+
+/// A DittoFS group.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSpec {
+    /// The group's name, as `spec.users[].groups` and share permissions name it.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"))]
+    pub name: String,
+    /// The Unix gid NFS clients present for members. Must not be 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4294967294u32))]
+    pub gid: Option<i64>,
+}
+
+fn users_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    list_map(generator.subschema_for::<Vec<UserSpec>>(), "name", 64)
+}
+
+fn groups_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    list_map(generator.subschema_for::<Vec<GroupSpec>>(), "name", 64)
+}
+
+/// A list whose items are keyed by `key`: the apiserver refuses two items with the same key.
+fn list_map(mut schema: schemars::Schema, key: &str, max_items: u32) -> schemars::Schema {
+    let obj = schema.ensure_object();
+    obj.insert("x-kubernetes-list-type".into(), "map".into());
+    obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!([key]));
+    obj.insert("maxItems".into(), max_items.into());
+    schema
+}
+
+/// NFS adapter settings, sent to DittoFS's settings endpoint.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NfsSpec {
+    /// Lowest NFS version offered: `3` (default), `4.0` or `4.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<NfsVersion>,
+    /// Highest NFS version offered: `3`, `4.0` or `4.1` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<NfsVersion>,
+    /// DittoFS's portmapper on pod port 10111, Service port 111 (TCP and UDP): clients that
+    /// give no port (`mount -t nfs host:/export`, `nfs://host/export`, `rpcinfo`) find NFS
+    /// through it. Default true, as the earlier operator did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portmapper: Option<bool>,
+    /// MOUNT and the lock manager (NLM, NSM) over UDP on the NFS port, for NFSv3 locking from
+    /// macOS and BSD clients. Default true, as the earlier operator did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<bool>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum NfsVersion {
+    #[serde(rename = "3")]
+    V3,
+    #[serde(rename = "4.0")]
+    V40,
+    #[serde(rename = "4.1")]
+    V41,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -208,6 +349,30 @@ pub struct ShareSpec {
     /// Use the `spec.s3` remote store. Default: true when `spec.s3` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<bool>,
+    /// Who may do what on this share, above `defaultPermission`: each entry names one user or
+    /// one group of the spec. When set, these are the share's only grants (others are
+    /// revoked); unset, grants made with `dfsctl` are left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub permissions: Option<Vec<ShareGrant>>,
+    /// The most the share may hold (a quantity such as `10Gi`): a write past it fails over NFS
+    /// and SMB. Unset: no quota. Removing it lifts the quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+}
+
+/// One user's or one group's permission on a share.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareGrant {
+    /// A user of `spec.users`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A group of `spec.groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// `none` (denied, even when the default allows), `read`, `read-write` or `admin`.
+    pub level: SharePermission,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -524,6 +689,41 @@ pub struct SmbSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
+    /// Lowest SMB dialect offered. Default `SMB2.0` (DittoFS's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_dialect: Option<SmbDialect>,
+    /// Highest SMB dialect offered. Default `SMB3.1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_dialect: Option<SmbDialect>,
+    /// Message signing: `required` refuses clients that do not sign, `enabled` signs when the
+    /// client asks, `disabled` never signs. Unset: DittoFS's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SmbSigning>,
+    /// Encrypt SMB 3 sessions. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<bool>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum SmbDialect {
+    #[serde(rename = "SMB2.0")]
+    Smb20,
+    #[serde(rename = "SMB2.1")]
+    Smb21,
+    #[serde(rename = "SMB3.0")]
+    Smb30,
+    #[serde(rename = "SMB3.0.2")]
+    Smb302,
+    #[serde(rename = "SMB3.1.1")]
+    Smb311,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmbSigning {
+    Disabled,
+    Enabled,
+    Required,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

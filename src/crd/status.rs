@@ -79,6 +79,26 @@ pub struct RuntimeStatus {
     /// From `GET /api/v1/adapters` (`running`: listening and reported healthy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adapters: Vec<AdapterStatus>,
+    /// The spec's users that exist in DittoFS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// The spec's groups that exist in DittoFS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The spec's shares with a quota: the quota and what the share holds, as DittoFS reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStatus {
+    /// The share.
+    pub share: String,
+    /// The quota as DittoFS prints it, such as `10.00GiB`.
+    pub quota: String,
+    /// Bytes the share's files hold (the sum of their sizes).
+    pub used_bytes: i64,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -165,6 +165,22 @@ const RULES: &[Rule] = &[
     ),
     rule_at(
         "",
+        ".nfs.portmapper",
+        concat!(
+            "(has(self.nfs) && has(self.nfs.portmapper) && !self.nfs.portmapper) || !(10111 in [",
+            api_port!(),
+            ", ",
+            nfs_port!(),
+            ", ",
+            smb_port!(),
+            ", ",
+            metrics_port!(),
+            "])"
+        ),
+        "spec.nfs.portmapper (on by default) listens on pod port 10111: spec.controlPlane.port, spec.nfsPort, spec.smb.port and spec.metrics.port must use another, or set spec.nfs.portmapper: false",
+    ),
+    rule_at(
+        "",
         ".adapterServices.smbPort",
         concat!(
             "!has(self.adapterServices) || ",
@@ -191,6 +207,72 @@ const RULES: &[Rule] = &[
         ".database.type",
         "!(has(self.database) && has(self.database.type) && self.database.type == 'postgres') || has(self.database.postgresSecretRef) || has(self.database.percona) || (has(self.percona) && has(self.percona.enabled) && self.percona.enabled)",
         "spec.database.type postgres needs spec.database.postgresSecretRef, spec.database.percona or spec.percona.enabled",
+    ),
+    // Access: users, groups, share permissions and quotas.
+    rule_at(
+        "users.[]",
+        ".uid",
+        "((!has(self.uid) || self.uid != 0) && (!has(self.gid) || self.gid != 0)) || (has(self.allowRoot) && self.allowRoot)",
+        "spec.users[].uid and gid 0 are root's: set allowRoot: true on the user to allow them",
+    ),
+    rule_at(
+        "users.[]",
+        ".name",
+        "!(self.name in ['admin', 'dittofs-operator'])",
+        "spec.users[].name: admin (the bootstrap admin) and dittofs-operator (the operator's own account) are not managed here",
+    ),
+    rule_at(
+        "",
+        ".users",
+        "!has(self.users) || self.users.all(u, !has(u.groups) || u.groups.all(g, has(self.groups) && self.groups.exists(x, x.name == g)))",
+        "spec.users[].groups must name groups of spec.groups",
+    ),
+    rule_at(
+        "",
+        ".deleteUsers",
+        "!has(self.deleteUsers) || !self.deleteUsers.exists(d, d in ['admin', 'dittofs-operator'] || (has(self.users) && self.users.exists(u, u.name == d)))",
+        "spec.deleteUsers must not name admin, dittofs-operator, or a user of spec.users",
+    ),
+    rule_at(
+        "",
+        ".deleteGroups",
+        "!has(self.deleteGroups) || !has(self.groups) || !self.deleteGroups.exists(d, self.groups.exists(g, g.name == d))",
+        "spec.deleteGroups must not name a group of spec.groups",
+    ),
+    rule_at(
+        "shares.[].permissions.[]",
+        ".user",
+        "has(self.user) != has(self.group)",
+        "spec.shares[].permissions[] names exactly one of user or group",
+    ),
+    rule(
+        "shares.[].permissions",
+        "self.all(a, self.filter(b, (has(a.user) && has(b.user) && a.user == b.user) || (has(a.group) && has(b.group) && a.group == b.group)).size() == 1)",
+        "spec.shares[].permissions: a user or group is listed twice on the same share",
+    ),
+    rule_at(
+        "",
+        ".shares",
+        "!has(self.shares) || self.shares.all(s, !has(s.permissions) || s.permissions.all(p, !has(p.user) || (has(self.users) && self.users.exists(u, u.name == p.user))))",
+        "spec.shares[].permissions[].user must name a user of spec.users",
+    ),
+    rule_at(
+        "",
+        ".shares",
+        "!has(self.shares) || self.shares.all(s, !has(s.permissions) || s.permissions.all(p, !has(p.group) || (has(self.groups) && self.groups.exists(g, g.name == p.group))))",
+        "spec.shares[].permissions[].group must name a group of spec.groups",
+    ),
+    rule("shares.[].quota", positive_quantity!(), "spec.shares[].quota must be a positive quantity such as 10Gi"),
+    // Adapter settings: the lowest offered is not above the highest (the spellings sort in order).
+    rule(
+        "nfs",
+        "!has(self.minVersion) || !has(self.maxVersion) || self.minVersion <= self.maxVersion",
+        "spec.nfs.minVersion must not be above spec.nfs.maxVersion",
+    ),
+    rule(
+        "smb",
+        "!has(self.minDialect) || !has(self.maxDialect) || self.minDialect <= self.maxDialect",
+        "spec.smb.minDialect must not be above spec.smb.maxDialect",
     ),
     // The runtime: shares, stores, S3.
     rule_at(
@@ -628,6 +710,16 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("percona.backup.fullSchedule", 64),
     ("percona.backup.incrSchedule", 64),
     ("percona.backup.credentialsSecretRef.name", 253),
+    ("users.[].name", 64),
+    ("users.[].groups.[]", 64),
+    ("users.[].passwordSecretRef.name", 253),
+    ("users.[].passwordSecretRef.key", 253),
+    ("groups.[].name", 64),
+    ("deleteUsers.[]", 64),
+    ("deleteGroups.[]", 64),
+    ("shares.[].permissions.[].user", 64),
+    ("shares.[].permissions.[].group", 64),
+    ("shares.[].quota", 32),
 ];
 
 /// Bounds that keep CEL cost estimates within budget and refuse absurd values: (path, keyword,

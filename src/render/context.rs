@@ -41,6 +41,28 @@ pub struct Ports {
     pub nfs: i32,
     pub smb: i32,
     pub metrics: i32,
+    /// DittoFS's portmapper (TCP and UDP), when `nfs.portmapper` is on.
+    pub portmapper: i32,
+}
+
+/// `spec.nfs` with defaults: the NFS adapter's settings, and what the pod and Service expose.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NfsSettings {
+    pub portmapper: bool,
+    pub udp: bool,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+}
+
+/// `spec.smb`'s protocol settings; unset ones stay DittoFS's.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmbSettings {
+    pub min_dialect: Option<String>,
+    pub max_dialect: Option<String>,
+    pub signing: Option<String>,
+    pub encryption: Option<bool>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -59,6 +81,7 @@ pub struct FileServiceSettings {
     pub annotations: BTreeMap<String, String>,
     pub nfs_port: i32,
     pub smb_port: i32,
+    pub portmapper_port: i32,
     pub load_balancer_class: Option<String>,
     pub load_balancer_source_ranges: Vec<String>,
     pub external_traffic_policy: Option<TrafficPolicy>,
@@ -165,6 +188,8 @@ pub struct Computed {
     pub replicas: i32,
     pub ports: Ports,
     pub smb_enabled: bool,
+    pub nfs: NfsSettings,
+    pub smb: SmbSettings,
     pub metrics_enabled: bool,
     pub metrics_path: String,
     /// `spec.metrics.bearerTokenSecret`, key defaulted (`token`).
@@ -316,6 +341,39 @@ pub struct RuntimeSettings {
     pub shares: Vec<ShareSettings>,
     pub delete_stores: Vec<String>,
     pub snapshot_policies: Vec<SnapshotPolicySettings>,
+    pub users: Vec<UserSettings>,
+    pub groups: Vec<GroupSettings>,
+    pub delete_users: Vec<String>,
+    pub delete_groups: Vec<String>,
+}
+
+/// `spec.users[]` with defaults; the password stays in its Secret.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSettings {
+    pub name: String,
+    pub password: SecretKeyRef,
+    pub uid: Option<i64>,
+    pub gid: Option<i64>,
+    pub groups: Vec<String>,
+    pub role: String,
+    pub enabled: bool,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSettings {
+    pub name: String,
+    pub gid: Option<i64>,
+}
+
+/// One grant of `spec.shares[].permissions`: `kind` is `user` or `group`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantSettings {
+    pub kind: String,
+    pub name: String,
+    pub level: String,
 }
 
 /// `spec.snapshotPolicies[]` with the share name normalized (`/export`).
@@ -365,6 +423,9 @@ pub struct ShareSettings {
     pub read_only: bool,
     pub default_permission: String,
     pub remote: bool,
+    /// `None`: the share's grants are not managed.
+    pub permissions: Option<Vec<GrantSettings>>,
+    pub quota_bytes: Option<u64>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -417,10 +478,25 @@ fn compute(
         nfs: spec.nfs_port.unwrap_or(values.ports.nfs),
         smb: spec.smb.as_ref().and_then(|s| s.port).unwrap_or(values.ports.smb),
         metrics: spec.metrics.as_ref().and_then(|m| m.port).unwrap_or(values.ports.metrics),
+        portmapper: values.ports.portmapper,
     };
     let smb_enabled = spec.smb.as_ref().and_then(|s| s.enabled).unwrap_or(values.smb.enabled);
     let metrics_enabled = spec.metrics.as_ref().and_then(|m| m.enabled).unwrap_or(values.metrics.enabled);
-    check_distinct_ports(&ports, smb_enabled, metrics_enabled)?;
+    let nfs_spec = spec.nfs.clone().unwrap_or_default();
+    let nfs = NfsSettings {
+        portmapper: nfs_spec.portmapper.unwrap_or(values.nfs.portmapper),
+        udp: nfs_spec.udp.unwrap_or(values.nfs.udp),
+        min_version: nfs_spec.min_version.map(|v| wire_name(&v)),
+        max_version: nfs_spec.max_version.map(|v| wire_name(&v)),
+    };
+    let smb_spec = spec.smb.clone().unwrap_or_default();
+    let smb = SmbSettings {
+        min_dialect: smb_spec.min_dialect.map(|d| wire_name(&d)),
+        max_dialect: smb_spec.max_dialect.map(|d| wire_name(&d)),
+        signing: smb_spec.signing.map(|s| wire_name(&s)),
+        encryption: smb_spec.encryption,
+    };
+    check_distinct_ports(&ports, smb_enabled, metrics_enabled, nfs.portmapper)?;
 
     let image = spec.image.clone().unwrap_or_else(|| format!("{}:{}", values.image.repository, values.image.tag));
     let image_pull_policy = match spec.image_pull_policy {
@@ -435,6 +511,7 @@ fn compute(
         annotations: file.annotations.unwrap_or_default(),
         nfs_port: file.nfs_port.unwrap_or(values.file_service.nfs_port),
         smb_port: file.smb_port.unwrap_or(values.file_service.smb_port),
+        portmapper_port: values.file_service.portmapper_port,
         load_balancer_class: file.load_balancer_class,
         load_balancer_source_ranges: file.load_balancer_source_ranges.unwrap_or_default(),
         external_traffic_policy: file.external_traffic_policy,
@@ -488,6 +565,8 @@ fn compute(
         replicas: spec.replicas.unwrap_or(values.replicas),
         ports,
         smb_enabled,
+        nfs,
+        smb,
         metrics_enabled,
         metrics_token: spec
             .metrics
@@ -660,6 +739,27 @@ fn runtime(
                 if remote && remote_store.is_none() {
                     return Err(invalid(&format!("spec.shares[{i}].remote"), "needs spec.s3"));
                 }
+                let quota_bytes = match &share.quota {
+                    Some(quota) => Some(crate::quantity::bytes(quota).filter(|b| *b > 0).ok_or_else(|| {
+                        invalid(
+                            &format!("spec.shares[{i}].quota"),
+                            format!("{quota:?} is not a positive size such as 10Gi"),
+                        )
+                    })?),
+                    None => None,
+                };
+                let permissions = match &share.permissions {
+                    Some(grants) => Some(
+                        grants
+                            .iter()
+                            .enumerate()
+                            .map(|(j, g)| {
+                                grant(spec, g).map_err(|m| invalid(&format!("spec.shares[{i}].permissions[{j}]"), m))
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                    ),
+                    None => None,
+                };
                 Ok(ShareSettings {
                     name: share.name.clone(),
                     read_only: share.read_only.unwrap_or(false),
@@ -667,6 +767,8 @@ fn runtime(
                         .default_permission
                         .map_or_else(|| v.default_permission.clone(), |p| wire_name(&p)),
                     remote,
+                    permissions,
+                    quota_bytes,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?,
@@ -675,6 +777,8 @@ fn runtime(
             read_only: false,
             default_permission: v.default_permission.clone(),
             remote: remote_store.is_some(),
+            permissions: None,
+            quota_bytes: None,
         }],
     };
     let mut managed: Vec<&String> = vec![&metadata_store.name, &local_store.name];
@@ -701,7 +805,12 @@ fn runtime(
             name_prefix: p.name_prefix.clone(),
         });
     }
+    let (users, groups) = access(spec, v)?;
     Ok(RuntimeSettings {
+        users,
+        groups,
+        delete_users: spec.delete_users.clone().unwrap_or_default(),
+        delete_groups: spec.delete_groups.clone().unwrap_or_default(),
         operator_user: v.operator_user.clone(),
         metadata_store,
         local_store,
@@ -712,14 +821,82 @@ fn runtime(
     })
 }
 
+/// One share grant, naming a declared user or group.
+fn grant(spec: &DittoServerSpec, g: &crate::crd::ShareGrant) -> Result<GrantSettings, String> {
+    let (kind, name, declared) = match (&g.user, &g.group) {
+        (Some(user), None) => ("user", user, spec.users.iter().flatten().any(|u| &u.name == user)),
+        (None, Some(group)) => ("group", group, spec.groups.iter().flatten().any(|x| &x.name == group)),
+        _ => return Err("names exactly one of user or group".into()),
+    };
+    if !declared {
+        return Err(format!("{kind} {name:?} is not in spec.{kind}s"));
+    }
+    Ok(GrantSettings { kind: kind.into(), name: name.clone(), level: wire_name(&g.level) })
+}
+
+/// `spec.users` and `spec.groups` with defaults. The CRD's rules refuse the same mistakes; these
+/// checks hold for a values override of the operator's account name too.
+fn access(
+    spec: &DittoServerSpec,
+    v: &crate::values::RuntimeValues,
+) -> Result<(Vec<UserSettings>, Vec<GroupSettings>), ContextError> {
+    let groups: Vec<GroupSettings> =
+        spec.groups.iter().flatten().map(|g| GroupSettings { name: g.name.clone(), gid: g.gid }).collect();
+    let mut users = Vec::new();
+    for (i, u) in spec.users.iter().flatten().enumerate() {
+        if u.name == v.operator_user || u.name == "admin" {
+            return Err(invalid(
+                &format!("spec.users[{i}].name"),
+                format!("{:?} is the operator's own account or the bootstrap admin, not managed here", u.name),
+            ));
+        }
+        if let Some(g) = u.groups.iter().flatten().find(|g| !groups.iter().any(|x| &x.name == *g)) {
+            return Err(invalid(&format!("spec.users[{i}].groups"), format!("{g:?} is not a group of spec.groups")));
+        }
+        users.push(UserSettings {
+            name: u.name.clone(),
+            password: SecretKeyRef {
+                name: u.password_secret_ref.name.clone(),
+                key: u.password_secret_ref.key.clone().unwrap_or_else(|| "password".into()),
+            },
+            uid: u.uid,
+            gid: u.gid,
+            groups: u.groups.clone().unwrap_or_default(),
+            role: u.role.map_or_else(|| "user".into(), |r| wire_name(&r)),
+            enabled: u.enabled.unwrap_or(true),
+        });
+    }
+    if let Some((i, name)) = spec
+        .delete_users
+        .iter()
+        .flatten()
+        .enumerate()
+        .find(|(_, n)| **n == v.operator_user || *n == "admin" || users.iter().any(|u| &u.name == *n))
+    {
+        return Err(invalid(
+            &format!("spec.deleteUsers[{i}]"),
+            format!("{name:?} is the operator's account, the bootstrap admin, or a user of spec.users"),
+        ));
+    }
+    if let Some((i, name)) =
+        spec.delete_groups.iter().flatten().enumerate().find(|(_, n)| groups.iter().any(|g| &g.name == *n))
+    {
+        return Err(invalid(&format!("spec.deleteGroups[{i}]"), format!("{name:?} is a group of spec.groups")));
+    }
+    Ok((users, groups))
+}
+
 /// An enum's spelling in the CR (`read-write`, `badger`).
 fn wire_name<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 /// The operator-level defaults may move ports the CRD's CEL rules assume, so check again here.
-fn check_distinct_ports(ports: &Ports, smb: bool, metrics: bool) -> Result<(), ContextError> {
+fn check_distinct_ports(ports: &Ports, smb: bool, metrics: bool, portmapper: bool) -> Result<(), ContextError> {
     let mut used: Vec<(&str, i32)> = vec![("spec.controlPlane.port", ports.api), ("spec.nfsPort", ports.nfs)];
+    if portmapper {
+        used.push(("spec.nfs.portmapper (pod port)", ports.portmapper));
+    }
     if smb {
         used.push(("spec.smb.port", ports.smb));
     }
@@ -893,12 +1070,19 @@ mod tests {
 
     #[test]
     fn clashing_ports_name_the_field() {
-        let ports = Ports { api: 8080, nfs: 8080, smb: 12445, metrics: 9090 };
-        let err = check_distinct_ports(&ports, true, false).unwrap_err().to_string();
+        let ports = Ports { api: 8080, nfs: 8080, smb: 12445, metrics: 9090, portmapper: 10111 };
+        let err = check_distinct_ports(&ports, true, false, true).unwrap_err().to_string();
         assert!(err.starts_with("spec.nfsPort"), "{err}");
-        let ports = Ports { api: 8080, nfs: 12049, smb: 12445, metrics: 12445 };
-        assert!(check_distinct_ports(&ports, false, true).is_ok(), "SMB off frees its port");
-        assert!(check_distinct_ports(&ports, true, true).unwrap_err().to_string().starts_with("spec.metrics.port"));
+        let ports = Ports { api: 8080, nfs: 12049, smb: 12445, metrics: 12445, portmapper: 10111 };
+        assert!(check_distinct_ports(&ports, false, true, true).is_ok(), "SMB off frees its port");
+        assert!(
+            check_distinct_ports(&ports, true, true, true).unwrap_err().to_string().starts_with("spec.metrics.port")
+        );
+        let ports = Ports { api: 10111, nfs: 12049, smb: 12445, metrics: 9090, portmapper: 10111 };
+        assert!(check_distinct_ports(&ports, true, false, false).is_ok(), "no portmapper frees 10111");
+        assert!(
+            check_distinct_ports(&ports, true, false, true).unwrap_err().to_string().contains("spec.nfs.portmapper")
+        );
     }
 
     #[test]

@@ -129,6 +129,7 @@ mod tests {
             annotations: BTreeMap::new(),
             nfs_port: 2049,
             smb_port: 445,
+            portmapper_port: 111,
             load_balancer_class: None,
             load_balancer_source_ranges: ranges.iter().map(|r| r.to_string()).collect(),
             external_traffic_policy: None,

@@ -410,6 +410,44 @@ pub struct LiveShare {
     pub default_permission: String,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// As DittoFS prints a size (`10.00GiB`); absent or empty: no quota.
+    #[serde(default)]
+    pub quota_bytes: Option<String>,
+    #[serde(default)]
+    pub used_bytes: Option<i64>,
+}
+
+/// A row of `GET /api/v1/users`.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LiveUser {
+    pub username: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// A row of `GET /api/v1/groups`.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LiveGroup {
+    pub name: String,
+    #[serde(default)]
+    pub gid: Option<u32>,
+}
+
+/// A row of `GET /api/v1/shares/{name}/permissions`: `type` is `user`, `group` or `sid`.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct LivePermission {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub level: String,
 }
 
 fn yes() -> bool {

@@ -1,5 +1,6 @@
-//! The runtime state a DittoServer asks for, as the runtime template renders it: adapters,
-//! stores and shares that live in DittoFS's control-plane database, not in Kubernetes.
+//! The runtime state a DittoServer asks for, as the runtime template renders it: adapters and
+//! their settings, stores, shares, users and groups that live in DittoFS's control-plane
+//! database, not in Kubernetes.
 //! Parsed strictly (an unknown key in an override is an error) and checked for references
 //! before anything reaches the server.
 
@@ -24,10 +25,86 @@ pub struct DesiredRuntime {
     /// At most one per share, set with `PUT /api/v1/shares/{name}/snapshot-policy`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshot_policies: Vec<DesiredSnapshotPolicy>,
-    /// Stores to delete once no share uses them: the only deletion the operator makes.
+    /// Stores to delete once no share uses them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delete_stores: Vec<String>,
+    /// Settings per adapter type, with DittoFS's own keys and values (`portmapper_enabled`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adapter_settings: BTreeMap<String, Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<DesiredUser>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<DesiredGroup>,
+    /// Accounts to delete: the only users the operator deletes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete_users: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete_groups: Vec<String>,
 }
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredUser {
+    pub name: String,
+    /// `user` or `operator`.
+    #[serde(default = "user_role")]
+    pub role: String,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Exactly these groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The password, read at apply time (never rendered).
+    pub password_secret: SecretKeyName,
+}
+
+fn user_role() -> String {
+    "user".into()
+}
+
+/// A Secret entry.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyName {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+/// A share permission for one user or one group.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredGrant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub level: String,
+}
+
+impl DesiredGrant {
+    /// (`user` or `group`, name).
+    pub fn grantee(&self) -> (&'static str, &str) {
+        match (&self.user, &self.group) {
+            (Some(user), _) => ("user", user),
+            (None, Some(group)) => ("group", group),
+            (None, None) => ("user", ""),
+        }
+    }
+}
+
+const LEVELS: [&str; 4] = ["none", "read", "read-write", "admin"];
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -74,6 +151,12 @@ pub struct DesiredShare {
     #[serde(default)]
     pub read_only: bool,
     pub default_permission: String,
+    /// Bytes; none: no quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// The share's only user and group grants; none: grants are not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<DesiredGrant>>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -153,12 +236,13 @@ impl DesiredRuntime {
         }
     }
 
-    /// Every Secret the stores read, for fetching before planning.
+    /// Every Secret the stores and users read, for fetching before planning.
     pub fn secret_names(&self) -> Vec<String> {
         let mut names: Vec<String> = StoreKind::ALL
             .iter()
             .flat_map(|k| self.stores(*k))
             .flat_map(|s| s.secret_config.values().map(|r| r.name.clone()))
+            .chain(self.users.iter().map(|u| u.password_secret.name.clone()))
             .collect();
         names.sort();
         names.dedup();
@@ -226,7 +310,12 @@ impl DesiredRuntime {
             {
                 return Err(format!("share {}: no remote block store {remote:?}", share.name));
             }
-            if !["none", "read", "read-write", "admin"].contains(&share.default_permission.as_str()) {
+            if let Some(quota) = share.quota_bytes
+                && quota == 0
+            {
+                return Err(format!("share {}: quotaBytes must be above 0 (leave it out for no quota)", share.name));
+            }
+            if !LEVELS.contains(&share.default_permission.as_str()) {
                 return Err(format!(
                     "share {}: defaultPermission {:?} is not none, read, read-write or admin",
                     share.name, share.default_permission
@@ -256,6 +345,80 @@ impl DesiredRuntime {
             if StoreKind::ALL.iter().any(|k| has(*k, name)) {
                 return Err(format!("deleteStores: {name:?} is also declared"));
             }
+        }
+        for (adapter, settings) in &self.adapter_settings {
+            if !adapters.contains(&adapter.as_str()) {
+                return Err(format!("adapterSettings: no adapter {adapter:?} in adapters"));
+            }
+            if settings.is_empty() {
+                return Err(format!("adapterSettings of {adapter}: empty"));
+            }
+        }
+        self.check_access()
+    }
+
+    /// Users, groups and grants: names DittoFS takes, and references to declared ones only.
+    fn check_access(&self) -> Result<(), String> {
+        let valid = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && !name.starts_with(['.', '-'])
+        };
+        let mut groups: Vec<&str> = Vec::new();
+        for group in &self.groups {
+            if !valid(&group.name) {
+                return Err(format!("group {:?}: not a valid name", group.name));
+            }
+            if groups.contains(&group.name.as_str()) {
+                return Err(format!("group {} is listed twice", group.name));
+            }
+            groups.push(&group.name);
+        }
+        let mut users: Vec<&str> = Vec::new();
+        for user in &self.users {
+            if !valid(&user.name) || user.name == "admin" {
+                return Err(format!("user {:?}: not a valid name, or the bootstrap admin", user.name));
+            }
+            if users.contains(&user.name.as_str()) {
+                return Err(format!("user {} is listed twice", user.name));
+            }
+            users.push(&user.name);
+            if !["user", "operator"].contains(&user.role.as_str()) {
+                return Err(format!("user {}: role {:?} is not user or operator", user.name, user.role));
+            }
+            if let Some(group) = user.groups.iter().find(|g| !groups.contains(&g.as_str())) {
+                return Err(format!("user {}: no group {group:?}", user.name));
+            }
+        }
+        for share in &self.shares {
+            let mut seen: Vec<(&str, &str)> = Vec::new();
+            for grant in share.permissions.iter().flatten() {
+                let (kind, name) = grant.grantee();
+                if grant.user.is_some() == grant.group.is_some() {
+                    return Err(format!("share {}: a permission names exactly one of user or group", share.name));
+                }
+                let declared = if kind == "user" { &users } else { &groups };
+                if !declared.contains(&name) {
+                    return Err(format!("share {}: permission for {kind} {name:?}, which is not declared", share.name));
+                }
+                if !LEVELS.contains(&grant.level.as_str()) {
+                    return Err(format!(
+                        "share {}: permission {:?} of {kind} {name} is not none, read, read-write or admin",
+                        share.name, grant.level
+                    ));
+                }
+                if seen.contains(&(kind, name)) {
+                    return Err(format!("share {}: {kind} {name} has two permissions", share.name));
+                }
+                seen.push((kind, name));
+            }
+        }
+        if let Some(name) = self.delete_users.iter().find(|n| users.contains(&n.as_str()) || *n == "admin") {
+            return Err(format!("deleteUsers: {name:?} is also declared, or the bootstrap admin"));
+        }
+        if let Some(name) = self.delete_groups.iter().find(|n| groups.contains(&n.as_str())) {
+            return Err(format!("deleteGroups: {name:?} is also declared"));
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! server (`api`), and the calls that make the server match (`plan`). The controller step that
 //! drives them is `controller/runtime.rs`.
 
+pub mod access;
 pub mod api;
 pub mod desired;
 pub mod plan;

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::api::{LiveAdapter, LiveShare, LiveSnapshotPolicy, LiveStore, segment, share_path};
+use super::access::{self, ResolvedUser};
+use super::api::{
+    LiveAdapter, LiveGroup, LivePermission, LiveShare, LiveSnapshotPolicy, LiveStore, LiveUser, segment, share_path,
+};
 use super::desired::{DesiredRuntime, DesiredStore, StoreKind, interval_seconds};
 
 /// Config key under which the operator records a keyed digest of the store's Secret values:
@@ -25,6 +28,14 @@ pub struct Live {
     pub shares: Vec<LiveShare>,
     /// Read only when the spec declares policies.
     pub snapshot_policies: Vec<LiveSnapshotPolicy>,
+    /// Settings of the adapters the spec sets any for, by type.
+    pub adapter_settings: BTreeMap<String, Value>,
+    /// Read only when the spec manages users.
+    pub users: Vec<LiveUser>,
+    /// Read only when the spec manages groups or users.
+    pub groups: Vec<LiveGroup>,
+    /// The grants of the shares that declare `permissions`, by share.
+    pub permissions: BTreeMap<String, Vec<LivePermission>>,
     /// When it was read (for the adapter restart rule).
     pub read_at: Option<k8s_openapi::jiff::Timestamp>,
 }
@@ -139,6 +150,7 @@ pub enum Area {
     Adapter,
     Store,
     Share,
+    Access,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -146,6 +158,21 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// What the operator will not do on its own, each with what the user can do.
     pub refused: Vec<String>,
+    /// What is on the server, not in the spec, and left alone (users, groups), said in `diff`.
+    pub kept: Vec<String>,
+}
+
+/// Adapter settings that DittoFS reads when the adapter starts: changing one restarts it.
+const SETTINGS_READ_AT_START: &[&str] = &["portmapper_enabled", "portmapper_port", "udp_enabled"];
+
+/// What the plan compares besides the live state: the stores and users with their Secret values,
+/// and the accounts it must never touch.
+#[derive(Debug, Default)]
+pub struct Resolved<'a> {
+    pub stores: &'a [ResolvedStore],
+    pub users: &'a [ResolvedUser],
+    /// The bootstrap admin and the operator's own account.
+    pub protected_users: &'a [String],
 }
 
 impl Plan {
@@ -164,7 +191,8 @@ pub fn repoint_allowed(annotations: &BTreeMap<String, String>) -> bool {
     annotations.get(crate::names::STORE_LOCATION_ANNOTATION).map(String::as_str) == Some(crate::names::REPOINT)
 }
 
-pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, repoint_allowed: bool) -> Plan {
+pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repoint_allowed: bool) -> Plan {
+    let stores = resolved.stores;
     let mut out = Plan::default();
     for adapter in &desired.adapters {
         let t = &adapter.adapter_type;
@@ -223,6 +251,8 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, rep
             }
         }
     }
+
+    plan_adapter_settings(desired, live, &mut out);
 
     for store in stores {
         let label = format!("{} {}", store.kind.label(), store.desired.name);
@@ -295,6 +325,8 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, rep
         }
     }
 
+    access::plan_accounts(desired, resolved.users, live, &mut out);
+
     for share in &desired.shares {
         let subject = format!("share {}", share.name);
         let path = format!("/api/v1/shares/{}", share_path(&share.name));
@@ -308,6 +340,9 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, rep
             });
             if let Some(remote) = &share.remote_block_store {
                 body["remote_block_store"] = json!(remote);
+            }
+            if let Some(quota) = share.quota_bytes {
+                body["quota_bytes"] = json!(quota.to_string());
             }
             out.changes.push(Change {
                 description: format!("{subject}: create"),
@@ -355,6 +390,16 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, rep
             what.push(format!("default permission {} → {}", l.default_permission, share.default_permission));
             body.insert("default_permission".into(), json!(share.default_permission));
         }
+        let live_quota = l.quota_bytes.as_deref().filter(|q| !q.is_empty());
+        let wanted_quota = share.quota_bytes.map(crate::quantity::dittofs_bytes);
+        if live_quota != wanted_quota.as_deref() {
+            what.push(format!(
+                "quota {} → {}",
+                live_quota.unwrap_or("none"),
+                wanted_quota.as_deref().unwrap_or("none")
+            ));
+            body.insert("quota_bytes".into(), json!(share.quota_bytes.unwrap_or(0).to_string()));
+        }
         if !what.is_empty() {
             out.changes.push(Change {
                 description: format!("{subject}: {}", what.join(", ")),
@@ -367,6 +412,8 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, rep
             });
         }
     }
+
+    access::plan_grants(desired, live, &mut out);
 
     for policy in &desired.snapshot_policies {
         let live_policy = live.snapshot_policies.iter().find(|p| p.share == policy.share);
@@ -414,6 +461,8 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, rep
         });
     }
 
+    access::plan_deletions(desired, live, resolved.protected_users, &mut out);
+
     for name in &desired.delete_stores {
         for kind in StoreKind::ALL {
             let Some(l) = live.store(kind, name) else { continue };
@@ -459,6 +508,52 @@ pub fn plan(desired: &DesiredRuntime, stores: &[ResolvedStore], live: &Live, rep
     out
 }
 
+/// Adapter settings that differ: one PATCH per adapter, then a restart (stop, start) when a
+/// setting DittoFS reads only at start changed.
+fn plan_adapter_settings(desired: &DesiredRuntime, live: &Live, out: &mut Plan) {
+    for (adapter, wanted) in &desired.adapter_settings {
+        let current = live.adapter_settings.get(adapter);
+        let changed: Map<String, Value> = wanted
+            .iter()
+            .filter(|(k, v)| current.and_then(|c| c.get(k.as_str())) != Some(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if changed.is_empty() {
+            continue;
+        }
+        let what: Vec<String> = changed
+            .iter()
+            .map(|(k, v)| format!("{k} {} → {v}", shown(current.and_then(|c| c.get(k.as_str())))))
+            .collect();
+        let subject = format!("adapter {adapter}");
+        out.changes.push(Change {
+            description: format!("{subject} settings: {}", what.join(", ")),
+            method: "PATCH",
+            path: format!("/api/v1/adapters/{}/settings", segment(adapter)),
+            body: Some(Value::Object(changed.clone())),
+            subject: subject.clone(),
+            area: Area::Adapter,
+            needs_restart: false,
+        });
+        let running = live.adapters.iter().any(|a| &a.adapter_type == adapter && a.enabled);
+        if running && changed.keys().any(|k| SETTINGS_READ_AT_START.contains(&k.as_str())) {
+            let keys: Vec<&str> =
+                changed.keys().map(String::as_str).filter(|k| SETTINGS_READ_AT_START.contains(k)).collect();
+            for (step, enabled) in [("stop", false), ("start", true)] {
+                out.changes.push(Change {
+                    description: format!("adapter {adapter}: restart, {step} (it reads {} at start)", keys.join(", ")),
+                    method: "PUT",
+                    path: format!("/api/v1/adapters/{}", segment(adapter)),
+                    body: Some(json!({"enabled": enabled})),
+                    subject: subject.clone(),
+                    area: Area::Adapter,
+                    needs_restart: false,
+                });
+            }
+        }
+    }
+}
+
 /// Keys of the desired config that the server holds differently; secret keys compare through
 /// the digest and are reported as "credentials".
 fn config_differences(store: &ResolvedStore, live: &Value) -> Vec<String> {
@@ -492,6 +587,10 @@ mod tests {
         let d: DesiredRuntime = serde_saphyr::from_str(yaml).unwrap();
         d.check().unwrap();
         d
+    }
+
+    fn with(stores: &[ResolvedStore]) -> Resolved<'_> {
+        Resolved { stores, ..Resolved::default() }
     }
 
     fn resolve_all(d: &DesiredRuntime, secrets: &[(&str, &str, &str)]) -> Vec<ResolvedStore> {
@@ -575,6 +674,8 @@ shares:
             read_only: false,
             default_permission: "read-write".into(),
             enabled: true,
+            quota_bytes: None,
+            used_bytes: Some(0),
         }];
         live
     }
@@ -583,7 +684,7 @@ shares:
     fn a_first_boot_gets_stores_a_share_and_the_smb_port() {
         let d = desired(WANTED);
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
-        let plan = plan(&d, &stores, &first_boot(), false);
+        let plan = plan(&d, &with(&stores), &first_boot(), false);
         assert_eq!(
             plan.descriptions(),
             [
@@ -607,7 +708,7 @@ shares:
         let d = desired(WANTED);
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
-        assert_eq!(plan(&d, &stores, &configured(&digest), false), Plan::default());
+        assert_eq!(plan(&d, &with(&stores), &configured(&digest), false), Plan::default());
     }
 
     #[test]
@@ -616,7 +717,7 @@ shares:
         let old = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = old[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
         let new = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "ROTATED-LONGER")]);
-        let plan = plan(&d, &new, &configured(&digest), false);
+        let plan = plan(&d, &with(&new), &configured(&digest), false);
         assert_eq!(
             plan.descriptions(),
             ["remote block store s3: credentials (access_key_id, secret_access_key) changed"]
@@ -631,7 +732,7 @@ shares:
         let d = desired(&WANTED.replace("readOnly: false", "readOnly: true"));
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
-        let plan = plan(&d, &stores, &configured(&digest), false);
+        let plan = plan(&d, &with(&stores), &configured(&digest), false);
         assert_eq!(plan.descriptions(), ["share /export: read-only false → true"]);
         assert_eq!(plan.changes[0].path, "/api/v1/shares/export");
         assert_eq!(plan.changes[0].body, Some(json!({"read_only": true})));
@@ -642,7 +743,7 @@ shares:
         let d = desired(&WANTED.replace("bucket: b,", "bucket: other,"));
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
-        let refused = plan(&d, &stores, &configured(&digest), false);
+        let refused = plan(&d, &with(&stores), &configured(&digest), false);
         assert!(refused.changes.is_empty(), "{:?}", refused.descriptions());
         assert!(
             refused.refused[0].starts_with(
@@ -652,7 +753,7 @@ shares:
             refused.refused[0]
         );
         assert!(refused.refused[0].contains("dittofs.dittofs.com/on-store-location-change=repoint"));
-        let allowed = plan(&d, &stores, &configured(&digest), true);
+        let allowed = plan(&d, &with(&stores), &configured(&digest), true);
         assert_eq!(allowed.descriptions(), ["remote block store s3: bucket \"b\" → \"other\""]);
         assert!(allowed.changes[0].needs_restart);
     }
@@ -664,8 +765,8 @@ shares:
             desired(&WANTED.replace("config: {path: /data/cache/local}", "config: {path: /data/store/block/local}"));
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
-        assert_eq!(plan(&d, &stores, &configured(&digest), false), Plan::default());
-        assert_eq!(plan(&d, &stores, &configured(&digest), true), Plan::default());
+        assert_eq!(plan(&d, &with(&stores), &configured(&digest), false), Plan::default());
+        assert_eq!(plan(&d, &with(&stores), &configured(&digest), true), Plan::default());
     }
 
     #[test]
@@ -676,7 +777,7 @@ shares:
         ));
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
-        let plan = plan(&d, &stores, &configured(&digest), false);
+        let plan = plan(&d, &with(&stores), &configured(&digest), false);
         assert!(plan.changes.is_empty(), "{:?}", plan.descriptions());
         assert!(
             plan.refused[0].starts_with("metadata store meta is badger on the server but the spec asks for memory")
@@ -690,15 +791,15 @@ shares:
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
         let mut live = configured(&digest);
         live.stores.get_mut(&StoreKind::Local).unwrap().push(store("l2", "old", "fs", json!({"path": "/x"})));
-        assert_eq!(plan(&d, &stores, &live, false), Plan::default(), "an unlisted store is left alone");
+        assert_eq!(plan(&d, &with(&stores), &live, false), Plan::default(), "an unlisted store is left alone");
 
         d.delete_stores = vec!["old".into()];
-        let p = plan(&d, &stores, &live, false);
+        let p = plan(&d, &with(&stores), &live, false);
         assert_eq!(p.descriptions(), ["local block store old: delete with its data (spec.stores.delete)"]);
         assert_eq!(p.changes[0].path, "/api/v1/store/block/local/old");
 
         live.shares[0].local_block_store_id = "l2".into();
-        let p = plan(&d, &stores, &live, false);
+        let p = plan(&d, &with(&stores), &live, false);
         assert_eq!(
             p.descriptions(),
             [
@@ -717,9 +818,9 @@ shares:
         let mut live = configured(&digest);
         live.adapters[1].status = json!({"status": "unknown", "message": "SMB adapter has not started yet"});
         live.adapters[1].updated_at = Some("2026-01-01T00:00:50Z".into());
-        assert_eq!(plan(&d, &stores, &live, false), Plan::default(), "10 s after a restart: still starting");
+        assert_eq!(plan(&d, &with(&stores), &live, false), Plan::default(), "10 s after a restart: still starting");
         live.adapters[1].updated_at = Some("2026-01-01T00:00:30Z".into());
-        let p = plan(&d, &stores, &live, false);
+        let p = plan(&d, &with(&stores), &live, false);
         assert_eq!(
             p.descriptions(),
             [
@@ -739,7 +840,7 @@ shares:
         let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
         let mut live = configured(&digest);
-        let p = plan(&d, &stores, &live, false);
+        let p = plan(&d, &with(&stores), &live, false);
         assert_eq!(p.descriptions(), ["snapshot policy of /export: create"]);
         assert_eq!(p.changes[0].path, "/api/v1/shares/export/snapshot-policy");
         assert_eq!(
@@ -755,11 +856,11 @@ shares:
             ttl: Some("168h0m0s".into()),
             name_prefix: None,
         }];
-        assert_eq!(plan(&d, &stores, &live, false), Plan::default());
+        assert_eq!(plan(&d, &with(&stores), &live, false), Plan::default());
         live.snapshot_policies[0].keep_last = 3;
         live.snapshot_policies[0].enabled = false;
         assert_eq!(
-            plan(&d, &stores, &live, false).descriptions(),
+            plan(&d, &with(&stores), &live, false).descriptions(),
             ["snapshot policy of /export: keep last 3 → 24, enable"]
         );
     }

@@ -9,9 +9,13 @@ use kube::Client;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::api::{Api, ApiError, HttpClient, LiveAdapter, LiveShare, LiveStore, TlsMaterial, segment};
+use super::access::ResolvedUser;
+use super::api::{
+    Api, ApiError, HttpClient, LiveAdapter, LiveGroup, LivePermission, LiveShare, LiveStore, LiveUser, TlsMaterial,
+    segment, share_path,
+};
 use super::desired::{DesiredRuntime, StoreKind};
-use super::plan::{Live, ResolvedStore};
+use super::plan::{self, Live, Plan, Resolved, ResolvedStore};
 use crate::discover::SecretsByName;
 use crate::render::Rendered;
 
@@ -293,7 +297,8 @@ async fn admin_login(secrets: &Secrets<'_>, api: &Api, rendered: &Rendered) -> R
 }
 
 /// Everything the plan compares: adapters and their live ports, the three store tables, shares,
-/// and the snapshot policies when the spec has any (a quiet pass without them stays at 5 reads).
+/// and what else the spec declares: adapter settings, snapshot policies, users, groups, grants
+/// (the default spec reads 6 times: those five and the NFS settings).
 pub async fn read_live(api: &Api, desired: &DesiredRuntime) -> Result<Live, ApiError> {
     let adapters: Vec<LiveAdapter> = api.get("/api/v1/adapters").await?;
     let mut stores = BTreeMap::new();
@@ -304,7 +309,138 @@ pub async fn read_live(api: &Api, desired: &DesiredRuntime) -> Result<Live, ApiE
     let shares: Vec<LiveShare> = api.get("/api/v1/shares").await?;
     let snapshot_policies =
         if desired.snapshot_policies.is_empty() { Vec::new() } else { api.get("/api/v1/snapshot-policies").await? };
-    Ok(Live { adapters, stores, shares, snapshot_policies, read_at: Some(k8s_openapi::jiff::Timestamp::now()) })
+    let mut adapter_settings = BTreeMap::new();
+    for adapter in desired.adapter_settings.keys() {
+        // An adapter not created yet has no settings row; the plan creates it first.
+        if adapters.iter().any(|a| &a.adapter_type == adapter) {
+            let settings: Value = api.get(&format!("/api/v1/adapters/{}/settings", segment(adapter))).await?;
+            adapter_settings.insert(adapter.clone(), settings);
+        }
+    }
+    let users: Vec<LiveUser> = if desired.users.is_empty() && desired.delete_users.is_empty() {
+        Vec::new()
+    } else {
+        api.get("/api/v1/users").await?
+    };
+    let uses_groups = !desired.groups.is_empty() || !desired.delete_groups.is_empty();
+    let groups: Vec<LiveGroup> = if uses_groups { api.get("/api/v1/groups").await? } else { Vec::new() };
+    let mut permissions = BTreeMap::new();
+    for share in desired.shares.iter().filter(|s| s.permissions.is_some()) {
+        if shares.iter().any(|l| l.name == share.name) {
+            let path = format!("/api/v1/shares/{}/permissions", share_path(&share.name));
+            let rows: Option<Vec<LivePermission>> = api.get(&path).await?;
+            permissions.insert(share.name.clone(), rows.unwrap_or_default());
+        }
+    }
+    Ok(Live {
+        adapters,
+        stores,
+        shares,
+        snapshot_policies,
+        adapter_settings,
+        users,
+        groups,
+        permissions,
+        read_at: Some(k8s_openapi::jiff::Timestamp::now()),
+    })
+}
+
+/// What a runtime pass would do, with what it needs to say it safely.
+#[derive(Debug)]
+pub struct Planned {
+    pub plan: Plan,
+    /// Secret values the plan's bodies may hold: scrubbed from whatever DittoFS answers.
+    pub secret_values: Vec<String>,
+    /// Every desired user's password: name → keyed digest. DittoFS has them all once the plan
+    /// has run.
+    pub passwords: BTreeMap<String, String>,
+    /// Those DittoFS has already.
+    pub passwords_current: BTreeMap<String, String>,
+}
+
+/// What a runtime plan is made against.
+pub struct PlanInputs<'a> {
+    pub rendered: &'a Rendered,
+    pub desired: &'a DesiredRuntime,
+    pub live: &'a Live,
+    /// The operator's checksum key, which keys the digests of Secret values.
+    pub digest_key: &'a [u8],
+    /// Users' passwords known to be set (name → digest): not checked again.
+    pub remembered: &'a BTreeMap<String, String>,
+    pub repoint_allowed: bool,
+}
+
+/// The plan against the live state: store and user Secrets read, user passwords checked
+/// (remembered ones are not checked again), and the accounts never touched set aside.
+pub async fn plan_against(secrets: &Secrets<'_>, api: &Api, inputs: PlanInputs<'_>) -> Result<Planned, Problem> {
+    let PlanInputs { rendered, desired, live, digest_key, remembered, repoint_allowed } = inputs;
+    let (stores, mut secret_values) = resolve_stores(secrets, desired, digest_key).await?;
+    let (users, passwords) = resolve_users(secrets, api, desired, live, digest_key, remembered).await?;
+    secret_values.extend(users.iter().map(|u| u.password.clone()));
+    let passwords_current = users
+        .iter()
+        .filter(|u| u.password_current)
+        .filter_map(|u| passwords.get(&u.desired.name).map(|d| (u.desired.name.clone(), d.clone())))
+        .collect();
+    let protected = vec!["admin".to_string(), rendered.outline.operator_user.clone()];
+    let resolved = Resolved { stores: &stores, users: &users, protected_users: &protected };
+    let plan = plan::plan(desired, &resolved, live, repoint_allowed);
+    Ok(Planned { plan, secret_values, passwords, passwords_current })
+}
+
+/// The desired users with their passwords, each marked current when DittoFS already has it:
+/// remembered from an earlier pass, or checked by logging in as the user (a refused login means
+/// the Secret was rotated, or the password was changed behind the operator's back).
+async fn resolve_users(
+    secrets: &Secrets<'_>,
+    api: &Api,
+    desired: &DesiredRuntime,
+    live: &Live,
+    digest_key: &[u8],
+    remembered: &BTreeMap<String, String>,
+) -> Result<(Vec<ResolvedUser>, BTreeMap<String, String>), Problem> {
+    let mut users = Vec::new();
+    let mut passwords = BTreeMap::new();
+    for user in &desired.users {
+        let reference = &user.password_secret;
+        let password = secrets.value(&reference.name, &reference.key).await?.ok_or_else(|| {
+            Problem::new(
+                "SecretMissing",
+                format!(
+                    "user {}: Secret {:?} has no key {:?} (its password)",
+                    user.name, reference.name, reference.key
+                ),
+            )
+        })?;
+        let digest = keyed_digest(digest_key, format!("{}\0{password}", user.name).as_bytes());
+        let exists = live.users.iter().any(|u| u.username == user.name);
+        let password_current = exists
+            && (remembered.get(&user.name) == Some(&digest) || {
+                let mut probe = api.clone().with_token(None);
+                match probe.login(&user.name, &password).await {
+                    Ok(_) => true,
+                    Err(e) if matches!(e.status(), Some(401 | 403)) => false,
+                    Err(e @ ApiError::Unreachable(_)) => return Err(Problem::unreachable(&api.base, &e)),
+                    Err(e) => {
+                        return Err(Problem::new(
+                            "ApiError",
+                            format!("checking the password of user {}: {e}", user.name),
+                        ));
+                    }
+                }
+            });
+        passwords.insert(user.name.clone(), digest);
+        users.push(ResolvedUser { desired: user.clone(), password, password_current });
+    }
+    Ok((users, passwords))
+}
+
+/// A digest of secret material keyed with the operator's checksum key: equal inputs compare
+/// equal, and the digest says nothing about the value.
+fn keyed_digest(key: &[u8], material: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(material);
+    mac.finalize().into_bytes().iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
 }
 
 /// Is the server answering? `GET /health/ready` (no login).
@@ -360,11 +496,7 @@ pub async fn resolve_stores(
             values.insert((name.clone(), key), String::from_utf8_lossy(&value.0).into_owned());
         }
     }
-    let digest = |material: &[u8]| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(digest_key).expect("HMAC takes a key of any length");
-        mac.update(material);
-        mac.finalize().into_bytes().iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
-    };
+    let digest = |material: &[u8]| keyed_digest(digest_key, material);
     let mut stores = Vec::new();
     for kind in StoreKind::ALL {
         for store in desired.stores(kind) {
