@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real NFS and SMB clients of the data-path tests and the demo: Debian's libnfs-utils
-# (nfs-cp, nfs-ls: NFS in userspace, no kernel mount, no root) and smbclient.
+# (nfs-cp, nfs-ls: NFS in userspace, no kernel mount, no root), smbclient and rpcinfo.
 # Installs what is missing (apt-get, as root); prints nothing on success.
 set -euo pipefail
 
@@ -10,6 +10,9 @@ flock 9
 missing=()
 command -v nfs-cp >/dev/null || missing+=(libnfs-utils)
 command -v smbclient >/dev/null || missing+=(smbclient)
+# rpcinfo, to ask a portmapper what it serves (the package also brings the rpcbind daemon; the
+# tests never talk to the host's own).
+command -v rpcinfo >/dev/null || missing+=(rpcbind)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 echo "installing Debian's ${missing[*]}" >&2
 [[ $(id -u) == 0 ]] || { echo "need root to apt-get install ${missing[*]}" >&2; exit 1; }

@@ -271,6 +271,7 @@ async fn invalid_servers_are_rejected_naming_the_field() {
             "spec.deleteUsers",
         ),
         (json!({"groups": [{"name": "staff"}], "deleteGroups": ["staff"]}), "spec.deleteGroups"),
+        (json!({"deleteGroups": ["users"]}), "spec.deleteGroups"),
         // Adapter settings.
         (json!({"nfs": {"minVersion": "4.1", "maxVersion": "3"}}), "spec.nfs.minVersion"),
         (json!({"nfs": {"maxVersion": "4.2"}}), "spec.nfs.maxVersion"),

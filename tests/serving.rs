@@ -159,6 +159,7 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     assert_eq!(
         preview.runtime,
         [
+            "adapter nfs settings: portmapper_enabled false → true, udp_enabled false → true".to_string(),
             format!("adapter nfs: port 12049 → {nfs_port}"),
             format!("adapter smb: port 1445 → {smb_port}"),
             "metadata store meta: create (badger)".to_string(),
@@ -197,7 +198,7 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     .await;
     let (reads, writes) = operator.ctx.http.counts.snapshot();
     assert_eq!(writes, before.0.1, "a steady pass wrote to the DittoFS API");
-    assert_eq!(reads - before.0.0, 5, "adapters, three store tables, shares");
+    assert_eq!(reads - before.0.0, 6, "adapters, three store tables, shares, NFS settings");
 
     // Real clients: write and read over NFS, read the same file over SMB as the admin.
     let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
@@ -810,4 +811,167 @@ async fn the_api_over_https_with_client_certificates() {
     assert!(container.readiness_probe.unwrap().tcp_socket.is_some());
     operator.shutdown().await;
     dfs.stop_within_grace(30);
+}
+
+/// Runs a client that is expected to fail; returns what it said.
+fn refused(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{program} {args:?} succeeded: {said}");
+    said
+}
+
+fn smb_as(port: u16, user: &str, password: &str, command: &str) -> Vec<String> {
+    vec![
+        "//127.0.0.1/export".into(),
+        "-p".into(),
+        port.to_string(),
+        "-U".into(),
+        format!("{user}%{password}"),
+        "-c".into(),
+        command.into(),
+    ]
+}
+
+fn nfs_as(port: u16, uid: u32, gid: u32, file: &str) -> String {
+    format!("nfs://127.0.0.1/export/{file}?nfsport={port}&mountport={port}&version=3&uid={uid}&gid={gid}")
+}
+
+async fn put_passwords(client: &Client, ns: &str, alice: &str, bob: &str) {
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "users"}, "stringData": {"alice": alice, "bob": bob}}))
+            .unwrap();
+    let params = PatchParams::apply("serving-test").force();
+    Api::<Secret>::namespaced(client.clone(), ns).patch("users", &params, &Patch::Apply(&secret)).await.unwrap();
+}
+
+const ACCESS: &str = "  nfs: {portmapper: false}
+  groups: [{name: readers, gid: 3000}]
+  users:
+    - {name: alice, uid: 1001, gid: 1001, passwordSecretRef: {name: users, key: alice}}
+    - {name: bob, uid: 1002, gid: 3000, groups: [readers], passwordSecretRef: {name: users, key: bob}}
+  shares:
+    - name: /export
+      defaultPermission: none
+      quota: 2Mi
+      permissions:
+        - {user: alice, level: read-write}
+        - {group: readers, level: read}
+";
+
+/// Users, groups, grants and a quota declared in the CR, used by real clients: alice writes over
+/// SMB with her own password and over NFS with her uid; bob, in a read-only group, reads and
+/// cannot write either way; the quota stops a write; a rotated password is set; a user taken out
+/// of the spec stays (and `diff` names it) until `deleteUsers` lists it. No password shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_users_groups_permissions_and_a_quota_hold_over_smb_and_nfs() {
+    clients_installed();
+    let (client, ns) = setup("access").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (api_port, nfs_port, smb_port) = (free_port(), free_port(), free_port());
+    let (alice_pw, bob_pw) = ("alice-first-password-1", "bob-only-reads-password-2");
+    put_passwords(&client, &ns, alice_pw, bob_pw).await;
+    let operator = start_operator(&client, &ns);
+    let api = Api::<DittoServer>::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &server(&ns, &cr(api_port, nfs_port, smb_port, ACCESS))).await.unwrap();
+    let dfs = run_rendered_server(&client, &ns, "demo", dir.path(), api_port).await;
+    poke(&client, &ns).await;
+    wait_condition(&client, &ns, "Serving", "True", "Serving").await;
+    let runtime = api.get("demo").await.unwrap().status.unwrap().runtime.unwrap();
+    assert_eq!(
+        (&runtime.users, &runtime.groups),
+        (&vec!["alice".to_string(), "bob".into()], &vec!["readers".to_string()])
+    );
+    assert_eq!(runtime.quotas.len(), 1, "{:?}", runtime.quotas);
+    assert_eq!((runtime.quotas[0].share.as_str(), runtime.quotas[0].quota.as_str()), ("/export", "2.00MiB"));
+
+    // alice: read-write, over SMB with her password and over NFS with her uid.
+    let one_mib: Vec<u8> = content_of(1 << 20, 7);
+    std::fs::write(dir.path().join("a.bin"), &one_mib).unwrap();
+    let put = format!("put {} a.bin", dir.path().join("a.bin").display());
+    let smb = |user: &str, password: &str, command: &str| smb_as(smb_port, user, password, command);
+    run("smbclient", &smb("alice", alice_pw, &put).iter().map(String::as_str).collect::<Vec<_>>());
+    let half = dir.path().join("half.bin");
+    std::fs::write(&half, &one_mib[..512 * 1024]).unwrap();
+    run("nfs-cp", &[half.to_str().unwrap(), &nfs_as(nfs_port, 1001, 1001, "half.bin")]);
+
+    // bob (group readers: read): reads both ways, writes neither way.
+    let got = dir.path().join("a.bob");
+    let get = format!("get a.bin {}", got.display());
+    run("smbclient", &smb("bob", bob_pw, &get).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(std::fs::read(&got).unwrap(), one_mib, "bob reads alice's file over SMB");
+    let said = refused(
+        "smbclient",
+        &smb("bob", bob_pw, &format!("put {} b.bin", dir.path().join("a.bin").display()))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(said.contains("NT_STATUS_ACCESS_DENIED") || said.contains("NT_STATUS_MEDIA_WRITE_PROTECTED"), "{said}");
+    // Over NFS the file's own mode applies too: alice's SMB file is readable by others.
+    let back = dir.path().join("a.nfs-bob");
+    run("nfs-cp", &[&nfs_as(nfs_port, 1002, 3000, "a.bin"), back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), one_mib, "bob reads over NFS");
+    refused("nfs-cp", &[half.to_str().unwrap(), &nfs_as(nfs_port, 1002, 3000, "bob.bin")]);
+    // An unknown uid gets the share's default: none.
+    refused("nfs-ls", &[&nfs_as(nfs_port, 4242, 4242, "")]);
+
+    // The quota (2 MiB, 1.5 MiB used): another MiB is refused over NFS and over SMB.
+    refused("nfs-cp", &[dir.path().join("a.bin").to_str().unwrap(), &nfs_as(nfs_port, 1001, 1001, "over.bin")]);
+    refused(
+        "smbclient",
+        &smb("alice", alice_pw, &format!("put {} over2.bin", dir.path().join("a.bin").display()))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+
+    // A rotated password: the new one logs in, the old one no longer does.
+    let alice_new = "alice-rotated-password-3";
+    put_passwords(&client, &ns, alice_new, bob_pw).await;
+    let ls = |user: &str, password: &str| smb(user, password, "ls");
+    eventually("alice's new password accepted", SERVE_DEADLINE, || async {
+        let args = ls("alice", alice_new);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Command::new("smbclient").args(&args).output().unwrap().status.success().then_some(())
+    })
+    .await;
+    refused("smbclient", &ls("alice", alice_pw).iter().map(String::as_str).collect::<Vec<_>>());
+
+    // bob out of the spec: kept, named by diff; then listed for deletion: gone.
+    let without_bob = json!({"spec": {
+        "users": [{"name": "alice", "uid": 1001, "gid": 1001, "passwordSecretRef": {"name": "users", "key": "alice"}}],
+        "shares": [{"name": "/export", "defaultPermission": "none", "quota": "2Mi",
+                    "permissions": [{"user": "alice", "level": "read-write"}, {"group": "readers", "level": "read"}]}]}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&without_bob)).await.unwrap();
+    let admin = AdminApi::of(&client, &ns, dir.path(), api_port).await;
+    eventually("bob no longer in status.runtime.users", SERVE_DEADLINE, || async {
+        let users = api.get("demo").await.ok()?.status?.runtime?.users;
+        (users == ["alice"]).then_some(())
+    })
+    .await;
+    assert_eq!(admin.call("GET", "/api/v1/users/bob", None).0, 200, "bob is kept");
+    let preview = preview::preview(&client, &diff_args(&ns)).await.unwrap();
+    assert!(preview.runtime.is_empty(), "{:?}", preview.runtime);
+    assert_eq!(preview.kept, ["user bob is in DittoFS but not in spec.users: kept (spec.deleteUsers deletes it)"]);
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"deleteUsers": ["bob"]}})))
+        .await
+        .unwrap();
+    eventually("bob deleted", SERVE_DEADLINE, || async {
+        (admin.call("GET", "/api/v1/users/bob", None).0 == 404).then_some(())
+    })
+    .await;
+
+    // No password anywhere a user reads.
+    let status = serde_json::to_string(&api.get("demo").await.unwrap().status).unwrap();
+    let events = events_text(&client, &ns).await;
+    for password in [alice_pw, alice_new, bob_pw] {
+        assert!(!status.contains(password) && !events.contains(password), "a password shows");
+    }
+    operator.shutdown().await;
+    dfs.stop_within_grace(30);
+}
+
+fn content_of(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }

@@ -236,8 +236,8 @@ const RULES: &[Rule] = &[
     rule_at(
         "",
         ".deleteGroups",
-        "!has(self.deleteGroups) || !has(self.groups) || !self.deleteGroups.exists(d, self.groups.exists(g, g.name == d))",
-        "spec.deleteGroups must not name a group of spec.groups",
+        "!has(self.deleteGroups) || !self.deleteGroups.exists(d, d in ['admins', 'operators', 'users'] || (has(self.groups) && self.groups.exists(g, g.name == d)))",
+        "spec.deleteGroups must not name a group of spec.groups, nor DittoFS's own admins, operators and users",
     ),
     rule_at(
         "shares.[].permissions.[]",

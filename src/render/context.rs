@@ -878,10 +878,13 @@ fn access(
             format!("{name:?} is the operator's account, the bootstrap admin, or a user of spec.users"),
         ));
     }
-    if let Some((i, name)) =
-        spec.delete_groups.iter().flatten().enumerate().find(|(_, n)| groups.iter().any(|g| &g.name == *n))
-    {
-        return Err(invalid(&format!("spec.deleteGroups[{i}]"), format!("{name:?} is a group of spec.groups")));
+    if let Some((i, name)) = spec.delete_groups.iter().flatten().enumerate().find(|(_, n)| {
+        groups.iter().any(|g| &g.name == *n) || crate::runtime::access::SYSTEM_GROUPS.contains(&n.as_str())
+    }) {
+        return Err(invalid(
+            &format!("spec.deleteGroups[{i}]"),
+            format!("{name:?} is a group of spec.groups or one of DittoFS's own"),
+        ));
     }
     Ok((users, groups))
 }

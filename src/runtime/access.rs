@@ -8,6 +8,9 @@ use super::api::{segment, share_path};
 use super::desired::{DesiredRuntime, DesiredUser};
 use super::plan::{Area, Change, Live, Plan};
 
+/// DittoFS's built-in groups: made at first start, never deleted, not the spec's business.
+pub const SYSTEM_GROUPS: [&str; 3] = ["admins", "operators", "users"];
+
 /// A desired user with its password read from its Secret.
 #[derive(Clone)]
 pub struct ResolvedUser {
@@ -184,7 +187,7 @@ pub fn plan_deletions(desired: &DesiredRuntime, live: &Live, protected: &[String
     let managed = !desired.groups.is_empty() || !desired.delete_groups.is_empty();
     for group in &live.groups {
         let name = &group.name;
-        if desired.groups.iter().any(|g| &g.name == name) {
+        if SYSTEM_GROUPS.contains(&name.as_str()) || desired.groups.iter().any(|g| &g.name == name) {
             continue;
         }
         if desired.delete_groups.contains(name) {
@@ -338,6 +341,7 @@ users:
         live.users.push(LiveUser { username: "bob".into(), role: "user".into(), enabled: true, ..Default::default() });
         live.users.push(LiveUser { username: "dittofs-operator".into(), role: "admin".into(), ..Default::default() });
         live.groups.push(LiveGroup { name: "old".into(), gid: None });
+        live.groups.push(LiveGroup { name: "users".into(), gid: Some(1000) });
         let plan = plan_all(&d, &resolved(&d, true), &live);
         assert!(plan.changes.is_empty(), "{:?}", plan.descriptions());
         assert_eq!(

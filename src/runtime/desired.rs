@@ -417,8 +417,12 @@ impl DesiredRuntime {
         if let Some(name) = self.delete_users.iter().find(|n| users.contains(&n.as_str()) || *n == "admin") {
             return Err(format!("deleteUsers: {name:?} is also declared, or the bootstrap admin"));
         }
-        if let Some(name) = self.delete_groups.iter().find(|n| groups.contains(&n.as_str())) {
-            return Err(format!("deleteGroups: {name:?} is also declared"));
+        if let Some(name) = self
+            .delete_groups
+            .iter()
+            .find(|n| groups.contains(&n.as_str()) || super::access::SYSTEM_GROUPS.contains(&n.as_str()))
+        {
+            return Err(format!("deleteGroups: {name:?} is also declared, or one of DittoFS's own groups"));
         }
         Ok(())
     }

@@ -194,6 +194,8 @@ pub fn repoint_allowed(annotations: &BTreeMap<String, String>) -> bool {
 pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repoint_allowed: bool) -> Plan {
     let stores = resolved.stores;
     let mut out = Plan::default();
+    // Settings first: an adapter restarted below for a new port starts with them.
+    let mut restart = plan_adapter_settings(desired, live, &mut out);
     for adapter in &desired.adapters {
         let t = &adapter.adapter_type;
         match live.adapters.iter().find(|a| &a.adapter_type == t) {
@@ -238,6 +240,8 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
                     }
                 }
                 if !what.is_empty() {
+                    // Saved with a restart by DittoFS: the new settings are read then.
+                    restart.retain(|a| a != t);
                     out.changes.push(Change {
                         description: format!("adapter {t}: {}", what.join(", ")),
                         method: "PUT",
@@ -252,7 +256,20 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
         }
     }
 
-    plan_adapter_settings(desired, live, &mut out);
+    for adapter in restart.drain(..) {
+        let subject = format!("adapter {adapter}");
+        for (step, enabled) in [("stop", false), ("start", true)] {
+            out.changes.push(Change {
+                description: format!("{subject}: restart, {step} (it reads the changed settings at start)"),
+                method: "PUT",
+                path: format!("/api/v1/adapters/{}", segment(&adapter)),
+                body: Some(json!({"enabled": enabled})),
+                subject: subject.clone(),
+                area: Area::Adapter,
+                needs_restart: false,
+            });
+        }
+    }
 
     for store in stores {
         let label = format!("{} {}", store.kind.label(), store.desired.name);
@@ -508,11 +525,14 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
     out
 }
 
-/// Adapter settings that differ: one PATCH per adapter, then a restart (stop, start) when a
-/// setting DittoFS reads only at start changed.
-fn plan_adapter_settings(desired: &DesiredRuntime, live: &Live, out: &mut Plan) {
+/// Adapter settings that differ: one PATCH per adapter. Returns the running adapters that must
+/// restart (stop, start) to read a changed setting DittoFS reads only at start. An adapter not
+/// created yet gets its settings at the next pass.
+fn plan_adapter_settings(desired: &DesiredRuntime, live: &Live, out: &mut Plan) -> Vec<String> {
+    let mut restart = Vec::new();
     for (adapter, wanted) in &desired.adapter_settings {
-        let current = live.adapter_settings.get(adapter);
+        let Some(current) = live.adapter_settings.get(adapter) else { continue };
+        let current = Some(current);
         let changed: Map<String, Value> = wanted
             .iter()
             .filter(|(k, v)| current.and_then(|c| c.get(k.as_str())) != Some(v))
@@ -537,21 +557,10 @@ fn plan_adapter_settings(desired: &DesiredRuntime, live: &Live, out: &mut Plan) 
         });
         let running = live.adapters.iter().any(|a| &a.adapter_type == adapter && a.enabled);
         if running && changed.keys().any(|k| SETTINGS_READ_AT_START.contains(&k.as_str())) {
-            let keys: Vec<&str> =
-                changed.keys().map(String::as_str).filter(|k| SETTINGS_READ_AT_START.contains(k)).collect();
-            for (step, enabled) in [("stop", false), ("start", true)] {
-                out.changes.push(Change {
-                    description: format!("adapter {adapter}: restart, {step} (it reads {} at start)", keys.join(", ")),
-                    method: "PUT",
-                    path: format!("/api/v1/adapters/{}", segment(adapter)),
-                    body: Some(json!({"enabled": enabled})),
-                    subject: subject.clone(),
-                    area: Area::Adapter,
-                    needs_restart: false,
-                });
-            }
+            restart.push(adapter.clone());
         }
     }
+    restart
 }
 
 /// Keys of the desired config that the server holds differently; secret keys compare through
@@ -863,6 +872,71 @@ shares:
             plan(&d, &with(&stores), &live, false).descriptions(),
             ["snapshot policy of /export: keep last 3 → 24, enable"]
         );
+    }
+
+    #[test]
+    fn adapter_settings_are_patched_and_read_at_start_ones_restart_the_adapter_once() {
+        let d = desired(&format!(
+            "{WANTED}adapterSettings:\n  nfs: {{portmapper_enabled: true, portmapper_port: 10111, udp_enabled: true, max_version: \"4.1\"}}\n"
+        ));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let mut live = configured(&digest);
+        live.adapter_settings.insert(
+            "nfs".into(),
+            json!({"portmapper_enabled": false, "portmapper_port": 10111, "udp_enabled": false, "max_version": "4.1"}),
+        );
+        let p = plan(&d, &with(&stores), &live, false);
+        assert_eq!(
+            p.descriptions(),
+            [
+                "adapter nfs settings: portmapper_enabled false → true, udp_enabled false → true",
+                "adapter nfs: restart, stop (it reads the changed settings at start)",
+                "adapter nfs: restart, start (it reads the changed settings at start)",
+            ]
+        );
+        assert_eq!((p.changes[0].method, p.changes[0].path.as_str()), ("PATCH", "/api/v1/adapters/nfs/settings"));
+        assert_eq!(p.changes[0].body, Some(json!({"portmapper_enabled": true, "udp_enabled": true})));
+
+        // A port change restarts the adapter anyway: no second restart.
+        live.adapters[0].port = 2049;
+        assert_eq!(
+            plan(&d, &with(&stores), &live, false).descriptions(),
+            [
+                "adapter nfs settings: portmapper_enabled false → true, udp_enabled false → true",
+                "adapter nfs: port 2049 → 12049",
+            ]
+        );
+        // Only a setting read live: no restart.
+        live.adapters[0].port = 12049;
+        live.adapter_settings.insert(
+            "nfs".into(),
+            json!({"portmapper_enabled": true, "portmapper_port": 10111, "udp_enabled": true, "max_version": "3"}),
+        );
+        assert_eq!(
+            plan(&d, &with(&stores), &live, false).descriptions(),
+            ["adapter nfs settings: max_version \"3\" → \"4.1\""]
+        );
+    }
+
+    #[test]
+    fn a_share_quota_is_set_changed_and_lifted() {
+        let d = desired(
+            &WANTED
+                .replace("defaultPermission: read-write}", "defaultPermission: read-write, quotaBytes: 10737418240}"),
+        );
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let mut live = configured(&digest);
+        let p = plan(&d, &with(&stores), &live, false);
+        assert_eq!(p.descriptions(), ["share /export: quota none → 10.00GiB"]);
+        assert_eq!(p.changes[0].body, Some(json!({"quota_bytes": "10737418240"})));
+        live.shares[0].quota_bytes = Some("10.00GiB".into());
+        assert_eq!(plan(&d, &with(&stores), &live, false), Plan::default());
+        let lifted = desired(WANTED);
+        let p = plan(&lifted, &with(&stores), &live, false);
+        assert_eq!(p.descriptions(), ["share /export: quota 10.00GiB → none"]);
+        assert_eq!(p.changes[0].body, Some(json!({"quota_bytes": "0"})));
     }
 
     #[test]
