@@ -61,6 +61,10 @@ pub struct Values {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuntimeValues {
     pub operator_user: String,
+    /// Percent of its claim the `fs` local store may fill (`max_size`), and of the metadata
+    /// claim when it lives there (next to the metadata store).
+    pub local_store_share_of_claim: u8,
+    pub local_store_share_of_metadata_claim: u8,
     pub default_share: String,
     pub default_permission: String,
     pub metadata_store: String,

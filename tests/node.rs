@@ -841,3 +841,64 @@ async fn a_port_taken_inside_the_pod_is_named_and_nfs_still_serves() {
     assert!(serving.message.contains("SMB on port 12445"), "{}", serving.message);
     assert_eq!(smb_read(&client, &ns, dir.path(), &ip, "still.bin").await, data, "read over SMB");
 }
+
+/// What a client that knows only the host and the export path does: it asks the portmapper on
+/// port 111 of the file Service, which names the NFS and MOUNT ports, and reads the share. And a
+/// user declared in the CR logs in over SMB with the password from its Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_no_port_finds_nfs_through_the_portmapper_and_a_declared_user_logs_in_over_smb() {
+    clients_installed();
+    let (client, ns) = setup_node("node-access").await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = "alice-password-on-a-real-pod";
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "users"}, "stringData": {"alice": password}})).unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+    let cr = format!(
+        "{CR}  users: [{{name: alice, uid: 1001, gid: 1001, passwordSecretRef: {{name: users, key: alice}}}}]
+  shares: [{{name: /export, permissions: [{{user: alice, level: read-write}}]}}]
+"
+    );
+    create(&client, &ns, &cr).await;
+    wait_ready(&client, &ns).await;
+    let ip = file_ip(&client, &ns).await;
+    let data = content(3, 256 << 10);
+    nfs_write(dir.path(), &ip, "found.bin", &data);
+
+    // The portmapper, through the Service's port 111, names NFS (100003) on TCP, and MOUNT
+    // (100005) on TCP and UDP. `rpcinfo -s` (rpcbind's DUMP): `-p` fails against DittoFS v0.29,
+    // whose GETADDR answers with the caller's address instead of its own.
+    let programs = eventually("the portmapper answering on port 111", NODE_DEADLINE, || async {
+        let out = Command::new("rpcinfo").args(["-s", &ip]).output().unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await;
+    let netids = |program: &str| {
+        programs
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(program))
+            .map(|l| l.to_string())
+            .unwrap_or_default()
+    };
+    assert!(netids("100003").contains("tcp"), "rpcinfo -s {ip}: no NFS over TCP:\n{programs}");
+    assert!(netids("100005").contains("udp,tcp"), "rpcinfo -s {ip}: no MOUNT over UDP and TCP:\n{programs}");
+    // No port given: libnfs asks the portmapper, then mounts and reads.
+    let listing = run("timeout", &[NFS_CP_TIMEOUT, "nfs-ls", &format!("nfs://{ip}/export")]);
+    assert!(listing.contains("found.bin"), "nfs-ls through the portmapper: {listing}");
+    let back = dir.path().join("found.back");
+    run("timeout", &[NFS_CP_TIMEOUT, "nfs-cp", &format!("nfs://{ip}/export/found.bin"), back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), data, "read through the portmapper");
+
+    // alice, declared in the CR, writes and reads with her own password (the NFS file above is
+    // nobody's, mode 0660: not hers to read).
+    let upload = dir.path().join("alice.bin");
+    std::fs::write(&upload, &data).unwrap();
+    let out = dir.path().join("alice.back");
+    let command = format!("put {} alice.bin; get alice.bin {}", upload.display(), out.display());
+    run("smbclient", &[&format!("//{ip}/export"), "-p", "445", "-U", &format!("alice%{password}"), "-c", &command]);
+    assert_eq!(std::fs::read(&out).unwrap(), data, "alice writes and reads over SMB");
+    let status =
+        serde_json::to_string(&Api::<DittoServer>::namespaced(client.clone(), &ns).get("files").await.unwrap().status)
+            .unwrap();
+    assert!(status.contains("\"users\":[\"alice\"]") && !status.contains(password), "{status}");
+}

@@ -452,6 +452,12 @@ pub struct LocalStoreSpec {
     /// `fs` (default, on a claim) or `memory` (lost on restart).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub store_type: Option<LocalStoreType>,
+    /// The most the `fs` store may hold on its claim (a quantity such as `40Gi`): past it a
+    /// write fails (no remote store) or waits for blocks to reach S3 and be evicted (with
+    /// `spec.s3`). Default: 90 % of the claim it lives on, 50 % when it shares the metadata
+    /// claim, so the claim never fills up. Applies when DittoFS next loads the share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<String>,
 }
 
 /// The earlier operator's shape, plus what an S3 store needs.

@@ -263,6 +263,11 @@ const RULES: &[Rule] = &[
         "spec.shares[].permissions[].group must name a group of spec.groups",
     ),
     rule("shares.[].quota", positive_quantity!(), "spec.shares[].quota must be a positive quantity such as 10Gi"),
+    rule(
+        "stores.local.maxSize",
+        positive_quantity!(),
+        "spec.stores.local.maxSize must be a positive quantity such as 40Gi",
+    ),
     // Adapter settings: the lowest offered is not above the highest (the spellings sort in order).
     rule(
         "nfs",
@@ -720,6 +725,7 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("shares.[].permissions.[].user", 64),
     ("shares.[].permissions.[].group", 64),
     ("shares.[].quota", 32),
+    ("stores.local.maxSize", 32),
 ];
 
 /// Bounds that keep CEL cost estimates within budget and refuse absurd values: (path, keyword,

@@ -398,6 +398,8 @@ pub struct StoreSettings {
     pub path: Option<String>,
     /// `postgres` metadata: the database on the DittoServer's PostgreSQL.
     pub database: Option<String>,
+    /// `fs` local store: the bytes it may hold (DittoFS's `max_size`).
+    pub max_size: Option<u64>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -679,6 +681,7 @@ fn runtime(
             .then(|| metadata.database.clone().unwrap_or_else(|| v.postgres_metadata_database.clone())),
         name: metadata_name,
         store_type: metadata_type,
+        max_size: None,
     };
     if let (Some(db), Some(pg)) = (&metadata_store.database, &database.postgres)
         && *db == pg.database
@@ -696,12 +699,31 @@ fn runtime(
     // it holds the files: the content claim first. The metadata claim always exists.
     let candidates: &[&str] =
         if spec.s3.is_some() { &["cache", "content", "metadata"] } else { &["content", "cache", "metadata"] };
-    let block_root = candidates.iter().find_map(|c| claim(c)).unwrap_or_default();
+    let block_claim = candidates.iter().find_map(|c| storage.claims.iter().find(|claim| claim.name == *c));
+    let block_root = block_claim.map(|c| c.mount_path.clone()).unwrap_or_default();
+    let max_size = match (&local.max_size, block_claim) {
+        _ if local_type != "fs" => None,
+        (Some(size), _) => Some(crate::quantity::bytes(size).filter(|b| *b > 0).ok_or_else(|| {
+            invalid("spec.stores.local.maxSize", format!("{size:?} is not a positive size such as 40Gi"))
+        })?),
+        // A share of the claim, so blocks never fill it: more headroom when the metadata store
+        // (and its compactions) live there too.
+        (None, Some(claim)) => crate::quantity::bytes(&claim.size).map(|bytes| {
+            let percent = if claim.name == "metadata" {
+                v.local_store_share_of_metadata_claim
+            } else {
+                v.local_store_share_of_claim
+            };
+            u64::try_from(u128::from(bytes) * u128::from(percent) / 100).unwrap_or(bytes)
+        }),
+        (None, None) => None,
+    };
     let local_store = StoreSettings {
         path: (local_type == "fs").then(|| format!("{block_root}/{local_name}")),
         name: local_name,
         store_type: local_type,
         database: None,
+        max_size,
     };
 
     let remote_store = spec.s3.as_ref().map(|s3| {

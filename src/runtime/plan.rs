@@ -328,14 +328,19 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
                 }
                 let what = config_differences(store, &l.config);
                 if !what.is_empty() {
+                    // New credentials or a new location must reach the shares now: DittoFS
+                    // reads them when it loads a share. A size limit can wait for the next load.
+                    let credentials = store.config.get(CREDENTIALS_DIGEST_KEY) != l.config.get(CREDENTIALS_DIGEST_KEY);
+                    let needs_restart = in_use && (credentials || !moved.is_empty());
+                    let later = if in_use && !needs_restart { " (read when DittoFS next starts)" } else { "" };
                     out.changes.push(Change {
-                        description: format!("{label}: {}", what.join(", ")),
+                        description: format!("{label}: {}{later}", what.join(", ")),
                         method: "PUT",
                         path: format!("/api/v1/{route}/{}", segment(&store.desired.name)),
                         body: Some(json!({"config": store.config_string()})),
                         subject: label,
                         area: Area::Store,
-                        needs_restart: in_use,
+                        needs_restart,
                     });
                 }
             }
@@ -776,6 +781,23 @@ shares:
         let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
         assert_eq!(plan(&d, &with(&stores), &configured(&digest), false), Plan::default());
         assert_eq!(plan(&d, &with(&stores), &configured(&digest), true), Plan::default());
+    }
+
+    #[test]
+    fn a_size_limit_on_a_store_in_use_is_saved_without_a_restart() {
+        let d =
+            desired(&WANTED.replace(
+                "config: {path: /data/cache/local}",
+                "config: {path: /data/cache/local, max_size: 1073741824}",
+            ));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let p = plan(&d, &with(&stores), &configured(&digest), false);
+        assert_eq!(
+            p.descriptions(),
+            ["local block store local: max_size unset → 1073741824 (read when DittoFS next starts)"]
+        );
+        assert!(!p.changes[0].needs_restart);
     }
 
     #[test]
