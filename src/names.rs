@@ -119,6 +119,11 @@ impl Names {
     }
 }
 
+/// `spec.image` as the earlier operator's CRD defaulted it, stored in CRs it admitted: treated as
+/// unset (the operator's pinned release), and said so in `ConfigReady`. `docker.io/marmos91c/dittofs:latest`
+/// still asks for latest.
+pub const EARLIER_DEFAULT_IMAGE: &str = "marmos91c/dittofs:latest";
+
 #[cfg(test)]
 mod tests {
     use super::Names;

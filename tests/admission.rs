@@ -106,7 +106,7 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"stores": {"local": {"type": "s3"}}}), "spec.stores.local.type"),
         (json!({"stores": {"delete": ["Old Store"]}}), "spec.stores.delete"),
         (json!({"s3": {"bucket": "b"}}), "spec.s3.credentialsSecretRef"),
-        (json!({"snapshotPolicies": [{"share": "/nope", "interval": "1h"}]}), "spec.snapshotPolicies"),
+        (json!({"snapshotPolicies": [{"share": "/a/b", "interval": "1h"}]}), "spec.snapshotPolicies[0].share"),
         (json!({"snapshotPolicies": [{"share": "/export", "interval": "daily"}]}), "spec.snapshotPolicies[0].interval"),
         (
             json!({"snapshotPolicies": [{"share": "/export", "interval": "1h", "ttl": "30d"}]}),
@@ -386,7 +386,7 @@ async fn storage_is_immutable_once_set() {
 async fn earlier_go_operator_crs_and_one_with_every_drop_in_field_are_accepted() {
     let (client, ns) = setup("compat").await;
     let api: Api<DittoServer> = Api::namespaced(client, &ns);
-    for case in ["go-operator-v0.4.1", "go-operator-v0.29", "every-drop-in-field"] {
+    for case in ["go-operator-v0.4.1", "go-operator-v0.29", "go-operator-v0.29-meanings", "every-drop-in-field"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(case).join("input.yaml");
         // The DittoServer is the first document; the others are what render reads from the cluster.
         let text = std::fs::read_to_string(path).unwrap();

@@ -258,6 +258,27 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
     if spec.adapter_discovery.is_some() {
         ignored.push("spec.adapterDiscovery (the operator reads the adapters on every pass)");
     }
+    let mut read_as_before = Vec::new();
+    if spec.image.as_deref() == Some(crate::names::EARLIER_DEFAULT_IMAGE) {
+        read_as_before.push(format!(
+            "spec.image {} is the earlier CRD's default, so the pinned release runs (docker.io/{} asks for latest)",
+            crate::names::EARLIER_DEFAULT_IMAGE,
+            crate::names::EARLIER_DEFAULT_IMAGE
+        ));
+    }
+    if let Some(identity) = &spec.identity {
+        if identity.ldap.as_ref().is_some_and(|l| l.enabled.is_none()) {
+            read_as_before.push("spec.identity.ldap is off: enabled defaults to false".to_string());
+        }
+        if let Some(k) = &identity.kerberos {
+            if k.enabled.is_none() {
+                read_as_before.push("spec.identity.kerberos is off: enabled defaults to false".to_string());
+            } else if k.enabled == Some(true) && k.machine_account.as_ref().is_some_and(|m| m.enabled.is_none()) {
+                read_as_before
+                    .push("spec.identity.kerberos.machineAccount is off: enabled defaults to false".to_string());
+            }
+        }
+    }
     let short = &rendered.checksum[..12];
     // Generated credentials render only until they exist: counting them would change the
     // message (and cost a status write) the pass after they are created.
@@ -265,6 +286,9 @@ fn config_message(server: &DittoServer, rendered: &Rendered) -> String {
     let mut message = format!("Rendered {objects} objects; config checksum {short}");
     if !ignored.is_empty() {
         message.push_str(&format!(". Ignored (no effect on DittoFS v0.29): {}", ignored.join(", ")));
+    }
+    if !read_as_before.is_empty() {
+        message.push_str(&format!(". Read as the earlier operator did: {}", read_as_before.join("; ")));
     }
     message
 }
@@ -451,6 +475,26 @@ mod tests {
         let (server, _) = from_yaml(&paused);
         assert_eq!(Mode::of(&server, true), Mode::Paused);
         assert!(!Mode::Paused.writes() && !Mode::DryRun.writes() && Mode::Apply.writes());
+    }
+
+    #[test]
+    fn what_an_earlier_cr_meant_is_said_in_config_ready() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/golden/go-operator-v0.29-meanings/input.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let server = crate::input::parse("input.yaml", &text).unwrap().server;
+        let rendered =
+            crate::input::render_offline("input.yaml", &text, crate::values::ValuesBuilder::new(), &[]).unwrap();
+        let message = config_message(&server, &rendered);
+        let said = message.split(". Read as the earlier operator did: ").nth(1).unwrap_or_default();
+        assert_eq!(
+            said,
+            "spec.image marmos91c/dittofs:latest is the earlier CRD's default, so the pinned release runs \
+             (docker.io/marmos91c/dittofs:latest asks for latest); spec.identity.ldap is off: enabled defaults to false; \
+             spec.identity.kerberos.machineAccount is off: enabled defaults to false",
+            "{message}"
+        );
+        let (minimal, _) = from_yaml(SERVER);
+        assert!(!config_message(&minimal, &rendered).contains("earlier operator"));
     }
 
     #[test]

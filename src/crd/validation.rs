@@ -346,11 +346,10 @@ const RULES: &[Rule] = &[
         "self.matches('^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$')",
         "spec.percona.backup.credentialsSecretRef.name must be a Secret name",
     ),
-    rule_at(
-        "",
-        ".snapshotPolicies",
-        "!has(self.snapshotPolicies) || self.snapshotPolicies.all(p, has(self.shares) ? self.shares.exists(s, s.name == p.share || s.name == '/' + p.share) : (p.share == '/export' || p.share == 'export'))",
-        "spec.snapshotPolicies[].share must name a share of spec.shares (default /export)",
+    rule(
+        "snapshotPolicies.[].share",
+        "self.matches('^/?[A-Za-z0-9][A-Za-z0-9._-]{0,62}$')",
+        "spec.snapshotPolicies[].share must be a share name such as /export (any share DittoFS has: of spec.shares, or made with dfsctl)",
     ),
     rule(
         "snapshotPolicies.[].interval",
@@ -389,7 +388,7 @@ const RULES: &[Rule] = &[
     rule_at(
         "identity.kerberos",
         ".keytabSecretRef",
-        "(has(self.enabled) && !self.enabled) || has(self.keytabSecretRef)",
+        "!has(self.enabled) || !self.enabled || has(self.keytabSecretRef)",
         "spec.identity.kerberos.keytabSecretRef is required: DittoFS needs the service keytab",
     ),
     rule_at(
@@ -656,7 +655,11 @@ const RULES: &[Rule] = &[
         "self.all(k, isQuantity(string(self[k])))",
         "spec.resources.requests: every value must be a quantity such as 500m or 1Gi",
     ),
-    rule("logging.output", "self == 'stdout'", "spec.logging.output: only stdout is supported in a pod"),
+    rule(
+        "logging.output",
+        "self in ['stdout', 'stderr'] || (self.startsWith('/') && !self.contains('..'))",
+        "spec.logging.output must be stdout, stderr or an absolute file path (on a writable volume such as /tmp or a claim)",
+    ),
     rule(
         "networkPolicy.fileClients.[].ipBlock",
         "isCIDR(self.cidr) && (!has(self.except) || self.except.all(e, isCIDR(e)))",

@@ -208,6 +208,8 @@ pub struct Computed {
     pub jwt_refresh_token_duration: String,
     pub log_level: String,
     pub log_format: String,
+    /// `stdout` (default), `stderr` or a file path, as the earlier operator passed it on.
+    pub log_output: String,
     pub shutdown_timeout: String,
     pub pre_stop_seconds: i64,
     pub termination_grace_period_seconds: i64,
@@ -280,8 +282,12 @@ impl Outline {
 pub struct Directory {
     pub ldap: Option<crate::crd::LdapSpec>,
     pub ldap_bind_password: Option<SecretKeyRef>,
+    /// `spec.identity.kerberos` when `enabled: true` (off otherwise, as the earlier operator read
+    /// it), with its machine account only when that says `enabled: true` too.
     pub kerberos: Option<crate::crd::KerberosSpec>,
     pub kerberos_enabled: bool,
+    /// `krb5Conf` as the earlier operator read it: a path in the pod (`/etc/krb5.conf`).
+    pub krb5_conf_path: Option<String>,
     pub keytab: Option<SecretKeyRef>,
     pub krb5_conf: Option<SecretKeyRef>,
     pub machine_secret: Option<SecretKeyRef>,
@@ -296,11 +302,19 @@ impl Directory {
                 .map(|r| SecretKeyRef { name: r.name.clone(), key: r.key.clone().unwrap_or_else(|| default.into()) })
         };
         let ldap_bind_password = identity.ldap.as_ref().and_then(|l| key(&l.bind_password_secret_ref, "password"));
-        let kerberos = identity.kerberos.clone();
+        let mut kerberos = identity.kerberos.clone().filter(|k| k.enabled == Some(true));
+        if let Some(k) = kerberos.as_mut() {
+            k.machine_account = k.machine_account.take().filter(|m| m.enabled == Some(true));
+        }
         let machine = kerberos.as_ref().and_then(|k| k.machine_account.clone());
+        let krb5_conf_path = kerberos
+            .as_ref()
+            .and_then(|k| k.krb5_conf.clone())
+            .filter(|c| k8s_path(c) && kerberos.as_ref().is_some_and(|k| k.krb5_conf_secret_ref.is_none()));
         Self {
             ldap_bind_password,
-            kerberos_enabled: kerberos.as_ref().is_some_and(|k| k.enabled != Some(false)),
+            krb5_conf_path,
+            kerberos_enabled: kerberos.is_some(),
             keytab: kerberos.as_ref().and_then(|k| key(&k.keytab_secret_ref, "keytab")),
             krb5_conf: kerberos.as_ref().and_then(|k| key(&k.krb5_conf_secret_ref, "krb5.conf")),
             machine_secret: machine.as_ref().and_then(|m| key(&m.secret_ref, "password")),
@@ -318,6 +332,11 @@ impl Directory {
             .cloned()
             .collect()
     }
+}
+
+/// A single absolute path, as the earlier operator's `krb5Conf` was, rather than a file's content.
+fn k8s_path(text: &str) -> bool {
+    text.starts_with('/') && !text.contains(['\n', ' ', '['])
 }
 
 /// The API's certificate Secrets (mounted at /tls and /tls-client-ca).
@@ -500,7 +519,12 @@ fn compute(
     };
     check_distinct_ports(&ports, smb_enabled, metrics_enabled, nfs.portmapper)?;
 
-    let image = spec.image.clone().unwrap_or_else(|| format!("{}:{}", values.image.repository, values.image.tag));
+    // The earlier CRD stored its default into every CR; it means "unset", not a wish for latest.
+    let image = spec
+        .image
+        .clone()
+        .filter(|i| i != crate::names::EARLIER_DEFAULT_IMAGE)
+        .unwrap_or_else(|| format!("{}:{}", values.image.repository, values.image.tag));
     let image_pull_policy = match spec.image_pull_policy {
         Some(p) => serde_json::to_value(p).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         None => values.image.pull_policy.clone(),
@@ -600,6 +624,7 @@ fn compute(
             .unwrap_or_else(|| values.jwt.refresh_token_duration.clone()),
         log_level,
         log_format,
+        log_output: logging.output.clone().unwrap_or_else(|| "stdout".into()),
         shutdown_timeout,
         pre_stop_seconds: grace.pre_stop_seconds,
         termination_grace_period_seconds,
@@ -811,11 +836,12 @@ fn runtime(
     }
     let mut snapshot_policies = Vec::new();
     for (i, p) in spec.snapshot_policies.iter().flatten().enumerate() {
+        // Any share DittoFS has, as the earlier operator allowed (one made with dfsctl, say).
         let share = if p.share.starts_with('/') { p.share.clone() } else { format!("/{}", p.share) };
-        if !shares.iter().any(|s| s.name == share) {
+        if share.len() < 2 || share[1..].contains('/') {
             return Err(invalid(
                 &format!("spec.snapshotPolicies[{i}].share"),
-                format!("{share} is not a share of spec.shares"),
+                format!("{share:?} is not a share name"),
             ));
         }
         snapshot_policies.push(SnapshotPolicySettings {

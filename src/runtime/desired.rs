@@ -324,8 +324,8 @@ impl DesiredRuntime {
         }
         let mut policies: Vec<&str> = Vec::new();
         for policy in &self.snapshot_policies {
-            if !shares.contains(&policy.share.as_str()) {
-                return Err(format!("snapshot policy: no share {:?}", policy.share));
+            if !policy.share.starts_with('/') {
+                return Err(format!("snapshot policy: {:?} is not a share name such as /export", policy.share));
             }
             if policies.contains(&policy.share.as_str()) {
                 return Err(format!("snapshot policy of {} is listed twice", policy.share));

@@ -438,6 +438,15 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
     access::plan_grants(desired, live, &mut out);
 
     for policy in &desired.snapshot_policies {
+        // A policy may name a share the spec does not declare (one made with dfsctl): set when
+        // DittoFS has it, reported when it does not.
+        if !desired.shares.iter().any(|s| s.name == policy.share) && live.share(&policy.share).is_none() {
+            out.refused.push(format!(
+                "snapshot policy of {}: DittoFS has no share {} (neither spec.shares nor dfsctl made it): not set",
+                policy.share, policy.share
+            ));
+            continue;
+        }
         let live_policy = live.snapshot_policies.iter().find(|p| p.share == policy.share);
         let mut what = Vec::new();
         match live_policy {
@@ -959,6 +968,28 @@ shares:
         let p = plan(&lifted, &with(&stores), &live, false);
         assert_eq!(p.descriptions(), ["share /export: quota 10.00GiB → none"]);
         assert_eq!(p.changes[0].body, Some(json!({"quota_bytes": "0"})));
+    }
+
+    #[test]
+    fn a_policy_on_a_share_made_with_dfsctl_is_set_and_one_on_no_share_is_reported() {
+        let d = desired(&format!("{WANTED}snapshotPolicies:\n  - {{share: /legacy, interval: 24h, keepLast: 7}}\n"));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let mut live = configured(&digest);
+        let missing = plan(&d, &with(&stores), &live, false);
+        assert!(missing.changes.is_empty(), "{:?}", missing.descriptions());
+        assert_eq!(
+            missing.refused,
+            [
+                "snapshot policy of /legacy: DittoFS has no share /legacy (neither spec.shares nor dfsctl made it): not set"
+            ]
+        );
+        let mut made = live.shares[0].clone();
+        made.name = "/legacy".into();
+        live.shares.push(made);
+        let set = plan(&d, &with(&stores), &live, false);
+        assert_eq!(set.descriptions(), ["snapshot policy of /legacy: create"]);
+        assert!(set.refused.is_empty());
     }
 
     #[test]
