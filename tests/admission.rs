@@ -89,7 +89,7 @@ async fn invalid_servers_are_rejected_naming_the_field() {
         (json!({"identity": {"jwt": {"accessTokenDuration": "soon"}}}), "spec.identity.jwt.accessTokenDuration"),
         (json!({"logging": {"level": "TRACE"}}), "spec.logging.level"),
         (json!({"logging": {"format": "xml"}}), "spec.logging.format"),
-        (json!({"logging": {"output": "/var/log/dfs.log"}}), "spec.logging.output"),
+        (json!({"logging": {"output": "logs/dfs.log"}}), "spec.logging.output"),
         (json!({"percona": {"enabled": true, "replicas": 9}}), "spec.percona.replicas"),
         (json!({"percona": {"enabled": true, "storageSize": "big"}}), "spec.percona.storageSize"),
         (json!({"imagePullPolicy": "Sometimes"}), "spec.imagePullPolicy"),
@@ -197,7 +197,10 @@ async fn invalid_servers_are_rejected_naming_the_field() {
             json!({"identity": {"ldap": {"url": "ldaps://dc:636", "baseDN": "DC=x", "bindDN": "CN=y"}}}),
             "spec.identity.ldap.bindPasswordSecretRef",
         ),
-        (json!({"identity": {"kerberos": {"servicePrincipal": "nfs/x@Y"}}}), "spec.identity.kerberos.keytabSecretRef"),
+        (
+            json!({"identity": {"kerberos": {"enabled": true, "servicePrincipal": "nfs/x@Y"}}}),
+            "spec.identity.kerberos.keytabSecretRef",
+        ),
         (json!({"metrics": {"serviceMonitor": {"enabled": true}}}), "spec.metrics.serviceMonitor"),
         (
             json!({"metrics": {"enabled": true, "serviceMonitor": {"enabled": true, "interval": "often"}}}),
