@@ -266,6 +266,26 @@ async fn invalid_servers_are_rejected_naming_the_field() {
             "spec.shares[0].permissions[0].level",
         ),
         (json!({"shares": [{"name": "/export", "quota": "-1Gi"}]}), "spec.shares[0].quota"),
+        (json!({"shares": [{"name": "/export", "userQuota": "-5Gi"}]}), "spec.shares[0].userQuota"),
+        (
+            json!({"users": [{"name": "alice", "passwordSecretRef": {"name": "p"}}],
+                   "shares": [{"name": "/export", "quotas": [{"user": "alice", "limit": "1Gi"}]}]}),
+            "spec.shares[].quotas[] must name a user of spec.users with a uid",
+        ),
+        (
+            json!({"users": [{"name": "alice", "uid": 1001, "passwordSecretRef": {"name": "p"}}],
+                   "shares": [{"name": "/export", "quotas": [{"user": "alice", "limit": "-1"}]}]}),
+            "spec.shares[0].quotas[0].limit",
+        ),
+        (
+            json!({"shares": [{"name": "/export", "nfs": {"allowedClients": ["10.0.0.0/33"]}}]}),
+            "spec.shares[0].nfs.allowedClients",
+        ),
+        (json!({"shares": [{"name": "/export", "nfs": {"squash": "everyone"}}]}), "spec.shares[0].nfs.squash"),
+        (
+            json!({"shares": [{"name": "/export", "nfs": {"minKerberosLevel": "krb9"}}]}),
+            "spec.shares[0].nfs.minKerberosLevel",
+        ),
         (json!({"shares": [{"name": "/export", "quota": "0"}]}), "spec.shares[0].quota"),
         (json!({"shares": [{"name": "/export", "quota": "lots"}]}), "spec.shares[0].quota"),
         (json!({"deleteUsers": ["admin"]}), "spec.deleteUsers"),
@@ -339,7 +359,12 @@ async fn valid_hardening_labels_and_quantities_are_accepted() {
         ],
         "deleteUsers": ["k8s-operator"],
         "deleteGroups": ["old"],
-        "shares": [{"name": "/export", "quota": "1.5Ti", "permissions": [
+        "shares": [{"name": "/export", "quota": "1.5Ti", "userQuota": "10Gi",
+            "quotas": [{"user": "alice", "limit": "20Gi"}],
+            "nfs": {"squash": "root_to_guest", "anonymousUid": 65534, "allowedClients": ["10.0.0.0/8", "192.0.2.1", "host-1.example.com"],
+                    "requireKerberos": false, "minKerberosLevel": "krb5i", "allowAuthSys": true},
+            "smb": {"accessBasedEnumeration": true},
+            "permissions": [
             {"user": "alice", "level": "read-write"}, {"group": "auditors", "level": "read"}, {"user": "root", "level": "none"}
         ]}],
         "nfs": {"minVersion": "3", "maxVersion": "4.0", "portmapper": false, "udp": false},

@@ -159,7 +159,7 @@ async fn dfs_starts_with_ldap_and_kerberos_from_secrets() {
     let (api_port, metrics_port) = (free_port(), free_port());
     let operator = Operator::start(&client, &ns);
     let cr = format!(
-        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  metrics: {{enabled: true, port: {metrics_port}, bearerTokenSecret: {{name: metrics-token}}}}\n  shutdownTimeout: 5s\n  identity:\n    ldap:\n      url: ldap://127.0.0.1:1\n      allowPlaintext: true\n      baseDN: DC=corp,DC=example,DC=com\n      bindDN: CN=dittofs,DC=corp,DC=example,DC=com\n      bindPasswordSecretRef: {{name: corp-ldap}}\n    kerberos:\n      servicePrincipal: {principal}\n      keytabSecretRef: {{name: corp-kerberos}}\n      krb5ConfSecretRef: {{name: corp-kerberos}}\n"
+        "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  metrics: {{enabled: true, port: {metrics_port}, bearerTokenSecret: {{name: metrics-token}}}}\n  shutdownTimeout: 5s\n  identity:\n    ldap:\n      enabled: true\n      url: ldap://127.0.0.1:1\n      allowPlaintext: true\n      baseDN: DC=corp,DC=example,DC=com\n      bindDN: CN=dittofs,DC=corp,DC=example,DC=com\n      bindPasswordSecretRef: {{name: corp-ldap}}\n    kerberos:\n      enabled: true\n      servicePrincipal: {principal}\n      keytabSecretRef: {{name: corp-kerberos}}\n      krb5ConfSecretRef: {{name: corp-kerberos}}\n"
     );
     Api::<DittoServer>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &server(&ns, &cr))

@@ -833,8 +833,10 @@ fn smb_as(port: u16, user: &str, password: &str, command: &str) -> Vec<String> {
     ]
 }
 
+/// `/export/<file>` as uid and gid over NFS; `""` names the share itself.
 fn nfs_as(port: u16, uid: u32, gid: u32, file: &str) -> String {
-    format!("nfs://127.0.0.1/export/{file}?nfsport={port}&mountport={port}&version=3&uid={uid}&gid={gid}")
+    let path = if file.is_empty() { "/export".to_string() } else { format!("/export/{file}") };
+    format!("nfs://127.0.0.1{path}?nfsport={port}&mountport={port}&version=3&uid={uid}&gid={gid}")
 }
 
 async fn put_passwords(client: &Client, ns: &str, alice: &str, bob: &str) {
@@ -913,8 +915,10 @@ async fn declared_users_groups_permissions_and_a_quota_hold_over_smb_and_nfs() {
     run("nfs-cp", &[&nfs_as(nfs_port, 1002, 3000, "a.bin"), back.to_str().unwrap()]);
     assert_eq!(std::fs::read(&back).unwrap(), one_mib, "bob reads over NFS");
     refused("nfs-cp", &[half.to_str().unwrap(), &nfs_as(nfs_port, 1002, 3000, "bob.bin")]);
-    // An unknown uid gets the share's default: none.
-    refused("nfs-ls", &[&nfs_as(nfs_port, 4242, 4242, "")]);
+    // An unknown uid gets the share's default: none. (alice's uid lists it.)
+    let said = refused("nfs-ls", &[&nfs_as(nfs_port, 4242, 4242, "")]);
+    assert!(said.contains("ACCES") || said.contains("PERM"), "{said}");
+    run("nfs-ls", &[&nfs_as(nfs_port, 1001, 1001, "")]);
 
     // The quota (2 MiB, 1.5 MiB used): another MiB is refused over NFS and over SMB.
     refused("nfs-cp", &[dir.path().join("a.bin").to_str().unwrap(), &nfs_as(nfs_port, 1001, 1001, "over.bin")]);
@@ -925,6 +929,51 @@ async fn declared_users_groups_permissions_and_a_quota_hold_over_smb_and_nfs() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
+
+    // A user quota: alice owns 1.5 MiB, so with 1 MiB for her a small write is refused though the
+    // share has room; lifted, it goes through.
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, &one_mib[..64 * 1024]).unwrap();
+    let alice_quota = json!({"spec": {"shares": [{"name": "/export", "defaultPermission": "none", "quota": "2Mi",
+        "quotas": [{"user": "alice", "limit": "1Mi"}],
+        "permissions": [{"user": "alice", "level": "read-write"}, {"group": "readers", "level": "read"}]}]}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&alice_quota)).await.unwrap();
+    let admin = AdminApi::of(&client, &ns, dir.path(), api_port).await;
+    eventually("alice's quota in DittoFS", SERVE_DEADLINE, || async {
+        let (_, rows) = admin.call("GET", "/api/v1/shares/export/quotas", None);
+        rows.as_array().is_some_and(|r| r.iter().any(|q| q["identity_id"] == 1001)).then_some(())
+    })
+    .await;
+    refused("nfs-cp", &[small.to_str().unwrap(), &nfs_as(nfs_port, 1001, 1001, "small.bin")]);
+    let lifted = json!({"spec": {"shares": [{"name": "/export", "defaultPermission": "none", "quota": "2Mi", "quotas": [],
+        "permissions": [{"user": "alice", "level": "read-write"}, {"group": "readers", "level": "read"}]}]}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&lifted)).await.unwrap();
+    eventually("alice's quota lifted", SERVE_DEADLINE, || async {
+        let (_, rows) = admin.call("GET", "/api/v1/shares/export/quotas", None);
+        rows.as_array().is_none_or(|r| r.is_empty()).then_some(())
+    })
+    .await;
+    run("nfs-cp", &[small.to_str().unwrap(), &nfs_as(nfs_port, 1001, 1001, "small-again.bin")]);
+
+    // Allowed clients: only 192.0.2.1 may mount, so this machine is refused; then it is allowed.
+    let clients = |allowed: &str| {
+        json!({"spec": {"shares": [{"name": "/export", "defaultPermission": "none", "quota": "2Mi",
+            "nfs": {"allowedClients": [allowed]},
+            "permissions": [{"user": "alice", "level": "read-write"}, {"group": "readers", "level": "read"}]}]}})
+    };
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&clients("192.0.2.1"))).await.unwrap();
+    let said = eventually("this machine refused by the share's allowed clients", SERVE_DEADLINE, || async {
+        let out = Command::new("nfs-ls").arg(nfs_as(nfs_port, 1001, 1001, "")).output().unwrap();
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+    assert!(said.contains("MNT3ERR_ACCES"), "{said}");
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(&clients("127.0.0.1"))).await.unwrap();
+    eventually("this machine allowed", SERVE_DEADLINE, || async {
+        let out = Command::new("nfs-ls").arg(nfs_as(nfs_port, 1001, 1001, "")).output().unwrap();
+        out.status.success().then_some(())
+    })
+    .await;
 
     // A rotated password: the new one logs in, the old one no longer does.
     let alice_new = "alice-rotated-password-3";
@@ -944,7 +993,6 @@ async fn declared_users_groups_permissions_and_a_quota_hold_over_smb_and_nfs() {
         "shares": [{"name": "/export", "defaultPermission": "none", "quota": "2Mi",
                     "permissions": [{"user": "alice", "level": "read-write"}, {"group": "readers", "level": "read"}]}]}});
     api.patch("demo", &PatchParams::default(), &Patch::Merge(&without_bob)).await.unwrap();
-    let admin = AdminApi::of(&client, &ns, dir.path(), api_port).await;
     eventually("bob no longer in status.runtime.users", SERVE_DEADLINE, || async {
         let users = api.get("demo").await.ok()?.status?.runtime?.users;
         (users == ["alice"]).then_some(())

@@ -359,6 +359,97 @@ pub struct ShareSpec {
     /// and SMB. Unset: no quota. Removing it lifts the quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<String>,
+    /// The most each user may own on this share, unless `quotas` gives them their own (a
+    /// quantity; counted by file owner uid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_quota: Option<String>,
+    /// Per-user and per-group quotas on this share, for users and groups of the spec with a uid
+    /// or gid. With `userQuota` or this list set, these are the share's only user and group
+    /// quotas (others are lifted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub quotas: Option<Vec<IdentityQuota>>,
+    /// NFS export options of this share. Unset fields keep DittoFS's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<ShareNfsSpec>,
+    /// SMB options of this share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smb: Option<ShareSmbSpec>,
+}
+
+/// The most one user's or one group's files may hold on a share.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityQuota {
+    /// A user of `spec.users` with a `uid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A group of `spec.groups` with a `gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A quantity such as `20Gi`.
+    pub limit: String,
+}
+
+/// How NFS clients are trusted on one share.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareNfsSpec {
+    /// Who is mapped to the anonymous user: `root_to_guest` (DittoFS's default), `none`,
+    /// `root_to_admin`, `all_to_guest`, `all_to_admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub squash: Option<Squash>,
+    /// The uid squashed requests get. DittoFS's default 65534.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4294967294u32))]
+    pub anonymous_uid: Option<i64>,
+    /// The gid squashed requests get. DittoFS's default 65534.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4294967294u32))]
+    pub anonymous_gid: Option<i64>,
+    /// The only clients that may mount the share: IP addresses, CIDRs or host names. The
+    /// operator keeps them as a DittoFS netgroup `clients-<share>`. Unset: any client that
+    /// reaches the port (see `spec.networkPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub allowed_clients: Option<Vec<String>>,
+    /// Accept AUTH_SYS (uid/gid sent by the client). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_auth_sys: Option<bool>,
+    /// Refuse clients that do not authenticate with Kerberos. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_kerberos: Option<bool>,
+    /// The least Kerberos protection accepted: `krb5` (authentication), `krb5i` (integrity),
+    /// `krb5p` (privacy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_kerberos_level: Option<KerberosLevel>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Squash {
+    None,
+    RootToGuest,
+    RootToAdmin,
+    AllToGuest,
+    AllToAdmin,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KerberosLevel {
+    Krb5,
+    Krb5i,
+    Krb5p,
+}
+
+/// SMB options of one share.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareSmbSpec {
+    /// List only the files and folders a user may open. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_based_enumeration: Option<bool>,
 }
 
 /// One user's or one group's permission on a share.

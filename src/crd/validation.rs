@@ -264,6 +264,33 @@ const RULES: &[Rule] = &[
     ),
     rule("shares.[].quota", positive_quantity!(), "spec.shares[].quota must be a positive quantity such as 10Gi"),
     rule(
+        "shares.[].userQuota",
+        positive_quantity!(),
+        "spec.shares[].userQuota must be a positive quantity such as 10Gi",
+    ),
+    rule(
+        "shares.[].quotas.[].limit",
+        positive_quantity!(),
+        "spec.shares[].quotas[].limit must be a positive quantity such as 10Gi",
+    ),
+    rule_at(
+        "shares.[].quotas.[]",
+        ".user",
+        "has(self.user) != has(self.group)",
+        "spec.shares[].quotas[] names exactly one of user or group",
+    ),
+    rule_at(
+        "",
+        ".shares",
+        "!has(self.shares) || self.shares.all(s, !has(s.quotas) || s.quotas.all(q, (!has(q.user) || (has(self.users) && self.users.exists(u, u.name == q.user && has(u.uid)))) && (!has(q.group) || (has(self.groups) && self.groups.exists(g, g.name == q.group && has(g.gid))))))",
+        "spec.shares[].quotas[] must name a user of spec.users with a uid, or a group of spec.groups with a gid",
+    ),
+    rule(
+        "shares.[].nfs.allowedClients",
+        "self.all(c, isCIDR(c) || isIP(c) || c.matches('^[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$'))",
+        "spec.shares[].nfs.allowedClients: each must be an IP address, a CIDR such as 10.0.0.0/8, or a host name",
+    ),
+    rule(
         "stores.local.maxSize",
         positive_quantity!(),
         "spec.stores.local.maxSize must be a positive quantity such as 40Gi",
@@ -729,6 +756,11 @@ const MAX_LENGTHS: &[(&str, u64)] = &[
     ("shares.[].permissions.[].group", 64),
     ("shares.[].quota", 32),
     ("stores.local.maxSize", 32),
+    ("shares.[].nfs.allowedClients.[]", 253),
+    ("shares.[].userQuota", 32),
+    ("shares.[].quotas.[].limit", 32),
+    ("shares.[].quotas.[].user", 64),
+    ("shares.[].quotas.[].group", 64),
 ];
 
 /// Bounds that keep CEL cost estimates within budget and refuse absurd values: (path, keyword,

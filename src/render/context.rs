@@ -447,6 +447,33 @@ pub struct ShareSettings {
     /// `None`: the share's grants are not managed.
     pub permissions: Option<Vec<GrantSettings>>,
     pub quota_bytes: Option<u64>,
+    /// DittoFS's per-share NFS config keys the spec sets (`squash`, `netgroup`, ...).
+    pub nfs_export: BTreeMap<String, serde_json::Value>,
+    /// `nfs.allowedClients` as netgroup members (`type`: `ip`, `cidr`, `hostname`).
+    pub allowed_clients: Option<Vec<ClientSettings>>,
+    pub access_based_enumeration: Option<bool>,
+    /// `userQuota` and `quotas`; `None`: the share's user and group quotas are not managed.
+    pub identity_quotas: Option<Vec<IdentityQuotaSettings>>,
+}
+
+/// One row of DittoFS's per-share quotas: `scope` `user`, `group` or `default-user`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityQuotaSettings {
+    pub scope: String,
+    /// The uid or gid; none for `default-user`.
+    pub id: Option<i64>,
+    /// Who, for people: `alice`, `staff`, `every user`.
+    pub who: String,
+    pub limit_bytes: u64,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSettings {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -807,6 +834,8 @@ fn runtime(
                     ),
                     None => None,
                 };
+                let (nfs_export, allowed_clients) = share_nfs(share, i)?;
+                let identity_quotas = identity_quotas(spec, share, i)?;
                 Ok(ShareSettings {
                     name: share.name.clone(),
                     read_only: share.read_only.unwrap_or(false),
@@ -816,6 +845,10 @@ fn runtime(
                     remote,
                     permissions,
                     quota_bytes,
+                    nfs_export,
+                    allowed_clients,
+                    access_based_enumeration: share.smb.as_ref().and_then(|s| s.access_based_enumeration),
+                    identity_quotas,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?,
@@ -826,6 +859,10 @@ fn runtime(
             remote: remote_store.is_some(),
             permissions: None,
             quota_bytes: None,
+            nfs_export: BTreeMap::new(),
+            allowed_clients: None,
+            access_based_enumeration: None,
+            identity_quotas: None,
         }],
     };
     let mut managed: Vec<&String> = vec![&metadata_store.name, &local_store.name];
@@ -867,6 +904,126 @@ fn runtime(
         delete_stores,
         snapshot_policies,
     })
+}
+
+/// `userQuota` and `quotas` of `spec.shares[i]` as DittoFS's quota rows, by uid and gid.
+fn identity_quotas(
+    spec: &DittoServerSpec,
+    share: &crate::crd::ShareSpec,
+    i: usize,
+) -> Result<Option<Vec<IdentityQuotaSettings>>, ContextError> {
+    if share.user_quota.is_none() && share.quotas.is_none() {
+        return Ok(None);
+    }
+    let size = |field: String, text: &str| {
+        crate::quantity::bytes(text)
+            .filter(|b| *b > 0)
+            .ok_or_else(|| invalid(&field, format!("{text:?} is not a positive size such as 10Gi")))
+    };
+    let mut rows = Vec::new();
+    if let Some(limit) = &share.user_quota {
+        let limit_bytes = size(format!("spec.shares[{i}].userQuota"), limit)?;
+        rows.push(IdentityQuotaSettings {
+            scope: "default-user".into(),
+            id: None,
+            who: "every user".into(),
+            limit_bytes,
+        });
+    }
+    for (j, q) in share.quotas.iter().flatten().enumerate() {
+        let field = format!("spec.shares[{i}].quotas[{j}]");
+        let (scope, name, id) = match (&q.user, &q.group) {
+            (Some(user), None) => {
+                let found = spec.users.iter().flatten().find(|u| &u.name == user);
+                ("user", user, found.and_then(|u| u.uid))
+            }
+            (None, Some(group)) => {
+                let found = spec.groups.iter().flatten().find(|g| &g.name == group);
+                ("group", group, found.and_then(|g| g.gid))
+            }
+            _ => return Err(invalid(&field, "names exactly one of user or group")),
+        };
+        let id = id.ok_or_else(|| {
+            invalid(
+                &field,
+                format!(
+                    "{scope} {name:?} is not in spec.{scope}s with a {}",
+                    if scope == "user" { "uid" } else { "gid" }
+                ),
+            )
+        })?;
+        let limit_bytes = size(format!("{field}.limit"), &q.limit)?;
+        rows.push(IdentityQuotaSettings { scope: scope.into(), id: Some(id), who: name.clone(), limit_bytes });
+    }
+    Ok(Some(rows))
+}
+
+/// `spec.shares[i].nfs` as DittoFS's per-share NFS config, and its allowed clients as the members
+/// of the netgroup `clients-<share>` the config names.
+#[allow(clippy::type_complexity)]
+fn share_nfs(
+    share: &crate::crd::ShareSpec,
+    i: usize,
+) -> Result<(BTreeMap<String, serde_json::Value>, Option<Vec<ClientSettings>>), ContextError> {
+    let mut config = BTreeMap::new();
+    let Some(nfs) = &share.nfs else { return Ok((config, None)) };
+    let mut set = |key: &str, value: Option<serde_json::Value>| {
+        if let Some(value) = value {
+            config.insert(key.to_string(), value);
+        }
+    };
+    set("squash", nfs.squash.map(|s| serde_json::json!(wire_name(&s))));
+    set("anonymous_uid", nfs.anonymous_uid.map(|u| serde_json::json!(u)));
+    set("anonymous_gid", nfs.anonymous_gid.map(|g| serde_json::json!(g)));
+    set("allow_auth_sys", nfs.allow_auth_sys.map(|b| serde_json::json!(b)));
+    set("require_kerberos", nfs.require_kerberos.map(|b| serde_json::json!(b)));
+    set("min_kerberos_level", nfs.min_kerberos_level.map(|l| serde_json::json!(wire_name(&l))));
+    let Some(clients) = &nfs.allowed_clients else { return Ok((config, None)) };
+    let mut members = Vec::new();
+    for (j, client) in clients.iter().enumerate() {
+        let kind = if client.contains('/') {
+            client.parse::<ipnet_like::Cidr>().map(|_| "cidr")
+        } else if client.parse::<std::net::IpAddr>().is_ok() {
+            Ok("ip")
+        } else if !client.is_empty() && client.len() <= 253 && client.split('.').all(host_label) {
+            Ok("hostname")
+        } else {
+            Err(())
+        };
+        let kind = kind.map_err(|_| {
+            invalid(
+                &format!("spec.shares[{i}].nfs.allowedClients[{j}]"),
+                format!("{client:?} is not an IP address, a CIDR or a host name"),
+            )
+        })?;
+        members.push(ClientSettings { kind: kind.into(), value: client.clone() });
+    }
+    config.insert("netgroup".into(), serde_json::json!(format!("clients-{}", &share.name[1..])));
+    Ok((config, Some(members)))
+}
+
+fn host_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+/// CIDR parsing without a crate: an address, `/`, a prefix length no longer than it.
+mod ipnet_like {
+    pub struct Cidr;
+
+    impl std::str::FromStr for Cidr {
+        type Err = ();
+        fn from_str(text: &str) -> Result<Self, ()> {
+            let (address, prefix) = text.split_once('/').ok_or(())?;
+            let address: std::net::IpAddr = address.parse().map_err(|_| ())?;
+            let prefix: u8 = prefix.parse().map_err(|_| ())?;
+            let most = if address.is_ipv4() { 32 } else { 128 };
+            if prefix <= most { Ok(Cidr) } else { Err(()) }
+        }
+    }
 }
 
 /// One share grant, naming a declared user or group.

@@ -162,6 +162,52 @@ pub fn plan_grants(desired: &DesiredRuntime, live: &Live, out: &mut Plan) {
     }
 }
 
+/// The user, group and default-user quotas of every share that manages them: set where they
+/// differ, lifted where the spec no longer lists them.
+pub fn plan_quotas(desired: &DesiredRuntime, live: &Live, out: &mut Plan) {
+    for share in &desired.shares {
+        let Some(quotas) = &share.identity_quotas else { continue };
+        let current = live.quotas.get(&share.name).map(Vec::as_slice).unwrap_or_default();
+        let base = format!("/api/v1/shares/{}/quotas", share_path(&share.name));
+        let subject = format!("share {}", share.name);
+        let path = |scope: &str, id: Option<u32>| match id {
+            Some(id) => format!("{base}/{scope}/{id}"),
+            None => format!("{base}/{scope}"),
+        };
+        for quota in quotas {
+            let now = current.iter().find(|q| q.scope == quota.scope && q.identity_id == quota.id);
+            let was = now.and_then(|q| q.limit_bytes.as_deref()).filter(|l| !l.is_empty());
+            let wanted = crate::quantity::dittofs_bytes(quota.limit_bytes);
+            if was == Some(wanted.as_str()) {
+                continue;
+            }
+            out.changes.push(change(
+                format!("{subject}: quota of {} {} → {wanted}", quota.who, was.unwrap_or("none")),
+                "PUT",
+                path(&quota.scope, quota.id),
+                Some(json!({"limit_bytes": quota.limit_bytes.to_string()})),
+                subject.clone(),
+            ));
+        }
+        for stale in current {
+            if quotas.iter().any(|q| q.scope == stale.scope && q.id == stale.identity_id) {
+                continue;
+            }
+            let who = match stale.identity_id {
+                Some(id) => format!("{} {id}", stale.scope),
+                None => stale.scope.clone(),
+            };
+            out.changes.push(change(
+                format!("{subject}: lift the quota of {who}"),
+                "DELETE",
+                path(&stale.scope, stale.identity_id),
+                None,
+                subject.clone(),
+            ));
+        }
+    }
+}
+
 /// Users and groups listed for deletion go (users first: a group may be theirs); the others not
 /// in the spec are named as kept. The accounts in `protected` are neither.
 pub fn plan_deletions(desired: &DesiredRuntime, live: &Live, protected: &[String], out: &mut Plan) {
@@ -213,7 +259,7 @@ fn shown(id: Option<u32>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::api::{LiveGroup, LivePermission, LiveUser};
+    use crate::runtime::api::{LiveGroup, LivePermission, LiveQuota, LiveUser};
 
     fn desired(yaml: &str) -> DesiredRuntime {
         let d: DesiredRuntime = serde_saphyr::from_str(yaml).unwrap();
@@ -248,6 +294,7 @@ users:
         let mut out = Plan::default();
         plan_accounts(d, users, live, &mut out);
         plan_grants(d, live, &mut out);
+        plan_quotas(d, live, &mut out);
         plan_deletions(d, live, &["admin".into(), "dittofs-operator".into()], &mut out);
         out
     }
@@ -359,6 +406,42 @@ users:
             ["user bob: delete (spec.deleteUsers)", "group old: delete (spec.deleteGroups)"]
         );
         assert!(plan.kept.is_empty());
+    }
+
+    #[test]
+    fn user_and_group_quotas_are_set_corrected_and_lifted() {
+        let d = desired(&WANTED.replace(
+            "    defaultPermission: read\n",
+            "    defaultPermission: read\n    identityQuotas:\n      - {scope: default-user, who: every user, limitBytes: 1073741824}\n      - {scope: user, id: 1001, who: alice, limitBytes: 2147483648}\n",
+        ));
+        let mut live = configured();
+        live.quotas.insert("/export".into(), Vec::new());
+        let p = plan_all(&d, &resolved(&d, true), &live);
+        assert_eq!(
+            p.descriptions(),
+            ["share /export: quota of every user none → 1.00GiB", "share /export: quota of alice none → 2.00GiB"]
+        );
+        assert_eq!(p.changes[0].path, "/api/v1/shares/export/quotas/default-user");
+        assert_eq!(p.changes[1].path, "/api/v1/shares/export/quotas/user/1001");
+        assert_eq!(p.changes[1].body, Some(json!({"limit_bytes": "2147483648"})));
+        let row = |scope: &str, id: Option<u32>, limit: &str| LiveQuota {
+            scope: scope.into(),
+            identity_id: id,
+            limit_bytes: Some(limit.into()),
+            used_bytes: 0,
+        };
+        live.quotas.insert(
+            "/export".into(),
+            vec![
+                row("default-user", None, "1.00GiB"),
+                row("user", Some(1001), "5.00GiB"),
+                row("group", Some(2000), "1.00GiB"),
+            ],
+        );
+        assert_eq!(
+            plan_all(&d, &resolved(&d, true), &live).descriptions(),
+            ["share /export: quota of alice 5.00GiB → 2.00GiB", "share /export: lift the quota of group 2000"]
+        );
     }
 
     #[test]

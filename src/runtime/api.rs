@@ -415,6 +415,37 @@ pub struct LiveShare {
     pub quota_bytes: Option<String>,
     #[serde(default)]
     pub used_bytes: Option<i64>,
+    #[serde(default)]
+    pub access_based_enumeration: bool,
+}
+
+/// A row of `GET /api/v1/shares/{name}/quotas`.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LiveQuota {
+    pub scope: String,
+    #[serde(default)]
+    pub identity_id: Option<u32>,
+    /// As DittoFS prints a size; absent: no byte limit.
+    #[serde(default)]
+    pub limit_bytes: Option<String>,
+    #[serde(default)]
+    pub used_bytes: i64,
+}
+
+/// `GET /api/v1/adapters/nfs/netgroups/{name}`.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LiveNetgroup {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<LiveNetgroupMember>,
+}
+
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct LiveNetgroupMember {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
 }
 
 /// A row of `GET /api/v1/users`.

@@ -157,6 +157,38 @@ pub struct DesiredShare {
     /// The share's only user and group grants; none: grants are not managed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permissions: Option<Vec<DesiredGrant>>,
+    /// Per-share NFS config keys as DittoFS names them (`squash`, `netgroup`, ...).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub nfs_export: Map<String, Value>,
+    /// The members of the netgroup `nfsExport.netgroup` names, kept by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_clients: Option<Vec<NetgroupMember>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_based_enumeration: Option<bool>,
+    /// The share's only user, group and default-user quotas; none: not managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_quotas: Option<Vec<DesiredQuota>>,
+}
+
+/// One quota row: `scope` `user`, `group` (with the uid or gid) or `default-user`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredQuota {
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    /// Said in plan lines: `alice`, `staff`, `every user`.
+    pub who: String,
+    pub limit_bytes: u64,
+}
+
+/// A netgroup member: `type` is `ip`, `cidr` or `hostname`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct NetgroupMember {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -314,6 +346,32 @@ impl DesiredRuntime {
                 && quota == 0
             {
                 return Err(format!("share {}: quotaBytes must be above 0 (leave it out for no quota)", share.name));
+            }
+            for quota in share.identity_quotas.iter().flatten() {
+                let needs_id = quota.scope != "default-user";
+                if !["user", "group", "default-user"].contains(&quota.scope.as_str())
+                    || needs_id != quota.id.is_some()
+                    || quota.limit_bytes == 0
+                {
+                    return Err(format!(
+                        "share {}: quota of {} is not a user, group or default-user quota above 0",
+                        share.name, quota.who
+                    ));
+                }
+            }
+            if share.allowed_clients.is_some() && !share.nfs_export.get("netgroup").is_some_and(Value::is_string) {
+                return Err(format!(
+                    "share {}: allowedClients needs nfsExport.netgroup, the netgroup to keep them in",
+                    share.name
+                ));
+            }
+            if let Some(member) =
+                share.allowed_clients.iter().flatten().find(|m| !["ip", "cidr", "hostname"].contains(&m.kind.as_str()))
+            {
+                return Err(format!(
+                    "share {}: allowed client type {:?} is not ip, cidr or hostname",
+                    share.name, member.kind
+                ));
             }
             if !LEVELS.contains(&share.default_permission.as_str()) {
                 return Err(format!(

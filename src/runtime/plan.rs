@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 
 use super::access::{self, ResolvedUser};
 use super::api::{
-    LiveAdapter, LiveGroup, LivePermission, LiveShare, LiveSnapshotPolicy, LiveStore, LiveUser, segment, share_path,
+    LiveAdapter, LiveGroup, LiveNetgroup, LivePermission, LiveQuota, LiveShare, LiveSnapshotPolicy, LiveStore,
+    LiveUser, segment, share_path,
 };
 use super::desired::{DesiredRuntime, DesiredStore, StoreKind, interval_seconds};
 
@@ -36,6 +37,12 @@ pub struct Live {
     pub groups: Vec<LiveGroup>,
     /// The grants of the shares that declare `permissions`, by share.
     pub permissions: BTreeMap<String, Vec<LivePermission>>,
+    /// The per-share NFS config of the shares whose spec sets some, by share.
+    pub nfs_exports: BTreeMap<String, Value>,
+    /// The netgroups that hold shares' allowed clients, by name (absent: not made yet).
+    pub netgroups: BTreeMap<String, LiveNetgroup>,
+    /// The user, group and default-user quotas of the shares whose spec manages them, by share.
+    pub quotas: BTreeMap<String, Vec<LiveQuota>>,
     /// When it was read (for the adapter restart rule).
     pub read_at: Option<k8s_openapi::jiff::Timestamp>,
 }
@@ -366,6 +373,9 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
             if let Some(quota) = share.quota_bytes {
                 body["quota_bytes"] = json!(quota.to_string());
             }
+            if let Some(abe) = share.access_based_enumeration {
+                body["access_based_enumeration"] = json!(abe);
+            }
             out.changes.push(Change {
                 description: format!("{subject}: create"),
                 method: "POST",
@@ -412,6 +422,12 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
             what.push(format!("default permission {} → {}", l.default_permission, share.default_permission));
             body.insert("default_permission".into(), json!(share.default_permission));
         }
+        if let Some(abe) = share.access_based_enumeration
+            && abe != l.access_based_enumeration
+        {
+            what.push(format!("access-based enumeration {} → {abe}", l.access_based_enumeration));
+            body.insert("access_based_enumeration".into(), json!(abe));
+        }
         let live_quota = l.quota_bytes.as_deref().filter(|q| !q.is_empty());
         let wanted_quota = share.quota_bytes.map(crate::quantity::dittofs_bytes);
         if live_quota != wanted_quota.as_deref() {
@@ -436,6 +452,8 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
     }
 
     access::plan_grants(desired, live, &mut out);
+    access::plan_quotas(desired, live, &mut out);
+    plan_nfs_exports(desired, live, &mut out);
 
     for policy in &desired.snapshot_policies {
         // A policy may name a share the spec does not declare (one made with dfsctl): set when
@@ -539,6 +557,81 @@ pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repo
     out
 }
 
+/// Each share's NFS export options: the netgroup of its allowed clients first (made, members added
+/// and removed to match), then the per-share config that names it.
+fn plan_nfs_exports(desired: &DesiredRuntime, live: &Live, out: &mut Plan) {
+    for share in &desired.shares {
+        let subject = format!("share {}", share.name);
+        let change = |description: String, method: &'static str, path: String, body: Option<Value>| Change {
+            description,
+            method,
+            path,
+            body,
+            subject: subject.clone(),
+            area: Area::Share,
+            needs_restart: false,
+        };
+        if let (Some(clients), Some(Value::String(netgroup))) =
+            (&share.allowed_clients, share.nfs_export.get("netgroup"))
+        {
+            let base = "/api/v1/adapters/nfs/netgroups";
+            let current = live.netgroups.get(netgroup);
+            if current.is_none() {
+                out.changes.push(change(
+                    format!("netgroup {netgroup}: create (the allowed clients of {})", share.name),
+                    "POST",
+                    base.into(),
+                    Some(json!({"name": netgroup})),
+                ));
+            }
+            let members = current.map(|n| n.members.as_slice()).unwrap_or_default();
+            for client in clients {
+                if !members.iter().any(|m| m.kind == client.kind && m.value == client.value) {
+                    out.changes.push(change(
+                        format!("netgroup {netgroup}: allow {} {}", client.kind, client.value),
+                        "POST",
+                        format!("{base}/{}/members", segment(netgroup)),
+                        Some(json!({"type": client.kind, "value": client.value})),
+                    ));
+                }
+            }
+            for member in members {
+                if !clients.iter().any(|c| c.kind == member.kind && c.value == member.value) {
+                    out.changes.push(change(
+                        format!("netgroup {netgroup}: remove {} {}", member.kind, member.value),
+                        "DELETE",
+                        format!("{base}/{}/members/{}", segment(netgroup), segment(&member.id)),
+                        None,
+                    ));
+                }
+            }
+        }
+        if share.nfs_export.is_empty() {
+            continue;
+        }
+        let current = live.nfs_exports.get(&share.name);
+        let changed: Map<String, Value> = share
+            .nfs_export
+            .iter()
+            .filter(|(k, v)| current.and_then(|c| c.get(k.as_str())) != Some(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if changed.is_empty() {
+            continue;
+        }
+        let what: Vec<String> = changed
+            .iter()
+            .map(|(k, v)| format!("{k} {} → {v}", shown(current.and_then(|c| c.get(k.as_str())))))
+            .collect();
+        out.changes.push(change(
+            format!("share {} NFS export: {}", share.name, what.join(", ")),
+            "PATCH",
+            format!("/api/v1/shares/{}/adapters/nfs/config", share_path(&share.name)),
+            Some(Value::Object(changed)),
+        ));
+    }
+}
+
 /// Adapter settings that differ: one PATCH per adapter. Returns the running adapters that must
 /// restart (stop, start) to read a changed setting DittoFS reads only at start. An adapter not
 /// created yet gets its settings at the next pass.
@@ -605,6 +698,7 @@ fn shown(value: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::api::LiveNetgroupMember;
 
     fn desired(yaml: &str) -> DesiredRuntime {
         let d: DesiredRuntime = serde_saphyr::from_str(yaml).unwrap();
@@ -699,6 +793,7 @@ shares:
             enabled: true,
             quota_bytes: None,
             used_bytes: Some(0),
+            access_based_enumeration: false,
         }];
         live
     }
@@ -990,6 +1085,57 @@ shares:
         let set = plan(&d, &with(&stores), &live, false);
         assert_eq!(set.descriptions(), ["snapshot policy of /legacy: create"]);
         assert!(set.refused.is_empty());
+    }
+
+    #[test]
+    fn nfs_export_options_keep_their_netgroup_of_allowed_clients() {
+        let d = desired(&WANTED.replace(
+            "defaultPermission: read-write}",
+            "defaultPermission: read-write, nfsExport: {squash: all_to_guest, netgroup: clients-export}, \
+             allowedClients: [{type: cidr, value: 10.0.0.0/8}, {type: ip, value: 192.0.2.7}], accessBasedEnumeration: true}",
+        ));
+        let stores = resolve_all(&d, &[("s3", "accessKeyId", "AK"), ("s3", "secretAccessKey", "SECRET")]);
+        let digest = stores[2].config[CREDENTIALS_DIGEST_KEY].as_str().unwrap().to_string();
+        let mut live = configured(&digest);
+        live.nfs_exports.insert("/export".into(), json!({"squash": "root_to_guest", "netgroup": ""}));
+        let p = plan(&d, &with(&stores), &live, false);
+        assert_eq!(
+            p.descriptions(),
+            [
+                "share /export: access-based enumeration false → true",
+                "netgroup clients-export: create (the allowed clients of /export)",
+                "netgroup clients-export: allow cidr 10.0.0.0/8",
+                "netgroup clients-export: allow ip 192.0.2.7",
+                "share /export NFS export: netgroup \"\" → \"clients-export\", squash \"root_to_guest\" → \"all_to_guest\"",
+            ]
+        );
+        assert_eq!(p.changes[4].path, "/api/v1/shares/export/adapters/nfs/config");
+        assert_eq!(p.changes[4].method, "PATCH");
+
+        // As DittoFS has it afterwards, with a member added behind the operator's back.
+        live.shares[0].access_based_enumeration = true;
+        live.nfs_exports.insert("/export".into(), json!({"squash": "all_to_guest", "netgroup": "clients-export"}));
+        let member = |id: &str, kind: &str, value: &str| LiveNetgroupMember {
+            id: id.into(),
+            kind: kind.into(),
+            value: value.into(),
+        };
+        live.netgroups.insert(
+            "clients-export".into(),
+            LiveNetgroup {
+                name: "clients-export".into(),
+                members: vec![
+                    member("m1", "cidr", "10.0.0.0/8"),
+                    member("m2", "ip", "192.0.2.7"),
+                    member("m3", "ip", "203.0.113.9"),
+                ],
+            },
+        );
+        let p = plan(&d, &with(&stores), &live, false);
+        assert_eq!(p.descriptions(), ["netgroup clients-export: remove ip 203.0.113.9"]);
+        assert_eq!(p.changes[0].path, "/api/v1/adapters/nfs/netgroups/clients-export/members/m3");
+        live.netgroups.get_mut("clients-export").unwrap().members.pop();
+        assert_eq!(plan(&d, &with(&stores), &live, false), Plan::default());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use sha2::Sha256;
 
 use super::access::ResolvedUser;
 use super::api::{
-    Api, ApiError, HttpClient, LiveAdapter, LiveGroup, LivePermission, LiveShare, LiveStore, LiveUser, TlsMaterial,
-    segment, share_path,
+    Api, ApiError, HttpClient, LiveAdapter, LiveGroup, LiveNetgroup, LivePermission, LiveQuota, LiveShare, LiveStore,
+    LiveUser, TlsMaterial, segment, share_path,
 };
 use super::desired::{DesiredRuntime, StoreKind};
 use super::plan::{self, Live, Plan, Resolved, ResolvedStore};
@@ -332,6 +332,32 @@ pub async fn read_live(api: &Api, desired: &DesiredRuntime) -> Result<Live, ApiE
             permissions.insert(share.name.clone(), rows.unwrap_or_default());
         }
     }
+    let mut quotas = BTreeMap::new();
+    for share in desired.shares.iter().filter(|s| s.identity_quotas.is_some()) {
+        if shares.iter().any(|l| l.name == share.name) {
+            let path = format!("/api/v1/shares/{}/quotas", share_path(&share.name));
+            let rows: Option<Vec<LiveQuota>> = api.get(&path).await?;
+            quotas.insert(share.name.clone(), rows.unwrap_or_default());
+        }
+    }
+    let mut nfs_exports = BTreeMap::new();
+    let mut netgroups = BTreeMap::new();
+    for share in desired.shares.iter().filter(|s| !s.nfs_export.is_empty()) {
+        if shares.iter().any(|l| l.name == share.name) {
+            let path = format!("/api/v1/shares/{}/adapters/nfs/config", share_path(&share.name));
+            nfs_exports.insert(share.name.clone(), api.get::<Value>(&path).await?);
+        }
+        if let (Some(_), Some(Value::String(name))) = (&share.allowed_clients, share.nfs_export.get("netgroup")) {
+            let path = format!("/api/v1/adapters/nfs/netgroups/{}", segment(name));
+            match api.get::<LiveNetgroup>(&path).await {
+                Ok(found) => {
+                    netgroups.insert(name.clone(), found);
+                }
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     Ok(Live {
         adapters,
         stores,
@@ -341,6 +367,9 @@ pub async fn read_live(api: &Api, desired: &DesiredRuntime) -> Result<Live, ApiE
         users,
         groups,
         permissions,
+        nfs_exports,
+        netgroups,
+        quotas,
         read_at: Some(k8s_openapi::jiff::Timestamp::now()),
     })
 }
