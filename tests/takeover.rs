@@ -11,11 +11,28 @@ use std::time::Duration;
 
 use dittofs_operator::crd::DittoServer;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::*;
+
+/// One adapter Service of the earlier operator (`service_reconciler.go` at v0.29.0): labels
+/// `app`, `instance`, `dittofs.io/adapter-service`, `dittofs.io/adapter-type`, a controller
+/// reference to the DittoServer, the earlier pod's selector.
+fn earlier_adapter_service(server: &DittoServer, adapter: &str) -> Service {
+    let port = if adapter == "nfs" { 12049 } else { 12445 };
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("files-adapter-{adapter}"),
+            "labels": {"app": "dittofs-server", "instance": "files", "dittofs.io/adapter-service": "true",
+                       "dittofs.io/adapter-type": adapter},
+            "ownerReferences": [{"apiVersion": "dittofs.dittofs.com/v1alpha1", "kind": "DittoServer", "name": "files",
+                "uid": server.uid().unwrap(), "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"selector": {"app": "dittofs-server", "instance": "files"},
+                 "ports": [{"name": format!("adapter-{adapter}"), "port": port, "targetPort": port, "protocol": "TCP"}]}
+    }))
+    .unwrap()
+}
 
 /// The StatefulSet of the earlier operator (v0.29.0): its selector and pod labels, claim
 /// templates `metadata`, `content`, `controlplane`, and a controller reference to the DittoServer.
@@ -90,6 +107,11 @@ async fn a_server_of_the_earlier_operator_is_taken_over_with_its_claims() {
         (bound.len() == claim_names.len()).then_some(bound)
     };
     let claims_before = eventually("the three claims bound", DEADLINE, bound).await;
+    // Its per-adapter Services, as its adapter reconciler made them.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    for adapter in ["nfs", "smb"] {
+        services.create(&PostParams::default(), &earlier_adapter_service(&created, adapter)).await.unwrap();
+    }
 
     // This operator starts, installed from deploy/ and acting as its ServiceAccount: its RBAC and
     // the admission policy that confines it to its own objects (the earlier operator's are
@@ -108,6 +130,11 @@ async fn a_server_of_the_earlier_operator_is_taken_over_with_its_claims() {
     };
     assert!(rejected.message.contains("StatefulSet/files"), "{}", rejected.message);
     assert!(rejected.message.contains("dittofs.dittofs.com/on-immutable-change=recreate"), "{}", rejected.message);
+    assert!(
+        rejected.message.contains("The earlier operator's Services files-adapter-nfs, files-adapter-smb remain"),
+        "{}",
+        rejected.message
+    );
     assert_eq!(sts_api.get("files").await.unwrap().uid(), old.uid(), "nothing re-created without the opt-in");
 
     // The opt-in: re-created with this operator's selector, the old pod replaced, same claims.
@@ -150,6 +177,15 @@ async fn a_server_of_the_earlier_operator_is_taken_over_with_its_claims() {
         events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.iter().any(|r| r == "Recreating"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "ReplacedForeignPod"), "{reasons:?}");
+    // Once the new server serves, the earlier adapter Services go.
+    eventually("the earlier adapter Services deleted", DEADLINE, || async {
+        let left = services.list(&Default::default()).await.ok()?.items;
+        left.iter().all(|s| !s.name_any().contains("-adapter-")).then_some(())
+    })
+    .await;
+    let reasons: Vec<String> =
+        events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "EarlierServicesRemoved"), "{reasons:?}");
     let kept = secrets.get("files-admin-bootstrap-credentials").await.unwrap().data.unwrap();
     assert_eq!(kept["password"].0, b"earlier-admin-pw", "the earlier admin password is kept");
     operator.shutdown().await;

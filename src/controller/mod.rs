@@ -10,6 +10,7 @@ pub mod recorder;
 mod runtime;
 mod status;
 mod sync;
+mod takeover;
 mod watches;
 
 use std::collections::HashMap;
@@ -80,6 +81,8 @@ pub struct Context {
     /// The running controller's DittoServer store (each [`run`] sets its own, as leadership
     /// comes and goes): whether a server is still there.
     servers: std::sync::RwLock<Option<kube::runtime::reflector::Store<DittoServer>>>,
+    /// Servers looked at for the earlier operator's adapter Services and found without any.
+    earlier_checked: Mutex<std::collections::HashSet<ObjectRef<DittoServer>>>,
 }
 
 impl Context {
@@ -110,6 +113,7 @@ impl Context {
             render_permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             written_status: Mutex::default(),
             servers: std::sync::RwLock::default(),
+            earlier_checked: Mutex::default(),
         }
     }
 
@@ -158,6 +162,7 @@ impl Context {
         self.written_status.lock().expect("status lock").remove(server);
         self.failures.lock().expect("failures lock").remove(server);
         self.runtime.lock().expect("runtime lock").remove(server);
+        self.earlier_checked.lock().expect("takeover lock").remove(server);
     }
 
     /// Asks the running controller for a pass over `server` (its runtime task finished).

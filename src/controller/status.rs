@@ -78,9 +78,11 @@ pub async fn report(
     if !runtime.held.is_empty() {
         decide::with_runtime_pending(&mut decided, mode, &runtime.held);
     }
-    decided.extend(runtime.condition);
     // Until the pod is up, look again sooner: claim binding and crash loops show up over time.
     let settled = workload.as_ref().is_some_and(|w| w.ready >= w.desired && w.rolled_out) && missing_class.is_none();
+    let serving = settled && runtime.condition.as_ref().is_none_or(|c| c.status);
+    super::takeover::earlier_adapter_services(ctx, server, &mut decided, serving, mode).await?;
+    decided.extend(runtime.condition);
     let live = Live { file_service: file_service.as_ref(), runtime: runtime.status };
     write(ctx, server, decided, workload, Some(rendered), live).await?;
     let next = if settled { RESYNC } else { WAIT };
