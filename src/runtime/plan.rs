@@ -609,20 +609,10 @@ fn plan_nfs_exports(desired: &DesiredRuntime, live: &Live, out: &mut Plan) {
         if share.nfs_export.is_empty() {
             continue;
         }
-        let current = live.nfs_exports.get(&share.name);
-        let changed: Map<String, Value> = share
-            .nfs_export
-            .iter()
-            .filter(|(k, v)| current.and_then(|c| c.get(k.as_str())) != Some(v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let (changed, what) = changed_keys(&share.nfs_export, live.nfs_exports.get(&share.name));
         if changed.is_empty() {
             continue;
         }
-        let what: Vec<String> = changed
-            .iter()
-            .map(|(k, v)| format!("{k} {} → {v}", shown(current.and_then(|c| c.get(k.as_str())))))
-            .collect();
         out.changes.push(change(
             format!("share {} NFS export: {}", share.name, what.join(", ")),
             "PATCH",
@@ -632,6 +622,16 @@ fn plan_nfs_exports(desired: &DesiredRuntime, live: &Live, out: &mut Plan) {
     }
 }
 
+/// The keys of `wanted` that `current` holds differently (a PATCH body), each also as a line
+/// a person reads: `squash "root_to_guest" → "all_to_guest"`.
+fn changed_keys(wanted: &Map<String, Value>, current: Option<&Value>) -> (Map<String, Value>, Vec<String>) {
+    let now = |key: &str| current.and_then(|c| c.get(key));
+    let changed: Map<String, Value> =
+        wanted.iter().filter(|(k, v)| now(k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let what = changed.iter().map(|(k, v)| format!("{k} {} → {v}", shown(now(k)))).collect();
+    (changed, what)
+}
+
 /// Adapter settings that differ: one PATCH per adapter. Returns the running adapters that must
 /// restart (stop, start) to read a changed setting DittoFS reads only at start. An adapter not
 /// created yet gets its settings at the next pass.
@@ -639,19 +639,10 @@ fn plan_adapter_settings(desired: &DesiredRuntime, live: &Live, out: &mut Plan) 
     let mut restart = Vec::new();
     for (adapter, wanted) in &desired.adapter_settings {
         let Some(current) = live.adapter_settings.get(adapter) else { continue };
-        let current = Some(current);
-        let changed: Map<String, Value> = wanted
-            .iter()
-            .filter(|(k, v)| current.and_then(|c| c.get(k.as_str())) != Some(v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let (changed, what) = changed_keys(wanted, Some(current));
         if changed.is_empty() {
             continue;
         }
-        let what: Vec<String> = changed
-            .iter()
-            .map(|(k, v)| format!("{k} {} → {v}", shown(current.and_then(|c| c.get(k.as_str())))))
-            .collect();
         let subject = format!("adapter {adapter}");
         out.changes.push(Change {
             description: format!("{subject} settings: {}", what.join(", ")),
