@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::dfs::{AdminApi, run_rendered_server, secret_value};
+use support::dfs::{AdminApi, fake_api, run_rendered_server, secret_value};
 use support::*;
 
 const LOCAL_API: &str = "http://127.0.0.1:{port}";
@@ -115,6 +115,14 @@ fn smb_read(dir: &Path, port: u16, share: &str, password: &str, file: &str) -> V
 fn cr(api_port: u16, nfs_port: u16, smb_port: u16, extra: &str) -> String {
     format!(
         "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {{name: demo}}\nspec:\n  storage: {{metadataSize: 10Gi, contentSize: 10Gi}}\n  controlPlane: {{port: {api_port}}}\n  nfsPort: {nfs_port}\n  smb: {{port: {smb_port}}}\n  shutdownTimeout: 5s\n{extra}"
+    )
+}
+
+/// `yaml` (from [`cr`]) with the API on plain HTTP, as a fake API speaks it (HTTPS is the default).
+fn plain_http(yaml: &str, api_port: u16) -> String {
+    yaml.replace(
+        &format!("controlPlane: {{port: {api_port}}}"),
+        &format!("controlPlane: {{port: {api_port}, tls: false}}"),
     )
 }
 
@@ -340,19 +348,14 @@ async fn an_api_that_comes_up_late_is_tried_on_the_backoff_schedule() {
 async fn an_api_that_hangs_after_its_headers_holds_no_worker() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (client, ns) = setup("serve-hung").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n{").await;
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                drop(socket);
-            });
-        }
-    });
+    let api_port = fake_api(|mut socket| async move {
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n{").await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(socket);
+    })
+    .await;
     let mut settings = Settings::for_tests(Some(ns.to_string()));
     settings.dittofs_api = Some(LOCAL_API.into());
     settings.dittofs_api_timeout = Duration::from_secs(2);
@@ -360,10 +363,7 @@ async fn an_api_that_hangs_after_its_headers_holds_no_worker() {
     let operator = Operator::start_with(&client, settings);
     let servers = Api::<DittoServer>::namespaced(client.clone(), &ns);
     // The fake speaks plain HTTP: the spec says so (HTTPS is the default).
-    let plain = cr(api_port, free_port(), free_port(), "").replace(
-        &format!("controlPlane: {{port: {api_port}}}"),
-        &format!("controlPlane: {{port: {api_port}, tls: false}}"),
-    );
+    let plain = plain_http(&cr(api_port, free_port(), free_port(), ""), api_port);
     servers.create(&PostParams::default(), &server(&ns, &plain)).await.unwrap();
     let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
     let sts = eventually("StatefulSet", DEADLINE, || async { statefulsets.get_opt("demo").await.ok().flatten() }).await;
@@ -394,35 +394,29 @@ async fn an_api_that_never_answers_is_waited_for_off_the_workers() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncReadExt;
     let (client, ns) = setup("serve-silent").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_port = listener.local_addr().unwrap().port();
     // Requests received and never answered, whose connection is still open.
     let hanging = Arc::new(AtomicUsize::new(0));
     let counted = hanging.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                if socket.read(&mut request).await.unwrap_or(0) > 0 {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    // Read until the client gives up (it closes the connection).
-                    while socket.read(&mut request).await.unwrap_or(0) > 0 {}
-                    counted.fetch_sub(1, Ordering::SeqCst);
-                }
-            });
+    let api_port = fake_api(move |mut socket| {
+        let counted = counted.clone();
+        async move {
+            let mut request = [0u8; 4096];
+            if socket.read(&mut request).await.unwrap_or(0) > 0 {
+                counted.fetch_add(1, Ordering::SeqCst);
+                // Read until the client gives up (it closes the connection).
+                while socket.read(&mut request).await.unwrap_or(0) > 0 {}
+                counted.fetch_sub(1, Ordering::SeqCst);
+            }
         }
-    });
+    })
+    .await;
     let mut settings = Settings::for_tests(Some(ns.to_string()));
     settings.dittofs_api = Some(LOCAL_API.into());
     settings.dittofs_api_timeout = Duration::from_secs(3600);
     settings.concurrency = 1;
     let operator = Operator::start_with(&client, settings);
     let servers = Api::<DittoServer>::namespaced(client.clone(), &ns);
-    let plain = cr(api_port, free_port(), free_port(), "").replace(
-        &format!("controlPlane: {{port: {api_port}}}"),
-        &format!("controlPlane: {{port: {api_port}, tls: false}}"),
-    );
+    let plain = plain_http(&cr(api_port, free_port(), free_port(), ""), api_port);
     servers.create(&PostParams::default(), &server(&ns, &plain)).await.unwrap();
     let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
     let sts = eventually("StatefulSet", DEADLINE, || async { statefulsets.get_opt("demo").await.ok().flatten() }).await;
@@ -453,16 +447,11 @@ async fn an_api_that_never_answers_is_waited_for_off_the_workers() {
 async fn a_server_waiting_for_a_runtime_task_is_woken_when_one_ends() {
     use tokio::io::AsyncReadExt;
     let (client, ns) = setup("serve-turns").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                while socket.read(&mut request).await.unwrap_or(0) > 0 {}
-            });
-        }
-    });
+    let api_port = fake_api(|mut socket| async move {
+        let mut request = [0u8; 4096];
+        while socket.read(&mut request).await.unwrap_or(0) > 0 {}
+    })
+    .await;
     let mut settings = Settings::for_tests(Some(ns.to_string()));
     settings.dittofs_api = Some(LOCAL_API.into());
     settings.dittofs_api_timeout = Duration::from_secs(3);
@@ -472,11 +461,7 @@ async fn a_server_waiting_for_a_runtime_task_is_woken_when_one_ends() {
     let statefulsets = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
     for name in ["demo", "second"] {
-        let plain = cr(api_port, free_port(), free_port(), "")
-            .replace(
-                &format!("controlPlane: {{port: {api_port}}}"),
-                &format!("controlPlane: {{port: {api_port}, tls: false}}"),
-            )
+        let plain = plain_http(&cr(api_port, free_port(), free_port(), ""), api_port)
             .replace("{name: demo}", &format!("{{name: {name}}}"));
         servers.create(&PostParams::default(), &server(&ns, &plain)).await.unwrap();
     }
@@ -589,10 +574,7 @@ async fn file_metadata_on_the_tls_postgresql_survives_a_restart() {
     let (api_port, nfs_port, smb_port) = (free_port(), free_port(), free_port());
     let extra = "  database:\n    postgresSecretRef: {name: db}\n  stores:\n    metadata: {type: postgres}\n";
     // The API on plain HTTP, asked for: it serves, and Serving says what that costs.
-    let yaml = cr(api_port, nfs_port, smb_port, extra).replace(
-        &format!("controlPlane: {{port: {api_port}}}"),
-        &format!("controlPlane: {{port: {api_port}, tls: false}}"),
-    );
+    let yaml = plain_http(&cr(api_port, nfs_port, smb_port, extra), api_port);
     let operator = start_operator(&client, &ns);
     Api::<DittoServer>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &server(&ns, &yaml))
@@ -945,6 +927,8 @@ async fn declared_users_groups_permissions_and_a_quota_hold_over_smb_and_nfs() {
     })
     .await;
     refused("nfs-cp", &[small.to_str().unwrap(), &nfs_as(nfs_port, 1001, 1001, "small.bin")]);
+    let put_small = format!("put {} small-smb.bin", small.display());
+    refused("smbclient", &smb("alice", alice_pw, &put_small).iter().map(String::as_str).collect::<Vec<_>>());
     let lifted = json!({"spec": {"shares": [{"name": "/export", "defaultPermission": "none", "quota": "2Mi", "quotas": [],
         "permissions": [{"user": "alice", "level": "read-write"}, {"group": "readers", "level": "read"}]}]}});
     api.patch("demo", &PatchParams::default(), &Patch::Merge(&lifted)).await.unwrap();

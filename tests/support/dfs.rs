@@ -309,3 +309,20 @@ impl AdminApi {
         (status.parse().unwrap_or(0), serde_json::from_str(body).unwrap_or_default())
     }
 }
+
+/// A stand-in for DittoFS's API on a free loopback port, for the fault tests: every connection
+/// goes to `serve` (which may hang, or never answer). Returns the port.
+pub async fn fake_api<F, Fut>(serve: F) -> u16
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    port
+}
