@@ -306,7 +306,7 @@ pub fn database_ready(server: &DittoServer, rendered: &Rendered) -> Option<Decid
 
 /// What to do with a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sync {
+pub enum Writes {
     /// Nothing differs.
     UpToDate,
     /// Something differs but the mode writes nothing.
@@ -314,13 +314,13 @@ pub enum Sync {
     Write,
 }
 
-pub fn sync(plan: &Plan, mode: Mode) -> Sync {
+pub fn writes(plan: &Plan, mode: Mode) -> Writes {
     if plan.in_sync() {
-        Sync::UpToDate
+        Writes::UpToDate
     } else if mode.writes() {
-        Sync::Write
+        Writes::Write
     } else {
-        Sync::HoldBack
+        Writes::HoldBack
     }
 }
 
@@ -363,13 +363,13 @@ pub fn rejected_condition(server: &DittoServer, rejected: &[Rejected], held: &[S
 
 /// `InSync` after the plan was acted on. `held_back`: an object deliberately left out (the
 /// StatefulSet while its StorageClass is missing). A refused object wins: it is the news.
-pub fn in_sync(server: &DittoServer, sync: Sync, plan: &Plan, mode: Mode, held_back: Option<&str>) -> Decided {
+pub fn in_sync(server: &DittoServer, writes: Writes, plan: &Plan, mode: Mode, held_back: Option<&str>) -> Decided {
     const MATCHES: &str = "Every managed object matches the rendered templates";
     if let Some(rejected) = rejected_condition(server, &plan.rejected, &plan.held) {
         return rejected;
     }
-    match (sync, held_back) {
-        (Sync::HoldBack, _) => Decided::new(
+    match (writes, held_back) {
+        (Writes::HoldBack, _) => Decided::new(
             IN_SYNC,
             false,
             if mode == Mode::Paused { "Paused" } else { "DryRun" },
@@ -378,11 +378,11 @@ pub fn in_sync(server: &DittoServer, sync: Sync, plan: &Plan, mode: Mode, held_b
         (_, Some(why)) => Decided::new(IN_SYNC, false, "HeldBack", why),
         // `Applied` stays until something else happens: flipping it to `InSync` on the next pass
         // would cost every change a second status write.
-        (Sync::UpToDate, None) if last_in_sync_reason(server) == Some("Applied") => {
+        (Writes::UpToDate, None) if last_in_sync_reason(server) == Some("Applied") => {
             Decided::new(IN_SYNC, true, "Applied", MATCHES)
         }
-        (Sync::UpToDate, None) => Decided::new(IN_SYNC, true, "InSync", MATCHES),
-        (Sync::Write, None) => Decided::new(IN_SYNC, true, "Applied", MATCHES),
+        (Writes::UpToDate, None) => Decided::new(IN_SYNC, true, "InSync", MATCHES),
+        (Writes::Write, None) => Decided::new(IN_SYNC, true, "Applied", MATCHES),
     }
 }
 
@@ -662,14 +662,14 @@ mod tests {
     fn in_sync_says_what_happened_to_the_plan() {
         let (server, _) = from_yaml(SERVER);
         let plan = Plan::default();
-        assert_eq!(sync(&plan, Mode::Paused), Sync::UpToDate);
-        assert_eq!(in_sync(&server, Sync::UpToDate, &plan, Mode::Apply, None).reason, "InSync");
-        assert_eq!(in_sync(&server, Sync::Write, &plan, Mode::Apply, None).reason, "Applied");
-        assert_eq!(in_sync(&server, Sync::Write, &plan, Mode::Apply, Some("class missing")).reason, "HeldBack");
-        let paused = in_sync(&server, Sync::HoldBack, &plan, Mode::Paused, Some("class missing"));
+        assert_eq!(writes(&plan, Mode::Paused), Writes::UpToDate);
+        assert_eq!(in_sync(&server, Writes::UpToDate, &plan, Mode::Apply, None).reason, "InSync");
+        assert_eq!(in_sync(&server, Writes::Write, &plan, Mode::Apply, None).reason, "Applied");
+        assert_eq!(in_sync(&server, Writes::Write, &plan, Mode::Apply, Some("class missing")).reason, "HeldBack");
+        let paused = in_sync(&server, Writes::HoldBack, &plan, Mode::Paused, Some("class missing"));
         assert_eq!(paused.reason, "Paused");
         assert!(paused.message.contains("dittofs.dittofs.com/reconcile: paused"), "{}", paused.message);
-        assert_eq!(in_sync(&server, Sync::HoldBack, &plan, Mode::DryRun, None).reason, "DryRun");
+        assert_eq!(in_sync(&server, Writes::HoldBack, &plan, Mode::DryRun, None).reason, "DryRun");
     }
 
     #[test]
@@ -682,8 +682,8 @@ mod tests {
         };
         let plan = Plan { rejected: vec![immutable], ..Plan::default() };
         assert!(!plan.in_sync());
-        assert_eq!(sync(&plan, Mode::Apply), Sync::Write);
-        let condition = in_sync(&server, Sync::HoldBack, &plan, Mode::Paused, None);
+        assert_eq!(writes(&plan, Mode::Apply), Writes::Write);
+        let condition = in_sync(&server, Writes::HoldBack, &plan, Mode::Paused, None);
         assert_eq!((&*condition.reason, condition.status), ("ApplyRejected", false));
         assert!(
             condition.message.contains("StatefulSet/files was refused by the API server: StatefulSet.apps"),
@@ -712,7 +712,7 @@ mod tests {
         };
         let plan = Plan { rejected: vec![invalid], held: vec!["StatefulSet/files".into()], ..Plan::default() };
         assert!(stateful_set_to_recreate(&server, &plan, Mode::Apply).is_none());
-        let condition = in_sync(&server, Sync::Write, &plan, Mode::Apply, None);
+        let condition = in_sync(&server, Writes::Write, &plan, Mode::Apply, None);
         assert!(!condition.message.contains("on-immutable-change"), "{}", condition.message);
         assert!(condition.message.ends_with("Left as they are until then: StatefulSet/files"), "{}", condition.message);
     }

@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::decide::{self, Hold, Mode, Next, Sync, WAIT};
+use super::decide::{self, Hold, Mode, Next, WAIT, Writes};
 use super::{Context, Error, events, status};
 use crate::apply::{self, Plan};
 use crate::crd::DittoServer;
@@ -93,7 +93,7 @@ pub async fn sync(
     let file_service = plan.live_file_service();
     let mut decided = vec![templates_ready, decide::config_ready(server, rendered)];
     decided.extend(decide::database_ready(server, rendered));
-    let step = decide::sync(&plan, mode);
+    let step = decide::writes(&plan, mode);
     decided.push(decide::in_sync(server, step, &plan, mode, held_back.as_deref()));
     for rejected in &plan.rejected {
         let note = format!("{} was refused by the API server: {}", rejected.reference, rejected.message);
@@ -103,20 +103,20 @@ pub async fn sync(
         recreate_stateful_set(ctx, server, &namespace).await?;
     }
     let stateful_set = match step {
-        Sync::UpToDate => {
+        Writes::UpToDate => {
             ctx.metrics.applied(0, plan.objects.len());
             if let Some(set) = applied_set {
                 rendering.note_applied(set);
             }
             plan.live_stateful_set()
         }
-        Sync::HoldBack => {
+        Writes::HoldBack => {
             for change in plan.changes() {
                 info!(object = %change.reference, action = ?change.action, diff = %change.text, "change held back");
             }
             plan.live_stateful_set()
         }
-        Sync::Write => {
+        Writes::Write => {
             for change in plan.changes() {
                 info!(object = %change.reference, action = ?change.action, paths = ?change.paths, diff = %change.text, "applying change");
             }

@@ -73,8 +73,4 @@ impl TemplateSource {
         self.overrides.hash(&mut hasher);
         hasher.finish() | 1
     }
-
-    pub fn is_overridden(&self, name: &str) -> bool {
-        self.overrides.contains_key(name)
-    }
 }
