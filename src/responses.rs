@@ -2,8 +2,8 @@
 //!
 //! The API server returns the whole object after a write or a read, managedFields included: for
 //! a StatefulSet they mirror most of its spec. kube's typed `Api` parses them into `FieldsV1`
-//! values, and the operator then turned the object back into JSON: 5–10 % of its CPU samples
-//! at N = 300 (docs/performance.md). Here a response is parsed once, straight into JSON, with
+//! values, and turning the object back into JSON costs a large share of the operator's CPU at
+//! hundreds of servers (docs/performance.md). Here a response is parsed once, straight into JSON, with
 //! managedFields skipped unparsed; nothing the operator decides on is in them (the cache and the
 //! diff drop them too). A response nobody reads is not parsed at all. One that does not parse
 //! is an error that does not quote it: it may hold a Secret.
