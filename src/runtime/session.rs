@@ -448,7 +448,10 @@ async fn resolve_users(
                 let mut probe = api.clone().with_token(None);
                 match probe.login(&user.name, &password).await {
                     Ok(_) => true,
-                    Err(e) if matches!(e.status(), Some(401 | 403)) => false,
+                    Err(e) if e.status() == Some(401) => false,
+                    // A disabled account cannot log in, so its password cannot be checked: it is
+                    // checked (and set if it differs) at the first pass after it is enabled.
+                    Err(e) if e.status() == Some(403) => true,
                     Err(e @ ApiError::Unreachable(_)) => return Err(Problem::unreachable(&api.base, &e)),
                     Err(e) => {
                         return Err(Problem::new(
