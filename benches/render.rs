@@ -16,9 +16,10 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dittofs_operator::apply::AppliedSet;
+use dittofs_operator::cmd::render as input;
 use dittofs_operator::gather::Gathered;
 use dittofs_operator::render::{RenderMemo, Renderer};
-use dittofs_operator::{input, overrides, settings::Settings, values::ValuesBuilder};
+use dittofs_operator::{overrides, settings::Settings, values::ValuesBuilder};
 
 const CASES: [&str; 3] = ["minimal-sqlite", "percona-operator-created-ready", "override-sidecar"];
 
@@ -47,7 +48,7 @@ fn render(c: &mut Criterion) {
         let (text, sets) = case(name);
         let parsed = input::parse("input.yaml", &text).expect("input parses");
         let effective = overrides::layer(&Settings::default(), &sets).expect("overrides layer");
-        let gathered = Gathered::from_file(&parsed, effective.clone());
+        let gathered = Gathered::from_file(&parsed.server, &parsed.secrets, &parsed.percona, effective.clone());
         let discovered = gathered.discover(&parsed.server, &effective.values, false).expect("discovers");
         changed.bench_function(name, |b| {
             b.iter(|| {

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         let text = template
             .replace("name: demo", &format!("name: floor-{i:04}"))
             .replace("namespace: default", &format!("namespace: {namespace}"));
-        let rendered = dittofs_operator::input::render_offline(file, &text, Default::default(), &[])?;
+        let rendered = dittofs_operator::cmd::render::render_offline(file, &text, Default::default(), &[])?;
         let objects: Vec<(kube::api::ApiResource, String, serde_json::Value)> =
             rendered.objects.iter().map(|o| (o.managed_kind().resource(), o.name().to_string(), o.to_json())).collect();
         servers.push(objects);

@@ -22,7 +22,7 @@ use crate::diff::{self, Action, ObjectDiff};
 use crate::kinds::{Kind, ManagedObject};
 pub use crate::names::OWNER_ANNOTATION;
 use crate::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
-use crate::responses;
+use crate::requests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -352,7 +352,7 @@ pub async fn plan(
                     continue;
                 };
                 let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-                let merged = match responses::apply(reads.client, namespace, &resource, &name, &params, &body).await {
+                let merged = match requests::apply(reads.client, namespace, &resource, &name, &params, &body).await {
                     Ok(merged) => merged,
                     Err(kube::Error::Api(status)) if refused(&status) => {
                         refused_rank = Some(object.apply_rank());
@@ -508,7 +508,7 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
         let name = object.name().to_string();
         if is_create_only(&object) {
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-            match responses::create(reads.client, namespace, &resource, &params, &object.to_json()).await {
+            match requests::create(reads.client, namespace, &resource, &params, &object.to_json()).await {
                 // Kept: the next pass reads the new credentials from the cache, not the API server.
                 Ok(created) => {
                     if let Some(cache) = reads.cache {
@@ -522,7 +522,7 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
         } else {
             let params = PatchParams::apply(FIELD_MANAGER).force();
             let live =
-                match responses::apply(reads.client, namespace, &resource, &name, &params, &object.to_json()).await {
+                match requests::apply(reads.client, namespace, &resource, &name, &params, &object.to_json()).await {
                     Ok(live) => live,
                     Err(kube::Error::Api(status)) if planned.diff.action == Action::Create && refused(&status) => {
                         refused_rank = Some(object.apply_rank());

@@ -32,7 +32,7 @@ use serde_json::Value;
 use crate::names::{
     LABEL_INSTANCE, LABEL_MANAGED_BY, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY, MANAGED_BY, OWNER_ANNOTATION,
 };
-use crate::responses;
+use crate::requests;
 
 /// A metadata object as the watches deliver it.
 pub type Meta = PartialObjectMeta<DynamicObject>;
@@ -480,7 +480,7 @@ impl Cache {
         {
             return Ok(Some(value));
         }
-        let fetched = responses::get_opt(client, namespace, resource, name).await?;
+        let fetched = requests::get_opt(client, namespace, resource, name).await?;
         // All of it, as a later read may need more than this one; but a Pod is only ever read
         // for its health (and its spec is most of it).
         let level = if need == Need::Status && resource.kind == "Pod" { Need::Status } else { Need::Content };
@@ -660,7 +660,7 @@ impl<'a> Reads<'a> {
     ) -> Result<Option<Arc<Value>>, kube::Error> {
         match self.cache {
             Some(cache) => cache.get(self.client, resource, namespace, name, need).await,
-            None => Ok(responses::get_opt(self.client, namespace, resource, name).await?.map(Arc::new)),
+            None => Ok(requests::get_opt(self.client, namespace, resource, name).await?.map(Arc::new)),
         }
     }
 

@@ -7,13 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// A key of a Secret that reaches DittoFS as an environment variable.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    pub name: String,
-    pub key: String,
-}
+use crate::crd::SecretKeyRef;
 
 /// Where DittoFS's control-plane PostgreSQL is and how to log in; the password stays in its Secret.
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -118,7 +112,8 @@ pub fn generated_api_tls_secret(spec: &crate::crd::DittoServerSpec, cr_name: &st
 
 /// Secrets DittoFS reads besides the credentials (identity, the metrics token): in the checksum.
 fn file_secret_names(spec: &crate::crd::DittoServerSpec) -> Vec<String> {
-    let mut names: Vec<String> = crate::render::Directory::of(spec).secret_keys().into_iter().map(|r| r.name).collect();
+    let mut names: Vec<String> =
+        crate::identity::Directory::of(spec).secret_keys().into_iter().map(|r| r.name).collect();
     names.extend(spec.metrics.as_ref().and_then(|m| m.bearer_token_secret.as_ref()).map(|r| r.name.clone()));
     names
 }
@@ -195,7 +190,7 @@ pub fn resolve(
             "spec.identity.admin.passwordSecretRef",
         ),
     ];
-    let directory = crate::render::Directory::of(spec);
+    let directory = crate::identity::Directory::of(spec);
     for name in consumed.iter().map(|(n, _)| n.clone()).chain(file_secret_names(spec)) {
         if let Some(data) = data_of(&name) {
             discovered.secret_data.insert(name.clone(), data);

@@ -15,7 +15,6 @@ use serde_json::Value;
 use crate::cache::Reads;
 use crate::crd::DittoServer;
 use crate::discover::{self, DiscoverError, Discovered, PostgresConnection, SecretsByName};
-use crate::input::RenderInput;
 use crate::names::Names;
 use crate::overrides::{self, Blocked, Effective};
 use crate::percona::{self, NotReady, Target};
@@ -128,23 +127,21 @@ impl Gathered {
         Ok(Self { overrides, secrets, percona, checksum_key, has_run })
     }
 
-    /// `render`'s input file stands in for the cluster: its Secrets and PerconaPGClusters.
-    pub fn from_file(input: &RenderInput, effective: Effective) -> Self {
-        let server = &input.server;
+    /// `render`'s input file stands in for the cluster: its Secrets and PerconaPGClusters (by name).
+    pub fn from_file(
+        server: &DittoServer,
+        secrets: &SecretsByName,
+        clusters: &std::collections::BTreeMap<String, Value>,
+        effective: Effective,
+    ) -> Self {
         let namespace = server.namespace().unwrap_or_else(|| "default".into());
         let percona = percona::target(&server.spec, &server.name_any()).map(|target| {
-            let cluster = input.percona.get(&target.cluster);
-            let found = percona::evaluate(&target, &namespace, true, cluster, &input.secrets);
+            let cluster = clusters.get(&target.cluster);
+            let found = percona::evaluate(&target, &namespace, true, cluster, secrets);
             let cluster = cluster.filter(|_| target.owned).cloned();
             PerconaFound { target, found, cluster }
         });
-        Self {
-            overrides: Ok(effective),
-            secrets: input.secrets.clone(),
-            percona,
-            checksum_key: Vec::new(),
-            has_run: false,
-        }
+        Self { overrides: Ok(effective), secrets: secrets.clone(), percona, checksum_key: Vec::new(), has_run: false }
     }
 
     /// The discovered data rendering needs, with the database's connection once it is ready.

@@ -11,7 +11,7 @@ use kube::api::ApiResource;
 
 use crate::cache::Reads;
 
-use crate::status::{DEGRADED, Decided};
+use crate::conditions::{DEGRADED, Decided};
 
 /// A claim Pending longer than this is reported (binding may wait for the pod's scheduling);
 /// `--claim-pending-grace-seconds` changes it.

@@ -11,7 +11,7 @@
 //! - [`apply`]: server-side apply and pruning
 //! - [`backoff`]: retry schedules, and the runtime step's gate that counts time, not passes
 //! - [`responses`]: objects the API server returns, read without their managedFields
-//! - [`status`]: conditions and phase
+//! - [`conditions`]: conditions and phase
 //! - [`redact`]: `Debug` that shows a secret is there, never its value
 //! - [`controller`]: the reconcile pipeline tying them together (docs/architecture.md)
 
@@ -19,13 +19,18 @@ pub mod api_tls;
 pub mod apply;
 pub mod backoff;
 pub mod cache;
+pub mod cmd;
+pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod decide;
 pub mod diff;
 pub mod discover;
+pub mod dittofs;
 pub mod gather;
+pub mod go_duration;
 pub mod health;
-pub mod input;
+pub mod identity;
 pub mod kinds;
 pub mod leader;
 pub mod metrics;
@@ -33,13 +38,10 @@ pub mod names;
 pub mod operator;
 pub mod overrides;
 pub mod percona;
-pub mod preview;
 pub mod quantity;
 pub mod redact;
 pub mod render;
-pub mod responses;
-pub mod runtime;
+pub mod requests;
 pub mod serve;
 pub mod settings;
-pub mod status;
 pub mod values;

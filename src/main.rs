@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use dittofs_operator::{crd, input, operator, overrides, preview, render, settings, values::ValuesBuilder};
+use dittofs_operator::cmd::diff;
+use dittofs_operator::{cmd, crd, operator, overrides, render, settings, values::ValuesBuilder};
 
 #[derive(Parser)]
 #[command(name = "dittofs-operator", version, about = "Runs DittoFS on Kubernetes from DittoServer resources")]
@@ -19,7 +20,7 @@ enum Command {
     /// Render the manifests for a DittoServer file, without a cluster.
     Render(RenderArgs),
     /// Show what the operator would change in the cluster (exit 0: none, 1: changes, 2: error).
-    Diff(preview::DiffArgs),
+    Diff(diff::DiffArgs),
     /// Print the DittoServer CustomResourceDefinition.
     Crd,
     /// List or show the embedded templates.
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render_command(args),
         Command::Diff(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-            match runtime.block_on(preview::diff(args)) {
+            match runtime.block_on(diff::diff(args)) {
                 Ok(true) => return ExitCode::from(1),
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
@@ -107,7 +108,7 @@ fn render_command(args: RenderArgs) -> Result<()> {
         Some(dir) => vec![overrides::Overrides::from_dir(dir)?],
         None => Vec::new(),
     };
-    let rendered = input::render_offline(&file, &text, args.values.builder()?, &sets)?;
+    let rendered = cmd::render::render_offline(&file, &text, args.values.builder()?, &sets)?;
     print!("{}", rendered.to_yaml());
     Ok(())
 }

@@ -10,13 +10,20 @@ use kube::api::ApiResource;
 use serde_json::Value;
 
 use crate::crd::DittoServerSpec;
-use crate::discover::{Discovered, PinnedPostgres, PostgresConnection, SecretKeyRef, SecretsByName};
+use crate::crd::SecretKeyRef;
+use crate::discover::{Discovered, PinnedPostgres, PostgresConnection, SecretsByName};
 use crate::kinds::Kind;
 
 pub const CRD_NAME: &str = match Kind::PerconaPGCluster.optional_crd() {
     Some(name) => name,
     None => panic!("PerconaPGCluster is an optional kind"),
 };
+/// `spec.percona.enabled` with `deleteWithServer: true`: the cluster the operator created goes
+/// with the server; otherwise it is kept when the server is deleted.
+pub fn deleted_with_server(spec: &crate::crd::DittoServerSpec) -> bool {
+    spec.percona.as_ref().is_some_and(|p| p.enabled && p.delete_with_server == Some(true))
+}
+
 /// Label Percona puts on user Secrets (they carry no owner reference).
 pub const CLUSTER_LABEL: &str = "postgres-operator.crunchydata.com/cluster";
 

@@ -35,7 +35,7 @@ impl fmt::Debug for Bytes {
 #[cfg(test)]
 mod tests {
     use crate::discover::{Discovered, GeneratedCredentials};
-    use crate::runtime::api::{Api, HttpClient, TlsMaterial};
+    use crate::dittofs::api::{Api, HttpClient, TlsMaterial};
 
     #[test]
     fn the_debug_of_what_holds_a_secret_shows_none_of_it() {

@@ -214,7 +214,7 @@ impl Default for Settings {
             dry_run: false,
             claim_pending_grace: crate::health::DEFAULT_CLAIM_PENDING_GRACE,
             dittofs_api: Some(DEFAULT_DITTOFS_API.into()),
-            dittofs_api_timeout: crate::runtime::api::REQUEST_TIMEOUT,
+            dittofs_api_timeout: crate::dittofs::api::REQUEST_TIMEOUT,
             dittofs_api_tasks: DITTOFS_API_TASKS,
         }
     }

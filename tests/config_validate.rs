@@ -8,7 +8,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dittofs_operator::{input, values::ValuesBuilder};
+use dittofs_operator::cmd::render as input;
+use dittofs_operator::values::ValuesBuilder;
 use support::testbin;
 
 fn inputs() -> Vec<PathBuf> {

@@ -5,10 +5,10 @@ mod support;
 
 use std::sync::Arc;
 
+use dittofs_operator::cmd::diff::{self, DiffArgs, OutputFormat};
 use dittofs_operator::controller::{self, Context};
 use dittofs_operator::crd::DittoServer;
 use dittofs_operator::diff::Action;
-use dittofs_operator::preview::{self, DiffArgs, OutputFormat};
 use dittofs_operator::settings::Settings;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
@@ -57,7 +57,7 @@ async fn events(client: &Client, ns: &str) -> Vec<Event> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_op_shows_nothing_and_records_no_event() {
     let (client, ns) = running_demo("diffnoop").await;
-    let changes = preview::changes(&client, &args(&ns)).await.unwrap();
+    let changes = diff::changes(&client, &args(&ns)).await.unwrap();
     assert!(changes.is_empty(), "server defaults or generated fields showed as differences: {changes:#?}");
 
     // A resync of the unchanged CR: no write, no new Event.
@@ -80,7 +80,7 @@ async fn image_change_shows_exactly_the_image_lines_and_is_applied_with_an_event
         .await
         .unwrap();
 
-    let changes = preview::changes(&client, &args(&ns)).await.unwrap();
+    let changes = diff::changes(&client, &args(&ns)).await.unwrap();
     assert_eq!(changes.len(), 1, "{changes:#?}");
     let sts = &changes[0];
     assert_eq!(sts.reference, "StatefulSet/demo");
@@ -100,7 +100,7 @@ async fn image_change_shows_exactly_the_image_lines_and_is_applied_with_an_event
     assert_eq!(changed.len(), 2, "{text}");
     assert!(changed[0].starts_with('-') && changed[0].ends_with("image: marmos91c/dittofs:v0.29.0"), "{text}");
     assert!(changed[1].starts_with('+') && changed[1].ends_with("image: marmos91c/dittofs:v0.29.1"), "{text}");
-    let json = preview::to_json(&changes);
+    let json = diff::to_json(&changes);
     assert!(json.contains("\"spec.template.spec.containers[0].image\""), "{json}");
 
     let operator = Operator::start(&client, &ns);
@@ -126,7 +126,7 @@ async fn secret_values_never_appear_in_a_diff() {
     let value = String::from_utf8(jwt.data.unwrap()["jwt-secret"].0.clone()).unwrap();
     // Delete it: the operator would re-create it, and the diff shows that with the value masked.
     secrets.delete("demo-jwt-secret", &Default::default()).await.unwrap();
-    let changes = preview::changes(&client, &args(&ns)).await.unwrap();
+    let changes = diff::changes(&client, &args(&ns)).await.unwrap();
     let secret = changes.iter().find(|c| c.reference == "Secret/demo-jwt-secret").expect("Secret re-created");
     assert_eq!(secret.action, Action::Create);
     let all: String = changes.iter().map(|c| c.text.to_string()).collect();

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use dittofs_operator::{discover, input, overrides, render, values::ValuesBuilder};
+use dittofs_operator::cmd::render as input;
+use dittofs_operator::{discover, overrides, render, values::ValuesBuilder};
 
 fn render_file(input_path: &Path, case_dir: Option<&Path>) -> Result<String, String> {
     let text = std::fs::read_to_string(input_path).map_err(|e| e.to_string())?;

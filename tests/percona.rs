@@ -388,8 +388,8 @@ async fn collect_garbage(client: &Client, ns: &str, owner_uid: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_before_the_database_is_ready_shows_what_the_operator_would_apply() {
+    use dittofs_operator::cmd::diff::{self, DiffArgs, OutputFormat};
     use dittofs_operator::diff::Action;
-    use dittofs_operator::preview::{self, DiffArgs, OutputFormat};
     let (client, ns, servers, _) = percona_setup("percona-diff").await;
     let args = |name: &str| DiffArgs {
         name: Some(name.into()),
@@ -404,7 +404,7 @@ async fn diff_before_the_database_is_ready_shows_what_the_operator_would_apply()
     // No operator runs: the diff says what one would do now.
     let created = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true}\n";
     servers.create(&PostParams::default(), &server(&ns, created)).await.unwrap();
-    let changes = preview::changes(&client, &args("files")).await.expect("diff works before the cluster exists");
+    let changes = diff::changes(&client, &args("files")).await.expect("diff works before the cluster exists");
     let planned: Vec<_> = changes.iter().map(|c| (c.reference.as_str(), c.action)).collect();
     assert_eq!(
         planned,
@@ -415,7 +415,7 @@ async fn diff_before_the_database_is_ready_shows_what_the_operator_would_apply()
     let existing = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: other}\nspec:\n  storage: {metadataSize: 10Gi}\n  database:\n    percona: {clusterName: cluster1}\n";
     servers.create(&PostParams::default(), &server(&ns, existing)).await.unwrap();
     let changes =
-        preview::changes(&client, &args("other")).await.expect("diff works while an existing cluster is missing");
+        diff::changes(&client, &args("other")).await.expect("diff works while an existing cluster is missing");
     assert!(changes.is_empty(), "nothing is applied until the existing cluster is ready: {changes:?}");
 }
 
@@ -426,9 +426,13 @@ async fn an_owner_reference_from_an_earlier_build_is_dropped_by_the_next_apply()
     let created = servers.create(&PostParams::default(), &server(&ns, cr)).await.unwrap();
 
     // What the earlier build applied: the cluster with a controller owner reference, same field manager.
-    let rendered =
-        dittofs_operator::input::render_offline("files.yaml", cr, dittofs_operator::values::ValuesBuilder::new(), &[])
-            .unwrap();
+    let rendered = dittofs_operator::cmd::render::render_offline(
+        "files.yaml",
+        cr,
+        dittofs_operator::values::ValuesBuilder::new(),
+        &[],
+    )
+    .unwrap();
     let cluster = rendered.objects.iter().find(|o| o.kind() == "PerconaPGCluster").unwrap();
     let mut legacy = cluster.to_json();
     legacy["metadata"]["namespace"] = json!(ns);

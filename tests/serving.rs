@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use dittofs_operator::cmd::diff::{self, DiffArgs, OutputFormat};
 use dittofs_operator::crd::DittoServer;
-use dittofs_operator::preview::{self, DiffArgs, OutputFormat};
 use dittofs_operator::settings::{DittoApiArgs, Settings};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -163,7 +163,7 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     // HTTPS by default, with the certificate the operator generated: plain HTTP gets no answer.
     let plain = http(&format!("127.0.0.1:{api_port}"), "GET", "/health", None).await;
     assert!(!matches!(plain, Ok((200, _))), "the API answered plain HTTP: {plain:?}");
-    let preview = preview::preview(&client, &diff_args(&ns)).await.unwrap();
+    let preview = diff::preview(&client, &diff_args(&ns)).await.unwrap();
     assert_eq!(
         preview.runtime,
         [
@@ -195,7 +195,7 @@ async fn the_minimal_server_serves_a_share_over_nfs_and_smb_and_keeps_it() {
     assert_eq!(ports["nfs"], (i32::from(nfs_port), true));
     assert_eq!(ports["smb"], (i32::from(smb_port), true));
     assert_eq!(status.endpoints.unwrap().nfs.unwrap(), format!("demo-file.{ns}.svc:/export"));
-    assert!(preview::preview(&client, &diff_args(&ns)).await.unwrap().runtime.is_empty(), "diff: nothing left");
+    assert!(diff::preview(&client, &diff_args(&ns)).await.unwrap().runtime.is_empty(), "diff: nothing left");
 
     // A quiet pass reads DittoFS and writes nothing to it.
     let before = (operator.ctx.http.counts.snapshot(), operator.ctx.metrics.reconciles_with("ok"));
@@ -983,7 +983,7 @@ async fn declared_users_groups_permissions_and_a_quota_hold_over_smb_and_nfs() {
     })
     .await;
     assert_eq!(admin.call("GET", "/api/v1/users/bob", None).0, 200, "bob is kept");
-    let preview = preview::preview(&client, &diff_args(&ns)).await.unwrap();
+    let preview = diff::preview(&client, &diff_args(&ns)).await.unwrap();
     assert!(preview.runtime.is_empty(), "{:?}", preview.runtime);
     assert_eq!(preview.kept, ["user bob is in DittoFS but not in spec.users: kept (spec.deleteUsers deletes it)"]);
     api.patch("demo", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"deleteUsers": ["bob"]}})))

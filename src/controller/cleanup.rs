@@ -14,11 +14,11 @@ use tracing::warn;
 use super::events::publish;
 use super::{Context, Error};
 use crate::apply;
+use crate::conditions::{self, Decided};
 use crate::crd::{DittoServer, DittoServerStatus};
 use crate::gather::read_error;
 use crate::names::{FINALIZER, Names};
 use crate::percona;
-use crate::status::{self, Decided};
 
 /// A deleted DittoServer while the operator runs with `--dry-run`: cleanup and removing the
 /// finalizer are held back; say so on the CR.
@@ -58,22 +58,22 @@ pub async fn cleanup(server: &DittoServer, ctx: &Context) -> Result<Action, Erro
 /// finish. Best effort: the object may be gone from under us once the finalizer is removed.
 async fn report_deletion(ctx: &Context, server: &DittoServer, blocked: Option<(&'static str, &str)>) {
     let mut decided = vec![Decided::new(
-        status::READY,
+        conditions::READY,
         false,
         "Deleting",
         "The DittoServer is being deleted; PersistentVolumeClaims and generated credentials are kept",
     )];
     if let Some((reason, why)) = blocked {
-        decided.push(Decided::new(status::DEGRADED, true, reason, why));
+        decided.push(Decided::new(conditions::DEGRADED, true, reason, why));
     }
     let previous = server.status.clone().unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let new = DittoServerStatus {
         phase: Some(crate::crd::Phase::Deleting),
-        conditions: status::merge_keeping(&previous.conditions, &decided, server.metadata.generation, &now),
+        conditions: conditions::merge_keeping(&previous.conditions, &decided, server.metadata.generation, &now),
         ..previous.clone()
     };
-    if !status::differs(Some(&previous), &new) {
+    if !conditions::differs(Some(&previous), &new) {
         return;
     }
     let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
@@ -89,11 +89,6 @@ async fn report_deletion(ctx: &Context, server: &DittoServer, blocked: Option<(&
 /// added, the finalizer stays until deletion: the cluster outlives `enabled` turned off.
 pub(super) fn needs_finalizer(server: &DittoServer) -> bool {
     server.spec.percona.as_ref().is_some_and(|p| p.enabled)
-}
-
-/// `spec.percona.enabled` with `deleteWithServer: true`: the created cluster goes with the server.
-pub(super) fn database_goes_with_server(server: &DittoServer) -> bool {
-    server.spec.percona.as_ref().is_some_and(|p| p.enabled && p.delete_with_server == Some(true))
 }
 
 /// `<name>-postgres`, if the operator created it: deleted with the server only when
@@ -115,7 +110,7 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
         return Ok(());
     }
     let reference = format!("PerconaPGCluster/{name}");
-    if database_goes_with_server(server) {
+    if percona::deleted_with_server(&server.spec) {
         // Only the object just looked at: never a same-named cluster made meanwhile.
         let this_one = kube::api::DeleteParams {
             preconditions: Some(kube::api::Preconditions { uid: cluster.uid(), resource_version: None }),

@@ -6,7 +6,6 @@ use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::Context;
-use super::cleanup::database_goes_with_server;
 use crate::apply::ApplyOutcome;
 use crate::crd::DittoServer;
 use crate::diff::Action as DiffAction;
@@ -19,7 +18,7 @@ pub async fn publish_outcome(ctx: &Context, server: &DittoServer, adopted: &[Str
         let note = format!(
             "Adopted {reference}, kept by an earlier DittoServer named {}; on deletion it is {} (spec.percona.deleteWithServer)",
             server.name_any(),
-            if database_goes_with_server(server) { "deleted" } else { "kept again" }
+            if crate::percona::deleted_with_server(&server.spec) { "deleted" } else { "kept again" }
         );
         publish(ctx, server, EventType::Normal, "Adopted", &note).await;
     }

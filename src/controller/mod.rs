@@ -4,11 +4,10 @@
 //! See docs/architecture.md for the picture.
 
 mod cleanup;
-pub mod decide;
 mod events;
 pub mod recorder;
-mod runtime;
-mod status;
+mod report;
+mod serving;
 mod sync;
 mod takeover;
 mod watches;
@@ -28,12 +27,12 @@ use tracing::warn;
 use crate::apply;
 use crate::cache::{Cache, Reads};
 use crate::crd::{DittoServer, FIELD_MANAGER};
+use crate::decide::{self, Decision, Mode};
 use crate::gather::{Gathered, ReadError};
 use crate::metrics::Metrics;
 pub use crate::names::FINALIZER;
 use crate::render::RenderMemo;
 use crate::settings::Settings;
-use decide::{Decision, Mode};
 use recorder::Recorder;
 pub use watches::run;
 
@@ -59,9 +58,9 @@ pub struct Context {
     /// read of one namespace's key holds that namespace's passes only.
     checksum_keys: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<u8>>>>>,
     /// The DittoFS REST client, shared by every server (it counts its requests).
-    pub http: crate::runtime::api::HttpClient,
+    pub http: crate::dittofs::api::HttpClient,
     /// Each server's runtime step between passes (its token, failures, task in flight).
-    runtime: Mutex<HashMap<ObjectRef<DittoServer>, runtime::RuntimeSlot>>,
+    runtime: Mutex<HashMap<ObjectRef<DittoServer>, serving::RuntimeSlot>>,
     /// The runtime steps' API tasks running at once.
     runtime_permits: Arc<tokio::sync::Semaphore>,
     /// Servers whose runtime step waits for a permit, woken in turn as tasks end: first tries
@@ -92,7 +91,7 @@ impl Context {
 
     /// With `metrics` made beforehand (the clients count their requests in them).
     pub fn with_metrics(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
-        let http = crate::runtime::api::HttpClient::default().with_deadline(settings.dittofs_api_timeout);
+        let http = crate::dittofs::api::HttpClient::default().with_deadline(settings.dittofs_api_timeout);
         let api_tasks = settings.dittofs_api_tasks.max(1);
         Self {
             recorder: Recorder::new(client.clone(), FIELD_MANAGER.into(), std::env::var("POD_NAME").ok()),
@@ -302,10 +301,10 @@ async fn apply_pass(server: &DittoServer, ctx: &Arc<Context>) -> Result<Action, 
     let key = ctx.checksum_key(&server.namespace().unwrap_or_default()).await?;
     let gathered = Gathered::from_cluster(ctx.reads(), &ctx.settings, server, key).await?;
     let (effective, discovered, templates_ready) = match decide::decide(server, &gathered, mode) {
-        Decision::Hold(hold) => return sync::hold(ctx, server, hold).await,
+        Decision::Hold(hold) => return report::hold(ctx, server, hold).await,
         Decision::DatabaseOnly { effective, discovered, templates_ready, not_ready } => {
             let blocked = sync::apply_database_only(ctx, server, effective, &discovered).await?.err();
-            return sync::hold(ctx, server, decide::database_hold(templates_ready, &not_ready, blocked)).await;
+            return report::hold(ctx, server, decide::database_hold(templates_ready, &not_ready, blocked)).await;
         }
         Decision::Apply { effective, discovered, templates_ready } => (effective, discovered, templates_ready),
     };
@@ -325,13 +324,13 @@ async fn apply_pass(server: &DittoServer, ctx: &Arc<Context>) -> Result<Action, 
             ctx.metrics.rendered(rendering.settled.is_some());
             rendering
         }
-        Err(error) => return sync::hold(ctx, server, decide::render_failed(templates_ready, &error)).await,
+        Err(error) => return report::hold(ctx, server, decide::render_failed(templates_ready, &error)).await,
     };
     let synced = match sync::sync(ctx, server, mode, &rendering, templates_ready).await? {
         Ok(synced) => synced,
-        Err(hold) => return sync::hold(ctx, server, hold).await,
+        Err(hold) => return report::hold(ctx, server, hold).await,
     };
     let rendered = &rendering.rendered;
-    let outcome = runtime::runtime(ctx, server, rendered, &gathered.secrets, synced.mode).await;
-    status::report(ctx, server, rendered, synced, outcome, &gathered.secrets).await
+    let outcome = serving::runtime(ctx, server, rendered, &gathered.secrets, synced.mode).await;
+    report::report(ctx, server, rendered, synced, outcome, &gathered.secrets).await
 }

@@ -1,20 +1,20 @@
 //! Plan and apply: whether the cluster can take the rendered objects (a StorageClass, the CRD
 //! of an optional kind, someone else's object in the way), the dry-run plan, and the writes the
-//! mode allows. Also [`hold`], for a pass that applies nothing.
+//! mode allows.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, Preconditions, PropagationPolicy};
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::decide::{self, Hold, Mode, Next, WAIT, Writes};
-use super::{Context, Error, events, status};
+use super::{Context, Error, events};
 use crate::apply::{self, Plan};
+use crate::conditions::{Decided, IN_SYNC};
 use crate::crd::DittoServer;
+use crate::decide::{self, Hold, Mode, Writes};
 use crate::discover::Discovered;
 use crate::gather::read_error;
 use crate::health;
@@ -22,7 +22,6 @@ use crate::kinds::Kind;
 use crate::names::{IMMUTABLE_CHANGE_ANNOTATION, RECREATE};
 use crate::overrides::Effective;
 use crate::render::{Renderer, Rendering};
-use crate::status::{Decided, IN_SYNC, Workload};
 
 /// What a pass that got as far as planning leaves for the status step.
 pub struct Synced {
@@ -208,22 +207,4 @@ async fn execute_and_publish(
     let outcome = apply::execute(ctx.reads(), namespace, plan).await?;
     events::publish_outcome(ctx, server, &adopted, &outcome).await;
     Ok(outcome)
-}
-
-/// Nothing (more) is applied: report why (Warning Event, conditions) and leave every object as it is.
-pub async fn hold(ctx: &Context, server: &DittoServer, hold: Hold) -> Result<Action, Error> {
-    events::publish(ctx, server, EventType::Warning, &hold.reason, &hold.message).await;
-    let name = server.name_any();
-    let existing: Option<StatefulSet> = ctx
-        .reads()
-        .get(&server.namespace().unwrap_or_default(), &name)
-        .await
-        .map_err(read_error(format!("StatefulSet/{name}")))?;
-    let workload =
-        existing.map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
-    status::write(ctx, server, hold.decided, workload, None, status::Live::default()).await?;
-    Ok(match hold.next {
-        Next::Change => Action::await_change(),
-        Next::Wait => Action::requeue(WAIT),
-    })
 }

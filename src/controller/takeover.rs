@@ -11,11 +11,11 @@ use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
-use super::decide::{self, Mode};
 use super::{Context, Error, events};
+use crate::conditions::{Decided, IN_SYNC};
 use crate::crd::DittoServer;
+use crate::decide::{self, Mode};
 use crate::gather::read_error;
-use crate::status::{Decided, IN_SYNC};
 
 /// The label the earlier operator put on its adapter Services.
 const EARLIER_ADAPTER_SERVICE: &str = "dittofs.io/adapter-service=true";

@@ -14,6 +14,15 @@ pub const FIELD_MANAGER: &str = "dittofs-operator";
 /// The API group, also the prefix of the operator's own annotations and finalizer.
 pub const GROUP: &str = "dittofs.dittofs.com";
 
+/// A key of a Secret, with the spec's default key applied: it reaches DittoFS as an environment
+/// variable or a mounted file, and its value feeds the checksum.
+#[derive(serde::Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@ use sha2::{Digest, Sha256};
 
 use super::context::Computed;
 use super::filters::hex;
+use crate::crd::SecretKeyRef;
 use crate::discover::Discovered;
-use crate::discover::SecretKeyRef;
 
 /// HMAC-SHA-256, keyed with the operator's checksum key, over the rendered config and the data
 /// of every Secret key DittoFS consumes. Keyed, because the checksum is readable (status, pod

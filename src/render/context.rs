@@ -11,8 +11,10 @@ use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::crd::SecretKeyRef;
 use crate::crd::{DatabaseType, DittoServer, DittoServerSpec, LogFormat, ServiceType, TrafficPolicy};
-use crate::discover::{Discovered, PostgresConnection, SecretKeyRef};
+use crate::discover::{Discovered, PostgresConnection};
+use crate::identity::Directory;
 use crate::names::*;
 use crate::values::{ProbeSet, Values, WaitForPostgresValues};
 
@@ -276,69 +278,6 @@ impl Outline {
     }
 }
 
-/// Directory-backed identity: what the config, the env and the volumes need.
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Directory {
-    pub ldap: Option<crate::crd::LdapSpec>,
-    pub ldap_bind_password: Option<SecretKeyRef>,
-    /// `spec.identity.kerberos` when `enabled: true` (off otherwise, as the earlier operator read
-    /// it), with its machine account only when that says `enabled: true` too.
-    pub kerberos: Option<crate::crd::KerberosSpec>,
-    pub kerberos_enabled: bool,
-    /// `krb5Conf` as the earlier operator read it: a path in the pod (`/etc/krb5.conf`).
-    pub krb5_conf_path: Option<String>,
-    pub keytab: Option<SecretKeyRef>,
-    pub krb5_conf: Option<SecretKeyRef>,
-    pub machine_secret: Option<SecretKeyRef>,
-    pub machine_keytab: Option<SecretKeyRef>,
-}
-
-impl Directory {
-    pub fn of(spec: &DittoServerSpec) -> Self {
-        let identity = spec.identity.clone().unwrap_or_default();
-        let key = |r: &Option<crate::crd::SecretRef>, default: &str| {
-            r.as_ref()
-                .map(|r| SecretKeyRef { name: r.name.clone(), key: r.key.clone().unwrap_or_else(|| default.into()) })
-        };
-        let ldap_bind_password = identity.ldap.as_ref().and_then(|l| key(&l.bind_password_secret_ref, "password"));
-        let mut kerberos = identity.kerberos.clone().filter(|k| k.enabled == Some(true));
-        if let Some(k) = kerberos.as_mut() {
-            k.machine_account = k.machine_account.take().filter(|m| m.enabled == Some(true));
-        }
-        let machine = kerberos.as_ref().and_then(|k| k.machine_account.clone());
-        let krb5_conf_path = kerberos
-            .as_ref()
-            .and_then(|k| k.krb5_conf.clone())
-            .filter(|c| k8s_path(c) && kerberos.as_ref().is_some_and(|k| k.krb5_conf_secret_ref.is_none()));
-        Self {
-            ldap_bind_password,
-            krb5_conf_path,
-            kerberos_enabled: kerberos.is_some(),
-            keytab: kerberos.as_ref().and_then(|k| key(&k.keytab_secret_ref, "keytab")),
-            krb5_conf: kerberos.as_ref().and_then(|k| key(&k.krb5_conf_secret_ref, "krb5.conf")),
-            machine_secret: machine.as_ref().and_then(|m| key(&m.secret_ref, "password")),
-            machine_keytab: machine.as_ref().and_then(|m| key(&m.keytab_secret_ref, "keytab")),
-            ldap: identity.ldap,
-            kerberos,
-        }
-    }
-
-    /// Every Secret key DittoFS reads for identity (env vars and mounted files).
-    pub fn secret_keys(&self) -> Vec<SecretKeyRef> {
-        [&self.ldap_bind_password, &self.keytab, &self.krb5_conf, &self.machine_secret, &self.machine_keytab]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
-    }
-}
-
-/// A single absolute path, as the earlier operator's `krb5Conf` was, rather than a file's content.
-fn k8s_path(text: &str) -> bool {
-    text.starts_with('/') && !text.contains(['\n', ' ', '['])
-}
-
 /// The API's certificate Secrets (mounted at /tls and /tls-client-ca).
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -593,7 +532,7 @@ fn compute(
     };
 
     let shutdown_timeout = spec.shutdown_timeout.clone().unwrap_or_else(|| values.shutdown_timeout.clone());
-    let shutdown_seconds = parse_go_duration_seconds(&shutdown_timeout).ok_or_else(|| {
+    let shutdown_seconds = crate::go_duration::seconds(&shutdown_timeout).ok_or_else(|| {
         invalid("spec.shutdownTimeout", format!("{shutdown_timeout:?} is not a positive Go duration such as 30s"))
     })?;
     let grace = &values.grace_period;
@@ -1084,7 +1023,7 @@ fn access(
         ));
     }
     if let Some((i, name)) = spec.delete_groups.iter().flatten().enumerate().find(|(_, n)| {
-        groups.iter().any(|g| &g.name == *n) || crate::runtime::access::SYSTEM_GROUPS.contains(&n.as_str())
+        groups.iter().any(|g| &g.name == *n) || crate::render::desired::SYSTEM_GROUPS.contains(&n.as_str())
     }) {
         return Err(invalid(
             &format!("spec.deleteGroups[{i}]"),
@@ -1217,51 +1156,9 @@ fn merge_pod_security(user: Option<&PodSecurityContext>, defaults: &PodSecurityC
     serde_json::from_value(merged).expect("merged fields of two PodSecurityContexts")
 }
 
-/// Seconds in a Go duration (`1h30m`, `45s`, `500ms`); `None` when it does not parse or is not positive.
-pub fn parse_go_duration_seconds(text: &str) -> Option<f64> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0.0;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let number: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += number * factor;
-        rest = &rest[unit_len..];
-    }
-    (total > 0.0).then_some(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration_seconds("30s"), Some(30.0));
-        assert_eq!(parse_go_duration_seconds("1m30s"), Some(90.0));
-        assert_eq!(parse_go_duration_seconds("1h"), Some(3600.0));
-        assert_eq!(parse_go_duration_seconds("1.5s"), Some(1.5));
-        assert_eq!(parse_go_duration_seconds("30"), None, "a bare number means nanoseconds in Go: refuse it");
-        assert_eq!(parse_go_duration_seconds("0s"), None);
-        assert_eq!(parse_go_duration_seconds("1d"), None);
-        assert_eq!(parse_go_duration_seconds(""), None);
-    }
 
     #[test]
     fn names_follow_the_cr() {

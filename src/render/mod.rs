@@ -5,6 +5,7 @@
 
 mod checksum;
 mod context;
+pub mod desired;
 mod filters;
 mod memo;
 mod objects;
@@ -18,6 +19,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 pub use checksum::{checksum, short_digest};
 pub use context::*;
+pub use desired::{DesiredRuntime, StoreKind};
 pub use memo::{RenderMemo, Rendering};
 pub use objects::ManagedObject;
 pub use source::{CONFIG_TEMPLATE, RUNTIME_TEMPLATE, TemplateSource};
@@ -75,7 +77,7 @@ pub struct Rendered {
     pub config_yaml: String,
     pub checksum: String,
     /// Adapters, stores and shares for the REST API; `None` while only the database renders.
-    pub runtime: Option<Arc<crate::runtime::DesiredRuntime>>,
+    pub runtime: Option<Arc<crate::render::DesiredRuntime>>,
     /// The DittoServer rendered, and what the render worked out from it (names, ports, the
     /// database): what later steps need of the context. Not the values, spec and discovered
     /// data it came from: a kept render holds only what it must.
@@ -216,9 +218,9 @@ impl<'a> Renderer<'a> {
         &self,
         env: &Environment<'_>,
         context: &minijinja::Value,
-    ) -> Result<crate::runtime::DesiredRuntime, RenderError> {
+    ) -> Result<crate::render::DesiredRuntime, RenderError> {
         let text = self.render_template(env, RUNTIME_TEMPLATE, context)?;
-        let runtime: crate::runtime::DesiredRuntime = serde_saphyr::from_str(&text).map_err(|e| {
+        let runtime: crate::render::DesiredRuntime = serde_saphyr::from_str(&text).map_err(|e| {
             let message = e.to_string();
             let line = message
                 .split("line ")

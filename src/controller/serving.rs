@@ -21,18 +21,18 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info};
 
-use super::decide::Mode;
 use super::{Context, events};
 use crate::backoff::{self, Due, RetryGate};
 use crate::cache::Need;
+use crate::conditions::{Decided, SERVING};
 use crate::crd::{AdapterStatus, DittoServer, QuotaStatus, RuntimeStatus};
+use crate::decide::Mode;
 use crate::discover::SecretsByName;
+use crate::dittofs::api::{Api, LiveAdapter};
+use crate::dittofs::plan::{self, Area, Live};
+use crate::dittofs::session::{self, AccountSetup, Problem, Secrets};
 use crate::health;
 use crate::render::Rendered;
-use crate::runtime::api::{Api, LiveAdapter};
-use crate::runtime::plan::{self, Area, Live};
-use crate::runtime::session::{self, AccountSetup, Problem, Secrets};
-use crate::status::{Decided, SERVING};
 
 /// What the step found and did, for the status step.
 #[derive(Clone, Debug, Default)]
@@ -321,7 +321,7 @@ fn failed(problem: Problem) -> RuntimeOutcome {
 
 async fn pass(
     task: &Task,
-    desired: &crate::runtime::DesiredRuntime,
+    desired: &crate::render::DesiredRuntime,
     secrets: &Secrets<'_>,
     api: &mut Api,
 ) -> Result<RuntimeOutcome, Problem> {
@@ -374,7 +374,7 @@ async fn pass(
         };
         if let Err(error) = result {
             let reason = match (&error, change.area) {
-                (crate::runtime::api::ApiError::Unreachable(_), _) => "ApiUnreachable",
+                (crate::dittofs::api::ApiError::Unreachable(_), _) => "ApiUnreachable",
                 (_, Area::Adapter) => "AdapterRejected",
                 (_, Area::Store) => "StoreRejected",
                 (_, Area::Share) => "ShareRejected",
@@ -456,11 +456,11 @@ async fn restart(ctx: &Context, server: &DittoServer, rendered: &Rendered) -> Re
 const PLAIN_HTTP: &str = "; the API is plain HTTP (spec.controlPlane.tls: false): the passwords, tokens and keys the operator sends DittoFS travel in clear";
 
 /// `Serving` from what the server reports after this pass.
-fn serving(desired: &crate::runtime::DesiredRuntime, live: &Live, refused: &[String], secrets: &[String]) -> Decided {
+fn serving(desired: &crate::render::DesiredRuntime, live: &Live, refused: &[String], secrets: &[String]) -> Decided {
     if !refused.is_empty() {
         return Decided::new(SERVING, false, "ChangeRefused", refused.join("; "));
     }
-    for kind in crate::runtime::StoreKind::ALL {
+    for kind in crate::render::StoreKind::ALL {
         for store in desired.stores(kind) {
             let unhealthy = live
                 .stores
@@ -505,7 +505,7 @@ fn serving(desired: &crate::runtime::DesiredRuntime, live: &Live, refused: &[Str
     Decided::new(SERVING, true, "Serving", format!("Exports {} over {}", shares.join(", "), ports.join(" and ")))
 }
 
-fn status(desired: &crate::runtime::DesiredRuntime, live: &Live) -> RuntimeStatus {
+fn status(desired: &crate::render::DesiredRuntime, live: &Live) -> RuntimeStatus {
     RuntimeStatus {
         shares: desired.shares.iter().filter(|s| live.share(&s.name).is_some()).map(|s| s.name.clone()).collect(),
         adapters: live.adapters.iter().map(adapter_status).collect(),

@@ -11,10 +11,11 @@ use kube::{Client, Config, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::apply;
+use crate::cmd::render;
 use crate::crd::DittoServer;
+use crate::decide::{self, Cause, Decision, Mode};
 use crate::diff::{Action, ObjectDiff};
-use crate::gather::{DatabaseGate, Gathered};
-use crate::input;
+use crate::gather::Gathered;
 use crate::render::Renderer;
 use crate::settings::Settings;
 
@@ -114,7 +115,7 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     let (server, namespace) = match (&args.file, &args.name) {
         (Some(file), _) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            let mut server = input::parse(&file.display().to_string(), &text)?.server;
+            let mut server = render::parse(&file.display().to_string(), &text)?.server;
             let namespace = args.namespace.clone().or_else(|| server.namespace()).unwrap_or_else(|| "default".into());
             server.metadata.namespace = Some(namespace.clone());
             // Owner and prune decisions follow the CR as stored, when it exists.
@@ -149,34 +150,31 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     };
     let gathered =
         Gathered::from_cluster(crate::cache::Reads::direct(&client), &settings, &server, checksum_key).await?;
-    let effective = gathered
-        .overrides
-        .as_ref()
-        .map_err(|blocked| anyhow::anyhow!("template overrides ({}): {}", blocked.reason, blocked.message))?;
-    // Existing generated credentials are read; missing ones show as created (values masked).
-    let discovered = gathered.discover(&server, &effective.values, false)?;
-    // Like the reconcile: a lost admin Secret is not generated again.
-    if let Some(message) = crate::controller::decide::admin_secret_lost(&server, &gathered, &discovered) {
-        eprintln!("note: {message}");
-        return Ok(Preview { objects: Vec::new(), runtime: Vec::new(), kept: Vec::new() });
-    }
-    // Like the reconcile: while the database is not ready, only an operator-created cluster is applied.
-    let database_only = match gathered.database_gate() {
-        DatabaseGate::Open => false,
-        DatabaseGate::DatabaseOnly(not_ready) => {
+    // Decided as the reconcile decides: a lost admin Secret is not generated again; while the
+    // database is not ready, only an operator-created cluster is applied. Existing generated
+    // credentials are read; missing ones show as created (values masked).
+    let nothing = || Preview { objects: Vec::new(), runtime: Vec::new(), kept: Vec::new() };
+    let (effective, discovered, database_only) = match decide::decide(&server, &gathered, Mode::Preview) {
+        Decision::Apply { effective, discovered, .. } => (effective, discovered, false),
+        Decision::DatabaseOnly { effective, discovered, not_ready, .. } => {
             eprintln!(
                 "note: database not ready ({}): {}; only the PerconaPGCluster would be applied",
                 not_ready.reason, not_ready.message
             );
-            true
+            (effective, discovered, true)
         }
-        DatabaseGate::Closed(not_ready) => {
-            eprintln!(
-                "note: database not ready ({}): {}; nothing would be applied",
-                not_ready.reason, not_ready.message
-            );
-            return Ok(Preview { objects: Vec::new(), runtime: Vec::new(), kept: Vec::new() });
-        }
+        Decision::Hold(hold) => match hold.cause {
+            Cause::Templates => anyhow::bail!("template overrides ({}): {}", hold.reason, hold.message),
+            Cause::Database => {
+                eprintln!("note: database not ready ({}): {}; nothing would be applied", hold.reason, hold.message);
+                return Ok(nothing());
+            }
+            Cause::AdminSecretLost => {
+                eprintln!("note: {}", hold.message);
+                return Ok(nothing());
+            }
+            _ => anyhow::bail!("{}", hold.message),
+        },
     };
     let rendered = Renderer::new(&effective.templates).render(&server, &effective.values, &discovered)?;
     let owner = server.meta().uid.as_ref().and_then(|_| server.controller_owner_ref(&()));
@@ -192,7 +190,7 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     let objects = plan.changes().into_iter().cloned().collect();
     let (runtime, kept) = match args.dittofs_api.template() {
         Some(template) if !database_only => {
-            let repoint = crate::runtime::plan::repoint_allowed(server.annotations());
+            let repoint = crate::dittofs::plan::repoint_allowed(server.annotations());
             runtime_changes(&client, &template, &rendered, &gathered.secrets, gathered.checksum_key.clone(), repoint)
                 .await
         }
@@ -211,7 +209,7 @@ async fn runtime_changes(
     key: Vec<u8>,
     repoint_allowed: bool,
 ) -> (Vec<String>, Vec<String>) {
-    use crate::runtime::{api, session};
+    use crate::dittofs::{api, session};
     let Some(desired) = &rendered.runtime else { return (Vec::new(), Vec::new()) };
     let c = &rendered.outline;
     if c.replicas == 0 {

@@ -6,8 +6,9 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::crd::DittoServer;
+use crate::decide::{self, Cause, Decision, Hold, Mode};
 use crate::discover::SecretsByName;
-use crate::gather::{DatabaseGate, Gathered};
+use crate::gather::Gathered;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -80,6 +81,7 @@ fn validate(server: &DittoServer) -> Result<(), String> {
 }
 
 /// `render`: one CR file, operator values and optional overrides → the manifests, no cluster.
+/// Decided as a pass would be ([`Mode::Preview`]), so what holds the operator back fails here.
 pub fn render_offline(
     file: &str,
     text: &str,
@@ -88,19 +90,28 @@ pub fn render_offline(
 ) -> anyhow::Result<crate::render::Rendered> {
     let input = parse(file, text)?;
     let settings = crate::settings::Settings { values_builder: values, ..Default::default() };
-    let gathered = Gathered::from_file(&input, crate::overrides::layer(&settings, sets)?);
-    let effective =
-        gathered.overrides.as_ref().map_err(|b| anyhow::anyhow!("template overrides ({}): {}", b.reason, b.message))?;
-    let discovered =
-        gathered.discover(&input.server, &effective.values, false).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    let effective = crate::overrides::layer(&settings, sets)?;
+    let gathered = Gathered::from_file(&input.server, &input.secrets, &input.percona, effective);
     // DatabaseOnly: what the operator applies first for a cluster it creates, the cluster alone
     // (the renderer renders only it while the connection is unknown).
-    if let DatabaseGate::Closed(nr) = gathered.database_gate() {
-        anyhow::bail!("{file}: database not ready ({}): {}", nr.reason, nr.message);
-    }
+    let (effective, discovered) = match decide::decide(&input.server, &gathered, Mode::Preview) {
+        Decision::Hold(hold) => return Err(held(file, &hold)),
+        Decision::DatabaseOnly { effective, discovered, .. } | Decision::Apply { effective, discovered, .. } => {
+            (effective, discovered)
+        }
+    };
     crate::render::Renderer::new(&effective.templates)
         .render(&input.server, &effective.values, &discovered)
         .map_err(|e| anyhow::anyhow!("{file}: {e}"))
+}
+
+/// Why `file` cannot be rendered, in the words of what holds the pass back.
+fn held(file: &str, hold: &Hold) -> anyhow::Error {
+    match hold.cause {
+        Cause::Templates => anyhow::anyhow!("template overrides ({}): {}", hold.reason, hold.message),
+        Cause::Database => anyhow::anyhow!("{file}: database not ready ({}): {}", hold.reason, hold.message),
+        _ => anyhow::anyhow!("{file}: {}", hold.message),
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::api::{segment, share_path};
-use super::desired::{DesiredRuntime, DesiredUser};
-use super::plan::{Area, Change, Live, Plan};
-
-/// DittoFS's built-in groups: made at first start, never deleted, not the spec's business.
-pub const SYSTEM_GROUPS: [&str; 3] = ["admins", "operators", "users"];
+use super::{Area, Change, Live, Plan};
+use crate::dittofs::api::{segment, share_path};
+use crate::render::desired::{DesiredRuntime, DesiredUser, SYSTEM_GROUPS};
 
 /// A desired user with its password read from its Secret.
 #[derive(Clone)]
@@ -259,7 +256,7 @@ fn shown(id: Option<u32>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::api::{LiveGroup, LivePermission, LiveQuota, LiveUser};
+    use crate::dittofs::api::{LiveGroup, LivePermission, LiveQuota, LiveUser};
 
     fn desired(yaml: &str) -> DesiredRuntime {
         let d: DesiredRuntime = serde_saphyr::from_str(yaml).unwrap();

@@ -1,8 +1,10 @@
 //! The status step: what the cluster says about the workload (Degraded), merged with what the
-//! pass decided, written only when it differs; and when to look again.
+//! pass decided, written only when it differs; and when to look again. Also [`hold`], for a
+//! pass that applies nothing.
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -12,18 +14,18 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::decide::{self, Mode, WAIT};
-use super::runtime::RuntimeOutcome;
+use super::serving::RuntimeOutcome;
 use super::sync::Synced;
 use super::{Context, Error, events};
 use crate::apply;
+use crate::conditions::{self, Decided, Workload};
 use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, RuntimeStatus};
+use crate::decide::{self, Hold, Mode, Next, WAIT};
 use crate::gather::read_error;
 use crate::health;
 use crate::percona;
 use crate::render::Rendered;
-use crate::responses;
-use crate::status::{self, Decided, Workload};
+use crate::requests;
 
 /// Steady-state resync: catches drift nothing else would report.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -71,8 +73,8 @@ pub async fn report(
     // The kubelet's words (a crash loop's last log lines) may hold what DittoFS printed; only a
     // Degraded message quotes them, so a quiet pass does not collect the values.
     if observed.degraded.status {
-        let secret_values = crate::runtime::session::values_of(gathered_secrets);
-        observed.degraded.message = crate::runtime::session::scrub_and_cut(&observed.degraded.message, &secret_values);
+        let secret_values = crate::dittofs::session::values_of(gathered_secrets);
+        observed.degraded.message = crate::dittofs::session::scrub_and_cut(&observed.degraded.message, &secret_values);
     }
     decided.push(observed.degraded);
     if !runtime.held.is_empty() {
@@ -186,37 +188,31 @@ pub(super) async fn write(
     live: Live<'_>,
 ) -> Result<(), Error> {
     if let Some(w) = &workload {
-        decided.extend(status::workload_conditions(w));
+        decided.extend(conditions::workload_conditions(w));
     }
-    decided.push(status::ready_condition(&decided));
+    decided.push(conditions::ready_condition(&decided));
     let previous = server.status.clone().unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = server.metadata.generation;
     let new = DittoServerStatus {
         observed_generation: generation,
-        phase: Some(status::phase(&decided, workload.as_ref(), false)),
+        phase: Some(conditions::phase(&decided, workload.as_ref(), false)),
         replicas: workload.as_ref().map(|w| w.desired),
         ready_replicas: workload.as_ref().map(|w| w.ready),
         config_hash: rendered.map(|r| r.checksum.clone()).or(previous.config_hash.clone()),
         endpoints: rendered.map(|r| endpoints(r, live.file_service)).or(previous.endpoints.clone()),
         database: rendered.map(|r| database_status(r, server)).or(previous.database.clone()),
         runtime: live.runtime.or(previous.runtime.clone()),
-        conditions: status::merge(&previous.conditions, &decided, generation, &now),
+        conditions: conditions::merge(&previous.conditions, &decided, generation, &now),
     };
-    if !status::differs(server.status.as_ref(), &new) {
+    if !conditions::differs(server.status.as_ref(), &new) {
         return Ok(());
     }
     let namespace = server.namespace().unwrap_or_default();
     let patch = Patch::Merge(json!({ "status": &new }));
-    responses::patch_status::<DittoServer>(
-        &ctx.client,
-        &namespace,
-        &server.name_any(),
-        &PatchParams::default(),
-        &patch,
-    )
-    .await
-    .map_err(Error::Status)?;
+    requests::patch_status::<DittoServer>(&ctx.client, &namespace, &server.name_any(), &PatchParams::default(), &patch)
+        .await
+        .map_err(Error::Status)?;
     ctx.wrote_status(server, new);
     Ok(())
 }
@@ -251,4 +247,22 @@ fn database_status(rendered: &Rendered, server: &DittoServer) -> DatabaseStatus 
         },
         None => DatabaseStatus { kind: "sqlite".into(), host: None, ready: true },
     }
+}
+
+/// Nothing (more) is applied: report why (Warning Event, conditions) and leave every object as it is.
+pub async fn hold(ctx: &Context, server: &DittoServer, hold: Hold) -> Result<Action, Error> {
+    super::events::publish(ctx, server, EventType::Warning, &hold.reason, &hold.message).await;
+    let name = server.name_any();
+    let existing: Option<StatefulSet> = ctx
+        .reads()
+        .get(&server.namespace().unwrap_or_default(), &name)
+        .await
+        .map_err(read_error(format!("StatefulSet/{name}")))?;
+    let workload =
+        existing.map(|s| Workload::from_stateful_set(&s, s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1)));
+    write(ctx, server, hold.decided, workload, None, Live::default()).await?;
+    Ok(match hold.next {
+        Next::Change => Action::await_change(),
+        Next::Wait => Action::requeue(WAIT),
+    })
 }

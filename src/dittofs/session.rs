@@ -9,15 +9,15 @@ use kube::Client;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::access::ResolvedUser;
 use super::api::{
     Api, ApiError, HttpClient, LiveAdapter, LiveGroup, LiveNetgroup, LivePermission, LiveQuota, LiveShare, LiveStore,
     LiveUser, TlsMaterial, segment, share_path,
 };
-use super::desired::{DesiredRuntime, StoreKind};
+use super::plan::access::ResolvedUser;
 use super::plan::{self, Live, Plan, Resolved, ResolvedStore};
 use crate::discover::SecretsByName;
 use crate::render::Rendered;
+use crate::render::desired::{DesiredRuntime, StoreKind};
 
 /// Why the runtime cannot be read or set up, as a condition reason and message.
 #[derive(Clone, Debug, PartialEq)]

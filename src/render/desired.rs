@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// DittoFS's built-in groups: made at first start, never deleted, not the spec's business.
+pub const SYSTEM_GROUPS: [&str; 3] = ["admins", "operators", "users"];
+
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DesiredRuntime {
@@ -217,7 +220,7 @@ pub fn interval_seconds(text: &str) -> Option<f64> {
         "@hourly" => Some(3600.0),
         "@daily" => Some(86_400.0),
         "@weekly" => Some(604_800.0),
-        other => crate::render::parse_go_duration_seconds(other),
+        other => crate::go_duration::seconds(other),
     }
 }
 
@@ -395,7 +398,7 @@ impl DesiredRuntime {
                     policy.share, policy.interval
                 ));
             }
-            if policy.ttl.as_deref().is_some_and(|t| crate::render::parse_go_duration_seconds(t).is_none()) {
+            if policy.ttl.as_deref().is_some_and(|t| crate::go_duration::seconds(t).is_none()) {
                 return Err(format!("snapshot policy of {}: ttl is not a duration", policy.share));
             }
         }
@@ -475,10 +478,8 @@ impl DesiredRuntime {
         if let Some(name) = self.delete_users.iter().find(|n| users.contains(&n.as_str()) || *n == "admin") {
             return Err(format!("deleteUsers: {name:?} is also declared, or the bootstrap admin"));
         }
-        if let Some(name) = self
-            .delete_groups
-            .iter()
-            .find(|n| groups.contains(&n.as_str()) || super::access::SYSTEM_GROUPS.contains(&n.as_str()))
+        if let Some(name) =
+            self.delete_groups.iter().find(|n| groups.contains(&n.as_str()) || SYSTEM_GROUPS.contains(&n.as_str()))
         {
             return Err(format!("deleteGroups: {name:?} is also declared, or one of DittoFS's own groups"));
         }

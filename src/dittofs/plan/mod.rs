@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::access::{self, ResolvedUser};
+pub mod access;
+
 use super::api::{
     LiveAdapter, LiveGroup, LiveNetgroup, LivePermission, LiveQuota, LiveShare, LiveSnapshotPolicy, LiveStore,
     LiveUser, segment, share_path,
 };
-use super::desired::{DesiredRuntime, DesiredStore, StoreKind, interval_seconds};
+use crate::render::desired::{DesiredRuntime, DesiredStore, StoreKind, interval_seconds};
+use access::ResolvedUser;
 
 /// Config key under which the operator records a keyed digest of the store's Secret values:
 /// DittoFS masks secrets on reads, so this is how a rotated Secret is noticed.
@@ -689,7 +691,7 @@ fn shown(value: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::api::LiveNetgroupMember;
+    use crate::dittofs::api::LiveNetgroupMember;
 
     fn desired(yaml: &str) -> DesiredRuntime {
         let d: DesiredRuntime = serde_saphyr::from_str(yaml).unwrap();

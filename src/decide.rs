@@ -7,6 +7,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use crate::apply::{Plan, Rejected};
+use crate::conditions::{CONFIG_READY, DATABASE_READY, Decided, IN_SYNC, TEMPLATES_READY};
 use crate::crd::DittoServer;
 use crate::discover::{DiscoverError, Discovered};
 use crate::gather::{DatabaseGate, Gathered};
@@ -14,7 +15,6 @@ use crate::names::{IMMUTABLE_CHANGE_ANNOTATION, PAUSE_ANNOTATION, PAUSED, RECREA
 use crate::overrides::Effective;
 use crate::percona::{self, NotReady};
 use crate::render::{RenderError, Rendered};
-use crate::status::{CONFIG_READY, DATABASE_READY, Decided, IN_SYNC, TEMPLATES_READY};
 
 /// Waiting on something outside our control (a Secret that does not exist yet, the database).
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -27,6 +27,9 @@ pub enum Mode {
     Paused,
     /// The operator runs with `--dry-run`.
     DryRun,
+    /// `diff` and `render`: what a pass in [`Mode::Apply`] would do, decided without writing or
+    /// generating anything (generated credentials not found show as placeholders).
+    Preview,
 }
 
 impl Mode {
@@ -45,10 +48,17 @@ impl Mode {
         self == Self::Apply
     }
 
+    /// Whether the cluster the operator creates is applied on its own while it is not ready
+    /// (a preview shows what the apply would do).
+    fn applies_database_first(self) -> bool {
+        matches!(self, Self::Apply | Self::Preview)
+    }
+
     /// Why nothing is written, for the InSync message.
     fn why_held(self) -> String {
         match self {
             Self::Paused => format!("{PAUSE_ANNOTATION}: {PAUSED}"),
+            Self::Preview => "this is a preview".into(),
             _ => "the operator runs with --dry-run".into(),
         }
     }
@@ -66,10 +76,28 @@ pub enum Next {
 /// Nothing (more) is applied: these conditions, a Warning Event with `reason` and `message`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hold {
+    pub cause: Cause,
     pub decided: Vec<Decided>,
     pub reason: std::borrow::Cow<'static, str>,
     pub message: String,
     pub next: Next,
+}
+
+/// What holds a pass back, for the commands that report it in their own words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The template overrides cannot be used.
+    Templates,
+    /// A referenced Secret or key is missing.
+    Secret,
+    /// The admin Secret the operator generated is gone after DittoFS has run.
+    AdminSecretLost,
+    /// The database is not ready.
+    Database,
+    /// The templates do not render.
+    Render,
+    /// The cluster cannot take the objects (a CRD missing, someone else's object in the way).
+    Cluster,
 }
 
 /// What a pass does; `effective` is the templates and values to render with.
@@ -98,6 +126,7 @@ pub fn decide<'a>(server: &DittoServer, gathered: &'a Gathered, mode: Mode) -> D
         Ok(effective) => effective,
         Err(blocked) => {
             return Decision::Hold(Hold {
+                cause: Cause::Templates,
                 decided: vec![Decided::new(TEMPLATES_READY, false, blocked.reason, blocked.message.clone())],
                 reason: blocked.reason.into(),
                 message: blocked.message.clone(),
@@ -121,16 +150,23 @@ pub fn decide<'a>(server: &DittoServer, gathered: &'a Gathered, mode: Mode) -> D
             if database {
                 decided.push(Decided::new(DATABASE_READY, false, reason, message.clone()));
             }
-            return Decision::Hold(Hold { decided, reason: reason.into(), message, next: Next::Wait });
+            return Decision::Hold(Hold {
+                cause: Cause::Secret,
+                decided,
+                reason: reason.into(),
+                message,
+                next: Next::Wait,
+            });
         }
     };
     if let Some(message) = admin_secret_lost(server, gathered, &discovered) {
         let decided = vec![templates_ready, Decided::new(CONFIG_READY, false, "SecretMissing", message.clone())];
-        return Decision::Hold(Hold { decided, reason: "SecretMissing".into(), message, next: Next::Wait });
+        let reason = "SecretMissing".into();
+        return Decision::Hold(Hold { cause: Cause::AdminSecretLost, decided, reason, message, next: Next::Wait });
     }
     match gathered.database_gate() {
         DatabaseGate::Open => Decision::Apply { effective, discovered, templates_ready },
-        DatabaseGate::DatabaseOnly(not_ready) if mode.writes() => {
+        DatabaseGate::DatabaseOnly(not_ready) if mode.applies_database_first() => {
             Decision::DatabaseOnly { effective, discovered, templates_ready, not_ready: not_ready.clone() }
         }
         DatabaseGate::DatabaseOnly(not_ready) | DatabaseGate::Closed(not_ready) => {
@@ -171,7 +207,7 @@ pub fn database_hold(templates_ready: Decided, not_ready: &NotReady, blocked: Op
             (not_ready.reason.into(), not_ready.message.clone())
         }
     };
-    Hold { decided, reason, message, next: Next::Wait }
+    Hold { cause: Cause::Database, decided, reason, message, next: Next::Wait }
 }
 
 /// The condition a failed render sets: `ConfigReady` for a spec error, else `TemplatesReady` (a
@@ -190,7 +226,7 @@ pub fn render_failed(templates_ready: Decided, error: &RenderError) -> Hold {
     let failure = render_failure(error);
     let (reason, message) = (failure.reason.clone(), failure.message.clone());
     let decided = if failure.type_ == CONFIG_READY { vec![templates_ready, failure] } else { vec![failure] };
-    Hold { decided, reason, message, next: Next::Change }
+    Hold { cause: Cause::Render, decided, reason, message, next: Next::Change }
 }
 
 /// A template renders a kind whose CRD this cluster lacks: apply nothing. Installing the CRD is
@@ -198,6 +234,7 @@ pub fn render_failed(templates_ready: Decided, error: &RenderError) -> Hold {
 pub fn kind_not_installed(reference: &str, crd: &str) -> Hold {
     let message = format!("{reference} is rendered but its CRD {crd} is not installed");
     Hold {
+        cause: Cause::Cluster,
         decided: vec![Decided::new(TEMPLATES_READY, false, "KindNotInstalled", message.clone())],
         reason: "KindNotInstalled".into(),
         message,
@@ -208,6 +245,7 @@ pub fn kind_not_installed(reference: &str, crd: &str) -> Hold {
 /// Someone else's object has a name we render: touch nothing, look again later.
 pub fn not_owned(templates_ready: Decided, conflict: String) -> Hold {
     Hold {
+        cause: Cause::Cluster,
         decided: vec![templates_ready, Decided::new(IN_SYNC, false, "ObjectNotOwned", conflict.clone())],
         reason: "ObjectNotOwned".into(),
         message: conflict,
@@ -440,9 +478,9 @@ mod tests {
     /// A pass's input from one YAML file, as `render` reads it: the DittoServer, plus Secrets
     /// and PerconaPGClusters standing in for the cluster's.
     fn from_yaml(yaml: &str) -> (DittoServer, Gathered) {
-        let input = crate::input::parse("fixture.yaml", yaml).expect("fixture parses");
+        let input = crate::cmd::render::parse("fixture.yaml", yaml).expect("fixture parses");
         let effective = layer(&Settings::default(), &[]).unwrap();
-        let gathered = Gathered::from_file(&input, effective);
+        let gathered = Gathered::from_file(&input.server, &input.secrets, &input.percona, effective);
         (input.server, gathered)
     }
 
@@ -481,9 +519,9 @@ mod tests {
     fn what_an_earlier_cr_meant_is_said_in_config_ready() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/golden/go-operator-v0.29-meanings/input.yaml");
         let text = std::fs::read_to_string(path).unwrap();
-        let server = crate::input::parse("input.yaml", &text).unwrap().server;
+        let server = crate::cmd::render::parse("input.yaml", &text).unwrap().server;
         let rendered =
-            crate::input::render_offline("input.yaml", &text, crate::values::ValuesBuilder::new(), &[]).unwrap();
+            crate::cmd::render::render_offline("input.yaml", &text, crate::values::ValuesBuilder::new(), &[]).unwrap();
         let message = config_message(&server, &rendered);
         let said = message.split(". Read as the earlier operator did: ").nth(1).unwrap_or_default();
         assert_eq!(
