@@ -402,7 +402,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let (template_store, namespace_store, percona_store, class_store) =
         (store.clone(), store.clone(), store.clone(), store);
     let mut controller = controller.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
-    // A runtime task that finished wakes its server (see controller/runtime.rs).
+    // A runtime task that finished wakes its server (see controller/serving.rs).
     let (wake, woken) = futures::channel::mpsc::unbounded();
     *context.wake.lock().expect("wake lock") = Some(wake);
     controller = controller.reconcile_on(woken);
