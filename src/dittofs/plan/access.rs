@@ -29,7 +29,7 @@ impl std::fmt::Debug for ResolvedUser {
 }
 
 fn change(description: String, method: &'static str, path: String, body: Option<Value>, subject: String) -> Change {
-    Change { description, method, path, body, subject, area: Area::Access, needs_restart: false }
+    Change::call(method, path, body).about(Area::Access, subject, description)
 }
 
 /// Groups, then users (a user names its groups): created, or corrected where they differ.

@@ -4,24 +4,22 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 pub mod access;
+mod adapters;
+mod shares;
+mod stores;
 
 use super::api::{
-    LiveAdapter, LiveGroup, LiveNetgroup, LivePermission, LiveQuota, LiveShare, LiveSnapshotPolicy, LiveStore,
-    LiveUser, segment, share_path,
+    LiveAdapter, LiveGroup, LiveNetgroup, LivePermission, LiveQuota, LiveShare, LiveSnapshotPolicy, LiveStore, LiveUser,
 };
-use crate::render::desired::{DesiredRuntime, DesiredStore, StoreKind, interval_seconds};
+use crate::render::desired::{DesiredRuntime, DesiredStore, StoreKind};
 use access::ResolvedUser;
 
 /// Config key under which the operator records a keyed digest of the store's Secret values:
 /// DittoFS masks secrets on reads, so this is how a rotated Secret is noticed.
 pub const CREDENTIALS_DIGEST_KEY: &str = "operator_credentials_digest";
-
-/// An enabled adapter that is not healthy this long after its last restart is restarted again
-/// (DittoFS never retries a listener that failed to bind, e.g. on a busy port).
-pub const ADAPTER_RESTART_AFTER_SECONDS: i64 = 15;
 
 /// What one server reports.
 #[derive(Clone, Debug, Default)]
@@ -138,6 +136,7 @@ impl ResolvedStore {
 }
 
 /// One call to make, with a line a user reads in `diff`, the InSync condition and Events.
+/// Built as `Change::call(method, path, body).about(area, subject, description)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
     pub description: String,
@@ -151,6 +150,41 @@ pub struct Change {
     /// DittoFS reads a store's credentials when it loads a share: a share in use only sees new
     /// ones after a restart.
     pub needs_restart: bool,
+}
+
+/// A request not yet said what it is about: see [`Change::call`].
+pub struct Call {
+    method: &'static str,
+    path: String,
+    body: Option<Value>,
+}
+
+impl Change {
+    /// `method path` with `body` (which may hold secrets: sent, never shown).
+    pub fn call(method: &'static str, path: impl Into<String>, body: Option<Value>) -> Call {
+        Call { method, path: path.into(), body }
+    }
+
+    /// DittoFS must restart for the change to reach the shares in use.
+    pub fn needing_restart(mut self, needs_restart: bool) -> Self {
+        self.needs_restart = needs_restart;
+        self
+    }
+}
+
+impl Call {
+    /// The change: what it touches, its subject ("adapter nfs") and the line a person reads.
+    pub fn about(self, area: Area, subject: impl Into<String>, description: impl Into<String>) -> Change {
+        Change {
+            description: description.into(),
+            method: self.method,
+            path: self.path,
+            body: self.body,
+            subject: subject.into(),
+            area,
+            needs_restart: false,
+        }
+    }
 }
 
 /// What a change touches, for the condition's reason when it fails.
@@ -171,9 +205,6 @@ pub struct Plan {
     pub kept: Vec<String>,
 }
 
-/// Adapter settings that DittoFS reads when the adapter starts: changing one restarts it.
-const SETTINGS_READ_AT_START: &[&str] = &["portmapper_enabled", "portmapper_port", "udp_enabled"];
-
 /// What the plan compares besides the live state: the stores and users with their Secret values,
 /// and the accounts it must never touch.
 #[derive(Debug, Default)]
@@ -190,438 +221,28 @@ impl Plan {
     }
 }
 
-/// Config keys that say where a store's data is: changing one on a store that shares use points
-/// it at other data (the files stay where they were, and the shares look empty).
-const LOCATION_KEYS: &[&str] = &["bucket", "prefix", "endpoint", "region", "path", "database", "host", "port"];
-
 /// Whether a location change of a store in use may be made (the DittoServer carries
 /// `dittofs.dittofs.com/on-store-location-change: repoint`).
 pub fn repoint_allowed(annotations: &BTreeMap<String, String>) -> bool {
     annotations.get(crate::names::STORE_LOCATION_ANNOTATION).map(String::as_str) == Some(crate::names::REPOINT)
 }
 
+/// The calls that make `live` match `desired`, in the order DittoFS needs them: adapter settings
+/// and adapters, stores, accounts, shares, grants and quotas, NFS exports, snapshot policies,
+/// then the deletions the spec lists.
 pub fn plan(desired: &DesiredRuntime, resolved: &Resolved<'_>, live: &Live, repoint_allowed: bool) -> Plan {
-    let stores = resolved.stores;
     let mut out = Plan::default();
-    // Settings first: an adapter restarted below for a new port starts with them.
-    let mut restart = plan_adapter_settings(desired, live, &mut out);
-    for adapter in &desired.adapters {
-        let t = &adapter.adapter_type;
-        match live.adapters.iter().find(|a| &a.adapter_type == t) {
-            None => out.changes.push(Change {
-                description: format!(
-                    "adapter {t}: create on port {}{}",
-                    adapter.port,
-                    if adapter.enabled { "" } else { " (disabled)" }
-                ),
-                method: "POST",
-                path: "/api/v1/adapters".into(),
-                body: Some(json!({"type": t, "enabled": adapter.enabled, "port": adapter.port})),
-                subject: format!("adapter {t}"),
-                area: Area::Adapter,
-                needs_restart: false,
-            }),
-            Some(l) => {
-                let mut what = Vec::new();
-                let mut body = Map::new();
-                if l.port != adapter.port {
-                    what.push(format!("port {} → {}", l.port, adapter.port));
-                    body.insert("port".into(), json!(adapter.port));
-                }
-                if l.enabled != adapter.enabled {
-                    what.push(if adapter.enabled { "enable" } else { "disable" }.to_string());
-                    body.insert("enabled".into(), json!(adapter.enabled));
-                }
-                let stuck = live.read_at.and_then(|now| l.seconds_since_change(now)).unwrap_or(0)
-                    >= ADAPTER_RESTART_AFTER_SECONDS;
-                if what.is_empty() && adapter.enabled && !l.healthy() && stuck {
-                    // DittoFS keeps a listener whose address did not change: stop, then start.
-                    for (step, enabled) in [("stop", false), ("start", true)] {
-                        out.changes.push(Change {
-                            description: format!("adapter {t}: restart, {step} (it reports {})", l.health()),
-                            method: "PUT",
-                            path: format!("/api/v1/adapters/{t}"),
-                            body: Some(json!({"enabled": enabled})),
-                            subject: format!("adapter {t}"),
-                            area: Area::Adapter,
-                            needs_restart: false,
-                        });
-                    }
-                }
-                if !what.is_empty() {
-                    // Saved with a restart by DittoFS: the new settings are read then.
-                    restart.retain(|a| a != t);
-                    out.changes.push(Change {
-                        description: format!("adapter {t}: {}", what.join(", ")),
-                        method: "PUT",
-                        path: format!("/api/v1/adapters/{t}"),
-                        body: Some(Value::Object(body)),
-                        subject: format!("adapter {t}"),
-                        area: Area::Adapter,
-                        needs_restart: false,
-                    });
-                }
-            }
-        }
-    }
-
-    for adapter in restart.drain(..) {
-        let subject = format!("adapter {adapter}");
-        for (step, enabled) in [("stop", false), ("start", true)] {
-            out.changes.push(Change {
-                description: format!("{subject}: restart, {step} (it reads the changed settings at start)"),
-                method: "PUT",
-                path: format!("/api/v1/adapters/{}", segment(&adapter)),
-                body: Some(json!({"enabled": enabled})),
-                subject: subject.clone(),
-                area: Area::Adapter,
-                needs_restart: false,
-            });
-        }
-    }
-
-    for store in stores {
-        let label = format!("{} {}", store.kind.label(), store.desired.name);
-        let route = store.kind.route();
-        match live.store(store.kind, &store.desired.name) {
-            None => out.changes.push(Change {
-                description: format!("{label}: create ({})", store.desired.store_type),
-                method: "POST",
-                path: format!("/api/v1/{route}"),
-                body: Some(json!({"name": store.desired.name, "type": store.desired.store_type, "config": store.config_string()})),
-                subject: label,
-                area: Area::Store,
-                needs_restart: false,
-            }),
-            Some(l) if l.store_type != store.desired.store_type => out.refused.push(format!(
-                "{label} is {} on the server but the spec asks for {}: DittoFS cannot change a store's type in place. \
-                 Give the new store another name (the old one and its data stay), or delete the old one yourself",
-                l.store_type, store.desired.store_type
-            )),
-            Some(l) => {
-                let users: Vec<&str> = live
-                    .shares
-                    .iter()
-                    .filter(|s| {
-                        [Some(&s.metadata_store_id), Some(&s.local_block_store_id), s.remote_block_store_id.as_ref()]
-                            .contains(&Some(&l.id))
-                    })
-                    .map(|s| s.name.as_str())
-                    .collect();
-                let in_use = !users.is_empty();
-                let mut config = store.config.clone();
-                if in_use && store.kind == StoreKind::Local {
-                    // A local store in use stays where it is: its claim is still mounted (claims
-                    // cannot be added or removed), and the files are there. Adding spec.s3 to a
-                    // running server would otherwise move it from the content to the cache claim.
-                    if let Some(path) = l.config.get("path").filter(|_| config.contains_key("path")) {
-                        config.insert("path".into(), path.clone());
-                    }
-                }
-                let store = &ResolvedStore { config, ..store.clone() };
-                let moved: Vec<&str> = LOCATION_KEYS
-                    .iter()
-                    .copied()
-                    .filter(|k| l.config.get(*k).is_some_and(|now| store.config.get(*k) != Some(now)))
-                    .collect();
-                if in_use && !moved.is_empty() && !repoint_allowed {
-                    out.refused.push(format!(
-                        "{label} holds the data of share {}: changing its {} would point it at other data (the files stay where they are, and the share would look empty). \
-                         Move the data first, then annotate the DittoServer {}={}; or give the new location a store of another name",
-                        users.join(", "),
-                        moved.iter().map(|k| format!("{k} ({} → {})", shown(l.config.get(*k)), shown(store.config.get(*k)))).collect::<Vec<_>>().join(", "),
-                        crate::names::STORE_LOCATION_ANNOTATION,
-                        crate::names::REPOINT,
-                    ));
-                    continue;
-                }
-                let what = config_differences(store, &l.config);
-                if !what.is_empty() {
-                    // New credentials or a new location must reach the shares now: DittoFS
-                    // reads them when it loads a share. A size limit can wait for the next load.
-                    let credentials = store.config.get(CREDENTIALS_DIGEST_KEY) != l.config.get(CREDENTIALS_DIGEST_KEY);
-                    let needs_restart = in_use && (credentials || !moved.is_empty());
-                    let later = if in_use && !needs_restart { " (read when DittoFS next starts)" } else { "" };
-                    out.changes.push(Change {
-                        description: format!("{label}: {}{later}", what.join(", ")),
-                        method: "PUT",
-                        path: format!("/api/v1/{route}/{}", segment(&store.desired.name)),
-                        body: Some(json!({"config": store.config_string()})),
-                        subject: label,
-                        area: Area::Store,
-                        needs_restart,
-                    });
-                }
-            }
-        }
-    }
-
+    adapters::plan_adapters(desired, live, &mut out);
+    stores::plan_stores(resolved.stores, live, repoint_allowed, &mut out);
     access::plan_accounts(desired, resolved.users, live, &mut out);
-
-    for share in &desired.shares {
-        let subject = format!("share {}", share.name);
-        let path = format!("/api/v1/shares/{}", share_path(&share.name));
-        let Some(l) = live.share(&share.name) else {
-            let mut body = json!({
-                "name": share.name,
-                "metadata_store_id": share.metadata_store,
-                "local_block_store": share.local_block_store,
-                "read_only": share.read_only,
-                "default_permission": share.default_permission,
-            });
-            if let Some(remote) = &share.remote_block_store {
-                body["remote_block_store"] = json!(remote);
-            }
-            if let Some(quota) = share.quota_bytes {
-                body["quota_bytes"] = json!(quota.to_string());
-            }
-            if let Some(abe) = share.access_based_enumeration {
-                body["access_based_enumeration"] = json!(abe);
-            }
-            out.changes.push(Change {
-                description: format!("{subject}: create"),
-                method: "POST",
-                path: "/api/v1/shares".into(),
-                body: Some(body),
-                subject,
-                area: Area::Share,
-                needs_restart: false,
-            });
-            continue;
-        };
-        let mut what = Vec::new();
-        let mut body = Map::new();
-        let mut compare = |field: &str, key: &str, live_value: Option<&str>, wanted: Option<&str>| {
-            if live_value != wanted {
-                what.push(format!("{field} {} → {}", live_value.unwrap_or("none"), wanted.unwrap_or("none")));
-                body.insert(key.into(), json!(wanted.unwrap_or("")));
-            }
-        };
-        compare(
-            "metadata store",
-            "metadata_store_id",
-            live.store_name(StoreKind::Metadata, &l.metadata_store_id),
-            Some(&share.metadata_store),
-        );
-        compare(
-            "local block store",
-            "local_block_store_id",
-            live.store_name(StoreKind::Local, &l.local_block_store_id),
-            Some(&share.local_block_store),
-        );
-        let live_remote = l.remote_block_store_id.as_deref().filter(|id| !id.is_empty());
-        compare(
-            "remote block store",
-            "remote_block_store_id",
-            live_remote.map(|id| live.store_name(StoreKind::Remote, id).unwrap_or(id)),
-            share.remote_block_store.as_deref(),
-        );
-        if l.read_only != share.read_only {
-            what.push(format!("read-only {} → {}", l.read_only, share.read_only));
-            body.insert("read_only".into(), json!(share.read_only));
-        }
-        if l.default_permission != share.default_permission {
-            what.push(format!("default permission {} → {}", l.default_permission, share.default_permission));
-            body.insert("default_permission".into(), json!(share.default_permission));
-        }
-        if let Some(abe) = share.access_based_enumeration
-            && abe != l.access_based_enumeration
-        {
-            what.push(format!("access-based enumeration {} → {abe}", l.access_based_enumeration));
-            body.insert("access_based_enumeration".into(), json!(abe));
-        }
-        let live_quota = l.quota_bytes.as_deref().filter(|q| !q.is_empty());
-        let wanted_quota = share.quota_bytes.map(crate::quantity::dittofs_bytes);
-        if live_quota != wanted_quota.as_deref() {
-            what.push(format!(
-                "quota {} → {}",
-                live_quota.unwrap_or("none"),
-                wanted_quota.as_deref().unwrap_or("none")
-            ));
-            body.insert("quota_bytes".into(), json!(share.quota_bytes.unwrap_or(0).to_string()));
-        }
-        if !what.is_empty() {
-            out.changes.push(Change {
-                description: format!("{subject}: {}", what.join(", ")),
-                method: "PUT",
-                path,
-                body: Some(Value::Object(body)),
-                subject,
-                area: Area::Share,
-                needs_restart: false,
-            });
-        }
-    }
-
+    shares::plan_shares(desired, live, &mut out);
     access::plan_grants(desired, live, &mut out);
     access::plan_quotas(desired, live, &mut out);
-    plan_nfs_exports(desired, live, &mut out);
-
-    for policy in &desired.snapshot_policies {
-        // A policy may name a share the spec does not declare (one made with dfsctl): set when
-        // DittoFS has it, reported when it does not.
-        if !desired.shares.iter().any(|s| s.name == policy.share) && live.share(&policy.share).is_none() {
-            out.refused.push(format!(
-                "snapshot policy of {}: DittoFS has no share {} (neither spec.shares nor dfsctl made it): not set",
-                policy.share, policy.share
-            ));
-            continue;
-        }
-        let live_policy = live.snapshot_policies.iter().find(|p| p.share == policy.share);
-        let mut what = Vec::new();
-        match live_policy {
-            None => what.push("create".to_string()),
-            Some(l) => {
-                let seconds = |d: Option<&str>| d.filter(|d| !d.is_empty()).and_then(interval_seconds).unwrap_or(0.0);
-                if seconds(Some(&l.interval)) != seconds(Some(&policy.interval)) {
-                    what.push(format!("interval {} → {}", l.interval, policy.interval));
-                }
-                if l.keep_last != policy.keep_last {
-                    what.push(format!("keep last {} → {}", l.keep_last, policy.keep_last));
-                }
-                if seconds(l.ttl.as_deref()) != seconds(policy.ttl.as_deref()) {
-                    let shown = |t: Option<&str>| t.filter(|t| !t.is_empty()).unwrap_or("none").to_string();
-                    what.push(format!("ttl {} → {}", shown(l.ttl.as_deref()), shown(policy.ttl.as_deref())));
-                }
-                if l.enabled != policy.enabled {
-                    what.push(if policy.enabled { "enable" } else { "disable" }.to_string());
-                }
-                if l.name_prefix.as_deref().unwrap_or("") != policy.name_prefix.as_deref().unwrap_or("") {
-                    what.push("name prefix".to_string());
-                }
-            }
-        }
-        if what.is_empty() {
-            continue;
-        }
-        let mut body = json!({"interval": policy.interval, "keep_last": policy.keep_last, "enabled": policy.enabled});
-        if let Some(ttl) = &policy.ttl {
-            body["ttl"] = json!(ttl);
-        }
-        if let Some(prefix) = &policy.name_prefix {
-            body["name_prefix"] = json!(prefix);
-        }
-        out.changes.push(Change {
-            description: format!("snapshot policy of {}: {}", policy.share, what.join(", ")),
-            method: "PUT",
-            path: format!("/api/v1/shares/{}/snapshot-policy", share_path(&policy.share)),
-            body: Some(body),
-            subject: format!("snapshot policy of {}", policy.share),
-            area: Area::Share,
-            needs_restart: false,
-        });
-    }
-
+    shares::plan_nfs_exports(desired, live, &mut out);
+    shares::plan_snapshot_policies(desired, live, &mut out);
     access::plan_deletions(desired, live, resolved.protected_users, &mut out);
-
-    for name in &desired.delete_stores {
-        for kind in StoreKind::ALL {
-            let Some(l) = live.store(kind, name) else { continue };
-            // Shares that will still use it once this plan has run.
-            let users: Vec<&str> = live
-                .shares
-                .iter()
-                .filter(|s| {
-                    let wanted = desired.shares.iter().find(|d| d.name == s.name);
-                    let live_ref = match kind {
-                        StoreKind::Metadata => s.metadata_store_id == l.id,
-                        StoreKind::Local => s.local_block_store_id == l.id,
-                        StoreKind::Remote => s.remote_block_store_id.as_deref() == Some(l.id.as_str()),
-                    };
-                    let wanted_ref = wanted.is_some_and(|d| match kind {
-                        StoreKind::Metadata => d.metadata_store == *name,
-                        StoreKind::Local => d.local_block_store == *name,
-                        StoreKind::Remote => d.remote_block_store.as_deref() == Some(name.as_str()),
-                    });
-                    if wanted.is_some() { wanted_ref } else { live_ref }
-                })
-                .map(|s| s.name.as_str())
-                .collect();
-            let label = format!("{} {name}", kind.label());
-            if users.is_empty() {
-                out.changes.push(Change {
-                    description: format!("{label}: delete with its data (spec.stores.delete)"),
-                    method: "DELETE",
-                    path: format!("/api/v1/{}/{}", kind.route(), segment(name)),
-                    body: None,
-                    subject: label,
-                    area: Area::Store,
-                    needs_restart: false,
-                });
-            } else {
-                out.refused.push(format!(
-                    "{label} is listed in spec.stores.delete but share {} still uses it: not deleted",
-                    users.join(", ")
-                ));
-            }
-        }
-    }
+    stores::plan_store_deletions(desired, live, &mut out);
     out
-}
-
-/// Each share's NFS export options: the netgroup of its allowed clients first (made, members added
-/// and removed to match), then the per-share config that names it.
-fn plan_nfs_exports(desired: &DesiredRuntime, live: &Live, out: &mut Plan) {
-    for share in &desired.shares {
-        let subject = format!("share {}", share.name);
-        let change = |description: String, method: &'static str, path: String, body: Option<Value>| Change {
-            description,
-            method,
-            path,
-            body,
-            subject: subject.clone(),
-            area: Area::Share,
-            needs_restart: false,
-        };
-        if let (Some(clients), Some(Value::String(netgroup))) =
-            (&share.allowed_clients, share.nfs_export.get("netgroup"))
-        {
-            let base = "/api/v1/adapters/nfs/netgroups";
-            let current = live.netgroups.get(netgroup);
-            if current.is_none() {
-                out.changes.push(change(
-                    format!("netgroup {netgroup}: create (the allowed clients of {})", share.name),
-                    "POST",
-                    base.into(),
-                    Some(json!({"name": netgroup})),
-                ));
-            }
-            let members = current.map(|n| n.members.as_slice()).unwrap_or_default();
-            for client in clients {
-                if !members.iter().any(|m| m.kind == client.kind && m.value == client.value) {
-                    out.changes.push(change(
-                        format!("netgroup {netgroup}: allow {} {}", client.kind, client.value),
-                        "POST",
-                        format!("{base}/{}/members", segment(netgroup)),
-                        Some(json!({"type": client.kind, "value": client.value})),
-                    ));
-                }
-            }
-            for member in members {
-                if !clients.iter().any(|c| c.kind == member.kind && c.value == member.value) {
-                    out.changes.push(change(
-                        format!("netgroup {netgroup}: remove {} {}", member.kind, member.value),
-                        "DELETE",
-                        format!("{base}/{}/members/{}", segment(netgroup), segment(&member.id)),
-                        None,
-                    ));
-                }
-            }
-        }
-        if share.nfs_export.is_empty() {
-            continue;
-        }
-        let (changed, what) = changed_keys(&share.nfs_export, live.nfs_exports.get(&share.name));
-        if changed.is_empty() {
-            continue;
-        }
-        out.changes.push(change(
-            format!("share {} NFS export: {}", share.name, what.join(", ")),
-            "PATCH",
-            format!("/api/v1/shares/{}/adapters/nfs/config", share_path(&share.name)),
-            Some(Value::Object(changed)),
-        ));
-    }
 }
 
 /// The keys of `wanted` that `current` holds differently (a PATCH body), each also as a line
@@ -634,56 +255,6 @@ fn changed_keys(wanted: &Map<String, Value>, current: Option<&Value>) -> (Map<St
     (changed, what)
 }
 
-/// Adapter settings that differ: one PATCH per adapter. Returns the running adapters that must
-/// restart (stop, start) to read a changed setting DittoFS reads only at start. An adapter not
-/// created yet gets its settings at the next pass.
-fn plan_adapter_settings(desired: &DesiredRuntime, live: &Live, out: &mut Plan) -> Vec<String> {
-    let mut restart = Vec::new();
-    for (adapter, wanted) in &desired.adapter_settings {
-        let Some(current) = live.adapter_settings.get(adapter) else { continue };
-        let (changed, what) = changed_keys(wanted, Some(current));
-        if changed.is_empty() {
-            continue;
-        }
-        let subject = format!("adapter {adapter}");
-        out.changes.push(Change {
-            description: format!("{subject} settings: {}", what.join(", ")),
-            method: "PATCH",
-            path: format!("/api/v1/adapters/{}/settings", segment(adapter)),
-            body: Some(Value::Object(changed.clone())),
-            subject: subject.clone(),
-            area: Area::Adapter,
-            needs_restart: false,
-        });
-        let running = live.adapters.iter().any(|a| &a.adapter_type == adapter && a.enabled);
-        if running && changed.keys().any(|k| SETTINGS_READ_AT_START.contains(&k.as_str())) {
-            restart.push(adapter.clone());
-        }
-    }
-    restart
-}
-
-/// Keys of the desired config that the server holds differently; secret keys compare through
-/// the digest and are reported as "credentials".
-fn config_differences(store: &ResolvedStore, live: &Value) -> Vec<String> {
-    let mut what = Vec::new();
-    for (key, wanted) in &store.config {
-        if store.secret_keys.contains(key) {
-            continue;
-        }
-        let current = live.get(key);
-        if current == Some(wanted) {
-            continue;
-        }
-        if key == CREDENTIALS_DIGEST_KEY {
-            what.push(format!("credentials ({}) changed", store.secret_keys.join(", ")));
-        } else {
-            what.push(format!("{key} {} → {}", shown(current), shown(Some(wanted))));
-        }
-    }
-    what
-}
-
 fn shown(value: Option<&Value>) -> String {
     value.map_or("unset".to_string(), |v| v.to_string())
 }
@@ -692,6 +263,7 @@ fn shown(value: Option<&Value>) -> String {
 mod tests {
     use super::*;
     use crate::dittofs::api::LiveNetgroupMember;
+    use serde_json::json;
 
     fn desired(yaml: &str) -> DesiredRuntime {
         let d: DesiredRuntime = serde_saphyr::from_str(yaml).unwrap();
