@@ -337,53 +337,71 @@ fn controller_owner<K: Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
 
 /// Runs the controller until `shutdown` resolves. Tests call this in-process.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.watch_client.clone();
-    let settings = ctx.settings.clone();
+    let scope = Scope {
+        client: ctx.watch_client.clone(),
+        namespace: ctx.settings.namespace.clone(),
+        cache: ctx.cache.clone(),
+        metrics: ctx.metrics.clone(),
+    };
+    let (controller, secret_references) = servers(&ctx, &scope);
+    let store = controller.store();
+    let controller = watch_owned(controller, &scope);
+    let controller = watch_referenced(controller, &scope, &ctx.settings, secret_references, store.clone());
+    let mut controller = watch_optional_kinds(controller, &scope, store.clone()).await;
+    if ctx.settings.allow_namespace_templates {
+        controller = watch_namespace_templates(controller, &scope, store);
+    }
+    drive(controller, ctx, &scope, shutdown).await;
+}
+
+/// Where the watches look, and what they feed.
+struct Scope {
+    /// Without a read timeout: a watch may be quiet for minutes.
+    client: Client,
+    /// The watched namespace, or all of them.
+    namespace: Option<String>,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+}
+
+impl Scope {
     /// An Api over the watched namespace, or all of them.
-    fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
         }
     }
-    /// The same, metadata only, for a kind known by its API resource.
-    fn scoped_dynamic(
-        client: &Client,
-        namespace: &Option<String>,
-        resource: &kube::api::ApiResource,
-    ) -> Api<PartialObjectMeta<DynamicObject>> {
-        match namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-            None => Api::all_with(client.clone(), resource),
-        }
-    }
-    let ns = settings.namespace.clone();
-    let (op_ns, op_name) = settings.templates_configmap.clone();
-    let allow_namespace_templates = settings.allow_namespace_templates;
-    let concurrency = settings.concurrency;
-    let context = ctx;
-    let cache = context.cache.clone();
-    // A complete metadata watch of a kind in the watched scope, feeding the cache.
-    let watch_kind = |resource: &ApiResource| {
-        let api = scoped_dynamic(&client, &ns, resource);
-        cached(&cache, api, resource, ns.clone(), None)
-    };
 
-    let metrics = context.metrics.clone();
-    // Every trigger goes through `queued` so the queue-depth metric sees it: the DittoServer watch
-    // by hand (kube's own would hide it), owned kinds by their controller owner reference.
+    /// The same, metadata only, for a kind known by its API resource.
+    fn api_dynamic(&self, resource: &ApiResource) -> Api<PartialObjectMeta<DynamicObject>> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        }
+    }
+
+    /// A complete metadata watch of a kind in the watched scope, feeding the cache.
+    fn kind(&self, resource: &ApiResource) -> impl Stream<Item = Result<Meta, watcher::Error>> + Send + 'static {
+        cached(&self.cache, self.api_dynamic(resource), resource, self.namespace.clone(), None)
+    }
+}
+
+/// The controller over the DittoServer watch. Every trigger goes through `queued` so the
+/// queue-depth metric sees it: the DittoServer watch by hand (kube's own would hide it).
+fn servers(ctx: &Arc<Context>, scope: &Scope) -> (Controller<DittoServer>, Arc<SecretReferences>) {
     let (reader, writer) = reflector::store::<DittoServer>();
-    let enqueue = metrics.clone();
+    let enqueue = scope.metrics.clone();
     // Ready once the first list is in (kube's Store::wait_until_ready wakes only one waiter,
     // and the controller itself is already waiting on it).
-    let ready = context.ready.clone();
+    let ready = ctx.ready.clone();
     let secret_references = Arc::new(SecretReferences::default());
     let references = secret_references.clone();
-    let forget = context.clone();
-    let events = resilient(scoped::<DittoServer>(&client, &ns), watcher::Config::default().any_semantic())
+    let forget = ctx.clone();
+    let events = resilient(scope.api::<DittoServer>(), watcher::Config::default().any_semantic())
         .modify(|cr: &mut DittoServer| lighten(&mut cr.metadata))
         .inspect_ok(move |event| {
             for gone in references.follow(event) {
@@ -397,31 +415,51 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .applied_objects()
         .inspect_ok(move |cr| enqueue.enqueued(queue_key(cr.namespace().as_deref(), &cr.name_any())));
     let controller = Controller::for_stream(servers, reader);
-    let store = controller.store();
-    *context.servers.write().expect("servers lock") = Some(store.clone());
-    let (template_store, namespace_store, percona_store, class_store) =
-        (store.clone(), store.clone(), store.clone(), store);
-    let mut controller = controller.with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    *ctx.servers.write().expect("servers lock") = Some(controller.store());
+    let mut controller =
+        controller.with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency));
     // A runtime task that finished wakes its server (see controller/serving.rs).
     let (wake, woken) = futures::channel::mpsc::unbounded();
-    *context.wake.lock().expect("wake lock") = Some(wake);
+    *ctx.wake.lock().expect("wake lock") = Some(wake);
     controller = controller.reconcile_on(woken);
-    // The kinds we own, mapped to their controlling DittoServer. Not filtered by label: the
-    // store must also show an object in the way that someone else made.
+    (controller, secret_references)
+}
+
+/// The kinds we own, mapped to their controlling DittoServer. Not filtered by label: the store
+/// must also show an object in the way that someone else made.
+fn watch_owned(mut controller: Controller<DittoServer>, scope: &Scope) -> Controller<DittoServer> {
     for kind in Kind::ALL.iter().filter(|k| k.watch() == Watch::ByOwner) {
         let resource = kind.resource();
-        controller =
-            controller.watches_stream_with(watch_kind(&resource), queued(metrics.clone(), controller_owner), resource);
+        controller = controller.watches_stream_with(
+            scope.kind(&resource),
+            queued(scope.metrics.clone(), controller_owner),
+            resource,
+        );
     }
+    controller
+}
+
+/// What DittoServers read without owning it: Secrets, the pod and claims, StorageClasses, the
+/// operator-wide override ConfigMap.
+fn watch_referenced(
+    controller: Controller<DittoServer>,
+    scope: &Scope,
+    settings: &crate::settings::Settings,
+    secret_references: Arc<SecretReferences>,
+    store: reflector::Store<DittoServer>,
+) -> Controller<DittoServer> {
+    let metrics = &scope.metrics;
+    let (op_ns, op_name) = settings.templates_configmap.clone();
+    let (template_store, class_store) = (store.clone(), store);
     let secrets = ApiResource::erase::<Secret>(&());
     let pods = ApiResource::erase::<Pod>(&());
     let claims = ApiResource::erase::<PersistentVolumeClaim>(&());
     let classes = ApiResource::erase::<StorageClass>(&());
     let config_maps = ApiResource::erase::<ConfigMap>(&());
-    controller = controller
+    controller
         // Referenced Secrets have no owner reference to us: map them to the CRs that read them.
         .watches_stream_with(
-            watch_kind(&secrets),
+            scope.kind(&secrets),
             queued(metrics.clone(), move |secret: Meta| {
                 let namespace = secret.namespace();
                 let name = secret.name_any();
@@ -432,11 +470,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             secrets,
         )
         // The pod and its claims: Degraded (crash loop, image pull, Pending claim) follows them.
-        .watches_stream_with(watch_kind(&pods), queued(metrics.clone(), by_instance::<Meta>), pods)
-        .watches_stream_with(watch_kind(&claims), queued(metrics.clone(), by_instance::<Meta>), claims)
+        .watches_stream_with(scope.kind(&pods), queued(metrics.clone(), by_instance::<Meta>), pods)
+        .watches_stream_with(scope.kind(&claims), queued(metrics.clone(), by_instance::<Meta>), claims)
         // A StorageClass that appears (or goes) changes what the DittoServers naming it can do.
         .watches_stream_with(
-            cached(&cache, Api::all_with(client.clone(), &classes), &classes, None, None),
+            cached(&scope.cache, Api::all_with(scope.client.clone(), &classes), &classes, None, None),
             queued(metrics.clone(), move |class: Meta| {
                 let name = class.name_any();
                 class_store
@@ -451,8 +489,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         // An edit of the operator-wide overrides re-renders every DittoServer.
         .watches_stream_with(
             cached(
-                &cache,
-                Api::namespaced_with(client.clone(), &op_ns, &config_maps),
+                &scope.cache,
+                Api::namespaced_with(scope.client.clone(), &op_ns, &config_maps),
                 &config_maps,
                 Some(op_ns.clone()),
                 Some(op_name.clone()),
@@ -460,45 +498,51 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             queued(metrics.clone(), move |_: Meta| {
                 template_store.state().into_iter().map(|cr| ObjectRef::from_obj(&*cr)).collect::<Vec<_>>()
             }),
-            config_maps.clone(),
-        );
-    // The CRDs of optional kinds, each by name (the only ones the operator may read): whether
-    // they are installed is then known without a request.
+            config_maps,
+        )
+}
+
+/// The CRDs of optional kinds, and the kinds themselves when installed now: ServiceMonitors the
+/// DittoServers own, PerconaPGClusters they reference.
+async fn watch_optional_kinds(
+    mut controller: Controller<DittoServer>,
+    scope: &Scope,
+    store: reflector::Store<DittoServer>,
+) -> Controller<DittoServer> {
+    let client = &scope.client;
+    // Each CRD by name (the only ones the operator may read): whether they are installed is
+    // then known without a request.
     let crds = ApiResource::erase::<CustomResourceDefinition>(&());
     for crd in Kind::ALL.iter().filter_map(|k| k.optional_crd()) {
         let api = Api::all_with(client.clone(), &crds);
         controller = controller.watches_stream_with(
-            cached(&cache, api, &crds, None, Some(crd.to_string())),
+            cached(&scope.cache, api, &crds, None, Some(crd.to_string())),
             |_: Meta| None::<ObjectRef<DittoServer>>,
             crds.clone(),
         );
     }
-    // Owned kinds of an optional CRD (ServiceMonitors), when it is installed now.
+    let installed = |crd: &'static str| async move {
+        Api::<CustomResourceDefinition>::all(client.clone()).get_metadata_opt(crd).await.is_ok_and(|c| c.is_some())
+    };
     for kind in Kind::ALL.iter().filter(|k| k.watch() == Watch::Elsewhere && k.prunable()) {
         let Some(crd) = kind.optional_crd() else { continue };
-        let installed = Api::<CustomResourceDefinition>::all(client.clone()).get_metadata_opt(crd).await;
-        if installed.is_ok_and(|crd| crd.is_some()) {
+        if installed(crd).await {
             let resource = kind.resource();
             controller = controller.watches_stream_with(
-                watch_kind(&resource),
-                queued(metrics.clone(), controller_owner),
+                scope.kind(&resource),
+                queued(scope.metrics.clone(), controller_owner),
                 resource,
             );
         }
     }
-    // PerconaPGClusters, when their CRD is installed now (else DittoServers that need one say so).
-    let percona_installed = Api::<CustomResourceDefinition>::all(client.clone())
-        .get_metadata_opt(percona::CRD_NAME)
-        .await
-        .is_ok_and(|crd| crd.is_some());
-    if percona_installed {
+    if installed(percona::CRD_NAME).await {
         let resource = percona::api_resource();
         controller = controller.watches_stream_with(
-            watch_kind(&resource),
-            queued(metrics.clone(), move |cluster: Meta| {
+            scope.kind(&resource),
+            queued(scope.metrics.clone(), move |cluster: Meta| {
                 let namespace = cluster.namespace();
                 let name = cluster.name_any();
-                matching(&percona_store, namespace, |cr| {
+                matching(&store, namespace, |cr| {
                     percona::target(&cr.spec, &cr.name_any()).is_some_and(|t| t.cluster == name)
                 })
             }),
@@ -507,21 +551,39 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     } else {
         info!("PerconaPGCluster CRD not installed: DittoServers that use Percona will report it");
     }
-    if allow_namespace_templates {
-        // ConfigMaps are watched as an owned kind already; this maps them by reference.
-        controller = controller.watches_stream_with(
-            resilient(scoped_dynamic(&client, &ns, &config_maps), watcher::Config::default()).touched_objects(),
-            queued(metrics.clone(), move |cm: Meta| {
-                let namespace = cm.namespace();
-                let name = cm.name_any();
-                matching(&namespace_store, namespace, |cr| {
-                    cr.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()).is_some_and(|r| r.name == name)
-                })
-            }),
-            config_maps,
-        );
-    }
+    controller
+}
+
+/// ConfigMaps named by `spec.templates.configMapRef` (with `--allow-namespace-templates`).
+/// They are watched as an owned kind already; this maps them by reference.
+fn watch_namespace_templates(
+    controller: Controller<DittoServer>,
+    scope: &Scope,
+    store: reflector::Store<DittoServer>,
+) -> Controller<DittoServer> {
+    let config_maps = ApiResource::erase::<ConfigMap>(&());
+    controller.watches_stream_with(
+        resilient(scope.api_dynamic(&config_maps), watcher::Config::default()).touched_objects(),
+        queued(scope.metrics.clone(), move |cm: Meta| {
+            let namespace = cm.namespace();
+            let name = cm.name_any();
+            matching(&store, namespace, |cr| {
+                cr.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()).is_some_and(|r| r.name == name)
+            })
+        }),
+        config_maps,
+    )
+}
+
+/// Runs the controller until `shutdown`, sweeping the cache of deleted objects meanwhile.
+async fn drive(
+    controller: Controller<DittoServer>,
+    ctx: Arc<Context>,
+    scope: &Scope,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     // What was kept of deleted objects goes (in memory only: no request).
+    let cache = scope.cache.clone();
     let sweeper = tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
@@ -529,9 +591,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             cache.sweep();
         }
     });
+    let metrics = scope.metrics.clone();
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             let metrics = metrics.clone();
             async move {
