@@ -168,38 +168,63 @@ pub fn resolve(
     let names = crate::names::Names::for_cr(cr_name);
     let identity = spec.identity.clone().unwrap_or_default();
     let mut discovered = Discovered::default();
-
-    let data_of = |name: &str| -> Option<BTreeMap<String, Vec<u8>>> {
-        secrets.get(name).map(|s| {
-            let mut data: BTreeMap<String, Vec<u8>> =
-                s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-            // stringData only exists on objects not yet written (render's input file).
-            for (k, v) in s.string_data.clone().unwrap_or_default() {
-                data.insert(k, v.into_bytes());
-            }
-            data
-        })
-    };
-
     let jwt_ref = identity.jwt.and_then(|j| j.secret_ref);
     let admin_ref = identity.admin.and_then(|a| a.password_secret_ref);
     let consumed = [
-        (jwt_ref.as_ref().map(|r| r.name.clone()).unwrap_or(names.jwt_secret.clone()), "spec.identity.jwt.secretRef"),
-        (
-            admin_ref.as_ref().map(|r| r.name.clone()).unwrap_or(names.admin_secret.clone()),
-            "spec.identity.admin.passwordSecretRef",
-        ),
+        jwt_ref.as_ref().map(|r| r.name.clone()).unwrap_or(names.jwt_secret.clone()),
+        admin_ref.as_ref().map(|r| r.name.clone()).unwrap_or(names.admin_secret.clone()),
     ];
-    let directory = crate::identity::Directory::of(spec);
-    for name in consumed.iter().map(|(n, _)| n.clone()).chain(file_secret_names(spec)) {
-        if let Some(data) = data_of(&name) {
+    for name in consumed.into_iter().chain(file_secret_names(spec)) {
+        if let Some(data) = secret_data(secrets, &name) {
             discovered.secret_data.insert(name.clone(), data);
         }
     }
-    // Credentials the operator creates: a fresh value when creating now, a visible stand-in
-    // when only rendering or holding back, nothing when the Secret exists (never rewritten).
+    let references = References { jwt: jwt_ref.as_ref(), admin: admin_ref.as_ref() };
+    generate_credentials(spec, cr_name, namespace, secrets, references, generate, &mut discovered)?;
+    if generate {
+        check_referenced_keys(spec, secrets, jwt_ref.as_ref(), &discovered)?;
+    }
+    if let Some(r) = spec.database.as_ref().and_then(|d| d.postgres_secret_ref.as_ref()) {
+        let (connection, password) = postgres_connection(r, values, secrets)?;
+        discovered.postgres = Some(connection);
+        discovered.secret_data.insert(r.name.clone(), BTreeMap::from([("password".into(), password)]));
+    }
+    Ok(discovered)
+}
+
+/// A Secret's data, with `stringData` (only on objects not yet written: render's input file).
+fn secret_data(secrets: &SecretsByName, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    secrets.get(name).map(|s| {
+        let mut data: BTreeMap<String, Vec<u8>> =
+            s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        for (k, v) in s.string_data.clone().unwrap_or_default() {
+            data.insert(k, v.into_bytes());
+        }
+        data
+    })
+}
+
+/// The credentials Secrets the spec references instead of letting the operator generate them.
+#[derive(Clone, Copy)]
+struct References<'a> {
+    jwt: Option<&'a crate::crd::SecretRef>,
+    admin: Option<&'a crate::crd::SecretRef>,
+}
+
+/// Credentials the operator creates: a fresh value when creating now, a visible stand-in when
+/// only rendering or holding back, nothing when the Secret exists (never rewritten).
+fn generate_credentials(
+    spec: &crate::crd::DittoServerSpec,
+    cr_name: &str,
+    namespace: &str,
+    secrets: &SecretsByName,
+    references: References<'_>,
+    generate: bool,
+    discovered: &mut Discovered,
+) -> Result<(), DiscoverError> {
+    let names = crate::names::Names::for_cr(cr_name);
     let fresh = |len: usize| if generate { random_token(len) } else { crate::names::OFFLINE_GENERATED.to_string() };
-    if jwt_ref.is_none() && !secrets.contains_key(&names.jwt_secret) {
+    if references.jwt.is_none() && !secrets.contains_key(&names.jwt_secret) {
         let value = fresh(48);
         if generate {
             let data = BTreeMap::from([("jwt-secret".into(), value.clone().into_bytes())]);
@@ -207,7 +232,7 @@ pub fn resolve(
         }
         discovered.generated.jwt_secret = Some(value);
     }
-    if admin_ref.is_none() && !secrets.contains_key(&names.admin_secret) {
+    if references.admin.is_none() && !secrets.contains_key(&names.admin_secret) {
         let value = fresh(24);
         if generate {
             let data = BTreeMap::from([
@@ -234,119 +259,129 @@ pub fn resolve(
             },
         });
     }
-    if generate {
-        // The directory's Secrets must hold their keys: DittoFS cannot bind or accept tickets without them.
-        let fields = [
-            (&directory.ldap_bind_password, "spec.identity.ldap.bindPasswordSecretRef"),
-            (&directory.keytab, "spec.identity.kerberos.keytabSecretRef"),
-            (&directory.krb5_conf, "spec.identity.kerberos.krb5ConfSecretRef"),
-            (&directory.machine_secret, "spec.identity.kerberos.machineAccount.secretRef"),
-            (&directory.machine_keytab, "spec.identity.kerberos.machineAccount.keytabSecretRef"),
-        ];
-        for (reference, field) in fields {
-            if let Some(r) = reference
-                && !discovered.secret_data.get(&r.name).is_some_and(|d| d.contains_key(&r.key))
-            {
-                return Err(DiscoverError::Missing {
-                    field: field.into(),
-                    message: format!("Secret {:?} with key {:?} not found", r.name, r.key),
-                });
-            }
-        }
-        // pgBackRest reads every `*.conf` file of the projected Secret; without one it has no keys.
-        if let Some(name) = backup_secret_name(spec) {
-            let has_conf = secrets.get(&name).map(|s| {
-                s.data
-                    .iter()
-                    .flatten()
-                    .map(|(k, _)| k)
-                    .chain(s.string_data.iter().flatten().map(|(k, _)| k))
-                    .any(|k| k.ends_with(".conf"))
-            });
-            let message = match has_conf {
-                None => Some(format!("Secret {name:?} not found")),
-                Some(false) => Some(format!(
-                    "Secret {name:?} has no key ending in .conf (pgBackRest reads conf.d/*.conf; Percona's convention is s3.conf with [global] repo1-s3-key and repo1-s3-key-secret)"
-                )),
-                Some(true) => None,
-            };
-            if let Some(message) = message {
-                return Err(DiscoverError::Missing {
-                    field: "spec.percona.backup.credentialsSecretRef".into(),
-                    message,
-                });
-            }
-        }
-        // A user-referenced JWT Secret must exist: DittoFS cannot start without the key.
-        if let Some(r) = &jwt_ref {
-            let key = r.key.clone().unwrap_or_else(|| "jwt-secret".into());
-            let value = discovered.secret_data.get(&r.name).and_then(|d| d.get(&key));
-            match value {
-                None => {
-                    return Err(DiscoverError::Missing {
-                        field: "spec.identity.jwt.secretRef".into(),
-                        message: format!("Secret {:?} with key {key:?} not found", r.name),
-                    });
-                }
-                Some(v) if v.len() < 32 => {
-                    return Err(DiscoverError::Missing {
-                        field: "spec.identity.jwt.secretRef".into(),
-                        message: format!(
-                            "key {key:?} of Secret {:?} is shorter than the 32 characters DittoFS requires",
-                            r.name
-                        ),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-    }
+    Ok(())
+}
 
-    if let Some(r) = spec.database.as_ref().and_then(|d| d.postgres_secret_ref.as_ref()) {
-        let field = "spec.database.postgresSecretRef";
-        let data = data_of(&r.name).ok_or_else(|| DiscoverError::Missing {
-            field: field.into(),
-            message: format!("Secret {:?} not found", r.name),
-        })?;
-        let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(v).trim().to_string());
-        let required = |key: &str| {
-            text(key).filter(|v| !v.is_empty()).ok_or_else(|| DiscoverError::Missing {
-                field: field.into(),
-                message: format!("Secret {:?} has no key {key:?}", r.name),
-            })
-        };
-        let database = text("database").or_else(|| text("dbname")).filter(|v| !v.is_empty()).ok_or_else(|| {
-            DiscoverError::Missing {
-                field: field.into(),
-                message: format!("Secret {:?} has neither key \"database\" nor \"dbname\"", r.name),
-            }
-        })?;
-        let port = match text("port") {
-            Some(p) => p.parse().map_err(|_| DiscoverError::Missing {
-                field: field.into(),
-                message: format!("key \"port\" of Secret {:?} is not a port number", r.name),
-            })?,
-            None => values.database.postgres.port,
-        };
-        if !data.contains_key("password") {
+/// The referenced Secrets hold the keys DittoFS needs: without them it cannot bind to the
+/// directory, accept tickets, back up, or start.
+fn check_referenced_keys(
+    spec: &crate::crd::DittoServerSpec,
+    secrets: &SecretsByName,
+    jwt_ref: Option<&crate::crd::SecretRef>,
+    discovered: &Discovered,
+) -> Result<(), DiscoverError> {
+    let directory = crate::identity::Directory::of(spec);
+    // The directory's Secrets must hold their keys: DittoFS cannot bind or accept tickets without them.
+    let fields = [
+        (&directory.ldap_bind_password, "spec.identity.ldap.bindPasswordSecretRef"),
+        (&directory.keytab, "spec.identity.kerberos.keytabSecretRef"),
+        (&directory.krb5_conf, "spec.identity.kerberos.krb5ConfSecretRef"),
+        (&directory.machine_secret, "spec.identity.kerberos.machineAccount.secretRef"),
+        (&directory.machine_keytab, "spec.identity.kerberos.machineAccount.keytabSecretRef"),
+    ];
+    for (reference, field) in fields {
+        if let Some(r) = reference
+            && !discovered.secret_data.get(&r.name).is_some_and(|d| d.contains_key(&r.key))
+        {
             return Err(DiscoverError::Missing {
                 field: field.into(),
-                message: format!("Secret {:?} has no key \"password\"", r.name),
+                message: format!("Secret {:?} with key {:?} not found", r.name, r.key),
             });
         }
-        discovered.postgres = Some(PostgresConnection {
-            host: required("host")?,
-            port,
-            database,
-            user: required("user")?,
-            sslmode: text("sslmode")
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| values.database.postgres.sslmode.clone()),
-            password_secret: SecretKeyRef { name: r.name.clone(), key: "password".into() },
-        });
-        discovered.secret_data.insert(r.name.clone(), BTreeMap::from([("password".into(), data["password"].clone())]));
     }
-    Ok(discovered)
+    // pgBackRest reads every `*.conf` file of the projected Secret; without one it has no keys.
+    if let Some(name) = backup_secret_name(spec) {
+        let has_conf = secrets.get(&name).map(|s| {
+            s.data
+                .iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .chain(s.string_data.iter().flatten().map(|(k, _)| k))
+                .any(|k| k.ends_with(".conf"))
+        });
+        let message = match has_conf {
+            None => Some(format!("Secret {name:?} not found")),
+            Some(false) => Some(format!(
+                "Secret {name:?} has no key ending in .conf (pgBackRest reads conf.d/*.conf; Percona's convention is s3.conf with [global] repo1-s3-key and repo1-s3-key-secret)"
+            )),
+            Some(true) => None,
+        };
+        if let Some(message) = message {
+            return Err(DiscoverError::Missing { field: "spec.percona.backup.credentialsSecretRef".into(), message });
+        }
+    }
+    // A user-referenced JWT Secret must exist: DittoFS cannot start without the key.
+    if let Some(r) = &jwt_ref {
+        let key = r.key.clone().unwrap_or_else(|| "jwt-secret".into());
+        let value = discovered.secret_data.get(&r.name).and_then(|d| d.get(&key));
+        match value {
+            None => {
+                return Err(DiscoverError::Missing {
+                    field: "spec.identity.jwt.secretRef".into(),
+                    message: format!("Secret {:?} with key {key:?} not found", r.name),
+                });
+            }
+            Some(v) if v.len() < 32 => {
+                return Err(DiscoverError::Missing {
+                    field: "spec.identity.jwt.secretRef".into(),
+                    message: format!(
+                        "key {key:?} of Secret {:?} is shorter than the 32 characters DittoFS requires",
+                        r.name
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// `spec.database.postgresSecretRef`: the connection, and the password for the checksum.
+fn postgres_connection(
+    r: &crate::crd::SecretRef,
+    values: &crate::values::Values,
+    secrets: &SecretsByName,
+) -> Result<(PostgresConnection, Vec<u8>), DiscoverError> {
+    let field = "spec.database.postgresSecretRef";
+    let data = secret_data(secrets, &r.name).ok_or_else(|| DiscoverError::Missing {
+        field: field.into(),
+        message: format!("Secret {:?} not found", r.name),
+    })?;
+    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(v).trim().to_string());
+    let required = |key: &str| {
+        text(key).filter(|v| !v.is_empty()).ok_or_else(|| DiscoverError::Missing {
+            field: field.into(),
+            message: format!("Secret {:?} has no key {key:?}", r.name),
+        })
+    };
+    let database = text("database").or_else(|| text("dbname")).filter(|v| !v.is_empty()).ok_or_else(|| {
+        DiscoverError::Missing {
+            field: field.into(),
+            message: format!("Secret {:?} has neither key \"database\" nor \"dbname\"", r.name),
+        }
+    })?;
+    let port = match text("port") {
+        Some(p) => p.parse().map_err(|_| DiscoverError::Missing {
+            field: field.into(),
+            message: format!("key \"port\" of Secret {:?} is not a port number", r.name),
+        })?,
+        None => values.database.postgres.port,
+    };
+    if !data.contains_key("password") {
+        return Err(DiscoverError::Missing {
+            field: field.into(),
+            message: format!("Secret {:?} has no key \"password\"", r.name),
+        });
+    }
+    let connection = PostgresConnection {
+        host: required("host")?,
+        port,
+        database,
+        user: required("user")?,
+        sslmode: text("sslmode").filter(|v| !v.is_empty()).unwrap_or_else(|| values.database.postgres.sslmode.clone()),
+        password_secret: SecretKeyRef { name: r.name.clone(), key: "password".into() },
+    };
+    Ok((connection, data["password"].clone()))
 }
 
 fn random_token(len: usize) -> String {
