@@ -12,8 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PatchParams, PostParams, Preconditions};
-use kube::core::PartialObjectMeta;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PatchParams, PostParams, Preconditions};
 use serde_json::Value;
 
 use crate::cache::{self, Key, Need, Reads};
@@ -335,7 +334,7 @@ pub async fn plan(
         let diff = match (&live, live_version) {
             // A create: the rendered object is the whole diff; the write itself is the check.
             (None, _) => diff::compare(&reference, &file, None, Some(&body)),
-            (Some(_), Some(version)) if reads.cache.is_some_and(|c| c.is_settled(&key, applied, &version)) => {
+            (Some(_), Some(version)) if reads.is_settled(&key, applied, &version) => {
                 diff::compare(&reference, &file, None, None)
             }
             (Some(_), _) => {
@@ -364,9 +363,9 @@ pub async fn plan(
                 };
                 let diff = diff::compare(&reference, &file, Some(l), Some(&merged));
                 if diff.action == Action::Unchanged
-                    && let (Some(cache), Some(version)) = (reads.cache, version_of(l))
+                    && let Some(version) = version_of(l)
                 {
-                    cache.settle(key, applied, version);
+                    reads.settle(key, applied, version);
                 }
                 diff
             }
@@ -433,35 +432,12 @@ async fn plan_prunes(
     for kind in Kind::ALL.iter().filter(|k| k.prunable()) {
         let resource = kind.resource();
         // A kind whose CRD is not installed has nothing to prune (known from the cache, when it is).
-        if let Some(crd) = kind.optional_crd() {
-            let crds = ApiResource::erase::<
-                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-            >(&());
-            if matches!(reads.cache.map(|c| c.lookup(&crds, "", crd)), Some(cache::Lookup::Absent)) {
-                continue;
-            }
+        if kind.optional_crd().is_some_and(|crd| reads.crd_absent(crd)) {
+            continue;
         }
-        let candidates: Vec<cache::Listed> = match reads.cache.and_then(|c| c.list(&resource, namespace, &labels)) {
-            Some(found) => found,
-            None => {
-                let selector = crate::names::instance_selector(cr_name);
-                let api: Api<PartialObjectMeta<DynamicObject>> =
-                    Api::namespaced_with(reads.client.clone(), namespace, &resource);
-                match api.list_metadata(&ListParams::default().labels(&selector)).await {
-                    Ok(list) => list
-                        .items
-                        .into_iter()
-                        .map(|m| cache::Listed {
-                            lean: cache::Lean::of(&m.metadata),
-                            name: m.metadata.name.unwrap_or_default(),
-                        })
-                        .collect(),
-                    // A kind whose CRD is not installed has nothing to prune.
-                    Err(kube::Error::Api(s)) if s.code == 404 => continue,
-                    Err(e) => return Err(ApplyError::new("listing", resource.kind.clone())(e)),
-                }
-            }
-        };
+        let listed = reads.list_meta(&resource, namespace, &labels).await;
+        // A kind whose CRD is not installed (None) has nothing to prune.
+        let Some(candidates) = listed.map_err(ApplyError::new("listing", resource.kind.clone()))? else { continue };
         for cache::Listed { name, lean } in candidates {
             let reference = format!("{}/{name}", resource.kind);
             let controlled = lean.controller_uid.as_deref() == Some(owner_uid);
@@ -510,11 +486,7 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match requests::create(reads.client, namespace, &resource, &params, &object.to_json()).await {
                 // Kept: the next pass reads the new credentials from the cache, not the API server.
-                Ok(created) => {
-                    if let Some(cache) = reads.cache {
-                        cache.keep(Key::new(&resource, namespace, &name), created);
-                    }
-                }
+                Ok(created) => reads.keep_written(Key::new(&resource, namespace, &name), created, Need::Content),
                 // Created meanwhile by someone else: keep theirs.
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(ApplyError::new("creating", reference)(e)),
@@ -532,12 +504,10 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
                     }
                     Err(e) => return Err(ApplyError::new("applying", &reference)(e)),
                 };
-            if let Some(cache) = reads.cache {
-                let key = Key::new(&resource, namespace, &name);
-                let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
-                cache.settle(key.clone(), planned.applied, version.to_string());
-                cache.keep_as(key, live.clone(), content_needed(planned.kind, &planned.name));
-            }
+            let key = Key::new(&resource, namespace, &name);
+            let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+            reads.settle(key.clone(), planned.applied, version.to_string());
+            reads.keep_written(key, live.clone(), content_needed(planned.kind, &planned.name));
             if object.kind() == "StatefulSet" {
                 outcome.stateful_set = serde_json::from_value(live).ok();
             }
@@ -556,9 +526,7 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(ApplyError::new("pruning", prune.diff.reference.clone())(e)),
         }
-        if let Some(cache) = reads.cache {
-            cache.forget(&Key::new(&prune.resource, namespace, &prune.name));
-        }
+        reads.forget(&Key::new(&prune.resource, namespace, &prune.name));
     }
     Ok(outcome)
 }

@@ -47,7 +47,7 @@ fn matching(
 /// What each DittoServer reads by name (Secrets, its Percona cluster), worked out once per
 /// generation as the DittoServer watch delivers it, and indexed by what is read: a Secret event
 /// finds its readers without looking at every DittoServer (with N DittoServers and their N
-/// Secrets, looking at every one made the Secret watch O(N²)).
+/// Secrets, looking at every one would make the Secret watch O(N²)).
 #[derive(Default)]
 struct SecretReferences {
     index: std::sync::Mutex<ReferenceIndex>,
@@ -62,7 +62,7 @@ enum Read {
 }
 
 /// Kept lean: one entry per DittoServer and one per thing read, the uid shared between them
-/// (a thousand DittoServers reading three Secrets each held 1.6 MiB as `String`s and sets).
+/// (as `String`s and sets, a thousand DittoServers reading three Secrets each would hold 1.6 MiB).
 #[derive(Default)]
 struct ReferenceIndex {
     /// By the DittoServer's uid.
