@@ -201,28 +201,14 @@ async fn has_run(reads: Reads<'_>, server: &DittoServer, namespace: &str) -> Res
 pub const CHECKSUM_KEY_SECRET: &str = "dittofs-operator-checksum-key";
 const CHECKSUM_KEY: &str = "key";
 
-/// The checksum key of `namespace`: read, or created once (32 random bytes) when there is none.
-/// Every replica and every restart reads the same key, so checksums stay stable and no pod rolls.
-pub async fn ensure_checksum_key(client: &Client, namespace: &str) -> Result<Vec<u8>, ReadError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let what = format!("Secret {namespace}/{CHECKSUM_KEY_SECRET}");
-    if let Some(key) = read_checksum_key(client, namespace).await? {
-        return Ok(key);
-    }
-    let key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+/// The Secret that holds a namespace's checksum key (created by the controller's writes).
+pub fn checksum_key_secret(key: &[u8]) -> Secret {
     let mut secret = Secret::default();
     secret.metadata.name = Some(CHECKSUM_KEY_SECRET.into());
     secret.metadata.labels =
         Some([(crate::names::LABEL_MANAGED_BY.to_string(), crate::names::MANAGED_BY.to_string())].into());
-    secret.data = Some([(CHECKSUM_KEY.to_string(), k8s_openapi::ByteString(key.clone()))].into());
-    match api.create(&Default::default(), &secret).await {
-        Ok(_) => Ok(key),
-        // Another replica made it first: use theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => read_checksum_key(client, namespace)
-            .await?
-            .ok_or_else(|| ReadError { what, source: kube::Error::Api(status) }),
-        Err(source) => Err(ReadError { what, source }),
-    }
+    secret.data = Some([(CHECKSUM_KEY.to_string(), k8s_openapi::ByteString(key.to_vec()))].into());
+    secret
 }
 
 /// The operator's checksum key, if it exists (`diff` only reads it).

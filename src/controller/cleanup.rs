@@ -5,13 +5,13 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
 use tracing::warn;
 
-use super::events::publish;
+use super::writes::{self, Deleted, publish};
 use super::{Context, Error};
 use crate::apply;
 use crate::conditions::{self, Decided};
@@ -76,10 +76,7 @@ async fn report_deletion(ctx: &Context, server: &DittoServer, blocked: Option<(&
     if !conditions::differs(Some(&previous), &new) {
         return;
     }
-    let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
-    if let Err(error) =
-        api.patch_status(&server.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": new }))).await
-    {
+    if let Err(error) = writes::status(&ctx.client, server, &new).await {
         warn!(%error, "could not report phase Deleting");
     }
 }
@@ -112,13 +109,13 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
     let reference = format!("PerconaPGCluster/{name}");
     if percona::deleted_with_server(&server.spec) {
         // Only the object just looked at: never a same-named cluster made meanwhile.
-        let this_one = kube::api::DeleteParams {
-            preconditions: Some(kube::api::Preconditions { uid: cluster.uid(), resource_version: None }),
-            ..Default::default()
-        };
-        clusters.delete(&name, &this_one).await.map_err(|source| {
+        let deleted = writes::delete_exactly(&clusters, &name, cluster.uid(), None).await.map_err(|source| {
             Error::Apply(apply::ApplyError::Api { action: "deleting", object: reference.clone(), source })
         })?;
+        if deleted == Deleted::Replaced {
+            // Another cluster of that name was made meanwhile: not this DittoServer's to delete.
+            return Ok(());
+        }
         publish(
             ctx,
             server,
@@ -137,7 +134,7 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
             "ownerReferences": if others.is_empty() { serde_json::Value::Null } else { json!(others) },
             "annotations": {apply::OWNER_ANNOTATION: null},
         }});
-        clusters.patch(&name, &PatchParams::default(), &Patch::Merge(orphan)).await.map_err(|source| {
+        writes::merge_patch(&clusters, &name, orphan).await.map_err(|source| {
             Error::Apply(apply::ApplyError::Api { action: "orphaning", object: reference.clone(), source })
         })?;
         publish(

@@ -4,13 +4,13 @@
 //! See docs/architecture.md for the picture.
 
 mod cleanup;
-mod events;
 pub mod recorder;
 mod report;
 mod serving;
 mod sync;
 mod takeover;
 mod watches;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -189,7 +189,7 @@ impl Context {
                         crate::gather::read_checksum_key(&self.client, namespace).await?.unwrap_or_default(),
                     )
                 } else {
-                    crate::gather::ensure_checksum_key(&self.client, namespace).await
+                    writes::ensure_checksum_key(&self.client, namespace).await
                 }
             })
             .await?;

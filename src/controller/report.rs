@@ -9,14 +9,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use serde_json::json;
 
 use super::serving::RuntimeOutcome;
 use super::sync::Synced;
-use super::{Context, Error, events};
+use super::{Context, Error, writes};
 use crate::apply;
 use crate::conditions::{self, Decided, Workload};
 use crate::crd::{DatabaseStatus, DittoServer, DittoServerStatus, Endpoints, RuntimeStatus};
@@ -25,7 +24,6 @@ use crate::gather::read_error;
 use crate::health;
 use crate::percona;
 use crate::render::Rendered;
-use crate::requests;
 
 /// Steady-state resync: catches drift nothing else would report.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -118,7 +116,7 @@ async fn roll_forward(
         return Ok(());
     }
     let note = format!("Deleted the {what}; the StatefulSet re-creates it at {} (its claims stay)", stale.wanted);
-    events::publish(ctx, server, EventType::Normal, "RolledForward", &note).await;
+    writes::publish(ctx, server, EventType::Normal, "RolledForward", &note).await;
     degraded.message.push_str(&format!(". {note}"));
     Ok(())
 }
@@ -140,11 +138,8 @@ async fn delete_pod(
     uid: Option<String>,
     action: &'static str,
 ) -> Result<bool, Error> {
-    let only_this =
-        DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
-    match Api::<Pod>::namespaced(ctx.client.clone(), namespace).delete(name, &only_this).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(false),
+    match writes::delete_exactly(&Api::<Pod>::namespaced(ctx.client.clone(), namespace), name, uid, None).await {
+        Ok(deleted) => Ok(deleted == writes::Deleted::Done),
         Err(source) => Err(apply::ApplyError::Api { action, object: format!("Pod/{name}"), source }.into()),
     }
 }
@@ -175,7 +170,7 @@ async fn replace_foreign_pod(
         return Ok(());
     }
     let note = format!("Deleted the {what}; the StatefulSet creates its own with the same claims");
-    events::publish(ctx, server, EventType::Normal, "ReplacedForeignPod", &note).await;
+    writes::publish(ctx, server, EventType::Normal, "ReplacedForeignPod", &note).await;
     Ok(())
 }
 
@@ -208,11 +203,7 @@ pub(super) async fn write(
     if !conditions::differs(server.status.as_ref(), &new) {
         return Ok(());
     }
-    let namespace = server.namespace().unwrap_or_default();
-    let patch = Patch::Merge(json!({ "status": &new }));
-    requests::patch_status::<DittoServer>(&ctx.client, &namespace, &server.name_any(), &PatchParams::default(), &patch)
-        .await
-        .map_err(Error::Status)?;
+    writes::status(&ctx.client, server, &new).await.map_err(Error::Status)?;
     ctx.wrote_status(server, new);
     Ok(())
 }
@@ -251,7 +242,7 @@ fn database_status(rendered: &Rendered, server: &DittoServer) -> DatabaseStatus 
 
 /// Nothing (more) is applied: report why (Warning Event, conditions) and leave every object as it is.
 pub async fn hold(ctx: &Context, server: &DittoServer, hold: Hold) -> Result<Action, Error> {
-    super::events::publish(ctx, server, EventType::Warning, &hold.reason, &hold.message).await;
+    writes::publish(ctx, server, EventType::Warning, &hold.reason, &hold.message).await;
     let name = server.name_any();
     let existing: Option<StatefulSet> = ctx
         .reads()

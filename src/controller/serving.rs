@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info};
 
-use super::{Context, events};
+use super::{Context, writes};
 use crate::backoff::{self, Due, RetryGate};
 use crate::cache::Need;
 use crate::conditions::{Decided, SERVING};
@@ -337,7 +336,7 @@ async fn pass(
             "Created DittoFS account {user} (role admin) with the bootstrap admin; its password is in Secret {}",
             rendered.outline.names.operator_secret
         );
-        events::publish(ctx, server, EventType::Normal, "OperatorAccountCreated", &note).await;
+        writes::publish(ctx, server, EventType::Normal, "OperatorAccountCreated", &note).await;
     }
     let digest_key = ctx.checksum_key(namespace).await.map_err(|e| Problem::new("SecretUnreadable", e.to_string()))?;
     let repoint = plan::repoint_allowed(server.annotations());
@@ -390,7 +389,7 @@ async fn pass(
                 change.description,
                 if applied.is_empty() { String::new() } else { format!(". Done before it: {}", applied.join("; ")) }
             );
-            events::publish(ctx, server, EventType::Warning, reason, &message).await;
+            writes::publish(ctx, server, EventType::Warning, reason, &message).await;
             return Err(Problem::new(reason, message));
         }
         applied.push(change.description.clone());
@@ -400,7 +399,7 @@ async fn pass(
     }
     if !applied.is_empty() {
         info!(changes = ?applied, "DittoFS runtime updated");
-        events::publish(ctx, server, EventType::Normal, "RuntimeUpdated", &format!("DittoFS: {}", applied.join("; ")))
+        writes::publish(ctx, server, EventType::Normal, "RuntimeUpdated", &format!("DittoFS: {}", applied.join("; ")))
             .await;
         live = session::read_live(api, desired)
             .await
@@ -435,11 +434,9 @@ async fn restart(ctx: &Context, server: &DittoServer, rendered: &Rendered) -> Re
         Err(e) => return Err(Problem::new("RestartFailed", format!("reading pod {pod}: {e}"))),
     };
     let pods: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), namespace);
-    let this_one =
-        DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
-    match pods.delete(&pod, &this_one).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => return Ok(()),
+    match writes::delete_exactly(&pods, &pod, uid, None).await {
+        Ok(writes::Deleted::Done) => {}
+        Ok(writes::Deleted::Gone | writes::Deleted::Replaced) => return Ok(()),
         Err(e) => {
             return Err(Problem::new(
                 "RestartFailed",
@@ -448,7 +445,7 @@ async fn restart(ctx: &Context, server: &DittoServer, rendered: &Rendered) -> Re
         }
     }
     let note = format!("Restarted pod {pod}: DittoFS loads store credentials at start, and they changed");
-    events::publish(ctx, server, EventType::Normal, "Restarted", &note).await;
+    writes::publish(ctx, server, EventType::Normal, "Restarted", &note).await;
     Ok(())
 }
 

@@ -5,13 +5,13 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, Preconditions, PropagationPolicy};
+use kube::api::{Api, ApiResource, PropagationPolicy};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::{Context, Error, events};
-use crate::apply::{self, Plan};
+use super::{Context, Error, writes};
+use crate::apply;
 use crate::conditions::{Decided, IN_SYNC};
 use crate::crd::DittoServer;
 use crate::decide::{self, Hold, Mode, Writes};
@@ -65,7 +65,7 @@ pub async fn sync(
     let mut held_back = None;
     if let Some(missing) = &missing_class {
         let condition = health::storage_class_condition(missing);
-        events::publish(ctx, server, EventType::Warning, &condition.reason, &condition.message).await;
+        writes::publish(ctx, server, EventType::Warning, &condition.reason, &condition.message).await;
         // Claims of a missing class never bind: do not create the StatefulSet until the class exists.
         let sts = Kind::StatefulSet.resource();
         if !reads.exists(&sts, &namespace, &name).await.map_err(read_error("StatefulSet"))? {
@@ -96,7 +96,7 @@ pub async fn sync(
     decided.push(decide::in_sync(server, step, &plan, mode, held_back.as_deref()));
     for rejected in &plan.rejected {
         let note = format!("{} was refused by the API server: {}", rejected.reference, rejected.message);
-        events::publish(ctx, server, EventType::Warning, "ApplyRejected", &note).await;
+        writes::publish(ctx, server, EventType::Warning, "ApplyRejected", &note).await;
     }
     if decide::stateful_set_to_recreate(server, &plan, mode).is_some() {
         recreate_stateful_set(ctx, server, &namespace).await?;
@@ -120,12 +120,12 @@ pub async fn sync(
                 info!(object = %change.reference, action = ?change.action, paths = ?change.paths, diff = %change.text, "applying change");
             }
             let skipped = plan.objects.len() - plan.changes().len().min(plan.objects.len());
-            let outcome = execute_and_publish(ctx, server, &namespace, plan).await?;
+            let outcome = writes::apply_plan(ctx, server, &namespace, plan).await?;
             if !outcome.rejected.is_empty() {
                 // A create the API server refused: reported like a refused dry run.
                 for rejected in &outcome.rejected {
                     let note = format!("{} was refused by the API server: {}", rejected.reference, rejected.message);
-                    events::publish(ctx, server, EventType::Warning, "ApplyRejected", &note).await;
+                    writes::publish(ctx, server, EventType::Warning, "ApplyRejected", &note).await;
                 }
                 let in_sync = decide::rejected_condition(server, &outcome.rejected, &outcome.held);
                 decided.retain(|d| d.type_ != IN_SYNC);
@@ -150,21 +150,19 @@ async fn recreate_stateful_set(ctx: &Context, server: &DittoServer, namespace: &
     let Some(live) = api.get_metadata_opt(&name).await.map_err(read_error(format!("StatefulSet/{name}")))? else {
         return Ok(());
     };
-    let orphan = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Orphan),
-        preconditions: Some(Preconditions { uid: live.uid(), resource_version: None }),
-        ..Default::default()
-    };
     let reference = format!("StatefulSet/{name}");
-    api.delete(&name, &orphan).await.map_err(|source| apply::ApplyError::Api {
-        action: "deleting (orphan) to re-create",
-        object: reference.clone(),
-        source,
-    })?;
+    let deleted =
+        writes::delete_exactly(&api, &name, live.uid(), Some(PropagationPolicy::Orphan)).await.map_err(|source| {
+            apply::ApplyError::Api { action: "deleting (orphan) to re-create", object: reference.clone(), source }
+        })?;
+    if deleted != writes::Deleted::Done {
+        // Gone or replaced meanwhile: the next pass looks again.
+        return Ok(());
+    }
     let note = format!(
         "Deleted {reference} with --cascade=orphan to re-create it with its new immutable fields ({IMMUTABLE_CHANGE_ANNOTATION}={RECREATE}); its pod and claims stay"
     );
-    events::publish(ctx, server, EventType::Normal, "Recreating", &note).await;
+    writes::publish(ctx, server, EventType::Normal, "Recreating", &note).await;
     Ok(())
 }
 
@@ -192,19 +190,6 @@ pub async fn apply_database_only(
             }
             Err(error) => return Err(error.into()),
         };
-    execute_and_publish(ctx, server, &namespace, plan).await?;
+    writes::apply_plan(ctx, server, &namespace, plan).await?;
     Ok(Ok(()))
-}
-
-/// Writes `plan`, then the Events that say what was written.
-async fn execute_and_publish(
-    ctx: &Context,
-    server: &DittoServer,
-    namespace: &str,
-    plan: Plan,
-) -> Result<apply::ApplyOutcome, Error> {
-    let adopted = plan.adopted.clone();
-    let outcome = apply::execute(ctx.reads(), namespace, plan).await?;
-    events::publish_outcome(ctx, server, &adopted, &outcome).await;
-    Ok(outcome)
 }

@@ -7,11 +7,12 @@
 
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
-use super::{Context, Error, events};
+use super::writes;
+use super::{Context, Error};
 use crate::conditions::{Decided, IN_SYNC};
 use crate::crd::DittoServer;
 use crate::decide::{self, Mode};
@@ -53,13 +54,9 @@ pub async fn earlier_adapter_services(
     let names: Vec<String> = earlier.iter().map(|s| s.name_any()).collect();
     if serving && opted_in && mode.writes() {
         for service in &earlier {
-            let this_one = DeleteParams {
-                preconditions: Some(Preconditions { uid: service.uid(), resource_version: None }),
-                ..Default::default()
-            };
-            match services.delete(&service.name_any(), &this_one).await {
+            // Gone or replaced meanwhile: nothing of the earlier operator's left to remove.
+            match writes::delete_exactly(&services, &service.name_any(), service.uid(), None).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
                 Err(source) => {
                     let object = format!("Service/{}", service.name_any());
                     return Err(crate::apply::ApplyError::Api {
@@ -77,7 +74,7 @@ pub async fn earlier_adapter_services(
             server.name_any(),
             server.name_any()
         );
-        events::publish(ctx, server, EventType::Normal, "EarlierServicesRemoved", &note).await;
+        writes::publish(ctx, server, EventType::Normal, "EarlierServicesRemoved", &note).await;
         ctx.earlier_checked.lock().expect("takeover lock").insert(key);
         return Ok(());
     }
