@@ -5,8 +5,17 @@ mod spec;
 mod status;
 mod validation;
 
-pub use spec::*;
-pub use status::*;
+pub use spec::{
+    AdapterDiscoverySpec, AdminSpec, ApiServiceSpec, ControlPlaneSpec, DatabaseSpec, DatabaseType, DittoServer,
+    DittoServerSpec, FileServiceSpec, GroupSpec, IdMap, IdentityQuota, IdentitySpec, JwtSpec, KerberosLevel,
+    KerberosSpec, LdapSpec, LegacyCacheSpec, LocalStoreSpec, LocalStoreType, LogFormat, LogLevel, LoggingSpec,
+    MachineAccountSpec, MetadataStoreSpec, MetadataStoreType, MetricsSpec, NetworkPolicySpec, NfsSpec, NfsVersion,
+    PasswordSecretRef, PerconaBackupSpec, PerconaRef, PerconaSpec, PullPolicy, S3CredentialsRef, S3Spec, SecretRef,
+    ServiceMonitorSpec, ServiceType, ShareGrant, ShareNfsSpec, SharePermission, ShareSmbSpec, ShareSpec, SmbDialect,
+    SmbSigning, SmbSpec, SnapshotPolicySpec, SqliteSpec, Squash, StorageSpec, StoresSpec, TemplatesSpec, TrafficPolicy,
+    UserRole, UserSpec,
+};
+pub use status::{AdapterStatus, DatabaseStatus, DittoServerStatus, Endpoints, Phase, QuotaStatus, RuntimeStatus};
 pub use validation::{crd, crd_yaml};
 
 /// Field manager of every server-side apply the operator makes.

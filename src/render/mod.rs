@@ -18,15 +18,14 @@ use std::sync::{Arc, Mutex};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 pub use checksum::{checksum, short_digest};
-pub use context::*;
+pub use context::{Computed, ContextError, CrInfo, FileServiceSettings, Outline, RenderContext};
 pub use desired::{DesiredRuntime, StoreKind};
 pub use memo::{RenderMemo, Rendering};
-pub use objects::ManagedObject;
 pub use source::{CONFIG_TEMPLATE, RUNTIME_TEMPLATE, TemplateSource};
 
 use crate::crd::DittoServer;
 use crate::discover::Discovered;
-use crate::kinds::Kind;
+use crate::kinds::{Kind, ManagedObject};
 use crate::names::{CHECKSUM_ANNOTATION, LIFECYCLE_ANNOTATION, LIFECYCLE_CREATE_ONLY};
 use crate::values::Values;
 

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::kinds::Kind;
-pub use crate::kinds::ManagedObject;
+use crate::kinds::ManagedObject;
 
 use super::RenderError;
 

@@ -19,10 +19,7 @@ use crate::discover::{Discovered, PostgresConnection};
 use crate::identity::Directory;
 use crate::names::*;
 use crate::values::{ProbeSet, Values, WaitForPostgresValues};
-pub use runtime::{
-    ClientSettings, GrantSettings, GroupSettings, IdentityQuotaSettings, RemoteStoreSettings, RuntimeSettings,
-    ShareSettings, SnapshotPolicySettings, StoreSettings, UserSettings,
-};
+use runtime::RuntimeSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
