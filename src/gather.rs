@@ -104,7 +104,7 @@ impl Gathered {
         server: &DittoServer,
         checksum_key: Vec<u8>,
     ) -> Result<Self, ReadError> {
-        let namespace = server.namespace().unwrap_or_else(|| "default".into());
+        let namespace = server.namespace_or_default();
         let overrides =
             overrides::resolve(reads, settings, server).await.map_err(read_error("template override ConfigMaps"))?;
         if overrides.is_err() {
@@ -134,7 +134,7 @@ impl Gathered {
         clusters: &std::collections::BTreeMap<String, Value>,
         effective: Effective,
     ) -> Self {
-        let namespace = server.namespace().unwrap_or_else(|| "default".into());
+        let namespace = server.namespace_or_default();
         let percona = percona::target(&server.spec, &server.name_any()).map(|target| {
             let cluster = clusters.get(&target.cluster);
             let found = percona::evaluate(&target, &namespace, true, cluster, secrets);
@@ -151,7 +151,7 @@ impl Gathered {
         let mut discovered = discover::resolve(
             &server.spec,
             &server.name_any(),
-            &server.namespace().unwrap_or_else(|| "default".into()),
+            &server.namespace_or_default(),
             values,
             &self.secrets,
             generate,

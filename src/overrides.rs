@@ -154,7 +154,7 @@ pub async fn resolve(
     let mut ignored = None;
     if let Some(reference) = server.spec.templates.as_ref().and_then(|t| t.config_map_ref.as_ref()) {
         if settings.allow_namespace_templates {
-            let ns = server.namespace().unwrap_or_default();
+            let ns = server.namespace_or_default();
             match reads.get::<ConfigMap>(&ns, &reference.name).await? {
                 Some(cm) => match Overrides::from_config_map(&cm) {
                     Ok(set) => sets.push(set),

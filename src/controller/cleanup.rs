@@ -97,7 +97,7 @@ async fn settle_database(server: &DittoServer, ctx: &Context) -> Result<(), Erro
     if crd.get_metadata_opt(percona::CRD_NAME).await.map_err(read_error("CustomResourceDefinition"))?.is_none() {
         return Ok(());
     }
-    let namespace = server.namespace().unwrap_or_default();
+    let namespace = server.namespace_or_default();
     let name = Names::for_cr(&server.name_any()).percona_cluster;
     let clusters = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &percona::api_resource());
     let Some(cluster) = clusters.get_opt(&name).await.map_err(read_error("PerconaPGCluster"))? else { return Ok(()) };

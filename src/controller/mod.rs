@@ -237,7 +237,7 @@ pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
-#[tracing::instrument(skip_all, fields(dittoserver = %server.name_any(), namespace = %server.namespace().unwrap_or_default()))]
+#[tracing::instrument(skip_all, fields(dittoserver = %server.name_any(), namespace = %server.namespace_or_default()))]
 pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let server = ctx.with_written_status(server);
@@ -250,7 +250,7 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
                 None => apply_pass(&server, &ctx).await,
             }
         } else {
-            let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+            let api: Api<DittoServer> = Api::namespaced(ctx.client.clone(), &server.namespace_or_default());
             with_finalizer(&api, server.clone(), &ctx).await
         }
     };
@@ -298,7 +298,7 @@ async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>, ctx: &
 /// One pass over a DittoServer that exists: the pipeline.
 async fn apply_pass(server: &DittoServer, ctx: &Arc<Context>) -> Result<Action, Error> {
     let mode = Mode::of(server, ctx.settings.dry_run);
-    let key = ctx.checksum_key(&server.namespace().unwrap_or_default()).await?;
+    let key = ctx.checksum_key(&server.namespace_or_default()).await?;
     let gathered = Gathered::from_cluster(ctx.reads(), &ctx.settings, server, key).await?;
     let (effective, discovered, templates_ready) = match decide::decide(server, &gathered, mode) {
         Decision::Hold(hold) => return report::hold(ctx, server, hold).await,
@@ -308,7 +308,7 @@ async fn apply_pass(server: &DittoServer, ctx: &Arc<Context>) -> Result<Action, 
         }
         Decision::Apply { effective, discovered, templates_ready } => (effective, discovered, templates_ready),
     };
-    let (namespace, uid) = (server.namespace().unwrap_or_default(), server.uid().unwrap_or_default());
+    let (namespace, uid) = (server.namespace_or_default(), server.uid().unwrap_or_default());
     let cache = ctx.cache.clone();
     let settled = move |set: &apply::AppliedSet| set.is_settled(&cache, &namespace, &uid);
     let rendering = ctx.renders.render_off_the_workers(

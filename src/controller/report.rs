@@ -40,7 +40,7 @@ pub async fn report(
     let Synced { mut decided, stateful_set, file_service, missing_class, mode } = synced;
     let workload = stateful_set.as_ref().map(|s| Workload::from_stateful_set(s, rendered.outline.replicas));
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let namespace = server.namespace().unwrap_or_else(|| "default".into());
+    let namespace = server.namespace_or_default();
     let update_revision =
         stateful_set.as_ref().and_then(|s| s.status.as_ref()).and_then(|s| s.update_revision.as_deref());
     let mut observed = match &missing_class {
@@ -246,7 +246,7 @@ pub async fn hold(ctx: &Context, server: &DittoServer, hold: Hold) -> Result<Act
     let name = server.name_any();
     let existing: Option<StatefulSet> = ctx
         .reads()
-        .get(&server.namespace().unwrap_or_default(), &name)
+        .get(&server.namespace_or_default(), &name)
         .await
         .map_err(read_error(format!("StatefulSet/{name}")))?;
     let workload =

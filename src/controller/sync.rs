@@ -46,7 +46,7 @@ pub async fn sync(
 ) -> Result<Result<Synced, Hold>, Error> {
     let rendered = &*rendering.rendered;
     let name = server.name_any();
-    let namespace = server.namespace().unwrap_or_else(|| "default".into());
+    let namespace = server.namespace_or_default();
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
     let storage_class = server.spec.storage.storage_class_name.as_deref();
     let reads = ctx.reads();
@@ -180,7 +180,7 @@ pub async fn apply_database_only(
         Ok(r) => r,
         Err(error) => return Ok(Err(decide::render_failure(&error))),
     };
-    let namespace = server.namespace().unwrap_or_default();
+    let namespace = server.namespace_or_default();
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
     let plan =
         match apply::plan(ctx.reads(), &namespace, &server.name_any(), Some(&owner), &rendered.objects, false).await {

@@ -37,7 +37,7 @@ pub async fn earlier_adapter_services(
     if !(opted_in || refused) || ctx.earlier_checked.lock().expect("takeover lock").contains(&key) {
         return Ok(());
     }
-    let namespace = server.namespace().unwrap_or_else(|| "default".into());
+    let namespace = server.namespace_or_default();
     let uid = server.uid().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = format!("{EARLIER_ADAPTER_SERVICE},instance={}", server.name_any());

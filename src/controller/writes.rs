@@ -65,7 +65,7 @@ where
 
 /// The DittoServer's status subresource, replaced by `status` (a merge patch of `.status`).
 pub async fn status(client: &Client, server: &DittoServer, status: &DittoServerStatus) -> Result<(), kube::Error> {
-    let namespace = server.namespace().unwrap_or_default();
+    let namespace = server.namespace_or_default();
     let patch = Patch::Merge(json!({ "status": status }));
     crate::requests::patch_status::<DittoServer>(
         client,

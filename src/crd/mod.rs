@@ -18,6 +18,14 @@ pub use spec::{
 pub use status::{AdapterStatus, DatabaseStatus, DittoServerStatus, Endpoints, Phase, QuotaStatus, RuntimeStatus};
 pub use validation::{crd, crd_yaml};
 
+impl DittoServer {
+    /// Its namespace; `default` for a CR read from a file without one (a stored CR always has
+    /// one). Every step reads it through here, so they agree.
+    pub fn namespace_or_default(&self) -> String {
+        kube::ResourceExt::namespace(self).unwrap_or_else(|| "default".into())
+    }
+}
+
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "dittofs-operator";
 /// The API group, also the prefix of the operator's own annotations and finalizer.

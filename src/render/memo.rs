@@ -104,7 +104,7 @@ impl RenderMemo {
         discovered: &Discovered,
         settled: impl FnOnce(&AppliedSet) -> bool,
     ) -> Result<Rendering, RenderError> {
-        let key = (cr.namespace().unwrap_or_default(), cr.name_any());
+        let key = (cr.namespace_or_default(), cr.name_any());
         let templates = source.fingerprint();
         let inputs = fingerprint(values, discovered);
         let generated = Generated::of(discovered);

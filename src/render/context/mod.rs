@@ -303,7 +303,7 @@ pub struct RenderContext {
 impl RenderContext {
     pub fn build(cr: &DittoServer, values: &Values, discovered: &Discovered) -> Result<Self, ContextError> {
         let name = cr.name_any();
-        let namespace = cr.namespace().unwrap_or_else(|| "default".into());
+        let namespace = cr.namespace_or_default();
         let computed = compute(&name, &namespace, &cr.spec, values, discovered)?;
         Ok(Self {
             cr: CrInfo { name, namespace, generation: cr.metadata.generation },
