@@ -224,6 +224,33 @@ impl Error {
     }
 }
 
+/// How a step ends when the pass does not go on: held back (conditions and a Warning Event,
+/// nothing more applied, look again later or on an edit) or failed (retried on the error
+/// backoff). Each step returns `Result<_, Stop>`; the driver turns a hold into its report.
+#[derive(Debug)]
+pub enum Stop {
+    Held(crate::decide::Hold),
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(error: Error) -> Self {
+        Self::Failed(error)
+    }
+}
+
+impl From<apply::ApplyError> for Stop {
+    fn from(error: apply::ApplyError) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+impl From<ReadError> for Stop {
+    fn from(error: ReadError) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
 pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*server);
     let attempt = {
@@ -295,16 +322,25 @@ async fn with_finalizer(api: &Api<DittoServer>, server: Arc<DittoServer>, ctx: &
     })
 }
 
-/// One pass over a DittoServer that exists: the pipeline.
+/// One pass over a DittoServer that exists: the pipeline, with a hold reported.
 async fn apply_pass(server: &DittoServer, ctx: &Arc<Context>) -> Result<Action, Error> {
+    match pipeline(server, ctx).await {
+        Ok(action) => Ok(action),
+        Err(Stop::Held(hold)) => report::hold(ctx, server, hold).await,
+        Err(Stop::Failed(error)) => Err(error),
+    }
+}
+
+/// gather → decide → render → sync (plan and apply) → serving → report.
+async fn pipeline(server: &DittoServer, ctx: &Arc<Context>) -> Result<Action, Stop> {
     let mode = Mode::of(server, ctx.settings.dry_run);
     let key = ctx.checksum_key(&server.namespace_or_default()).await?;
     let gathered = Gathered::from_cluster(ctx.reads(), &ctx.settings, server, key).await?;
     let (effective, discovered, templates_ready) = match decide::decide(server, &gathered, mode) {
-        Decision::Hold(hold) => return report::hold(ctx, server, hold).await,
+        Decision::Hold(hold) => return Err(Stop::Held(hold)),
         Decision::DatabaseOnly { effective, discovered, templates_ready, not_ready } => {
-            let blocked = sync::apply_database_only(ctx, server, effective, &discovered).await?.err();
-            return report::hold(ctx, server, decide::database_hold(templates_ready, &not_ready, blocked)).await;
+            let blocked = sync::apply_database_only(ctx, server, effective, &discovered).await?;
+            return Err(Stop::Held(decide::database_hold(templates_ready, &not_ready, blocked)));
         }
         Decision::Apply { effective, discovered, templates_ready } => (effective, discovered, templates_ready),
     };
@@ -324,13 +360,10 @@ async fn apply_pass(server: &DittoServer, ctx: &Arc<Context>) -> Result<Action, 
             ctx.metrics.rendered(rendering.settled.is_some());
             rendering
         }
-        Err(error) => return report::hold(ctx, server, decide::render_failed(templates_ready, &error)).await,
+        Err(error) => return Err(Stop::Held(decide::render_failed(templates_ready, &error))),
     };
-    let synced = match sync::sync(ctx, server, mode, &rendering, templates_ready).await? {
-        Ok(synced) => synced,
-        Err(hold) => return report::hold(ctx, server, hold).await,
-    };
+    let synced = sync::sync(ctx, server, mode, &rendering, templates_ready).await?;
     let rendered = &rendering.rendered;
     let outcome = serving::runtime(ctx, server, rendered, &gathered.secrets, synced.mode).await;
-    report::report(ctx, server, rendered, synced, outcome, &gathered.secrets).await
+    Ok(report::report(ctx, server, rendered, synced, outcome, &gathered.secrets).await?)
 }

@@ -10,11 +10,11 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::{Context, Error, writes};
+use super::{Context, Error, Stop, writes};
 use crate::apply;
 use crate::conditions::{Decided, IN_SYNC};
 use crate::crd::DittoServer;
-use crate::decide::{self, Hold, Mode, Writes};
+use crate::decide::{self, Mode, Writes};
 use crate::discover::Discovered;
 use crate::gather::read_error;
 use crate::health;
@@ -36,14 +36,14 @@ pub struct Synced {
 }
 
 /// Plans `rendered` against the cluster and writes what differs, where `mode` allows.
-/// `Ok(Err(hold))`: nothing can be applied, for a reason the hold names.
+/// `Stop::Held`: nothing can be applied, for a reason the hold names.
 pub async fn sync(
     ctx: &Context,
     server: &DittoServer,
     mode: Mode,
     rendering: &Rendering,
     templates_ready: Decided,
-) -> Result<Result<Synced, Hold>, Error> {
+) -> Result<Synced, Stop> {
     let rendered = &*rendering.rendered;
     let name = server.name_any();
     let namespace = server.namespace_or_default();
@@ -58,7 +58,7 @@ pub async fn sync(
         let Some((_, object)) = rendered.listing.iter().find(|(k, _)| k == kind) else { continue };
         let crds = ApiResource::erase::<CustomResourceDefinition>(&());
         if !reads.exists(&crds, "", crd).await.map_err(read_error("CustomResourceDefinition"))? {
-            return Ok(Err(decide::kind_not_installed(&format!("{}/{object}", kind.name()), crd)));
+            return Err(Stop::Held(decide::kind_not_installed(&format!("{}/{object}", kind.name()), crd)));
         }
     }
     let mut objects = rendered.objects.clone();
@@ -82,7 +82,7 @@ pub async fn sync(
     let plan = match planned {
         Ok(plan) => plan,
         Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
-            return Ok(Err(decide::not_owned(templates_ready, conflict.to_string())));
+            return Err(Stop::Held(decide::not_owned(templates_ready, conflict.to_string())));
         }
         Err(e) => return Err(e.into()),
     };
@@ -138,7 +138,7 @@ pub async fn sync(
             outcome.stateful_set
         }
     };
-    Ok(Ok(Synced { decided, stateful_set, file_service, missing_class, mode }))
+    Ok(Synced { decided, stateful_set, file_service, missing_class, mode })
 }
 
 /// Deletes the StatefulSet with orphan propagation, so its pod and every claim stay; the watch
@@ -167,18 +167,18 @@ async fn recreate_stateful_set(ctx: &Context, server: &DittoServer, namespace: &
 }
 
 /// Applies just the PerconaPGCluster of `spec.percona.enabled` while it is not ready yet.
-/// `Ok(Err(condition))`: it could not be applied for a reason an edit must fix (a broken
+/// `Ok(Some(condition))`: it could not be applied for a reason an edit must fix (a broken
 /// template, someone else's object in the way); the caller reports it and holds.
 pub async fn apply_database_only(
     ctx: &Context,
     server: &DittoServer,
     effective: &Effective,
     discovered: &Discovered,
-) -> Result<Result<(), Decided>, Error> {
+) -> Result<Option<Decided>, Error> {
     // While the connection is unknown the renderer renders only the database.
     let rendered = match Renderer::new(&effective.templates).render(server, &effective.values, discovered) {
         Ok(r) => r,
-        Err(error) => return Ok(Err(decide::render_failure(&error))),
+        Err(error) => return Ok(Some(decide::render_failure(&error))),
     };
     let namespace = server.namespace_or_default();
     let owner = server.controller_owner_ref(&()).expect("DittoServer has a uid once stored");
@@ -186,10 +186,10 @@ pub async fn apply_database_only(
         match apply::plan(ctx.reads(), &namespace, &server.name_any(), Some(&owner), &rendered.objects, false).await {
             Ok(plan) => plan,
             Err(conflict @ apply::ApplyError::NotOwned { .. }) => {
-                return Ok(Err(Decided::new(IN_SYNC, false, "ObjectNotOwned", conflict.to_string())));
+                return Ok(Some(Decided::new(IN_SYNC, false, "ObjectNotOwned", conflict.to_string())));
             }
             Err(error) => return Err(error.into()),
         };
     writes::apply_plan(ctx, server, &namespace, plan).await?;
-    Ok(Ok(()))
+    Ok(None)
 }
