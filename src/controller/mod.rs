@@ -52,15 +52,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// `/readyz`: the controller's cache is synced, or (leader election) this replica knows the Lease.
     pub ready: Arc<AtomicBool>,
-    /// Consecutive failures per CR, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<DittoServer>, u32>>,
     /// The checksum key of each namespace, read (or created) once. A cell per namespace: a slow
     /// read of one namespace's key holds that namespace's passes only.
     checksum_keys: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<u8>>>>>,
     /// The DittoFS REST client, shared by every server (it counts its requests).
     pub http: crate::dittofs::api::HttpClient,
-    /// Each server's runtime step between passes (its token, failures, task in flight).
-    runtime: Mutex<HashMap<ObjectRef<DittoServer>, serving::RuntimeSlot>>,
     /// The runtime steps' API tasks running at once.
     runtime_permits: Arc<tokio::sync::Semaphore>,
     /// Servers whose runtime step waits for a permit, woken in turn as tasks end: first tries
@@ -74,14 +70,26 @@ pub struct Context {
     renders: Arc<RenderMemo>,
     /// Renders running at once, on the blocking pool (one per core).
     render_permits: tokio::sync::Semaphore,
-    /// The status last written for a DittoServer, with the resourceVersion it was written over,
-    /// until the watch shows the write.
-    written_status: Mutex<HashMap<ObjectRef<DittoServer>, (String, crate::crd::DittoServerStatus)>>,
+    /// What is kept of each DittoServer between passes, dropped in one place
+    /// ([`Self::forget_server`]).
+    memory: Mutex<HashMap<ObjectRef<DittoServer>, ServerMemory>>,
     /// The running controller's DittoServer store (each [`run`] sets its own, as leadership
     /// comes and goes): whether a server is still there.
     servers: std::sync::RwLock<Option<kube::runtime::reflector::Store<DittoServer>>>,
-    /// Servers looked at for the earlier operator's adapter Services and found without any.
-    earlier_checked: Mutex<std::collections::HashSet<ObjectRef<DittoServer>>>,
+}
+
+/// What the controller keeps of one DittoServer between passes.
+#[derive(Default)]
+struct ServerMemory {
+    /// Consecutive failed passes, for the error backoff.
+    failures: u32,
+    /// The status last written, with the resourceVersion it was written over, until the watch
+    /// shows the write.
+    written_status: Option<(String, crate::crd::DittoServerStatus)>,
+    /// The runtime step between passes (its token, failures, task in flight).
+    runtime: serving::RuntimeSlot,
+    /// Looked at for the earlier operator's adapter Services and found without any.
+    earlier_checked: bool,
 }
 
 impl Context {
@@ -100,19 +108,16 @@ impl Context {
             settings,
             metrics: metrics.clone(),
             ready: Arc::default(),
-            failures: Mutex::default(),
             checksum_keys: Mutex::default(),
             http,
-            runtime: Mutex::default(),
             runtime_permits: Arc::new(tokio::sync::Semaphore::new(api_tasks)),
             runtime_waiting: Mutex::default(),
             wake: Mutex::default(),
             cache: Arc::new(crate::cache::Cache::counting(metrics.watches_listing.clone())),
             renders: Arc::default(),
             render_permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
-            written_status: Mutex::default(),
+            memory: Mutex::default(),
             servers: std::sync::RwLock::default(),
-            earlier_checked: Mutex::default(),
         }
     }
 
@@ -132,15 +137,16 @@ impl Context {
     /// came first); deciding from the older status would write the same status again.
     fn with_written_status(&self, server: Arc<DittoServer>) -> Arc<DittoServer> {
         let key = ObjectRef::from_obj(&*server);
-        let mut written = self.written_status.lock().expect("status lock");
-        match written.get(&key) {
+        let mut memory = self.memory.lock().expect("memory lock");
+        let Some(written) = memory.get_mut(&key).map(|m| &mut m.written_status) else { return server };
+        match written {
             Some((base, status)) if server.metadata.resource_version.as_ref() == Some(base) => {
                 let mut current = DittoServer::clone(&server);
                 current.status = Some(status.clone());
                 Arc::new(current)
             }
             Some(_) => {
-                written.remove(&key);
+                *written = None;
                 server
             }
             None => server,
@@ -150,7 +156,8 @@ impl Context {
     /// Notes a status written over `server` (as this pass saw it), for [`Self::with_written_status`].
     fn wrote_status(&self, server: &DittoServer, status: crate::crd::DittoServerStatus) {
         if let Some(seen) = server.metadata.resource_version.clone() {
-            self.written_status.lock().expect("status lock").insert(ObjectRef::from_obj(server), (seen, status));
+            let mut memory = self.memory.lock().expect("memory lock");
+            memory.entry(ObjectRef::from_obj(server)).or_default().written_status = Some((seen, status));
         }
     }
 
@@ -158,10 +165,7 @@ impl Context {
     /// the finalizer, or while the watch was down).
     fn forget_server(&self, server: &ObjectRef<DittoServer>) {
         self.renders.forget(server.namespace.as_deref().unwrap_or_default(), &server.name);
-        self.written_status.lock().expect("status lock").remove(server);
-        self.failures.lock().expect("failures lock").remove(server);
-        self.runtime.lock().expect("runtime lock").remove(server);
-        self.earlier_checked.lock().expect("takeover lock").remove(server);
+        self.memory.lock().expect("memory lock").remove(server);
     }
 
     /// Asks the running controller for a pass over `server` (its runtime task finished).
@@ -254,10 +258,10 @@ impl From<ReadError> for Stop {
 pub fn error_policy(server: Arc<DittoServer>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*server);
     let attempt = {
-        let mut failures = ctx.failures.lock().expect("failures lock");
-        let count = failures.entry(key).or_insert(0);
-        *count += 1;
-        *count
+        let mut memory = ctx.memory.lock().expect("memory lock");
+        let failures = &mut memory.entry(key).or_default().failures;
+        *failures += 1;
+        *failures
     };
     let delay = crate::backoff::RECONCILE.delay(attempt);
     warn!(name = %server.name_any(), namespace = ?server.namespace(), %error, attempt, ?delay, "reconcile failed; retrying");
@@ -290,7 +294,9 @@ pub async fn reconcile(server: Arc<DittoServer>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::await_change());
     }
     let action = result?;
-    ctx.failures.lock().expect("failures lock").remove(&reference);
+    if let Some(memory) = ctx.memory.lock().expect("memory lock").get_mut(&reference) {
+        memory.failures = 0;
+    }
     Ok(action)
 }
 

@@ -120,8 +120,8 @@ pub async fn runtime(
     };
     let inputs = Inputs { server, rendered, secrets, mode, pod: &ready_since }.fingerprint();
     let (token, remembered, reported, permit) = {
-        let mut slots = ctx.runtime.lock().expect("runtime lock");
-        let slot = slots.entry(key.clone()).or_default();
+        let mut memory = ctx.memory.lock().expect("memory lock");
+        let slot = &mut memory.entry(key.clone()).or_default().runtime;
         // What a task found for these inputs: the news of this pass.
         if let Some((ran_with, outcome)) = slot.finished.take() {
             if ran_with == inputs {
@@ -260,9 +260,10 @@ impl Task {
             condition.message = session::scrub_and_cut(&condition.message, &credentials);
         }
         let reported = 'report: {
-            let mut slots = ctx.runtime.lock().expect("runtime lock");
+            let mut memory = ctx.memory.lock().expect("memory lock");
             // Forgotten (the server was deleted) or replaced meanwhile: nothing to report.
-            let Some(slot) = slots.get_mut(&self.key).filter(|s| s.running == Some(self.inputs)) else {
+            let slot = memory.get_mut(&self.key).map(|m| &mut m.runtime);
+            let Some(slot) = slot.filter(|s| s.running == Some(self.inputs)) else {
                 break 'report false;
             };
             slot.running = None;

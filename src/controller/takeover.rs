@@ -34,7 +34,8 @@ pub async fn earlier_adapter_services(
     let opted_in = decide::recreates_on_immutable_change(server);
     let refused = decided.iter().any(|d| d.type_ == IN_SYNC && d.reason == "ApplyRejected");
     let key = ObjectRef::from_obj(server);
-    if !(opted_in || refused) || ctx.earlier_checked.lock().expect("takeover lock").contains(&key) {
+    let checked = ctx.memory.lock().expect("memory lock").get(&key).is_some_and(|m| m.earlier_checked);
+    if !(opted_in || refused) || checked {
         return Ok(());
     }
     let namespace = server.namespace_or_default();
@@ -48,7 +49,7 @@ pub async fn earlier_adapter_services(
         .filter(|s| s.owner_references().iter().any(|r| r.controller == Some(true) && r.uid == uid))
         .collect();
     if earlier.is_empty() {
-        ctx.earlier_checked.lock().expect("takeover lock").insert(key);
+        ctx.memory.lock().expect("memory lock").entry(key).or_default().earlier_checked = true;
         return Ok(());
     }
     let names: Vec<String> = earlier.iter().map(|s| s.name_any()).collect();
@@ -75,7 +76,7 @@ pub async fn earlier_adapter_services(
             server.name_any()
         );
         writes::publish(ctx, server, EventType::Normal, "EarlierServicesRemoved", &note).await;
-        ctx.earlier_checked.lock().expect("takeover lock").insert(key);
+        ctx.memory.lock().expect("memory lock").entry(key).or_default().earlier_checked = true;
         return Ok(());
     }
     if let Some(in_sync) = decided.iter_mut().find(|d| d.type_ == IN_SYNC) {
