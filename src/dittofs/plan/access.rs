@@ -2,9 +2,9 @@
 //! Passwords reach request bodies only; what a user reads says "password", never the value.
 //! Nothing the spec does not list is deleted: accounts not in the spec are kept and named.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Area, Change, Live, Plan};
+use super::{Area, Change, Edits, Live, Plan};
 use crate::dittofs::api::{segment, share_path};
 use crate::render::desired::{DesiredRuntime, DesiredUser, SYSTEM_GROUPS};
 
@@ -76,20 +76,12 @@ pub fn plan_accounts(desired: &DesiredRuntime, users: &[ResolvedUser], live: &Li
             out.changes.push(change(format!("{subject}: create"), "POST", "/api/v1/users".into(), Some(body), subject));
             continue;
         };
-        let mut what = Vec::new();
-        let mut body = Map::new();
-        if l.role != d.role {
-            what.push(format!("role {} → {}", l.role, d.role));
-            body.insert("role".into(), json!(d.role));
-        }
-        if l.enabled != d.enabled {
-            what.push(if d.enabled { "enable" } else { "disable" }.to_string());
-            body.insert("enabled".into(), json!(d.enabled));
-        }
+        let mut edits = Edits::default();
+        edits.field("role", "role", &l.role, &d.role);
+        edits.enabled(l.enabled, d.enabled);
         for (field, live_id, wanted) in [("uid", l.uid, d.uid), ("gid", l.gid, d.gid)] {
             if wanted.is_some() && live_id != wanted {
-                what.push(format!("{field} {} → {}", shown(live_id), shown(wanted)));
-                body.insert(field.into(), json!(wanted));
+                edits.set(format!("{field} {} → {}", shown(live_id), shown(wanted)), field, json!(wanted));
             }
         }
         let mut live_groups = l.groups.clone().unwrap_or_default();
@@ -97,18 +89,10 @@ pub fn plan_accounts(desired: &DesiredRuntime, users: &[ResolvedUser], live: &Li
         let mut wanted_groups = d.groups.clone();
         wanted_groups.sort();
         if live_groups != wanted_groups {
-            what.push(format!("groups [{}] → [{}]", live_groups.join(", "), wanted_groups.join(", ")));
-            body.insert("groups".into(), json!(wanted_groups));
+            let line = format!("groups [{}] → [{}]", live_groups.join(", "), wanted_groups.join(", "));
+            edits.set(line, "groups", json!(wanted_groups));
         }
-        if !what.is_empty() {
-            out.changes.push(change(
-                format!("{subject}: {}", what.join(", ")),
-                "PUT",
-                path.clone(),
-                Some(Value::Object(body)),
-                subject.clone(),
-            ));
-        }
+        out.changes.extend(edits.put(path.clone(), Area::Access, &subject));
         if !user.password_current {
             out.changes.push(change(
                 format!("{subject}: password set from Secret {}", d.password_secret.name),

@@ -1,9 +1,9 @@
 //! Adapters and their settings: created, ports and enabled state corrected, settings patched,
 //! and restarted where DittoFS reads a change only at start or a listener is stuck.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Area, Change, Live, Plan, changed_keys};
+use super::{Area, Change, Edits, Live, Plan, changed_keys};
 use crate::dittofs::api::segment;
 use crate::render::desired::{DesiredAdapter, DesiredRuntime};
 
@@ -63,18 +63,11 @@ fn plan_adapter(adapter: &DesiredAdapter, live: &Live, out: &mut Plan) -> bool {
         );
         return false;
     };
-    let mut what = Vec::new();
-    let mut body = Map::new();
-    if l.port != adapter.port {
-        what.push(format!("port {} → {}", l.port, adapter.port));
-        body.insert("port".into(), json!(adapter.port));
-    }
-    if l.enabled != adapter.enabled {
-        what.push(if adapter.enabled { "enable" } else { "disable" }.to_string());
-        body.insert("enabled".into(), json!(adapter.enabled));
-    }
+    let mut edits = Edits::default();
+    edits.field("port", "port", l.port, adapter.port);
+    edits.enabled(l.enabled, adapter.enabled);
     let stuck = live.read_at.and_then(|now| l.seconds_since_change(now)).unwrap_or(0) >= ADAPTER_RESTART_AFTER_SECONDS;
-    if what.is_empty() && adapter.enabled && !l.healthy() && stuck {
+    if edits.is_empty() && adapter.enabled && !l.healthy() && stuck {
         // DittoFS keeps a listener whose address did not change: stop, then start.
         for (step, enabled) in [("stop", false), ("start", true)] {
             out.changes.push(
@@ -86,14 +79,8 @@ fn plan_adapter(adapter: &DesiredAdapter, live: &Live, out: &mut Plan) -> bool {
             );
         }
     }
-    if what.is_empty() {
-        return false;
-    }
-    out.changes.push(Change::call("PUT", format!("/api/v1/adapters/{t}"), Some(Value::Object(body))).about(
-        Area::Adapter,
-        &subject,
-        format!("{subject}: {}", what.join(", ")),
-    ));
+    let Some(change) = edits.put(format!("/api/v1/adapters/{t}"), Area::Adapter, &subject) else { return false };
+    out.changes.push(change);
     true
 }
 

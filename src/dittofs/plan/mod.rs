@@ -187,6 +187,57 @@ impl Call {
     }
 }
 
+/// The fields of one object the server holds differently: a line a person reads for each
+/// (`port 12049 → 2049`, `enable`) and the body of the request that sets them.
+#[derive(Default)]
+struct Edits {
+    what: Vec<String>,
+    body: Map<String, Value>,
+}
+
+impl Edits {
+    /// Sets `key` to `value`, said as `line`.
+    fn set(&mut self, line: String, key: &str, value: Value) {
+        self.what.push(line);
+        self.body.insert(key.into(), value);
+    }
+
+    /// `key` to `wanted` where the server holds `live`, said as `label live → wanted`.
+    fn field<T: PartialEq + std::fmt::Display + serde::Serialize>(
+        &mut self,
+        label: &str,
+        key: &str,
+        live: T,
+        wanted: T,
+    ) {
+        if live != wanted {
+            self.set(format!("{label} {live} → {wanted}"), key, serde_json::json!(wanted));
+        }
+    }
+
+    /// `enabled`, said as `enable` or `disable`.
+    fn enabled(&mut self, live: bool, wanted: bool) {
+        if live != wanted {
+            self.set(if wanted { "enable" } else { "disable" }.into(), "enabled", Value::Bool(wanted));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.what.is_empty()
+    }
+
+    /// The PUT that makes them, described as `subject: what, what`; none when nothing differs.
+    fn put(self, path: String, area: Area, subject: &str) -> Option<Change> {
+        (!self.is_empty()).then(|| {
+            Change::call("PUT", path, Some(Value::Object(self.body))).about(
+                area,
+                subject,
+                format!("{subject}: {}", self.what.join(", ")),
+            )
+        })
+    }
+}
+
 /// What a change touches, for the condition's reason when it fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Area {

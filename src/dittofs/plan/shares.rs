@@ -1,9 +1,9 @@
 //! Shares: created or corrected (stores, read-only, default permission, access-based
 //! enumeration, quota), their NFS export options and allowed clients, and snapshot policies.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Area, Change, Live, Plan, changed_keys};
+use super::{Area, Change, Edits, Live, Plan, changed_keys};
 use crate::dittofs::api::{LiveShare, segment, share_path};
 use crate::render::desired::{DesiredRuntime, DesiredShare, StoreKind, interval_seconds};
 
@@ -17,15 +17,8 @@ pub(super) fn plan_shares(desired: &DesiredRuntime, live: &Live, out: &mut Plan)
                 format!("{subject}: create"),
             )),
             Some(l) => {
-                let (what, body) = share_differences(share, l, live);
-                if !what.is_empty() {
-                    let path = format!("/api/v1/shares/{}", share_path(&share.name));
-                    out.changes.push(Change::call("PUT", path, Some(Value::Object(body))).about(
-                        Area::Share,
-                        &subject,
-                        format!("{subject}: {}", what.join(", ")),
-                    ));
-                }
+                let path = format!("/api/v1/shares/{}", share_path(&share.name));
+                out.changes.extend(share_differences(share, l, live).put(path, Area::Share, &subject));
             }
         }
     }
@@ -51,14 +44,13 @@ fn create_body(share: &DesiredShare) -> Value {
     body
 }
 
-/// What differs on a share the server has, as lines a person reads and the PUT body.
-fn share_differences(share: &DesiredShare, l: &LiveShare, live: &Live) -> (Vec<String>, Map<String, Value>) {
-    let mut what = Vec::new();
-    let mut body = Map::new();
+/// What differs on a share the server has.
+fn share_differences(share: &DesiredShare, l: &LiveShare, live: &Live) -> Edits {
+    let mut edits = Edits::default();
     let mut compare = |field: &str, key: &str, live_value: Option<&str>, wanted: Option<&str>| {
         if live_value != wanted {
-            what.push(format!("{field} {} → {}", live_value.unwrap_or("none"), wanted.unwrap_or("none")));
-            body.insert(key.into(), json!(wanted.unwrap_or("")));
+            let line = format!("{field} {} → {}", live_value.unwrap_or("none"), wanted.unwrap_or("none"));
+            edits.set(line, key, json!(wanted.unwrap_or("")));
         }
     };
     compare(
@@ -80,27 +72,18 @@ fn share_differences(share: &DesiredShare, l: &LiveShare, live: &Live) -> (Vec<S
         live_remote.map(|id| live.store_name(StoreKind::Remote, id).unwrap_or(id)),
         share.remote_block_store.as_deref(),
     );
-    if l.read_only != share.read_only {
-        what.push(format!("read-only {} → {}", l.read_only, share.read_only));
-        body.insert("read_only".into(), json!(share.read_only));
-    }
-    if l.default_permission != share.default_permission {
-        what.push(format!("default permission {} → {}", l.default_permission, share.default_permission));
-        body.insert("default_permission".into(), json!(share.default_permission));
-    }
-    if let Some(abe) = share.access_based_enumeration
-        && abe != l.access_based_enumeration
-    {
-        what.push(format!("access-based enumeration {} → {abe}", l.access_based_enumeration));
-        body.insert("access_based_enumeration".into(), json!(abe));
+    edits.field("read-only", "read_only", l.read_only, share.read_only);
+    edits.field("default permission", "default_permission", &l.default_permission, &share.default_permission);
+    if let Some(abe) = share.access_based_enumeration {
+        edits.field("access-based enumeration", "access_based_enumeration", l.access_based_enumeration, abe);
     }
     let live_quota = l.quota_bytes.as_deref().filter(|q| !q.is_empty());
     let wanted_quota = share.quota_bytes.map(crate::quantity::dittofs_bytes);
     if live_quota != wanted_quota.as_deref() {
-        what.push(format!("quota {} → {}", live_quota.unwrap_or("none"), wanted_quota.as_deref().unwrap_or("none")));
-        body.insert("quota_bytes".into(), json!(share.quota_bytes.unwrap_or(0).to_string()));
+        let line = format!("quota {} → {}", live_quota.unwrap_or("none"), wanted_quota.as_deref().unwrap_or("none"));
+        edits.set(line, "quota_bytes", json!(share.quota_bytes.unwrap_or(0).to_string()));
     }
-    (what, body)
+    edits
 }
 
 /// Each share's NFS export options: the netgroup of its allowed clients first (made, members added
