@@ -530,3 +530,102 @@ pub async fn execute(reads: Reads<'_>, namespace: &str, plan: Plan) -> Result<Ap
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    use super::*;
+    use crate::cache::{Cache, Meta};
+
+    fn owned(uid: &str, controller: bool) -> Value {
+        json!({"metadata": {"ownerReferences": [{"uid": uid, "controller": controller}]}})
+    }
+
+    #[test]
+    fn only_a_controller_owner_reference_or_a_percona_annotation_makes_an_object_ours() {
+        assert!(controlled_by(&owned("u-1", true), "u-1", "ConfigMap"));
+        assert!(!controlled_by(&owned("u-1", false), "u-1", "ConfigMap"), "not the controller");
+        assert!(!controlled_by(&owned("u-2", true), "u-1", "ConfigMap"), "another DittoServer's");
+        let annotated = json!({"metadata": {"annotations": {OWNER_ANNOTATION: "u-1"}}});
+        assert!(controlled_by(&annotated, "u-1", "PerconaPGCluster"));
+        assert!(!controlled_by(&annotated, "u-1", "ConfigMap"), "the annotation counts only where no reference can");
+    }
+
+    #[test]
+    fn a_released_object_is_ours_by_label_with_neither_owner_nor_controller() {
+        let labels = json!({LABEL_INSTANCE: "files", LABEL_MANAGED_BY: MANAGED_BY});
+        let released = json!({"metadata": {"labels": labels}});
+        assert!(released_for(&released, "files"));
+        assert!(!released_for(&released, "other"), "another DittoServer's name");
+        let still_owned = json!({"metadata": {"labels": labels, "annotations": {OWNER_ANNOTATION: "u-1"}}});
+        assert!(!released_for(&still_owned, "files"));
+        let controlled = json!({"metadata": {"labels": labels, "ownerReferences": [{"uid": "u", "controller": true}]}});
+        assert!(!released_for(&controlled, "files"));
+    }
+
+    #[test]
+    fn a_refusal_is_a_4xx_that_no_retry_fixes() {
+        let status = |code: u16| kube::core::Status { code, ..Default::default() };
+        assert!(refused(&status(422)));
+        assert!(refused(&status(403)));
+        for retried in [404, 408, 409, 429, 500, 503] {
+            assert!(!refused(&status(retried)), "{retried}");
+        }
+    }
+
+    #[test]
+    fn the_status_step_keeps_the_workload_and_file_service_the_rest_by_metadata() {
+        assert_eq!(content_needed(Kind::StatefulSet, "files"), Need::Status);
+        assert_eq!(content_needed(Kind::Service, "files-file"), Need::Status);
+        assert_eq!(content_needed(Kind::Service, "files-api"), Need::Metadata);
+        assert_eq!(content_needed(Kind::ConfigMap, "files-config"), Need::Metadata);
+    }
+
+    fn planned(kind: Kind, name: &str, applied: u64) -> PlannedObject {
+        let reference = format!("{}/{name}", kind.name());
+        let diff = diff::compare(&reference, "f", None, None);
+        PlannedObject { kind, name: name.into(), object: None, live: None, diff, applied }
+    }
+
+    #[test]
+    fn only_a_plan_that_stands_for_the_whole_render_is_remembered() {
+        let mut plan = Plan { objects: vec![planned(Kind::ConfigMap, "files-config", 7)], ..Plan::default() };
+        let set = plan.applied_set("u-1").expect("a whole plan");
+        assert_eq!(set.objects, [(Kind::ConfigMap, "files-config".to_string(), 7)]);
+        plan.held.push("StatefulSet/files".into());
+        assert_eq!(plan.applied_set("u-1"), None, "held objects are not in the cluster as rendered");
+        plan.held.clear();
+        plan.adopted.push("PerconaPGCluster/files-postgres".into());
+        assert_eq!(plan.applied_set("u-1"), None, "an adoption is written by this plan");
+    }
+
+    fn config_map(version: &str) -> Meta {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "files-config", "namespace": "ns", "resourceVersion": version},
+        }))
+        .expect("metadata parses")
+    }
+
+    #[test]
+    fn an_applied_set_is_settled_while_the_store_shows_the_version_it_was_applied_at() {
+        let cache = Cache::default();
+        let set = AppliedSet { owner_uid: "u-1".into(), objects: vec![(Kind::ConfigMap, "files-config".into(), 7)] };
+        assert!(!set.is_settled(&cache, "ns", "u-1"), "no store covers it: unknown, so not settled");
+        let store = cache.register(&Kind::ConfigMap.resource(), None, None);
+        store.apply(&Event::Init);
+        store.apply(&Event::InitApply(config_map("5")));
+        store.apply(&Event::InitDone);
+        let key = Key::of(Kind::ConfigMap, "ns", "files-config");
+        assert!(!set.is_settled(&cache, "ns", "u-1"), "never applied");
+        cache.settle(key.clone(), 7, "5".into());
+        assert!(set.is_settled(&cache, "ns", "u-1"));
+        assert!(!set.is_settled(&cache, "ns", "u-2"), "applied for another DittoServer");
+        cache.settle(key, 8, "5".into());
+        assert!(!set.is_settled(&cache, "ns", "u-1"), "settled for another rendering");
+        store.apply(&Event::Apply(config_map("6")));
+        assert!(!set.is_settled(&cache, "ns", "u-1"), "someone changed it since");
+    }
+}
