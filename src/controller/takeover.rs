@@ -8,10 +8,9 @@
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
-use super::writes;
+use super::writes::{self, Deletable, Effect};
 use super::{Context, Error};
 use crate::conditions::{Decided, IN_SYNC};
 use crate::crd::DittoServer;
@@ -52,35 +51,37 @@ pub async fn earlier_adapter_services(
         ctx.memory.lock().expect("memory lock").entry(key).or_default().earlier_checked = true;
         return Ok(());
     }
-    let names: Vec<String> = earlier.iter().map(|s| s.name_any()).collect();
-    if serving && opted_in && mode.writes() {
-        for service in &earlier {
-            // Gone or replaced meanwhile: nothing of the earlier operator's left to remove.
-            match writes::delete_exactly(&services, &service.name_any(), service.uid(), None).await {
-                Ok(_) => {}
-                Err(source) => {
-                    let object = format!("Service/{}", service.name_any());
-                    return Err(crate::apply::ApplyError::Api {
-                        action: "deleting (earlier operator's)",
-                        object,
-                        source,
-                    }
-                    .into());
-                }
+    let found: Vec<(String, Option<String>)> = earlier.iter().map(|s| (s.name_any(), s.uid())).collect();
+    let writes_now = serving && opted_in && mode.writes();
+    match decide_earlier(server, &found, writes_now) {
+        Earlier::Remove(effects) => {
+            writes::run(ctx, server, effects).await?;
+            ctx.memory.lock().expect("memory lock").entry(key).or_default().earlier_checked = true;
+        }
+        Earlier::Remain(note) => {
+            if let Some(in_sync) = decided.iter_mut().find(|d| d.type_ == IN_SYNC) {
+                in_sync.message.push_str(&note);
             }
         }
-        let note = format!(
-            "Deleted the earlier operator's Services {} now that {} serves: clients use {}-file",
-            names.join(", "),
-            server.name_any(),
-            server.name_any()
-        );
-        writes::publish(ctx, server, EventType::Normal, "EarlierServicesRemoved", &note).await;
-        ctx.memory.lock().expect("memory lock").entry(key).or_default().earlier_checked = true;
-        return Ok(());
     }
-    if let Some(in_sync) = decided.iter_mut().find(|d| d.type_ == IN_SYNC) {
-        in_sync.message.push_str(&format!(
+    Ok(())
+}
+
+/// What becomes of the earlier operator's Services found.
+#[derive(Debug, PartialEq)]
+enum Earlier {
+    /// Deleted (exactly those found), then said in an Event.
+    Remove(Vec<Effect>),
+    /// Kept for now: said in `InSync`.
+    Remain(String),
+}
+
+/// `found`: the earlier Services' names and uids. Deleted when this server serves and the
+/// re-creation opt-in is set (`remove`), else named in `InSync` with what it takes.
+fn decide_earlier(server: &DittoServer, found: &[(String, Option<String>)], remove: bool) -> Earlier {
+    let names: Vec<&str> = found.iter().map(|(name, _)| name.as_str()).collect();
+    if !remove {
+        return Earlier::Remain(format!(
             ". The earlier operator's Services {} remain (clients may still use them; a LoadBalancer keeps its address): \
              they are deleted once this server serves, with the {}={} annotation",
             names.join(", "),
@@ -88,5 +89,57 @@ pub async fn earlier_adapter_services(
             crate::names::RECREATE
         ));
     }
-    Ok(())
+    let namespace = server.namespace_or_default();
+    let mut effects: Vec<Effect> = found
+        .iter()
+        .map(|(name, uid)| Effect::DeleteExactly {
+            kind: Deletable::Service,
+            namespace: namespace.clone(),
+            name: name.clone(),
+            uid: uid.clone(),
+        })
+        .collect();
+    let note = format!(
+        "Deleted the earlier operator's Services {} now that {} serves: clients use {}-file",
+        names.join(", "),
+        server.name_any(),
+        server.name_any()
+    );
+    effects.push(Effect::Event { warning: false, reason: "EarlierServicesRemoved", note });
+    Earlier::Remove(effects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> DittoServer {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dittofs.dittofs.com/v1alpha1", "kind": "DittoServer",
+            "metadata": {"name": "files", "namespace": "storage", "uid": "u-1"},
+            "spec": {"storage": {"metadataSize": "1Gi"}},
+        }))
+        .expect("a DittoServer")
+    }
+
+    #[test]
+    fn the_earlier_services_are_deleted_exactly_then_said_or_named_while_they_remain() {
+        let found = [("files-adapter-nfs".to_string(), Some("s-1".to_string()))];
+        let Earlier::Remove(effects) = decide_earlier(&server(), &found, true) else { panic!("removed") };
+        assert_eq!(
+            effects[0],
+            Effect::DeleteExactly {
+                kind: Deletable::Service,
+                namespace: "storage".into(),
+                name: "files-adapter-nfs".into(),
+                uid: Some("s-1".into())
+            }
+        );
+        assert!(
+            matches!(&effects[1], Effect::Event { reason: "EarlierServicesRemoved", note, .. } if note.contains("files-adapter-nfs"))
+        );
+        assert_eq!(effects.len(), 2);
+        let Earlier::Remain(note) = decide_earlier(&server(), &found, false) else { panic!("kept") };
+        assert!(note.contains("files-adapter-nfs remain") && note.contains("recreate"), "{note}");
+    }
 }

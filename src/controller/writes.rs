@@ -54,6 +54,52 @@ where
     }
 }
 
+/// A write a step decided, for [`run`] to make: the step's decision stays a plain value that a
+/// unit test can look at.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Delete exactly this object (uid precondition); one gone or replaced meanwhile is left.
+    DeleteExactly { kind: Deletable, namespace: String, name: String, uid: Option<String> },
+    /// A Normal or Warning Event on the DittoServer.
+    Event { warning: bool, reason: &'static str, note: String },
+}
+
+/// Makes `effects` in order; the first failed delete ends the run.
+pub async fn run(ctx: &Context, server: &DittoServer, effects: Vec<Effect>) -> Result<(), Error> {
+    for effect in effects {
+        match effect {
+            Effect::DeleteExactly { kind, namespace, name, uid } => {
+                let api: Api<kube::api::DynamicObject> =
+                    Api::namespaced_with(ctx.client.clone(), &namespace, &kind.resource());
+                delete_exactly(&api, &name, uid, None).await.map_err(|source| apply::ApplyError::Api {
+                    action: "deleting",
+                    object: format!("{}/{name}", kind.resource().kind),
+                    source,
+                })?;
+            }
+            Effect::Event { warning, reason, note } => {
+                let type_ = if warning { EventType::Warning } else { EventType::Normal };
+                publish(ctx, server, type_, reason, &note).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kinds an [`Effect`] deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletable {
+    Service,
+}
+
+impl Deletable {
+    fn resource(self) -> kube::api::ApiResource {
+        match self {
+            Self::Service => kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
+        }
+    }
+}
+
 /// A JSON merge patch of one object (its metadata, say); a `resourceVersion` in `patch` makes
 /// it fail rather than overwrite a concurrent edit.
 pub async fn merge_patch<K>(api: &Api<K>, name: &str, patch: Value) -> Result<K, kube::Error>
