@@ -21,6 +21,9 @@ enum Command {
     Render(RenderArgs),
     /// Show what the operator would change in the cluster (exit 0: none, 1: changes, 2: error).
     Diff(diff::DiffArgs),
+    /// Write a support tarball for one DittoServer: its CR, objects, Events, logs, DittoFS's
+    /// state and the diff, with every Secret value masked.
+    Report(cmd::report::ReportArgs),
     /// Print the DittoServer CustomResourceDefinition.
     Crd,
     /// List or show the embedded templates.
@@ -53,8 +56,20 @@ enum TemplatesCommand {
     Show { name: String },
 }
 
+/// The name kubectl runs a plugin by: `kubectl dittofs diff|render|report …` runs this binary
+/// installed (or linked) as `kubectl-dittofs` on the PATH.
+const KUBECTL_PLUGIN: &str = "kubectl-dittofs";
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let as_plugin = std::path::Path::new(&argv0).file_name().is_some_and(|name| name == KUBECTL_PLUGIN);
+    let cli = if as_plugin {
+        let matches = Cli::command().name(KUBECTL_PLUGIN).bin_name("kubectl dittofs").get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    } else {
+        Cli::parse()
+    };
     let result = match cli.command {
         Command::Run(args) => operator::run_blocking(args),
         Command::Render(args) => render_command(args),
@@ -65,6 +80,10 @@ fn main() -> ExitCode {
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
             }
+        }
+        Command::Report(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            runtime.block_on(cmd::report::report(args)).map(|path| println!("{}", path.display()))
         }
         Command::Crd => {
             print!("{}", crd::crd_yaml());

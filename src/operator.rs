@@ -13,20 +13,18 @@ use tracing::{info, warn};
 use crate::controller::{self, Context};
 use crate::leader::{self, LeaseSettings, STOP_TIMEOUT};
 use crate::serve::{self, Health};
-use crate::settings::{RunArgs, Settings, operator_namespace};
+use crate::settings::{LogFormat, RunArgs, Settings, operator_namespace};
 
 /// An API server that sends nothing for this long on a request of a pass has hung: the request
 /// fails and the pass is retried. Watches use a client without it (they are quiet for minutes).
 const API_SERVER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn run_blocking(args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_current_span(true).with_env_filter(filter()).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter()).init(),
+    }
     anyhow::ensure!(
         args.lease_duration_seconds >= 3,
         "--lease-duration-seconds must be at least 3 (renewal happens a third of the duration before expiry)"

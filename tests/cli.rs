@@ -1,5 +1,7 @@
 //! The binary as a user runs it.
 
+mod support;
+
 use std::process::Command;
 
 fn operator(args: &[&str]) -> (i32, String, String) {
@@ -105,4 +107,30 @@ fn crd_templates_and_version() {
     let (code, stdout, _) = operator(&["version"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("marmos91c/dittofs:v0.29.0"), "{stdout}");
+}
+
+/// Installed as `kubectl-dittofs` on the PATH, kubectl runs it as the plugin `kubectl dittofs`.
+#[test]
+fn kubectl_runs_it_as_the_dittofs_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_dittofs-operator"), dir.path().join("kubectl-dittofs")).unwrap();
+    let kubectl = support::testbin().join("kubectl");
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let plugins = Command::new(&kubectl).args(["plugin", "list"]).env("PATH", &path).output().unwrap();
+    assert!(String::from_utf8_lossy(&plugins.stdout).contains("kubectl-dittofs"), "{plugins:?}");
+    let input = root().join("golden/minimal-sqlite/input.yaml");
+    let out = Command::new(&kubectl)
+        .args(["dittofs", "render", "-f", input.to_str().unwrap()])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(root().join("golden/minimal-sqlite/expected.yaml")).unwrap()
+    );
+    let help = Command::new(&kubectl).args(["dittofs", "--help"]).env("PATH", &path).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Usage: kubectl dittofs <COMMAND>"), "{help}");
+    assert!(help.contains("report") && help.contains("diff"), "{help}");
 }

@@ -62,12 +62,15 @@ pub struct Preview {
     pub runtime: Vec<String>,
     /// Users and groups in DittoFS that the spec does not list, left alone: not a change.
     pub kept: Vec<String>,
+    /// What DittoFS reported (adapters, stores, shares, users, groups), as the planner read it;
+    /// `None` when its API was not reached. For `report`.
+    pub live: Option<String>,
 }
 
 /// Prints the diff; returns whether anything differs.
 pub async fn diff(args: DiffArgs) -> Result<bool> {
     let client = client(args.kubeconfig.as_ref()).await?;
-    let Preview { objects, runtime, kept } = preview(&client, &args).await?;
+    let Preview { objects, runtime, kept, .. } = preview(&client, &args).await?;
     match args.output {
         OutputFormat::Text => {
             for change in &objects {
@@ -153,7 +156,7 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     // Decided as the reconcile decides: a lost admin Secret is not generated again; while the
     // database is not ready, only an operator-created cluster is applied. Existing generated
     // credentials are read; missing ones show as created (values masked).
-    let nothing = || Preview { objects: Vec::new(), runtime: Vec::new(), kept: Vec::new() };
+    let nothing = || Preview { objects: Vec::new(), runtime: Vec::new(), kept: Vec::new(), live: None };
     let (effective, discovered, database_only) = match decide::decide(&server, &gathered, Mode::Preview) {
         Decision::Apply { effective, discovered, .. } => (effective, discovered, false),
         Decision::DatabaseOnly { effective, discovered, not_ready, .. } => {
@@ -188,15 +191,22 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     )
     .await?;
     let objects = plan.changes().into_iter().cloned().collect();
-    let (runtime, kept) = match args.dittofs_api.template() {
+    let RuntimeRead { changes: runtime, kept, live } = match args.dittofs_api.template() {
         Some(template) if !database_only => {
             let repoint = crate::dittofs::plan::repoint_allowed(server.annotations());
             runtime_changes(&client, &template, &rendered, &gathered.secrets, gathered.checksum_key.clone(), repoint)
                 .await
         }
-        _ => (Vec::new(), Vec::new()),
+        _ => RuntimeRead::default(),
     };
-    Ok(Preview { objects, runtime, kept })
+    Ok(Preview { objects, runtime, kept, live })
+}
+
+#[derive(Default)]
+struct RuntimeRead {
+    changes: Vec<String>,
+    kept: Vec<String>,
+    live: Option<String>,
 }
 
 /// The runtime plan against the live server, read only (as the operator's account, or the
@@ -208,12 +218,12 @@ async fn runtime_changes(
     gathered: &crate::discover::SecretsByName,
     key: Vec<u8>,
     repoint_allowed: bool,
-) -> (Vec<String>, Vec<String>) {
+) -> RuntimeRead {
     use crate::dittofs::{api, session};
-    let Some(desired) = &rendered.runtime else { return (Vec::new(), Vec::new()) };
+    let Some(desired) = &rendered.runtime else { return RuntimeRead::default() };
     let c = &rendered.outline;
     if c.replicas == 0 {
-        return (Vec::new(), Vec::new());
+        return RuntimeRead::default();
     }
     let secrets = session::Secrets::new(client, &rendered.cr.namespace, gathered);
     let read = async {
@@ -232,13 +242,13 @@ async fn runtime_changes(
         let planned = session::plan_against(&secrets, &api, inputs).await?.plan;
         let mut lines = planned.descriptions();
         lines.extend(planned.refused.iter().map(|r| format!("refused: {r}")));
-        Ok::<_, session::Problem>((lines, planned.kept))
+        Ok::<_, session::Problem>(RuntimeRead { changes: lines, kept: planned.kept, live: Some(format!("{live:#?}")) })
     };
     match read.await {
         Ok(found) => found,
         Err(problem) => {
             eprintln!("note: DittoFS runtime not compared ({}): {}", problem.reason, problem.message);
-            (Vec::new(), Vec::new())
+            RuntimeRead::default()
         }
     }
 }
