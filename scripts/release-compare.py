@@ -12,6 +12,9 @@ import sys
 import yaml
 
 HELM_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/instance"}
+# Cluster-scoped kinds kustomize does not know as such: it gives them the kustomization's
+# namespace, which the API server ignores.
+CLUSTER_SCOPED = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 
 
 def objects(path, drop_namespace):
@@ -21,6 +24,8 @@ def objects(path, drop_namespace):
             if not obj or (drop_namespace and obj["kind"] == "Namespace"):
                 continue
             meta = obj["metadata"]
+            if obj["kind"] in CLUSTER_SCOPED:
+                meta.pop("namespace", None)
             labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in HELM_LABELS}
             if labels:
                 meta["labels"] = labels
