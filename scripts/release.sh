@@ -55,6 +55,10 @@ ARCHIVE=$DIST/dittofs-operator-$VERSION.oci.tar
 ARM64_PROFILE=${ARM64_PROFILE:-release} scripts/image.sh --platforms amd64,arm64 --out "$ARCHIVE" >/dev/null
 DIGEST=$(cat "$ARCHIVE.digest") && rm "$ARCHIVE.digest"
 echo "$IMAGE@$DIGEST" >&2
+# Assembled again from the same binaries, the archive is the same, byte for byte.
+ARM64_PROFILE=${ARM64_PROFILE:-release} scripts/image.sh --platforms amd64,arm64 --out "$DIST/.again.oci.tar" >/dev/null
+cmp "$ARCHIVE" "$DIST/.again.oci.tar" || die "two assemblies of the image differ"
+rm "$DIST/.again.oci.tar" "$DIST/.again.oci.tar.digest"
 
 step "the CLI for both architectures; the arm64 one under qemu-user-static"
 cp target/x86_64-unknown-linux-musl/release/dittofs-operator "$DIST/dittofs-operator-$VERSION-linux-amd64"

@@ -56,7 +56,7 @@ async fn the_report_holds_the_server_and_no_secret_value() {
     let args = ReportArgs {
         name: "demo".into(),
         namespace: Some(ns.clone()),
-        kubeconfig: None,
+        kubeconfig: Some(cluster().kubeconfig.clone()),
         output: Some(out.clone()),
         operator_namespace: "dittofs-system".into(),
         tail: 100,
