@@ -69,7 +69,9 @@ if ! command -v qemu-aarch64-static >/dev/null; then
 fi
 ARM64=(qemu-aarch64-static "$DIST/dittofs-operator-$VERSION-linux-arm64")
 AMD64=("$DIST/dittofs-operator-$VERSION-linux-amd64")
-"${ARM64[@]}" version | tee /dev/stderr | grep -q "dittofs-operator $VERSION" || die "the arm64 binary's version"
+version_line=$("${ARM64[@]}" version) && version_line=${version_line%%$'\n'*}
+echo "arm64: $version_line" >&2
+[[ $version_line == "dittofs-operator $VERSION" ]] || die "the arm64 binary says $version_line"
 diff <("${AMD64[@]}" render -f deploy/samples/production.yaml) <("${ARM64[@]}" render -f deploy/samples/production.yaml) >&2 ||
   die "the arm64 binary renders deploy/samples/production.yaml differently"
 echo "arm64: renders deploy/samples/production.yaml as amd64 does" >&2
