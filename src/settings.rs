@@ -54,6 +54,17 @@ pub struct TemplateArgs {
     pub allow_namespace_templates: bool,
 }
 
+/// What `run`, `diff` and `report` render and read with: values, template overrides, the DittoFS API.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub values: ValuesArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    #[command(flatten)]
+    pub dittofs_api: DittoApiArgs,
+}
+
 /// Where each DittoServer's REST API is, for the runtime step (shares, stores, adapters).
 pub const DEFAULT_DITTOFS_API: &str = "http://{name}-api.{namespace}.svc:{port}";
 
@@ -88,12 +99,9 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+    /// Values, template overrides and the DittoFS API, as `diff` and `report` read them.
     #[command(flatten)]
-    pub values: ValuesArgs,
-    #[command(flatten)]
-    pub templates: TemplateArgs,
-    #[command(flatten)]
-    pub dittofs_api: DittoApiArgs,
+    pub read: ReadArgs,
     /// Reconciles that may run at once (of different DittoServers; one DittoServer's passes never
     /// overlap). Each waits mostly on the API server, so more than the cores help.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
@@ -160,12 +168,12 @@ pub const DITTOFS_API_TASKS: usize = 64;
 
 impl Settings {
     pub fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
-        let mut settings = Self::read_only(&args.values, &args.templates)?;
+        let mut settings = Self::read_only(&args.read.values, &args.read.templates)?;
         settings.namespace = args.namespace.clone();
         settings.concurrency = args.concurrency;
         settings.dry_run = args.dry_run;
         settings.claim_pending_grace = std::time::Duration::from_secs(args.claim_pending_grace_seconds);
-        settings.dittofs_api = args.dittofs_api.template();
+        settings.dittofs_api = args.read.dittofs_api.template();
         anyhow::ensure!(args.dittofs_api_timeout_seconds > 0, "--dittofs-api-timeout-seconds must be at least 1");
         settings.dittofs_api_timeout = std::time::Duration::from_secs(args.dittofs_api_timeout_seconds);
         Ok(settings)

@@ -27,9 +27,10 @@ fn args(ns: &str) -> DiffArgs {
         namespace: Some(ns.into()),
         kubeconfig: None,
         output: OutputFormat::Text,
-        values: Default::default(),
-        templates: Default::default(),
-        dittofs_api: dittofs_operator::settings::DittoApiArgs { dittofs_api: "off".into() },
+        read: dittofs_operator::settings::ReadArgs {
+            dittofs_api: dittofs_operator::settings::DittoApiArgs { dittofs_api: "off".into() },
+            ..Default::default()
+        },
     }
 }
 

@@ -397,9 +397,10 @@ async fn diff_before_the_database_is_ready_shows_what_the_operator_would_apply()
         namespace: Some(ns.clone()),
         kubeconfig: None,
         output: OutputFormat::Json,
-        values: Default::default(),
-        templates: Default::default(),
-        dittofs_api: dittofs_operator::settings::DittoApiArgs { dittofs_api: "off".into() },
+        read: dittofs_operator::settings::ReadArgs {
+            dittofs_api: dittofs_operator::settings::DittoApiArgs { dittofs_api: "off".into() },
+            ..Default::default()
+        },
     };
     // No operator runs: the diff says what one would do now.
     let created = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: files}\nspec:\n  storage: {metadataSize: 10Gi}\n  percona: {enabled: true}\n";

@@ -60,9 +60,10 @@ async fn the_report_holds_the_server_and_no_secret_value() {
         output: Some(out.clone()),
         operator_namespace: "dittofs-system".into(),
         tail: 100,
-        values: Default::default(),
-        templates: Default::default(),
-        dittofs_api: dittofs_operator::settings::DittoApiArgs { dittofs_api: "off".into() },
+        read: dittofs_operator::settings::ReadArgs {
+            dittofs_api: dittofs_operator::settings::DittoApiArgs { dittofs_api: "off".into() },
+            ..Default::default()
+        },
     };
     assert_eq!(report::report(args).await.unwrap(), out);
     let files = unpack(&out);

@@ -133,9 +133,10 @@ fn diff_args(ns: &str) -> DiffArgs {
         namespace: Some(ns.to_string()),
         kubeconfig: Some(cluster().kubeconfig.clone()),
         output: OutputFormat::Text,
-        values: Default::default(),
-        templates: Default::default(),
-        dittofs_api: DittoApiArgs { dittofs_api: LOCAL_API.into() },
+        read: dittofs_operator::settings::ReadArgs {
+            dittofs_api: DittoApiArgs { dittofs_api: LOCAL_API.into() },
+            ..Default::default()
+        },
     }
 }
 

@@ -35,11 +35,7 @@ pub struct DiffArgs {
     #[arg(long, short = 'o', default_value = "text")]
     pub output: OutputFormat,
     #[command(flatten)]
-    pub values: crate::settings::ValuesArgs,
-    #[command(flatten)]
-    pub templates: crate::settings::TemplateArgs,
-    #[command(flatten)]
-    pub dittofs_api: crate::settings::DittoApiArgs,
+    pub read: crate::settings::ReadArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +110,7 @@ pub async fn changes(client: &Client, args: &DiffArgs) -> Result<Vec<ObjectDiff>
 /// Object changes and DittoFS runtime changes.
 pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     let client = client.clone();
-    let settings = Settings::read_only(&args.values, &args.templates)?;
+    let settings = Settings::read_only(&args.read.values, &args.read.templates)?;
     let (server, namespace) = match (&args.file, &args.name) {
         (Some(file), _) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -191,7 +187,7 @@ pub async fn preview(client: &Client, args: &DiffArgs) -> Result<Preview> {
     )
     .await?;
     let objects = plan.changes().into_iter().cloned().collect();
-    let RuntimeRead { changes: runtime, kept, live } = match args.dittofs_api.template() {
+    let RuntimeRead { changes: runtime, kept, live } = match args.read.dittofs_api.template() {
         Some(template) if !database_only => {
             let repoint = crate::dittofs::plan::repoint_allowed(server.annotations());
             runtime_changes(&client, &template, &rendered, &gathered.secrets, gathered.checksum_key.clone(), repoint)

@@ -56,11 +56,7 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 1000)]
     pub tail: i64,
     #[command(flatten)]
-    pub values: crate::settings::ValuesArgs,
-    #[command(flatten)]
-    pub templates: crate::settings::TemplateArgs,
-    #[command(flatten)]
-    pub dittofs_api: crate::settings::DittoApiArgs,
+    pub read: crate::settings::ReadArgs,
 }
 
 /// The report's files, in the order they are written.
@@ -301,9 +297,7 @@ async fn diff_and_runtime(client: &Client, args: &ReportArgs, namespace: &str, f
         namespace: Some(namespace.to_string()),
         kubeconfig: args.kubeconfig.clone(),
         output: OutputFormat::Text,
-        values: args.values.clone(),
-        templates: args.templates.clone(),
-        dittofs_api: args.dittofs_api.clone(),
+        read: args.read.clone(),
     };
     match diff::preview(client, &diff_args).await {
         Ok(preview) => {
