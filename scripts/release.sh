@@ -20,8 +20,8 @@
 # install-namespaced.yaml).
 #
 # ARM64_PROFILE: the cargo profile of the arm64 binary (default release, as published). CI uses
-# release-check (thin LTO, 16 codegen units) to stay within its time; the amd64 binary is always
-# the release profile's, which the tests already built.
+# release-check (no LTO, opt-level 1, 16 codegen units) to stay within its time; the amd64
+# binary is always the release profile's, which the tests already built.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -140,7 +140,10 @@ diagnose() {
 ready() { # NAMESPACE NAME: a DittoServer becomes Ready
   k -n "$1" wait --for=condition=Ready "dittoserver/$2" --timeout=180s || { diagnose; die "dittoserver $1/$2 is not Ready"; }
 }
-"$DITTOFS_CTR" images import "$ARCHIVE" >&2
+# --digests also names the image NAME@sha256:…, as a pull by digest would: the kubelet asks for
+# install.yaml's NAME:TAG@sha256:…, which containerd's CRI looks up by the digest.
+"$DITTOFS_CTR" images import --base-name "${IMAGE%:*}" --digests "$ARCHIVE" >&2
+"$DITTOFS_CTR" images ls -q | grep -qx "${IMAGE%:*}@$DIGEST" || die "the imported image is not named by its digest"
 sample() { # NAMESPACE NAME: deploy/samples/minimal-sqlite.yaml under another name
   sed "s/^  name: demo$/  name: $2/" deploy/samples/minimal-sqlite.yaml | k -n "$1" apply --server-side -f -
 }
