@@ -140,10 +140,11 @@ diagnose() {
 ready() { # NAMESPACE NAME: a DittoServer becomes Ready
   k -n "$1" wait --for=condition=Ready "dittoserver/$2" --timeout=180s || { diagnose; die "dittoserver $1/$2 is not Ready"; }
 }
-# --digests also names the image NAME@sha256:…, as a pull by digest would: the kubelet asks for
-# install.yaml's NAME:TAG@sha256:…, which containerd's CRI looks up by the digest.
-"$DITTOFS_CTR" images import --base-name "${IMAGE%:*}" --digests "$ARCHIVE" >&2
-"$DITTOFS_CTR" images ls -q | grep -qx "${IMAGE%:*}@$DIGEST" || die "the imported image is not named by its digest"
+# Named NAME@sha256:… too, as a pull by digest names it: the kubelet asks for install.yaml's
+# NAME:TAG@sha256:…, which containerd's CRI looks up by the digest. (`ctr import --digests`
+# would name the archive's outer index.json, not the image's index.)
+"$DITTOFS_CTR" images import "$ARCHIVE" >&2
+"$DITTOFS_CTR" images tag "$IMAGE" "${IMAGE%:*}@$DIGEST" >&2
 sample() { # NAMESPACE NAME: deploy/samples/minimal-sqlite.yaml under another name
   sed "s/^  name: demo$/  name: $2/" deploy/samples/minimal-sqlite.yaml | k -n "$1" apply --server-side -f -
 }
@@ -182,7 +183,13 @@ after=$(k -n dittofs-operator get deployment dittofs-operator -o jsonpath='{.met
 k -n dittofs-operator rollout status deployment/dittofs-operator --timeout=180s
 k -n dittofs-operator get deployment dittofs-operator -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- '--log-format=text' ||
   die "the upgraded Deployment has no --log-format=text"
-k patch dittoserver from-chart --type merge -p '{"metadata":{"annotations":{"release-check":"after-upgrade"}}}' >/dev/null
+# The upgraded operator reconciles a change: the DittoServer's new generation is observed.
+k patch dittoserver from-chart --type merge -p '{"spec":{"logging":{"level":"DEBUG"}}}' >/dev/null
+generation=$(k get dittoserver from-chart -o jsonpath='{.metadata.generation}')
+k wait --for=jsonpath='{.status.observedGeneration}'="$generation" dittoserver/from-chart --timeout=120s ||
+  { diagnose; die "the upgraded operator did not reconcile from-chart's generation $generation"; }
+k get configmap from-chart-config -o jsonpath='{.data.config\.yaml}' | grep -qi 'level: *"\?debug' ||
+  die "from-chart's config does not have the DEBUG level"
 ready default from-chart
 
 step "helm uninstall keeps the CRD, the DittoServers and their claims"
