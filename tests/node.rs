@@ -150,9 +150,20 @@ async fn wait_condition(client: &Client, ns: &str, what: &str, wanted: impl Fn(&
     }
 }
 
+/// The file Service's ClusterIP, once NFS answers there. Ready says the pod serves; the Service
+/// routes to it only after kube-proxy has synced the new endpoints, a moment later (under load,
+/// long enough for a first `nfs-cp` to be refused: seen 2026-12-07), and a client's mount would
+/// retry the same way.
 async fn file_ip(client: &Client, ns: &str) -> String {
     let service = Api::<Service>::namespaced(client.clone(), ns).get("files-file").await.unwrap();
-    service.spec.unwrap().cluster_ip.unwrap()
+    let ip = service.spec.unwrap().cluster_ip.unwrap();
+    let export = nfs_url(&ip, "");
+    eventually("NFS answering on the file Service", NODE_DEADLINE, || async {
+        let listed = Command::new("timeout").args(["10", "nfs-ls", &export]).output().ok()?;
+        listed.status.success().then_some(())
+    })
+    .await;
+    ip
 }
 
 /// Seconds one `nfs-cp` may take (`timeout`): files here are at most a few MiB, and a client
@@ -720,16 +731,24 @@ async fn claims_that_cannot_bind_are_named_in_the_status() {
     let storage = format!("{{metadataSize: 1Gi, contentSize: 1Gi, storageClassName: {class}}}");
     create(&client, &ns, &CR.replace("{metadataSize: 1Gi, contentSize: 1Gi}", &storage)).await;
 
-    let degraded = wait_condition(&client, &ns, "Degraded: claims Pending", |c| {
-        c.type_ == "Degraded" && c.status == "True" && c.reason == "VolumeClaimPending"
+    // Each claim is named once it has been Pending for the grace; they are made moments apart,
+    // so the first message may name only the first.
+    let names = ["controlplane-files-0", "metadata-files-0", "content-files-0"];
+    wait_condition(&client, &ns, "Degraded naming every Pending claim", |c| {
+        c.type_ == "Degraded"
+            && c.status == "True"
+            && c.reason == "VolumeClaimPending"
+            && names.iter().all(|name| c.message.contains(name))
     })
     .await;
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap();
-    assert_eq!(claims.items.len(), 3, "controlplane, metadata, content");
-    for claim in &claims.items {
-        let name = claim.metadata.name.as_deref().unwrap();
-        assert!(degraded.message.contains(name), "{name} not named: {}", degraded.message);
-    }
+    let mut found: Vec<String> = claims.items.into_iter().filter_map(|c| c.metadata.name).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        ["content-files-0", "controlplane-files-0", "metadata-files-0"],
+        "the claims named are all there are"
+    );
     assert_eq!(condition(&client, &ns, "Ready").await.map(|c| c.status).as_deref(), Some("False"));
     Api::<DittoServer>::namespaced(client.clone(), &ns).delete("files", &DeleteParams::default()).await.unwrap();
     classes.delete(&class, &DeleteParams::default()).await.unwrap();
