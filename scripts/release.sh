@@ -10,7 +10,8 @@
 #   dittofs-operator-<v>.oci.tar          one OCI image index: linux/amd64 and linux/arm64
 #   install.yaml                          CRD, RBAC, admission policy, Deployment; image pinned by digest
 #   install-namespaced.yaml               the same, watching only the `dittofs` namespace
-#   dittofs-operator-<v>.tgz              the Helm chart (deploy/chart), image pinned by digest
+#   dittofs-operator-<v>.tgz              the Helm chart (deploy/chart), image pinned by digest,
+#                                         entries dated to the commit (reproducible)
 #   dittofs-operator-<v>-linux-{amd64,arm64}   the CLI (render, diff, report; also kubectl-dittofs)
 #   RELEASE_NOTES.md                      CHANGELOG.md's entry for <v>
 #   SHA256SUMS
@@ -110,7 +111,17 @@ same_objects() { # helm template ARGS… vs an install file: the same objects, H
 }
 same_objects "$DIST/install.yaml" --namespace dittofs-system
 same_objects "$DIST/install-namespaced.yaml" --namespace dittofs --set namespaced=true
-helm package "$CHART_DIR" --version "$VERSION" --app-version "v$VERSION" -d "$DIST" >&2
+# helm package stamps the packaging time: entries re-dated to the commit's time, so two
+# packagings of one commit are the same file (checked with a second one).
+EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+package() {
+  helm package "$CHART_DIR" --version "$VERSION" --app-version "v$VERSION" -d "$1" >/dev/null
+  "$PY" scripts/reproducible-tgz.py "$1/dittofs-operator-$VERSION.tgz" "$EPOCH"
+}
+package "$DIST"
+package "$DIST/.chart"
+cmp "$DIST/dittofs-operator-$VERSION.tgz" "$DIST/.chart/dittofs-operator-$VERSION.tgz" ||
+  die "two packagings of the chart differ"
 rm -rf "$DIST/.chart"
 
 (cd "$DIST" && sha256sum -- * >SHA256SUMS)
@@ -168,20 +179,21 @@ docs = sys.stdin.read().split("\n---\n")
 print("\n---\n".join(d for d in docs if "kind: CustomResourceDefinition" not in d))
 ' <"$DIST/install.yaml" | k delete --wait=true --timeout=180s -f -
 CHART=$DIST/dittofs-operator-$VERSION.tgz
-helm install dittofs-operator "$CHART" -n dittofs-operator --create-namespace --wait --timeout 180s
+CHART_NAMESPACE=dittofs-operator  # its own, to show the chart does not need dittofs-system
+helm install dittofs-operator "$CHART" -n "$CHART_NAMESPACE" --create-namespace --wait --timeout 180s
 sample default from-chart
 ready default from-chart
 ready default demo
-k -n dittofs-operator get deployment dittofs-operator -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- '--leader-elect' ||
+k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- '--leader-elect' ||
   die "the chart's Deployment lost its args"
 
 step "helm upgrade --set logFormat=text rolls the operator"
-before=$(k -n dittofs-operator get deployment dittofs-operator -o jsonpath='{.metadata.generation}')
-helm upgrade dittofs-operator "$CHART" -n dittofs-operator --reuse-values --set logFormat=text --wait --timeout 180s
-after=$(k -n dittofs-operator get deployment dittofs-operator -o jsonpath='{.metadata.generation}')
+before=$(k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.metadata.generation}')
+helm upgrade dittofs-operator "$CHART" --version "$VERSION" -n "$CHART_NAMESPACE" --reuse-values --set logFormat=text --wait --timeout 180s
+after=$(k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.metadata.generation}')
 ((after > before)) || die "helm upgrade did not change the Deployment (generation $before -> $after)"
-k -n dittofs-operator rollout status deployment/dittofs-operator --timeout=180s
-k -n dittofs-operator get deployment dittofs-operator -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- '--log-format=text' ||
+k -n "$CHART_NAMESPACE" rollout status deployment/dittofs-operator --timeout=180s
+k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- '--log-format=text' ||
   die "the upgraded Deployment has no --log-format=text"
 # The upgraded operator reconciles a change: the DittoServer's new generation is observed.
 k patch dittoserver from-chart --type merge -p '{"spec":{"logging":{"level":"DEBUG"}}}' >/dev/null
@@ -193,7 +205,7 @@ k get configmap from-chart-config -o jsonpath='{.data.config\.yaml}' | grep -qi 
 ready default from-chart
 
 step "helm uninstall keeps the CRD, the DittoServers and their claims"
-helm uninstall dittofs-operator -n dittofs-operator --wait --timeout 180s
+helm uninstall dittofs-operator -n "$CHART_NAMESPACE" --wait --timeout 180s
 k get crd dittoservers.dittofs.dittofs.com >/dev/null || die "helm uninstall removed the CRD"
 k get dittoserver demo from-chart >/dev/null || die "helm uninstall removed a DittoServer"
 claims=$(k get pvc -l app.kubernetes.io/instance=from-chart -o name | wc -l)
