@@ -76,6 +76,9 @@ step "kubectl get dittoservers"
 k get dittoservers -A -o wide
 step "the operator's pods and the objects of dittoserver/demo"
 k -n dittofs-system get pods -o wide
+step "the leader (Lease dittofs-operator) and the end of its log"
+k -n dittofs-system get lease dittofs-operator -o jsonpath='{.spec.holderIdentity}'; echo
+k -n dittofs-system logs "$(k -n dittofs-system get lease dittofs-operator -o jsonpath='{.spec.holderIdentity}')" --tail=3 | cut -c1-200
 k get statefulsets,pods,services,networkpolicies,configmaps,secrets,pvc -l app.kubernetes.io/instance=demo
 step "status of dittoserver/demo"
 k get dittoserver demo -o jsonpath='{.status}' | python3 -m json.tool
@@ -84,6 +87,12 @@ FILE_IP=$(k get service demo-file -o jsonpath='{.spec.clusterIP}')
 step "writing a file into /export over NFS through Service demo-file ($FILE_IP:2049) and reading it back"
 NFS="nfs://$FILE_IP/export"
 Q="nfsport=2049&mountport=2049&version=3"
+# Ready says the pod serves; the Service routes to it once kube-proxy has synced the endpoints,
+# a moment later. A client's mount retries the same way.
+for _ in $(seq 1 120); do
+  timeout 10 nfs-ls "$NFS?$Q" >/dev/null 2>&1 && break
+  sleep 0.5
+done
 date -u +"written by scripts/demo.sh at %FT%TZ" >"$WORK/hello.txt"
 nfs-cp "$WORK/hello.txt" "$NFS/hello.txt?$Q"
 nfs-ls "$NFS?$Q"
@@ -96,6 +105,10 @@ smbclient "//$FILE_IP/export" -p 445 -U "admin%$PASSWORD" -c "get hello.txt $WOR
 cmp "$WORK/hello.txt" "$WORK/hello.smb" && echo "read back over SMB: $(cat "$WORK/hello.smb")"
 
 if $EXIT_AFTER; then
+  step "uninstalling as docs/install.md says: the DittoServers first, then deploy/ (the claims stay)"
+  k delete dittoservers --all -A --wait
+  k delete -k deploy/
+  k get pvc -l app.kubernetes.io/instance=demo -o name | grep -q . || { echo "demo's claims are gone" >&2; exit 1; }
   exit 0
 fi
 cat <<TXT
