@@ -113,8 +113,8 @@ fn yaml<T: Serialize + Resource + Clone>(object: &T) -> String {
     serde_saphyr::to_string(&object).unwrap_or_else(|e| format!("# not serializable: {e}\n"))
 }
 
-/// Lists one kind by the server's instance label into `objects/`; returns what it found.
-async fn list_kind<K>(client: &Client, namespace: &str, selector: &str, files: &mut Files) -> Vec<K>
+/// Lists one kind by the server's instance label into `objects/<kind>-<name>.yaml`.
+async fn add_kind<K>(client: &Client, namespace: &str, selector: &str, files: &mut Files)
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -124,11 +124,12 @@ where
 {
     let kind = K::kind(&()).to_lowercase();
     match Api::<K>::namespaced(client.clone(), namespace).list(&ListParams::default().labels(selector)).await {
-        Ok(list) => list.items,
-        Err(error) => {
-            files.note(format!("listing {kind}s ({selector})"), error);
-            Vec::new()
+        Ok(list) => {
+            for object in list.items {
+                files.add(format!("objects/{kind}-{}.yaml", object.name_any()), yaml(&object));
+            }
         }
+        Err(error) => files.note(format!("listing {kind}s ({selector})"), error),
     }
 }
 
@@ -136,21 +137,13 @@ where
 /// every Secret of the namespace it could read, for the scrub.
 async fn objects(client: &Client, namespace: &str, name: &str, files: &mut Files) -> Vec<Secret> {
     let selector = format!("app.kubernetes.io/instance={name}");
-    macro_rules! kind {
-        ($kind:ty) => {
-            for object in list_kind::<$kind>(client, namespace, &selector, files).await {
-                let kind = <$kind>::kind(&()).to_lowercase();
-                files.add(format!("objects/{kind}-{}.yaml", object.name_any()), yaml(&object));
-            }
-        };
-    }
-    kind!(StatefulSet);
-    kind!(Pod);
-    kind!(Service);
-    kind!(ConfigMap);
-    kind!(NetworkPolicy);
-    kind!(PersistentVolumeClaim);
-    kind!(PodDisruptionBudget);
+    add_kind::<StatefulSet>(client, namespace, &selector, files).await;
+    add_kind::<Pod>(client, namespace, &selector, files).await;
+    add_kind::<Service>(client, namespace, &selector, files).await;
+    add_kind::<ConfigMap>(client, namespace, &selector, files).await;
+    add_kind::<NetworkPolicy>(client, namespace, &selector, files).await;
+    add_kind::<PersistentVolumeClaim>(client, namespace, &selector, files).await;
+    add_kind::<PodDisruptionBudget>(client, namespace, &selector, files).await;
     let all = match Api::<Secret>::namespaced(client.clone(), namespace).list(&ListParams::default()).await {
         Ok(list) => list.items,
         Err(error) => {
