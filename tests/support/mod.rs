@@ -337,8 +337,18 @@ pub fn testbin() -> PathBuf {
     }
 }
 
+/// A port free on 127.0.0.1 now, and never one this process was given before: the kernel may
+/// hand out the same ephemeral port twice in a row once the first listener is closed (seen
+/// 2026-12-07: a test's SMB port equal to its API port).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Every request a client made, as `METHOD path?query`: what a reconcile costs the API server.
