@@ -3,11 +3,13 @@
 //!
 //! - `<!-- commands: run by tests/guides.rs -->`: this file runs the block as written, with `bash
 //!   -euo pipefail`, against its control plane (an operator in-process; DittoServers `demo` in
-//!   `default` and `files` in `storage`) from a scratch directory holding `deploy/`. `NAME`, `NS`
-//!   and `NAMESPACE` stand for `demo` and `default`.
-//! - `<!-- commands: run by scripts/A.sh and scripts/B.sh -->`: one of those scripts runs each of
-//!   the block's commands with the same words, in order (a script's `$VARIABLE` stands for any
-//!   word; `k` and `"$KUBECTL"` for kubectl; timeouts may differ).
+//!   `default` and `files` in `storage`), from a scratch directory holding `deploy/`, `scripts/`
+//!   and `my-server.yaml`, in document order. `NAME`, `NS` and `NAMESPACE` stand for `demo` and
+//!   `default`; `/tmp/cp` for a directory inside the scratch one.
+//! - `<!-- commands: run by scripts/A.sh and scripts/B.sh -->`: each of the block's commands is
+//!   one of those scripts' commands, or a run of words inside one (a script's word with a `$`
+//!   stands for any word; `k` and `"$KUBECTL"` for kubectl; timeouts may differ; a line that
+//!   prints a message does not count).
 //! - `<!-- commands: need … -->`: what this machine lacks (a real cloud, a published release).
 //!
 //! A guide whose commands stop working, or a script that stops running them, fails here.
