@@ -25,7 +25,13 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n "$DIR" ]] || { echo "--dir is required" >&2; exit 2; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N free ports, bound together so they differ (one at a time, the kernel may give one twice).
+free_ports() {
+  python3 -c 'import socket, sys
+sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in sockets: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in sockets))' "$1"
+}
 random() { head -c 400 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c "$1"; }
 
 case $cmd in
@@ -37,8 +43,7 @@ case $cmd in
     cat >"$DIR/s3.json" <<JSON
 {"identities":[{"name":"dittofs","credentials":[{"accessKey":"$access","secretKey":"$secret"},{"accessKey":"$access2","secretKey":"$secret2"}],"actions":["Admin","Read","Write","List"]}]}
 JSON
-    master=$(free_port) master_grpc=$(free_port) volume=$(free_port) volume_grpc=$(free_port)
-    filer=$(free_port) filer_grpc=$(free_port) s3=$(free_port) s3_grpc=$(free_port)
+    read -r master master_grpc volume volume_grpc filer filer_grpc s3 s3_grpc <<<"$(free_ports 8)"
     "$WEED" server -ip="$LISTEN" -ip.bind="$LISTEN" -dir="$DIR/data" \
       -master.port="$master" -master.port.grpc="$master_grpc" -master.telemetry=false -master.volumeSizeLimitMB=64 \
       -volume.port="$volume" -volume.port.grpc="$volume_grpc" -volume.max=20 \

@@ -337,18 +337,24 @@ pub fn testbin() -> PathBuf {
     }
 }
 
-/// A port free on 127.0.0.1 now, and never one this process was given before: the kernel may
-/// hand out the same ephemeral port twice in a row once the first listener is closed (seen
-/// 2026-12-07: a test's SMB port equal to its API port).
+/// A port free on 127.0.0.1 now, below the ephemeral range (32768+: where the kernel takes
+/// clients' source ports, which could take it before the test's server binds it) and below
+/// scripts/cluster.sh's 20000–31999; never one this process was given before (the kernel's
+/// port 0 handed out the same port twice in a row, 2026-12-07: a test's SMB port equal to its
+/// API port).
 pub fn free_port() -> u16 {
+    use std::hash::BuildHasher;
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if GIVEN.lock().unwrap().insert(port) {
+    for attempt in 0u64.. {
+        let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+        let port = 14000 + (random % 6000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && GIVEN.lock().unwrap().insert(port) {
             return port;
         }
+        assert!(attempt < 10_000, "no free port in 14000–19999");
     }
+    unreachable!()
 }
 
 /// Every request a client made, as `METHOD path?query`: what a reconcile costs the API server.
