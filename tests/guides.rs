@@ -16,17 +16,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kube::api::{Api, PostParams};
 use support::*;
 
 const THIS_FILE: &str = "tests/guides.rs";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A ```sh block of a guide and the marker on the line before it.
 #[derive(Debug)]

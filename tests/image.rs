@@ -19,10 +19,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use support::*;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `DITTOFS_IMAGE_ARCHIVE` (set by scripts/test.sh), else a fresh `scripts/image.sh` build.
 fn archive() -> PathBuf {
     if let Some(path) = std::env::var_os("DITTOFS_IMAGE_ARCHIVE") {

@@ -32,10 +32,6 @@ fn node() -> &'static TestCluster {
     cluster_tier("node")
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn kubectl(args: &[&str]) -> String {
     let mut all = vec!["--kubeconfig", node().kubeconfig.to_str().unwrap()];
     all.extend_from_slice(args);

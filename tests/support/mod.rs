@@ -337,6 +337,11 @@ pub fn testbin() -> PathBuf {
     }
 }
 
+/// The repository checkout (scripts, deploy/, docs).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// A port free on 127.0.0.1 now, below the ephemeral range (32768+: where the kernel takes
 /// clients' source ports, which could take it before the test's server binds it) and below
 /// scripts/cluster.sh's 20000–31999; never one this process was given before (the kernel's
