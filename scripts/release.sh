@@ -187,14 +187,27 @@ ready default demo
 k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- '--leader-elect' ||
   die "the chart's Deployment lost its args"
 
-step "helm upgrade --set logFormat=text rolls the operator"
+step "helm upgrade --set logFormat=text --set watchNamespaces={default,team-b} rolls the operator"
+# A list of namespaces: a Role in each (and the Lease's in the release's namespace), no
+# ClusterRole for namespaced objects; a DittoServer in a namespace off the list is left alone.
+k create namespace team-b >/dev/null
+k create namespace team-c >/dev/null
 before=$(k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.metadata.generation}')
-helm upgrade dittofs-operator "$CHART" --version "$VERSION" -n "$CHART_NAMESPACE" --reuse-values --set logFormat=text --wait --timeout 180s
+helm upgrade dittofs-operator "$CHART" --version "$VERSION" -n "$CHART_NAMESPACE" --reuse-values \
+  --set logFormat=text --set 'watchNamespaces={default,team-b}' --wait --timeout 180s
 after=$(k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.metadata.generation}')
 ((after > before)) || die "helm upgrade did not change the Deployment (generation $before -> $after)"
 k -n "$CHART_NAMESPACE" rollout status deployment/dittofs-operator --timeout=180s
-k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- '--log-format=text' ||
-  die "the upgraded Deployment has no --log-format=text"
+args=$(k -n "$CHART_NAMESPACE" get deployment dittofs-operator -o jsonpath='{.spec.template.spec.containers[0].args}')
+[[ $args == *--log-format=text* && $args == *--namespace=default,team-b* ]] ||
+  die "the upgraded Deployment's args are $args"
+! k get clusterrole dittofs-operator >/dev/null 2>&1 || die "watchNamespaces left the cluster-wide ClusterRole"
+k -n team-b get role dittofs-operator >/dev/null || die "no Role in team-b"
+sample team-c off-list
+sample team-b in-team-b
+ready team-b in-team-b
+[[ -z $(k -n team-c get dittoserver off-list -o jsonpath='{.status}') ]] ||
+  die "the DittoServer in team-c, off the list, was reconciled"
 # The upgraded operator reconciles a change: the DittoServer's new generation is observed.
 k patch dittoserver from-chart --type merge -p '{"spec":{"logging":{"level":"DEBUG"}}}' >/dev/null
 generation=$(k get dittoserver from-chart -o jsonpath='{.metadata.generation}')
@@ -211,4 +224,4 @@ k get dittoserver demo from-chart >/dev/null || die "helm uninstall removed a Di
 claims=$(k get pvc -l app.kubernetes.io/instance=from-chart -o name | wc -l)
 ((claims > 0)) || die "from-chart's claims are gone"
 k get statefulset from-chart >/dev/null || die "from-chart's StatefulSet is gone"
-step "release check passed: install.yaml and the chart install, reconcile, upgrade and uninstall"
+step "release check passed: install.yaml and the chart install, reconcile, upgrade (to a list of namespaces) and uninstall"

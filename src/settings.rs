@@ -96,9 +96,9 @@ pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces: repeated, or separated by commas (default: all namespaces).
+    #[arg(long = "namespace", short = 'n', value_name = "NS", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Values, template overrides and the DittoFS API, as `diff` and `report` read them.
     #[command(flatten)]
     pub read: ReadArgs,
@@ -142,7 +142,8 @@ pub enum LogFormat {
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub namespace: Option<String>,
+    /// The watched namespaces; empty = all of them.
+    pub namespaces: Vec<String>,
     /// Defaults ← `--values` ← `--set`; override ConfigMaps layer over this per reconcile.
     pub values_builder: ValuesBuilder,
     pub values: Values,
@@ -169,7 +170,7 @@ pub const DITTOFS_API_TASKS: usize = 64;
 impl Settings {
     pub fn from_args(args: &RunArgs) -> anyhow::Result<Self> {
         let mut settings = Self::read_only(&args.read.values, &args.read.templates)?;
-        settings.namespace = args.namespace.clone();
+        settings.namespaces = watched_namespaces(&args.namespaces)?;
         settings.concurrency = args.concurrency;
         settings.dry_run = args.dry_run;
         settings.claim_pending_grace = std::time::Duration::from_secs(args.claim_pending_grace_seconds);
@@ -209,7 +210,7 @@ impl Settings {
                 namespace.clone().unwrap_or(defaults.templates_configmap.0.clone()),
                 DEFAULT_TEMPLATES_CONFIGMAP.into(),
             ),
-            namespace,
+            namespaces: namespace.into_iter().collect(),
             dittofs_api: None,
             ..defaults
         }
@@ -222,7 +223,7 @@ impl Default for Settings {
     fn default() -> Self {
         let builder = ValuesBuilder::new();
         Self {
-            namespace: None,
+            namespaces: Vec::new(),
             values: builder.build().expect("embedded defaults"),
             values_builder: builder,
             templates: TemplateSource::embedded(),
@@ -238,6 +239,22 @@ impl Default for Settings {
     }
 }
 
+/// `--namespace` as given, each once and in order; an empty name is refused (it would read
+/// as "every namespace").
+fn watched_namespaces(given: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut namespaces: Vec<String> = Vec::new();
+    for namespace in given.iter().map(|ns| ns.trim()) {
+        anyhow::ensure!(
+            !namespace.is_empty(),
+            "--namespace: an empty namespace name (omit the flag to watch all namespaces)"
+        );
+        if !namespaces.iter().any(|known| known == namespace) {
+            namespaces.push(namespace.to_string());
+        }
+    }
+    Ok(namespaces)
+}
+
 /// The namespace the operator runs in: `POD_NAMESPACE`, the service account's, or dittofs-system.
 pub fn operator_namespace() -> String {
     std::env::var("POD_NAMESPACE")
@@ -246,4 +263,33 @@ pub fn operator_namespace() -> String {
         .map(|ns| ns.trim().to_string())
         .filter(|ns| !ns.is_empty())
         .unwrap_or_else(|| "dittofs-system".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn watched(args: &[&str]) -> anyhow::Result<Vec<String>> {
+        let run = Run::try_parse_from(std::iter::once("run").chain(args.iter().copied()))?;
+        Ok(Settings::from_args(&run.args)?.namespaces)
+    }
+
+    #[test]
+    fn namespace_takes_a_list_repeated_or_comma_separated_each_once() {
+        assert!(watched(&[]).unwrap().is_empty(), "no flag: every namespace");
+        assert_eq!(watched(&["--namespace", "team-a"]).unwrap(), ["team-a"]);
+        assert_eq!(
+            watched(&["--namespace=team-a,team-b", "-n", "team-c", "-n", "team-a"]).unwrap(),
+            ["team-a", "team-b", "team-c"]
+        );
+        let empty = watched(&["--namespace", "team-a,"]).unwrap_err().to_string();
+        assert!(empty.contains("--namespace: an empty namespace name"), "{empty}");
+    }
 }

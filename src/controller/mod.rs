@@ -4,6 +4,7 @@
 //! See docs/architecture.md for the picture.
 
 mod cleanup;
+mod namespaces;
 pub mod recorder;
 mod report;
 mod serving;

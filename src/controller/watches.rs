@@ -21,7 +21,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use super::{Context, error_policy, reconcile};
+use super::{Context, error_policy, namespaces, reconcile};
 use crate::cache::{Cache, Meta};
 use crate::crd::DittoServer;
 use crate::discover;
@@ -339,7 +339,7 @@ fn controller_owner<K: Resource>(object: K) -> Option<ObjectRef<DittoServer>> {
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let scope = Scope {
         client: ctx.watch_client.clone(),
-        namespace: ctx.settings.namespace.clone(),
+        namespaces: ctx.settings.namespaces.clone(),
         cache: ctx.cache.clone(),
         metrics: ctx.metrics.clone(),
     };
@@ -358,35 +358,47 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 struct Scope {
     /// Without a read timeout: a watch may be quiet for minutes.
     client: Client,
-    /// The watched namespace, or all of them.
-    namespace: Option<String>,
+    /// The watched namespaces; empty = all of them.
+    namespaces: Vec<String>,
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
 }
 
 impl Scope {
-    /// An Api over the watched namespace, or all of them.
-    fn api<K>(&self) -> Api<K>
+    /// The namespaces to watch one by one: `None` for all of them at once.
+    fn each(&self) -> Vec<Option<String>> {
+        match self.namespaces.as_slice() {
+            [] => vec![None],
+            namespaces => namespaces.iter().cloned().map(Some).collect(),
+        }
+    }
+
+    /// An Api over one watched namespace, or all of them.
+    fn api<K>(&self, namespace: Option<&str>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
-        match &self.namespace {
+        match namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         }
     }
 
     /// The same, metadata only, for a kind known by its API resource.
-    fn api_dynamic(&self, resource: &ApiResource) -> Api<PartialObjectMeta<DynamicObject>> {
-        match &self.namespace {
+    fn api_dynamic(&self, namespace: Option<&str>, resource: &ApiResource) -> Api<PartialObjectMeta<DynamicObject>> {
+        match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
             None => Api::all_with(self.client.clone(), resource),
         }
     }
 
-    /// A complete metadata watch of a kind in the watched scope, feeding the cache.
+    /// Complete metadata watches of a kind in the watched namespaces, each feeding its own
+    /// store of the cache (a store is complete for the namespace it watches), as one stream.
     fn kind(&self, resource: &ApiResource) -> impl Stream<Item = Result<Meta, watcher::Error>> + Send + 'static {
-        cached(&self.cache, self.api_dynamic(resource), resource, self.namespace.clone(), None)
+        let watches = self.each().into_iter().map(|namespace| {
+            cached(&self.cache, self.api_dynamic(namespace.as_deref(), resource), resource, namespace, None).boxed()
+        });
+        futures::stream::select_all(watches)
     }
 }
 
@@ -401,16 +413,20 @@ fn servers(ctx: &Arc<Context>, scope: &Scope) -> (Controller<DittoServer>, Arc<S
     let secret_references = Arc::new(SecretReferences::default());
     let references = secret_references.clone();
     let forget = ctx.clone();
-    let events = resilient(scope.api::<DittoServer>(), watcher::Config::default().any_semantic())
-        .modify(|cr: &mut DittoServer| lighten(&mut cr.metadata))
-        .inspect_ok(move |event| {
-            for gone in references.follow(event) {
-                forget.forget_server(&gone);
-            }
-            if matches!(event, watcher::Event::InitDone) {
-                ready.store(true, Ordering::SeqCst);
-            }
-        });
+    let watch = |namespace: Option<String>| {
+        resilient(scope.api::<DittoServer>(namespace.as_deref()), watcher::Config::default().any_semantic()).boxed()
+    };
+    let mut watches: Vec<_> = scope.each().into_iter().map(watch).collect();
+    let events =
+        if watches.len() == 1 { watches.remove(0) } else { namespaces::merge(watches, reader.clone()).boxed() };
+    let events = events.modify(|cr: &mut DittoServer| lighten(&mut cr.metadata)).inspect_ok(move |event| {
+        for gone in references.follow(event) {
+            forget.forget_server(&gone);
+        }
+        if matches!(event, watcher::Event::InitDone) {
+            ready.store(true, Ordering::SeqCst);
+        }
+    });
     let servers = reflector(writer, events)
         .applied_objects()
         .inspect_ok(move |cr| enqueue.enqueued(queue_key(cr.namespace().as_deref(), &cr.name_any())));
@@ -562,8 +578,13 @@ fn watch_namespace_templates(
     store: reflector::Store<DittoServer>,
 ) -> Controller<DittoServer> {
     let config_maps = ApiResource::erase::<ConfigMap>(&());
+    let watches = scope.each().into_iter().map(|namespace| {
+        resilient(scope.api_dynamic(namespace.as_deref(), &config_maps), watcher::Config::default())
+            .touched_objects()
+            .boxed()
+    });
     controller.watches_stream_with(
-        resilient(scope.api_dynamic(&config_maps), watcher::Config::default()).touched_objects(),
+        futures::stream::select_all(watches),
         queued(scope.metrics.clone(), move |cm: Meta| {
             let namespace = cm.namespace();
             let name = cm.name_any();
