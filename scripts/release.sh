@@ -104,6 +104,7 @@ open(path, "w").write(text.replace('  digest: ""\n', f'  digest: "{digest}"\n'))
 PY
 helm lint --strict "$CHART_DIR" >&2
 helm lint --strict "$CHART_DIR" --set namespaced=true --set logFormat=text --set metrics.serviceMonitor.enabled=true >&2
+helm lint --strict "$CHART_DIR" --set 'watchNamespaces={team-a,team-b}' >&2
 same_objects() { # helm template ARGS… vs an install file: the same objects, Helm's own labels aside
   local file=$1; shift
   helm template dittofs-operator "$CHART_DIR" --include-crds "$@" >"$DIST/.chart/rendered.yaml"
@@ -157,7 +158,8 @@ ready() { # NAMESPACE NAME: a DittoServer becomes Ready
 "$DITTOFS_CTR" images import "$ARCHIVE" >&2
 "$DITTOFS_CTR" images tag "$IMAGE" "${IMAGE%:*}@$DIGEST" >&2
 sample() { # NAMESPACE NAME: deploy/samples/minimal-sqlite.yaml under another name
-  sed "s/^  name: demo$/  name: $2/" deploy/samples/minimal-sqlite.yaml | k -n "$1" apply --server-side -f -
+  sed -e "s/^  name: demo$/  name: $2/" -e "s/^  namespace: default$/  namespace: $1/" deploy/samples/minimal-sqlite.yaml |
+    k -n "$1" apply --server-side -f -
 }
 
 step "install.yaml: kubectl apply --server-side -f install.yaml, then a DittoServer"
