@@ -1,18 +1,24 @@
-//! Every shell block (```sh) of README.md and docs/*.md says, on the line before it, who runs its
-//! commands, and that claim is checked:
+//! Every shell block (```sh) and every transcript (a plain block whose first line is
+//! `$ command`) of README.md and docs/*.md says, on the line before it, who runs its commands,
+//! and that claim is checked:
 //!
-//! - `<!-- commands: run by tests/guides.rs -->`: this file runs the block as written, with `bash
-//!   -euo pipefail`, against its control plane (an operator in-process; DittoServers `demo` in
-//!   `default` and `files` in `storage`), from a scratch directory holding `deploy/`, `scripts/`
-//!   and `my-server.yaml`, in document order. `NAME`, `NS` and `NAMESPACE` stand for `demo` and
-//!   `default`; `/tmp/cp` for a directory inside the scratch one.
+//! - `<!-- commands: run by tests/guides.rs -->`: this file runs the block, against its control
+//!   plane (an operator in-process; DittoServers `demo` in `default` and `files` in `storage`,
+//!   and crd.md's `legacy` until crd.md is done), from a scratch directory holding `deploy/`,
+//!   `scripts/`, `my-server.yaml` and the files crd.md and diff.md name, in document order
+//!   (diff.md, which leaves `demo` paused, last). `NAME`, `NS` and `NAMESPACE` stand for `demo`
+//!   and `default`; `/tmp/cp` for a directory inside the scratch one. A shell block runs whole
+//!   with `bash -euo pipefail` and must succeed; a transcript's commands run one by one and
+//!   must do what it shows: the error, the `exit=N` lines and whole JSON it shows (see
+//!   [`check_shown`]).
 //! - `<!-- commands: run by scripts/A.sh and scripts/B.sh -->`: each of the block's commands is
 //!   one of those scripts' commands, or a run of words inside one (a script's word with a `$`
 //!   stands for any word; `k` and `"$KUBECTL"` for kubectl; timeouts may differ; a line that
 //!   prints a message does not count).
 //! - `<!-- commands: need … -->`: what this machine lacks (a real cloud, a published release).
 //!
-//! A guide whose commands stop working, or a script that stops running them, fails here.
+//! A guide whose commands stop working or whose transcripts stop being true, or a script that
+//! stops running them, fails here.
 
 mod support;
 
@@ -24,7 +30,8 @@ use support::*;
 
 const THIS_FILE: &str = "tests/guides.rs";
 
-/// A ```sh block of a guide and the marker on the line before it.
+/// A ```sh block of a guide, or a transcript (a plain block whose first line is `$ command`),
+/// and the marker on the line before it.
 #[derive(Debug)]
 struct Block {
     /// `docs/install.md:135`: the fence's line.
@@ -32,6 +39,36 @@ struct Block {
     marker: Option<String>,
     /// The block's lines, less the fence's indentation.
     text: String,
+    transcript: bool,
+}
+
+/// A command of a transcript and the output shown after it.
+struct Shown {
+    command: String,
+    output: Vec<String>,
+}
+
+impl Block {
+    /// The commands it runs: a shell block's, or a transcript's `$ ` lines.
+    fn commands(&self) -> Vec<String> {
+        match self.transcript {
+            true => self.shown().into_iter().map(|s| s.command).collect(),
+            false => commands(&self.text),
+        }
+    }
+
+    /// A transcript's commands, each with the lines it shows.
+    fn shown(&self) -> Vec<Shown> {
+        let mut shown: Vec<Shown> = Vec::new();
+        for line in self.text.lines() {
+            match (line.strip_prefix("$ "), shown.last_mut()) {
+                (Some(command), _) => shown.push(Shown { command: command.to_string(), output: Vec::new() }),
+                (None, Some(last)) => last.output.push(line.to_string()),
+                (None, None) => unreachable!("a transcript starts with `$ `"),
+            }
+        }
+        shown
+    }
 }
 
 enum Claim {
@@ -42,7 +79,10 @@ enum Claim {
 
 impl Block {
     fn claim(&self) -> Claim {
-        let marker = self.marker.as_deref().unwrap_or_else(|| panic!("{}: a ```sh block with no marker", self.place));
+        let marker = self
+            .marker
+            .as_deref()
+            .unwrap_or_else(|| panic!("{}: a ```sh block or transcript with no marker", self.place));
         if let Some(files) = marker.strip_prefix("run by ") {
             let files: Vec<String> = files.split(" and ").map(|f| f.trim().to_string()).collect();
             if files == [THIS_FILE] {
@@ -97,7 +137,8 @@ fn blocks(file: &str, markdown: &str) -> Vec<Block> {
             i += 1;
         }
         i += 1;
-        if lang.trim() != "sh" {
+        let transcript = lang.trim().is_empty() && body.first().is_some_and(|l| l.starts_with("$ "));
+        if lang.trim() != "sh" && !transcript {
             continue;
         }
         let before = lines[..fence].iter().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim());
@@ -105,7 +146,7 @@ fn blocks(file: &str, markdown: &str) -> Vec<Block> {
             .and_then(|l| l.strip_prefix("<!-- commands:"))
             .and_then(|l| l.strip_suffix("-->"))
             .map(|m| m.trim().to_string());
-        found.push(Block { place: format!("{file}:{}", fence + 1), marker, text: body.join("\n") });
+        found.push(Block { place: format!("{file}:{}", fence + 1), marker, text: body.join("\n"), transcript });
     }
     found
 }
@@ -219,7 +260,7 @@ fn every_shell_block_of_the_guides_says_who_runs_it_and_they_do() {
                             commands(&text).iter().map(|c| words(c)).filter(|w| !prints(w)).collect::<Vec<_>>()
                         })
                         .collect();
-                    for command in commands(&block.text) {
+                    for command in block.commands() {
                         assert!(
                             runs(&scripts, &words(&command)),
                             "{}: `{command}` is not run by {}",
@@ -310,25 +351,56 @@ fn scratch_dir() -> tempfile::TempDir {
         std::os::unix::fs::symlink(root().join(name), dir.path().join(name)).unwrap();
     }
     // What templates.md's reader edits and renders: their own DittoServer.
-    std::fs::copy(root().join("deploy/samples/minimal-sqlite.yaml"), dir.path().join("my-server.yaml")).unwrap();
+    let sample = std::fs::read_to_string(root().join("deploy/samples/minimal-sqlite.yaml")).unwrap();
+    std::fs::write(dir.path().join("my-server.yaml"), &sample).unwrap();
+    // crd.md's DittoServer of the earlier operator, with a field this one does not have.
+    let old = format!("{}  smb: {{maxConnections: 100}}\n", sample.replacen("name: demo", "name: old", 1));
+    std::fs::write(dir.path().join("old.yaml"), old).unwrap();
+    // diff.md's files: demo's spec as its transcripts have it by then, with metrics and without.
+    let live = format!("{sample}  image: marmos91c/dittofs:v0.29.1\n");
+    std::fs::write(dir.path().join("demo-nometrics.yaml"), &live).unwrap();
+    std::fs::write(dir.path().join("demo-metrics.yaml"), format!("{live}  metrics: {{enabled: true}}\n")).unwrap();
     dir
 }
 
-/// Runs a block in `dir`; local-control-plane.md's cluster in `/tmp/cp` goes to `dir/cp`.
-fn run_block(block: &Block, dir: &Path) {
+/// crd.md's `legacy` (deleted after crd.md): a JWT Secret that does not exist and overrides
+/// the operator ignores.
+const LEGACY: &str = "apiVersion: dittofs.dittofs.com/v1alpha1\nkind: DittoServer\nmetadata: {name: legacy}\n\
+spec:\n  storage: {metadataSize: 10Gi}\n  identity: {jwt: {secretRef: {name: nope}}}\n\
+  templates: {configMapRef: {name: my-templates}}\n";
+
+/// Guides whose blocks change `demo` (paused, with changes pending): run after the others.
+const LAST: &[&str] = &["docs/diff.md"];
+
+/// Runs shell `text` in `dir` with `bash -euo pipefail` (`strict`) or as typed at a prompt;
+/// local-control-plane.md's cluster in `/tmp/cp` goes to `dir/cp`.
+fn shell(text: &str, dir: &Path, strict: bool) -> std::process::Output {
     let bin = testbin();
     let inherited = std::env::var("PATH").unwrap_or_default();
     let path = format!("{}:{}:{inherited}", dir.join("bin").display(), bin.display());
-    let text = with_placeholders(&block.text).replace("/tmp/cp", dir.join("cp").to_str().unwrap());
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &text])
+    let text = with_placeholders(text).replace("/tmp/cp", dir.join("cp").to_str().unwrap());
+    Command::new("bash")
+        .args(if strict { ["-euo", "pipefail", "-c"].as_slice() } else { ["-c"].as_slice() })
+        .arg(&text)
         .current_dir(dir)
         .env("PATH", path)
         .env("KUBECONFIG", &cluster().kubeconfig)
         .env("DITTOFS_TESTBIN", &bin)
         .env("EDITOR", "true")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs a block in `dir`: a shell block must succeed; a transcript's commands must do what it
+/// shows (see [`check_shown`]).
+fn run_block(block: &Block, dir: &Path) {
+    if block.transcript {
+        for shown in block.shown() {
+            check_shown(&block.place, &shown, &shell(&shown.command, dir, false));
+        }
+        return;
+    }
+    let out = shell(&block.text, dir, true);
     assert!(
         out.status.success(),
         "{} failed ({}):\n{}\nstdout:\n{}\nstderr:\n{}",
@@ -338,6 +410,48 @@ fn run_block(block: &Block, dir: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// JSON less what differs from run to run (a condition's time and generation).
+fn stable(mut json: serde_json::Value) -> serde_json::Value {
+    if let Some(object) = json.as_object_mut() {
+        object.remove("lastTransitionTime");
+        object.remove("observedGeneration");
+    }
+    json
+}
+
+/// What a transcript shows of a command, against what it did:
+/// - an error shown (`Error from server…`, `… is invalid: …`, `error: …`): the command fails
+///   with that first line;
+/// - `exit=N` lines: the same, in order;
+/// - JSON shown whole (no `...`): the same JSON, a condition's time and generation aside;
+/// - otherwise the command succeeds (a `diff` may exit 1: that means "changes").
+///
+/// Other output (tables, timestamps, diffs) is illustration and not compared.
+fn check_shown(place: &str, shown: &Shown, out: &std::process::Output) {
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let context = || format!("{place}: `{}` ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", shown.command, out.status);
+    let flat = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let first = shown.output.iter().find(|l| !l.trim().is_empty()).map(|l| l.trim()).unwrap_or_default();
+    if first.starts_with("Error from server") || first.starts_with("error:") || first.contains(" is invalid: ") {
+        assert!(!out.status.success(), "{}: the error shown did not happen", context());
+        assert!(flat(&stderr).contains(&flat(first)), "{}: shows `{first}`", context());
+        return;
+    }
+    let exits =
+        |lines: Vec<&str>| lines.into_iter().filter(|l| l.starts_with("exit=")).map(str::to_string).collect::<Vec<_>>();
+    let shown_exits = exits(shown.output.iter().map(String::as_str).collect());
+    assert_eq!(exits(stdout.lines().collect()), shown_exits, "{}", context());
+    let body = |lines: Vec<&str>| lines.into_iter().filter(|l| !l.starts_with("exit=")).collect::<Vec<_>>().join("\n");
+    let shown_body = body(shown.output.iter().map(String::as_str).collect());
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&shown_body) {
+        let actual = serde_json::from_str::<serde_json::Value>(&body(stdout.lines().collect()));
+        assert_eq!(actual.ok().map(stable), Some(stable(json)), "{}: shows the JSON\n{shown_body}", context());
+    }
+    if shown_exits.is_empty() && !shown.command.starts_with("dittofs-operator diff") {
+        assert!(out.status.success(), "{}", context());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,11 +468,14 @@ async fn the_blocks_this_file_runs_run_as_written() {
     servers("default").create(&PostParams::default(), &server("default", &sample)).await.unwrap();
     let files = sample.replacen("name: demo", "name: files", 1);
     servers("storage").create(&PostParams::default(), &server("storage", &files)).await.unwrap();
+    servers("default").create(&PostParams::default(), &server("default", LEGACY)).await.unwrap();
     operator.quiescent().await;
 
     let dir = Scratch(scratch_dir());
     let mut ran = Vec::new();
-    for (file, text) in guides() {
+    let mut guides = guides();
+    guides.sort_by_key(|(file, _)| LAST.contains(&file.as_str()));
+    for (file, text) in guides {
         for block in blocks(&file, &text) {
             if matches!(block.claim(), Claim::RunByThisFile) {
                 let block_dir = dir.0.path().to_path_buf();
@@ -366,6 +483,10 @@ async fn the_blocks_this_file_runs_run_as_written() {
                 tokio::task::spawn_blocking(move || run_block(&block, &block_dir)).await.unwrap();
                 ran.push(place);
             }
+        }
+        if file == "docs/crd.md" {
+            // Held for its Secret, `legacy` would always diff: the other guides see it gone.
+            servers("default").delete("legacy", &Default::default()).await.unwrap();
         }
     }
     eprintln!("ran {ran:?}");
