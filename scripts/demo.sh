@@ -20,13 +20,14 @@ EXIT_AFTER=false
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "building the operator, its image and the cluster's binaries (cached after the first run)"
-cargo build --quiet
 BIN_DIR=$(scripts/testbin.sh --node | tail -n 1)
 IMAGE_ARCHIVE=$ROOT/$(scripts/image.sh | tail -n 1)
 scripts/clients.sh
 export DITTOFS_TESTBIN=$BIN_DIR
 KUBECTL=$BIN_DIR/kubectl
-OPERATOR=$ROOT/target/debug/dittofs-operator
+# The image's own static binary runs on this host too: no second build for the CLI.
+OPERATOR=$ROOT/target/x86_64-unknown-linux-musl/release/dittofs-operator
+[[ -x $OPERATOR ]] || { echo "scripts/image.sh left no $OPERATOR" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dittofs-demo.XXXXXX")
 CLUSTER=$WORK/cluster
