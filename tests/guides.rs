@@ -412,6 +412,12 @@ fn run_block(block: &Block, dir: &Path) {
     );
 }
 
+/// Output lines split into the `exit=N` lines and the rest, joined.
+fn exits_and_body<'a>(lines: impl Iterator<Item = &'a str>) -> (Vec<&'a str>, String) {
+    let (exits, body): (Vec<&str>, Vec<&str>) = lines.partition(|l| l.starts_with("exit="));
+    (exits, body.join("\n"))
+}
+
 /// JSON less what differs from run to run (a condition's time and generation).
 fn stable(mut json: serde_json::Value) -> serde_json::Value {
     if let Some(object) = json.as_object_mut() {
@@ -439,14 +445,11 @@ fn check_shown(place: &str, shown: &Shown, out: &std::process::Output) {
         assert!(flat(&stderr).contains(&flat(first)), "{}: shows `{first}`", context());
         return;
     }
-    let exits =
-        |lines: Vec<&str>| lines.into_iter().filter(|l| l.starts_with("exit=")).map(str::to_string).collect::<Vec<_>>();
-    let shown_exits = exits(shown.output.iter().map(String::as_str).collect());
-    assert_eq!(exits(stdout.lines().collect()), shown_exits, "{}", context());
-    let body = |lines: Vec<&str>| lines.into_iter().filter(|l| !l.starts_with("exit=")).collect::<Vec<_>>().join("\n");
-    let shown_body = body(shown.output.iter().map(String::as_str).collect());
+    let (shown_exits, shown_body) = exits_and_body(shown.output.iter().map(String::as_str));
+    let (exits, body) = exits_and_body(stdout.lines());
+    assert_eq!(exits, shown_exits, "{}", context());
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(&shown_body) {
-        let actual = serde_json::from_str::<serde_json::Value>(&body(stdout.lines().collect()));
+        let actual = serde_json::from_str::<serde_json::Value>(&body);
         assert_eq!(actual.ok().map(stable), Some(stable(json)), "{}: shows the JSON\n{shown_body}", context());
     }
     if shown_exits.is_empty() && !shown.command.starts_with("dittofs-operator diff") {

@@ -34,16 +34,21 @@ where
         .flat_map(futures::stream::iter)
 }
 
-/// A namespace's objects as its first list and the changes after it show them.
-type Listed<K> = HashMap<ObjectRef<K>, K>;
+/// The first lists, held back until every namespace has listed.
+struct FirstLists<K: Resource> {
+    /// Per namespace: its objects so far (its first list, then the changes after it).
+    objects: Vec<HashMap<ObjectRef<K>, K>>,
+    /// Per namespace: its list is complete (an `InitDone` since its last `Init`).
+    complete: Vec<bool>,
+}
 
-/// What the merged stream has shown of each namespace, and its lists in progress.
+/// What the merged stream has shown of each namespace, and its re-lists in progress.
 struct Relists<K: Resource, F> {
-    /// Until every namespace's first list is complete: each namespace's objects so far.
-    initial: Option<Vec<Option<Listed<K>>>>,
+    /// `Some` until every namespace's first list is complete.
+    first: Option<FirstLists<K>>,
     /// Per namespace, once live: the objects the merged stream has shown.
     shown: Vec<HashSet<ObjectRef<K>>>,
-    /// Per namespace: what a re-list in progress has listed so far.
+    /// Per namespace, once live: what a re-list in progress has listed so far.
     relisting: Vec<Option<HashSet<ObjectRef<K>>>>,
     /// An object as the store holds it, for the `Delete` of one a re-list no longer shows.
     stored: F,
@@ -56,8 +61,12 @@ where
     F: FnMut(&ObjectRef<K>) -> Option<K>,
 {
     fn new(namespaces: usize, stored: F) -> Self {
+        let first = FirstLists {
+            objects: (0..namespaces).map(|_| HashMap::new()).collect(),
+            complete: vec![false; namespaces],
+        };
         Self {
-            initial: Some((0..namespaces).map(|_| None).collect()),
+            first: Some(first),
             shown: (0..namespaces).map(|_| HashSet::new()).collect(),
             relisting: (0..namespaces).map(|_| None).collect(),
             stored,
@@ -66,25 +75,23 @@ where
 
     /// The merged events for `event` of namespace `ns`.
     fn step(&mut self, ns: usize, event: Event<K>) -> Vec<Event<K>> {
-        if let Some(initial) = &mut self.initial {
-            // The first list: kept back (a namespace that is done may already see changes).
-            let objects = &mut initial[ns];
+        if let Some(first) = &mut self.first {
+            // Kept back (a namespace that is done may already see changes).
+            let objects = &mut first.objects[ns];
             match event {
                 Event::Init => {
-                    *objects = Some(HashMap::new());
-                    self.relisting[ns] = None; // listing (again): not complete until its InitDone
+                    objects.clear();
+                    first.complete[ns] = false; // listing (again): not complete until its InitDone
                 }
                 Event::InitApply(object) | Event::Apply(object) => {
-                    objects.get_or_insert_default().insert(ObjectRef::from_obj(&object), object);
+                    objects.insert(ObjectRef::from_obj(&object), object);
                 }
                 Event::Delete(object) => {
-                    objects.get_or_insert_default().remove(&ObjectRef::from_obj(&object));
+                    objects.remove(&ObjectRef::from_obj(&object));
                 }
-                Event::InitDone => {
-                    self.relisting[ns] = Some(HashSet::new()); // marks the namespace listed
-                }
+                Event::InitDone => first.complete[ns] = true,
             }
-            return self.initial_list_if_complete();
+            return self.first_list_if_complete();
         }
         match event {
             Event::Init => {
@@ -115,15 +122,14 @@ where
     }
 
     /// Once every namespace has listed: their objects as one list, and the merge goes live.
-    fn initial_list_if_complete(&mut self) -> Vec<Event<K>> {
-        if self.relisting.iter().any(Option::is_none) {
+    fn first_list_if_complete(&mut self) -> Vec<Event<K>> {
+        if !self.first.as_ref().is_some_and(|first| first.complete.iter().all(|&done| done)) {
             return Vec::new();
         }
-        let initial = self.initial.take().expect("still listing");
-        self.relisting.iter_mut().for_each(|listing| *listing = None);
+        let first = self.first.take().expect("checked above");
         let mut events = vec![Event::Init];
-        for (ns, objects) in initial.into_iter().enumerate() {
-            for (key, object) in objects.unwrap_or_default() {
+        for (ns, objects) in first.objects.into_iter().enumerate() {
+            for (key, object) in objects {
                 self.shown[ns].insert(key);
                 events.push(Event::InitApply(object));
             }
