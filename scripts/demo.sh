@@ -109,7 +109,9 @@ if $EXIT_AFTER; then
   step "uninstalling as docs/install.md says: the DittoServers first, then deploy/ (the claims stay)"
   k delete dittoservers --all -A --wait
   k delete -k deploy/
-  k get pvc -l app.kubernetes.io/instance=demo -o name | grep -q . || { echo "demo's claims are gone" >&2; exit 1; }
+  # Read whole, then tested: `| grep -q` under pipefail fails when kubectl, still writing, gets SIGPIPE.
+  claims=$(k get pvc -l app.kubernetes.io/instance=demo -o name)
+  [[ -n $claims ]] || { echo "demo's claims are gone" >&2; exit 1; }
   echo "demo --exit: $SECONDS s"
   exit 0
 fi
